@@ -1,0 +1,305 @@
+#!/usr/bin/env python3
+"""Builds the parity fixtures under tests/fixtures/ with the reference implementations.
+
+Tiny random models are built with diffusers / transformers, every parameter is given a
+non-trivial value (zero-initialised layers included, so nothing passes by multiplying by zero),
+and they are saved as real diffusers/transformers folders together with inputs and reference
+outputs in safetensors files. The Rust tests load the folders with spire-core and compare.
+
+    python -m venv venv && venv/bin/pip install -U "setuptools>=77" \
+        && venv/bin/pip install torch diffusers transformers safetensors scikit-image
+    venv/bin/python scripts/make_fixtures.py
+
+Library versions are recorded in tests/fixtures/VERSIONS.json. Everything is seeded; running
+the script twice gives the same files.
+"""
+from __future__ import annotations
+
+import collections
+import copy
+import json
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+FIX = ROOT / "tests" / "fixtures"
+SHARED_CAPTIONS = ROOT.parent / "shared" / "data" / "photos" / "captions.tsv"
+
+torch.set_num_threads(2)
+torch.use_deterministic_algorithms(True)
+
+
+# --------------------------------------------------------------------------------------------
+# Tokenizer: a small CLIP-format byte-level BPE vocabulary learned on captions and prompts.
+# --------------------------------------------------------------------------------------------
+
+def bytes_to_unicode():
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, [chr(c) for c in cs]))
+
+
+SPLIT = re.compile(r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[^\W\d_]+|\d|[^\s\w]+""", re.IGNORECASE)
+
+RESTORATION_WORDS = [
+    "Remove all degradation", "Deblur with sigma 2.3", "Upsample with scale 4.0",
+    "Denoise with sigma 0.08", "Dejpeg with quality 40", "Deblur with sigma 0.4; Denoise with sigma 0.12",
+]
+
+
+def corpus() -> list[str]:
+    lines = list(RESTORATION_WORDS) * 20
+    if SHARED_CAPTIONS.exists():
+        for row in SHARED_CAPTIONS.read_text().splitlines()[1:]:
+            if "\t" in row:
+                lines.append(row.split("\t", 1)[1])
+    lines += [
+        "a photo of a cat", "a red motorcycle in a workshop", "a lone zebra grazing in a field",
+        "a portrait of a woman", "a city street at night", "a bowl of fruit on a table",
+        "a mountain landscape with snow", "a dog running on the beach", "an old building",
+    ]
+    return lines
+
+
+def learn_bpe(lines: list[str], num_merges: int):
+    b2u = bytes_to_unicode()
+    words = collections.Counter()
+    for line in lines:
+        for tok in SPLIT.findall(re.sub(r"\s+", " ", line).strip().lower()):
+            enc = "".join(b2u[b] for b in tok.encode("utf-8"))
+            words[tuple(enc[:-1]) + (enc[-1] + "</w>",)] += 1
+    merges = []
+    for _ in range(num_merges):
+        pairs = collections.Counter()
+        for w, c in words.items():
+            for a, b in zip(w, w[1:]):
+                pairs[(a, b)] += c
+        if not pairs:
+            break
+        best = max(pairs.items(), key=lambda kv: (kv[1], kv[0]))[0]
+        merges.append(best)
+        new = collections.Counter()
+        for w, c in words.items():
+            out, i = [], 0
+            while i < len(w):
+                if i + 1 < len(w) and (w[i], w[i + 1]) == best:
+                    out.append(w[i] + w[i + 1])
+                    i += 2
+                else:
+                    out.append(w[i])
+                    i += 1
+            new[tuple(out)] += c
+        words = new
+    base = list(b2u.values())
+    vocab = base + [v + "</w>" for v in base]
+    for a, b in merges:
+        vocab.append(a + b)
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    return {t: i for i, t in enumerate(vocab)}, merges
+
+
+def write_tokenizer(dir: Path, vocab, merges, pad_token: str):
+    dir.mkdir(parents=True, exist_ok=True)
+    (dir / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+    (dir / "merges.txt").write_text("#version: 0.2\n" + "\n".join(f"{a} {b}" for a, b in merges) + "\n")
+    special = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>", "pad_token": pad_token}
+    (dir / "special_tokens_map.json").write_text(json.dumps(special, indent=2))
+    cfg = dict(special, model_max_length=77, tokenizer_class="CLIPTokenizer", do_lower_case=True)
+    (dir / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2))
+
+
+TOKENIZER_PROMPTS = [
+    "a red motorcycle in a workshop",
+    "Denoise with sigma 0.08",
+    "Deblur with sigma 2.3; Upsample with scale 4.0; Denoise with sigma 0.12; Dejpeg with quality 40",
+    "Remove all degradation",
+    "",
+    "  MIXED   Case,   punctuation!!! and numbers 1234.5678 ",
+    "unseen wordsxyz quixotic zephyr, café naïve — “quotes” 日本語",
+    "a photo of a cat " * 20,
+    "it's the dog's toy, isn't it? I'll see; you'd've",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+
+def randomize(model: torch.nn.Module, seed: int):
+    """Gives every parameter a non-trivial value: norms near 1, zero-initialised layers small
+    random values, the rest keeps its (seeded) default initialisation."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name and name.endswith("weight"):
+                p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=g))
+            elif "norm" in name and name.endswith("bias"):
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+            elif torch.count_nonzero(p) == 0 or name.endswith("bias"):
+                p.copy_(0.05 * torch.randn(p.shape, generator=g))
+    return model
+
+
+def rand(seed: int, *shape, scale=1.0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g) * scale
+
+
+def save_ref(name: str, tensors: dict):
+    from safetensors.torch import save_file
+    (FIX / "ref").mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous().float() for k, v in tensors.items()}, FIX / "ref" / f"{name}.safetensors")
+
+
+# --------------------------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------------------------
+
+VAE_CFG = dict(
+    in_channels=3, out_channels=3, latent_channels=4,
+    down_block_types=["DownEncoderBlock2D"] * 3, up_block_types=["UpDecoderBlock2D"] * 3,
+    block_out_channels=[16, 32, 32], layers_per_block=1, norm_num_groups=8, sample_size=32,
+    scaling_factor=0.18215,
+)
+
+UNET_SD1 = dict(
+    sample_size=8, in_channels=4, out_channels=4,
+    down_block_types=["CrossAttnDownBlock2D", "DownBlock2D"],
+    up_block_types=["UpBlock2D", "CrossAttnUpBlock2D"],
+    block_out_channels=[32, 64], layers_per_block=2, cross_attention_dim=32,
+    attention_head_dim=8, norm_num_groups=8, use_linear_projection=False,
+)
+
+UNET_SD2 = dict(
+    sample_size=8, in_channels=4, out_channels=4,
+    down_block_types=["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    up_block_types=["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+    block_out_channels=[32, 48, 64], layers_per_block=1, cross_attention_dim=48,
+    attention_head_dim=[2, 4, 8], norm_num_groups=8, use_linear_projection=True,
+    upcast_attention=True, flip_sin_to_cos=True, freq_shift=0,
+)
+
+
+def clip_config(vocab_size, act, eos_id, bos_id, pad_id, hidden=32, proj=None):
+    from transformers import CLIPTextConfig
+    return CLIPTextConfig(
+        vocab_size=vocab_size, hidden_size=hidden, intermediate_size=37, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=77, hidden_act=act,
+        eos_token_id=eos_id, bos_token_id=bos_id, pad_token_id=pad_id,
+        projection_dim=proj or hidden,
+    )
+
+
+def main():
+    import diffusers
+    import transformers
+    import safetensors
+    from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    if FIX.exists():
+        for sub in ["tiny-sd1", "tiny-sd2", "tiny-controlnet", "ref", "tokenizer"]:
+            shutil.rmtree(FIX / sub, ignore_errors=True)
+    FIX.mkdir(parents=True, exist_ok=True)
+
+    # ---- tokenizers
+    vocab, merges = learn_bpe(corpus(), 400)
+    write_tokenizer(FIX / "tiny-sd1" / "tokenizer", vocab, merges, "<|endoftext|>")
+    write_tokenizer(FIX / "tiny-sd2" / "tokenizer", vocab, merges, "!")
+    tok_ref = {}
+    for flavour in ["tiny-sd1", "tiny-sd2"]:
+        tok = CLIPTokenizer.from_pretrained(FIX / flavour / "tokenizer")
+        ids = tok(TOKENIZER_PROMPTS, padding="max_length", max_length=tok.model_max_length, truncation=True).input_ids
+        tok_ref[flavour] = ids
+    (FIX / "ref").mkdir(parents=True, exist_ok=True)
+    (FIX / "ref" / "tokenizer.json").write_text(json.dumps({"prompts": TOKENIZER_PROMPTS, "ids": tok_ref}, ensure_ascii=False))
+    eos, bos = vocab["<|endoftext|>"], vocab["<|startoftext|>"]
+
+    # ---- text encoders (SD1: quick_gelu, pad = eos; SD2: gelu, pad = "!")
+    for i, (flavour, act, pad) in enumerate([("tiny-sd1", "quick_gelu", eos), ("tiny-sd2", "gelu", vocab["!"])]):
+        torch.manual_seed(10 + i)
+        hidden = 32 if flavour == "tiny-sd1" else 48
+        te = randomize(CLIPTextModel(clip_config(len(vocab), act, eos, bos, pad, hidden=hidden)), 100 + i).eval()
+        te.save_pretrained(FIX / flavour / "text_encoder", safe_serialization=True)
+        ids = torch.tensor(tok_ref[flavour][:4])
+        with torch.no_grad():
+            out = te(ids)
+        save_ref(f"{flavour}-text-encoder", {"ids": ids.float(), "last_hidden_state": out.last_hidden_state, "pooled": out.pooler_output})
+
+    # ---- VAE (shared by both tiny pipelines through tiny-sd1)
+    torch.manual_seed(20)
+    vae = randomize(AutoencoderKL(**VAE_CFG), 200).eval()
+    vae.save_pretrained(FIX / "tiny-sd1" / "vae", safe_serialization=True)
+    copy.deepcopy(vae).half().save_pretrained(FIX / "tiny-sd1" / "vae", safe_serialization=True, variant="fp16")
+    x = rand(21, 2, 3, 36, 28).clamp(-1, 1)
+    z = rand(22, 1, 4, 9, 7)
+    with torch.no_grad():
+        dist = vae.encode(x).latent_dist
+        dec = vae.decode(z).sample
+    save_ref("vae", {"x": x, "mean": dist.mean, "logvar": dist.logvar, "z": z, "decoded": dec})
+
+    # ---- UNets
+    for flavour, cfg, seed, shape, ts, ctx_dim in [
+        ("tiny-sd1", UNET_SD1, 30, (3, 4, 16, 16), [10.0, 500.0, 999.0], 32),
+        ("tiny-sd2", UNET_SD2, 40, (3, 4, 12, 10), [1.0, 333.0, 980.0], 48),
+    ]:
+        torch.manual_seed(seed)
+        unet = randomize(UNet2DConditionModel(**cfg), seed * 10).eval()
+        unet.save_pretrained(FIX / flavour / "unet", safe_serialization=True)
+        sample = rand(seed + 1, *shape)
+        ctx = rand(seed + 2, shape[0], 77, ctx_dim)
+        t = torch.tensor(ts)
+        with torch.no_grad():
+            out = unet(sample, t, encoder_hidden_states=ctx).sample
+        save_ref(f"{flavour}-unet", {"sample": sample, "timesteps": t, "context": ctx, "out": out})
+
+    # ---- ControlNet (pixel hint, additive) on the SD1 UNet, and the UNet with its residuals
+    torch.manual_seed(50)
+    unet = UNet2DConditionModel.from_pretrained(FIX / "tiny-sd1" / "unet").eval()
+    cn = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 16, 16))
+    cn = randomize(cn, 500).eval()
+    cn.save_pretrained(FIX / "tiny-controlnet", safe_serialization=True)
+    sample = rand(51, 2, 4, 16, 16)
+    ctx = rand(52, 2, 77, 32)
+    cond = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(53))
+    t = torch.tensor([250.0, 750.0])
+    with torch.no_grad():
+        down, mid = cn(sample, t, encoder_hidden_states=ctx, controlnet_cond=cond, conditioning_scale=0.7, return_dict=False)
+        out = unet(sample, t, encoder_hidden_states=ctx, down_block_additional_residuals=down, mid_block_additional_residual=mid).sample
+    ref = {"sample": sample, "timesteps": t, "context": ctx, "cond": cond, "mid": mid, "unet_out": out}
+    ref.update({f"down.{i}": d for i, d in enumerate(down)})
+    save_ref("controlnet", ref)
+
+    # ---- model_index / scheduler for the tiny pipelines
+    for flavour, pred in [("tiny-sd1", "epsilon"), ("tiny-sd2", "v_prediction")]:
+        sched = {
+            "_class_name": "DDIMScheduler", "beta_start": 0.00085, "beta_end": 0.012,
+            "beta_schedule": "scaled_linear", "num_train_timesteps": 1000, "clip_sample": False,
+            "set_alpha_to_one": False, "steps_offset": 1, "prediction_type": pred,
+            "timestep_spacing": "leading",
+        }
+        (FIX / flavour / "scheduler").mkdir(parents=True, exist_ok=True)
+        (FIX / flavour / "scheduler" / "scheduler_config.json").write_text(json.dumps(sched, indent=2))
+
+    versions = {
+        "python": sys.version.split()[0], "torch": torch.__version__, "diffusers": diffusers.__version__,
+        "transformers": transformers.__version__, "safetensors": safetensors.__version__, "numpy": np.__version__,
+    }
+    (FIX / "VERSIONS.json").write_text(json.dumps(versions, indent=2) + "\n")
+    print(json.dumps(versions))
+
+
+if __name__ == "__main__":
+    main()

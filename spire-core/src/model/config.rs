@@ -1,0 +1,505 @@
+//! diffusers / transformers `config.json` files, read into the runtime configs of the models.
+//!
+//! Fields are read by their upstream names with the upstream defaults. A field that changes
+//! the architecture in a way this crate does not implement (a class embedding, a different
+//! time embedding, an unknown block type, …) is an [`Error::ModelLoad`] naming the field and
+//! its value, never silently ignored. Fields that do not matter for inference
+//! (`_class_name`, `sample_size`, `dropout`, …) are ignored.
+
+use std::path::Path;
+
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+use crate::model::nn::Activation;
+
+/// A JSON object with the file it came from, for messages.
+pub(crate) struct Json<'a> {
+    pub(crate) path: &'a Path,
+    pub(crate) map: Map<String, Value>,
+}
+
+impl<'a> Json<'a> {
+    pub(crate) fn read(path: &'a Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::parse(path, &text)
+    }
+
+    pub(crate) fn parse(path: &'a Path, text: &str) -> Result<Self> {
+        let v: Value =
+            serde_json::from_str(text).map_err(|e| Error::model_load(path, format!("invalid JSON: {e}")))?;
+        match v {
+            Value::Object(map) => Ok(Self { path, map }),
+            _ => Err(Error::model_load(path, "expected a JSON object")),
+        }
+    }
+
+    pub(crate) fn err(&self, field: &str, msg: impl std::fmt::Display) -> Error {
+        Error::model_load(self.path, format!("config field `{field}`: {msg}"))
+    }
+
+    fn get(&self, field: &str) -> Option<&Value> {
+        self.map.get(field).filter(|v| !v.is_null())
+    }
+
+    pub(crate) fn usize_or(&self, field: &str, default: usize) -> Result<usize> {
+        match self.get(field) {
+            None => Ok(default),
+            Some(v) => v
+                .as_u64()
+                .map(|x| x as usize)
+                .ok_or_else(|| self.err(field, format!("expected a non-negative integer, found {v}"))),
+        }
+    }
+
+    pub(crate) fn f64_or(&self, field: &str, default: f64) -> Result<f64> {
+        match self.get(field) {
+            None => Ok(default),
+            Some(v) => v
+                .as_f64()
+                .ok_or_else(|| self.err(field, format!("expected a number, found {v}"))),
+        }
+    }
+
+    pub(crate) fn bool_or(&self, field: &str, default: bool) -> Result<bool> {
+        match self.get(field) {
+            None => Ok(default),
+            Some(v) => v
+                .as_bool()
+                .ok_or_else(|| self.err(field, format!("expected true or false, found {v}"))),
+        }
+    }
+
+    pub(crate) fn str_or<'s>(&'s self, field: &str, default: &'s str) -> Result<&'s str> {
+        match self.get(field) {
+            None => Ok(default),
+            Some(v) => v
+                .as_str()
+                .ok_or_else(|| self.err(field, format!("expected a string, found {v}"))),
+        }
+    }
+
+    pub(crate) fn strings(&self, field: &str) -> Result<Vec<String>> {
+        match self.get(field) {
+            None => Err(self.err(field, "missing")),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_owned)
+                        .ok_or_else(|| self.err(field, format!("expected strings, found {v}")))
+                })
+                .collect(),
+            Some(v) => Err(self.err(field, format!("expected a list of strings, found {v}"))),
+        }
+    }
+
+    pub(crate) fn usizes(&self, field: &str) -> Result<Vec<usize>> {
+        match self.get(field) {
+            None => Err(self.err(field, "missing")),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| {
+                    v.as_u64()
+                        .map(|x| x as usize)
+                        .ok_or_else(|| self.err(field, format!("expected integers, found {v}")))
+                })
+                .collect(),
+            Some(v) => Err(self.err(field, format!("expected a list of integers, found {v}"))),
+        }
+    }
+
+    /// An `int | list[int]` field expanded to one value per block.
+    pub(crate) fn per_block(&self, field: &str, default: usize, n: usize) -> Result<Vec<usize>> {
+        match self.get(field) {
+            None => Ok(vec![default; n]),
+            Some(Value::Array(_)) => {
+                let v = self.usizes(field)?;
+                if v.len() != n {
+                    return Err(self.err(
+                        field,
+                        format!("has {} entries, the model has {n} blocks", v.len()),
+                    ));
+                }
+                Ok(v)
+            }
+            Some(_) => Ok(vec![self.usize_or(field, default)?; n]),
+        }
+    }
+
+    /// Fails unless `field` is absent, null, or equal to `default`.
+    pub(crate) fn require_default(&self, field: &str, default: Value) -> Result<()> {
+        match self.get(field) {
+            None => Ok(()),
+            Some(v) if *v == default => Ok(()),
+            Some(v) if v.is_array() && v.as_array().is_some_and(|a| a.iter().all(|x| *x == default)) => {
+                Ok(())
+            }
+            Some(v) => Err(self.err(field, format!("value {v} is not supported (only {default})"))),
+        }
+    }
+
+    pub(crate) fn activation(&self, field: &str, default: &str) -> Result<Activation> {
+        let name = self.str_or(field, default)?;
+        Activation::from_name(name).ok_or_else(|| self.err(field, format!("unknown activation `{name}`")))
+    }
+}
+
+/// The architecture of a `UNet2DConditionModel` (and of the body a `ControlNetModel` copies).
+#[derive(Debug, Clone, PartialEq)]
+pub struct UNetConfig {
+    /// Latent channels in.
+    pub in_channels: usize,
+    /// Channels out (predicted noise / velocity).
+    pub out_channels: usize,
+    /// Width of each resolution level.
+    pub block_out_channels: Vec<usize>,
+    /// Whether each down block has cross-attention (`CrossAttnDownBlock2D`).
+    pub down_cross_attention: Vec<bool>,
+    /// Whether each up block has cross-attention (`CrossAttnUpBlock2D`).
+    pub up_cross_attention: Vec<bool>,
+    /// Whether there is a `UNetMidBlock2DCrossAttn` (false: no mid block).
+    pub mid_block: bool,
+    /// Resnets per down block.
+    pub layers_per_block: Vec<usize>,
+    /// Transformer blocks per attention layer, per down block.
+    pub transformer_layers_per_block: Vec<usize>,
+    /// Attention heads per block (diffusers' `attention_head_dim`, which counts heads).
+    pub num_attention_heads: Vec<usize>,
+    /// Width of the text context, per block.
+    pub cross_attention_dim: Vec<usize>,
+    /// GroupNorm groups.
+    pub norm_num_groups: usize,
+    /// GroupNorm epsilon of resnets.
+    pub norm_eps: f64,
+    /// Timestep features order.
+    pub flip_sin_to_cos: bool,
+    /// Timestep frequency shift.
+    pub freq_shift: f64,
+    /// Linear instead of 1×1-conv projections in the transformers (SD 2.x).
+    pub use_linear_projection: bool,
+    /// Attention scores in f32 (SD 2.1); always the case here.
+    pub upcast_attention: bool,
+    /// Padding of the down-sampling convs.
+    pub downsample_padding: usize,
+    /// Output scale of mid-block resnets.
+    pub mid_block_scale_factor: f64,
+    /// Resnet non-linearity.
+    pub act_fn: Activation,
+    /// `2·x − 1` on the input (off for SD).
+    pub center_input_sample: bool,
+}
+
+const CROSS_DOWN: &str = "CrossAttnDownBlock2D";
+const PLAIN_DOWN: &str = "DownBlock2D";
+const CROSS_UP: &str = "CrossAttnUpBlock2D";
+const PLAIN_UP: &str = "UpBlock2D";
+
+impl UNetConfig {
+    /// Reads a diffusers `UNet2DConditionModel` or `ControlNetModel` config (for the latter
+    /// `up_block_types` is absent and `out_channels` unused).
+    pub(crate) fn from_json(j: &Json, controlnet: bool) -> Result<Self> {
+        use serde_json::json;
+        for (field, default) in [
+            ("class_embed_type", Value::Null),
+            ("addition_embed_type", Value::Null),
+            ("num_class_embeds", Value::Null),
+            ("encoder_hid_dim", Value::Null),
+            ("encoder_hid_dim_type", Value::Null),
+            ("time_cond_proj_dim", Value::Null),
+            ("time_embedding_dim", Value::Null),
+            ("time_embedding_act_fn", Value::Null),
+            ("timestep_post_act", Value::Null),
+            ("num_attention_heads", Value::Null),
+            ("dual_cross_attention", json!(false)),
+            ("only_cross_attention", json!(false)),
+            ("resnet_time_scale_shift", json!("default")),
+            ("resnet_skip_time_act", json!(false)),
+            ("resnet_out_scale_factor", json!(1.0)),
+            ("time_embedding_type", json!("positional")),
+            ("conv_in_kernel", json!(3)),
+            ("conv_out_kernel", json!(3)),
+            ("attention_type", json!("default")),
+            ("class_embeddings_concat", json!(false)),
+            ("cross_attention_norm", Value::Null),
+            ("reverse_transformer_layers_per_block", Value::Null),
+            ("mid_block_only_cross_attention", Value::Null),
+            ("global_pool_conditions", json!(false)),
+        ] {
+            j.require_default(field, default)?;
+        }
+        let block_out_channels = j.usizes("block_out_channels")?;
+        let n = block_out_channels.len();
+        if n == 0 {
+            return Err(j.err("block_out_channels", "is empty"));
+        }
+        let down_types = j.strings("down_block_types")?;
+        if down_types.len() != n {
+            return Err(j.err(
+                "down_block_types",
+                format!("has {} entries, block_out_channels has {n}", down_types.len()),
+            ));
+        }
+        let down_cross_attention = down_types
+            .iter()
+            .map(|t| match t.as_str() {
+                CROSS_DOWN => Ok(true),
+                PLAIN_DOWN => Ok(false),
+                other => Err(j.err(
+                    "down_block_types",
+                    format!("block type `{other}` is not supported"),
+                )),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let up_cross_attention = if controlnet {
+            Vec::new()
+        } else {
+            let up_types = j.strings("up_block_types")?;
+            if up_types.len() != n {
+                return Err(j.err(
+                    "up_block_types",
+                    format!("has {} entries, block_out_channels has {n}", up_types.len()),
+                ));
+            }
+            up_types
+                .iter()
+                .map(|t| match t.as_str() {
+                    CROSS_UP => Ok(true),
+                    PLAIN_UP => Ok(false),
+                    other => Err(j.err("up_block_types", format!("block type `{other}` is not supported"))),
+                })
+                .collect::<Result<Vec<_>>>()?
+        };
+        let mid_block = match j.get("mid_block_type") {
+            None if controlnet => true,
+            None => j.map.get("mid_block_type").is_none(),
+            Some(Value::String(s)) if s == "UNetMidBlock2DCrossAttn" => true,
+            Some(v) => return Err(j.err("mid_block_type", format!("{v} is not supported"))),
+        };
+        let norm_num_groups = j.usize_or("norm_num_groups", 32)?;
+        for &c in &block_out_channels {
+            if c == 0 || c % norm_num_groups != 0 {
+                return Err(j.err(
+                    "block_out_channels",
+                    format!("{c} is not a multiple of norm_num_groups {norm_num_groups}"),
+                ));
+            }
+        }
+        let num_attention_heads = j.per_block("attention_head_dim", 8, n)?;
+        for (i, (&h, &c)) in num_attention_heads.iter().zip(&block_out_channels).enumerate() {
+            if h == 0 || c % h != 0 {
+                return Err(j.err(
+                    "attention_head_dim",
+                    format!("block {i}: {h} heads do not divide {c} channels"),
+                ));
+            }
+        }
+        let cfg = Self {
+            in_channels: j.usize_or("in_channels", 4)?,
+            out_channels: j.usize_or("out_channels", 4)?,
+            down_cross_attention,
+            up_cross_attention,
+            mid_block,
+            layers_per_block: j.per_block("layers_per_block", 2, n)?,
+            transformer_layers_per_block: j.per_block("transformer_layers_per_block", 1, n)?,
+            num_attention_heads,
+            cross_attention_dim: j.per_block("cross_attention_dim", 1280, n)?,
+            norm_num_groups,
+            norm_eps: j.f64_or("norm_eps", 1e-5)?,
+            flip_sin_to_cos: j.bool_or("flip_sin_to_cos", true)?,
+            freq_shift: j.f64_or("freq_shift", 0.0)?,
+            use_linear_projection: j.bool_or("use_linear_projection", false)?,
+            upcast_attention: j.bool_or("upcast_attention", false)?,
+            downsample_padding: j.usize_or("downsample_padding", 1)?,
+            mid_block_scale_factor: j.f64_or("mid_block_scale_factor", 1.0)?,
+            act_fn: j.activation("act_fn", "silu")?,
+            center_input_sample: j.bool_or("center_input_sample", false)?,
+            block_out_channels,
+        };
+        Ok(cfg)
+    }
+
+    /// Width of the time embedding (`4 × block_out_channels[0]`).
+    pub fn time_embed_dim(&self) -> usize {
+        self.block_out_channels[0] * 4
+    }
+
+    /// The spatial down-sampling factor between the input and the deepest level.
+    pub fn downscale_factor(&self) -> usize {
+        1 << (self.block_out_channels.len() - 1)
+    }
+
+    /// A tiny SD-1.x-shaped config for tests (conv projection, one head count for all blocks).
+    pub fn tiny_sd1() -> Self {
+        Self {
+            in_channels: 4,
+            out_channels: 4,
+            block_out_channels: vec![32, 64],
+            down_cross_attention: vec![true, false],
+            up_cross_attention: vec![false, true],
+            mid_block: true,
+            layers_per_block: vec![2, 2],
+            transformer_layers_per_block: vec![1, 1],
+            num_attention_heads: vec![2, 2],
+            cross_attention_dim: vec![32, 32],
+            norm_num_groups: 8,
+            norm_eps: 1e-5,
+            flip_sin_to_cos: true,
+            freq_shift: 0.0,
+            use_linear_projection: false,
+            upcast_attention: false,
+            downsample_padding: 1,
+            mid_block_scale_factor: 1.0,
+            act_fn: Activation::Silu,
+            center_input_sample: false,
+        }
+    }
+}
+
+/// The architecture of an `AutoencoderKL`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VaeConfig {
+    /// Image channels.
+    pub in_channels: usize,
+    /// Image channels out.
+    pub out_channels: usize,
+    /// Latent channels.
+    pub latent_channels: usize,
+    /// Width of each level.
+    pub block_out_channels: Vec<usize>,
+    /// Resnets per encoder block (the decoder has one more).
+    pub layers_per_block: usize,
+    /// GroupNorm groups.
+    pub norm_num_groups: usize,
+    /// Non-linearity.
+    pub act_fn: Activation,
+    /// Latents are multiplied by this after encoding.
+    pub scaling_factor: f64,
+    /// Latents are shifted by this before scaling (None for SD).
+    pub shift_factor: f64,
+    /// Whether the mid blocks have their attention layer.
+    pub mid_block_add_attention: bool,
+    /// `quant_conv` present.
+    pub use_quant_conv: bool,
+    /// `post_quant_conv` present.
+    pub use_post_quant_conv: bool,
+}
+
+impl VaeConfig {
+    pub(crate) fn from_json(j: &Json) -> Result<Self> {
+        let block_out_channels = j.usizes("block_out_channels")?;
+        let n = block_out_channels.len();
+        if n == 0 {
+            return Err(j.err("block_out_channels", "is empty"));
+        }
+        for field in ["down_block_types", "up_block_types"] {
+            if let Ok(types) = j.strings(field) {
+                let want = if field == "down_block_types" {
+                    "DownEncoderBlock2D"
+                } else {
+                    "UpDecoderBlock2D"
+                };
+                if types.len() != n || types.iter().any(|t| t != want) {
+                    return Err(j.err(
+                        field,
+                        format!("only {n} × `{want}` is supported, found {types:?}"),
+                    ));
+                }
+            }
+        }
+        j.require_default("norm_type", Value::String("group".into()))?;
+        let norm_num_groups = j.usize_or("norm_num_groups", 32)?;
+        for &c in &block_out_channels {
+            if c == 0 || c % norm_num_groups != 0 {
+                return Err(j.err(
+                    "block_out_channels",
+                    format!("{c} is not a multiple of norm_num_groups {norm_num_groups}"),
+                ));
+            }
+        }
+        Ok(Self {
+            in_channels: j.usize_or("in_channels", 3)?,
+            out_channels: j.usize_or("out_channels", 3)?,
+            latent_channels: j.usize_or("latent_channels", 4)?,
+            layers_per_block: j.usize_or("layers_per_block", 1)?,
+            norm_num_groups,
+            act_fn: j.activation("act_fn", "silu")?,
+            scaling_factor: j.f64_or("scaling_factor", 0.18215)?,
+            shift_factor: j.f64_or("shift_factor", 0.0)?,
+            mid_block_add_attention: j.bool_or("mid_block_add_attention", true)?,
+            use_quant_conv: j.bool_or("use_quant_conv", true)?,
+            use_post_quant_conv: j.bool_or("use_post_quant_conv", true)?,
+            block_out_channels,
+        })
+    }
+
+    /// Pixels per latent pixel (8 for SD).
+    pub fn downscale_factor(&self) -> usize {
+        1 << (self.block_out_channels.len() - 1)
+    }
+}
+
+/// The architecture of a transformers `CLIPTextModel`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClipTextConfig {
+    /// Token vocabulary size.
+    pub vocab_size: usize,
+    /// Width.
+    pub hidden_size: usize,
+    /// MLP width.
+    pub intermediate_size: usize,
+    /// Encoder layers.
+    pub num_hidden_layers: usize,
+    /// Attention heads.
+    pub num_attention_heads: usize,
+    /// Sequence length (77).
+    pub max_position_embeddings: usize,
+    /// MLP activation.
+    pub hidden_act: Activation,
+    /// LayerNorm epsilon.
+    pub layer_norm_eps: f64,
+    /// Token id whose position gives the pooled output.
+    pub eos_token_id: u32,
+    /// Output width of `text_projection` if the checkpoint has one (`CLIPTextModelWithProjection`).
+    pub projection_dim: Option<usize>,
+}
+
+impl ClipTextConfig {
+    pub(crate) fn from_json(j: &Json) -> Result<Self> {
+        // A full CLIPModel config nests the text part.
+        let text;
+        let j = match j.map.get("text_config") {
+            Some(Value::Object(m)) => {
+                text = Json {
+                    path: j.path,
+                    map: m.clone(),
+                };
+                &text
+            }
+            _ => j,
+        };
+        let hidden_size = j.usize_or("hidden_size", 512)?;
+        let num_attention_heads = j.usize_or("num_attention_heads", 8)?;
+        if num_attention_heads == 0 || hidden_size % num_attention_heads != 0 {
+            return Err(j.err(
+                "num_attention_heads",
+                format!("{num_attention_heads} does not divide hidden_size {hidden_size}"),
+            ));
+        }
+        Ok(Self {
+            vocab_size: j.usize_or("vocab_size", 49408)?,
+            hidden_size,
+            intermediate_size: j.usize_or("intermediate_size", 2048)?,
+            num_hidden_layers: j.usize_or("num_hidden_layers", 12)?,
+            num_attention_heads,
+            max_position_embeddings: j.usize_or("max_position_embeddings", 77)?,
+            hidden_act: j.activation("hidden_act", "quick_gelu")?,
+            layer_norm_eps: j.f64_or("layer_norm_eps", 1e-5)?,
+            eos_token_id: j.usize_or("eos_token_id", 2)? as u32,
+            projection_dim: j
+                .get("projection_dim")
+                .and_then(Value::as_u64)
+                .map(|x| x as usize),
+        })
+    }
+}

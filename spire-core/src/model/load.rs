@@ -1,0 +1,132 @@
+//! Loading model components from diffusers / transformers folders (`config.json` +
+//! safetensors weights, memory-mapped; f32, f16 or bf16 on disk).
+//!
+//! Every failure is an [`Error`]: a missing folder or file is [`Error::Io`] (kind `NotFound`)
+//! naming the path; a corrupt or truncated safetensors file, a missing tensor, a tensor of the
+//! wrong shape (key, expected and actual shape) or an unsupported config value is
+//! [`Error::ModelLoad`].
+
+use std::path::Path;
+use std::sync::Arc;
+
+use candle_core::{DType, Device};
+use candle_nn::VarBuilder;
+
+use super::adaptor::{Adaptor, AdaptorConfig};
+use super::clip::ClipTextModel;
+use super::config::{ClipTextConfig, Json, UNetConfig, VaeConfig};
+use super::unet::UNet2DConditionModel;
+use super::vae::AutoencoderKL;
+use crate::error::{Error, Result};
+use crate::weights::{component_files, var_builder, TensorStore};
+
+/// Where and how to load weights.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// The compute device (CPU by default; CUDA / Metal with the `cuda` / `metal` features).
+    pub device: Device,
+    /// The dtype the weights are converted to (f32 by default; f16/bf16 make sense on GPUs).
+    pub dtype: DType,
+    /// A weight-file variant such as `"fp16"` (`diffusion_pytorch_model.fp16.safetensors`).
+    pub variant: Option<String>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            device: Device::Cpu,
+            dtype: DType::F32,
+            variant: None,
+        }
+    }
+}
+
+/// The config and weights of one component folder.
+pub(crate) struct Component<'a> {
+    pub(crate) json: Json<'a>,
+    pub(crate) store: Arc<TensorStore>,
+}
+
+pub(crate) fn open_component<'a>(
+    dir: &Path,
+    config_path: &'a Path,
+    stems: &[&str],
+    opts: &LoadOptions,
+) -> Result<Component<'a>> {
+    if !config_path.is_file() {
+        return Err(Error::io(
+            config_path,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "config.json not found"),
+        ));
+    }
+    let json = Json::read(config_path)?;
+    let files = component_files(dir, stems, opts.variant.as_deref())?;
+    let store = Arc::new(TensorStore::open(&files)?);
+    Ok(Component { json, store })
+}
+
+/// Builds a model from a `VarBuilder` over a store, turning weight errors into
+/// [`Error::ModelLoad`] for `dir`.
+pub(crate) fn build<T>(
+    dir: &Path,
+    store: Arc<TensorStore>,
+    opts: &LoadOptions,
+    f: impl FnOnce(VarBuilder<'static>) -> candle_core::Result<T>,
+) -> Result<T> {
+    let vb = var_builder(store, opts.dtype, &opts.device);
+    f(vb).map_err(|e| Error::model_load(dir, e.to_string()))
+}
+
+impl UNet2DConditionModel {
+    /// Loads a diffusers `unet/` folder.
+    ///
+    /// # Errors
+    /// [`Error::Io`] for a missing folder or file; [`Error::ModelLoad`] for a bad config or
+    /// weights; [`Error::Device`] if the device fails.
+    pub fn from_dir(dir: &Path, opts: &LoadOptions) -> Result<Self> {
+        let cfg_path = dir.join("config.json");
+        let c = open_component(dir, &cfg_path, &["diffusion_pytorch_model"], opts)?;
+        let cfg = UNetConfig::from_json(&c.json, false)?;
+        build(dir, c.store, opts, |vb| Self::new(&cfg, vb))
+    }
+}
+
+impl AutoencoderKL {
+    /// Loads a diffusers `vae/` folder.
+    ///
+    /// # Errors
+    /// As [`UNet2DConditionModel::from_dir`].
+    pub fn from_dir(dir: &Path, opts: &LoadOptions) -> Result<Self> {
+        let cfg_path = dir.join("config.json");
+        let c = open_component(dir, &cfg_path, &["diffusion_pytorch_model"], opts)?;
+        let cfg = VaeConfig::from_json(&c.json)?;
+        build(dir, c.store, opts, |vb| Self::new(&cfg, vb))
+    }
+}
+
+impl ClipTextModel {
+    /// Loads a transformers `text_encoder/` folder (`CLIPTextModel` or
+    /// `CLIPTextModelWithProjection`).
+    ///
+    /// # Errors
+    /// As [`UNet2DConditionModel::from_dir`].
+    pub fn from_dir(dir: &Path, opts: &LoadOptions) -> Result<Self> {
+        let cfg_path = dir.join("config.json");
+        let c = open_component(dir, &cfg_path, &["model", "pytorch_model"], opts)?;
+        let cfg = ClipTextConfig::from_json(&c.json)?;
+        build(dir, c.store, opts, |vb| Self::new(&cfg, vb))
+    }
+}
+
+impl Adaptor {
+    /// Loads an `adaptor/` folder or a diffusers `ControlNetModel` folder.
+    ///
+    /// # Errors
+    /// As [`UNet2DConditionModel::from_dir`].
+    pub fn from_dir(dir: &Path, opts: &LoadOptions) -> Result<Self> {
+        let cfg_path = dir.join("config.json");
+        let c = open_component(dir, &cfg_path, &["diffusion_pytorch_model", "model"], opts)?;
+        let cfg = AdaptorConfig::from_json(&c.json)?;
+        build(dir, c.store, opts, |vb| Self::new(&cfg, vb))
+    }
+}

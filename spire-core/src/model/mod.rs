@@ -1,0 +1,22 @@
+//! The model components, written against candle with diffusers / transformers key names so
+//! real checkpoints load unchanged.
+
+pub mod adaptor;
+pub mod attention;
+pub mod blocks;
+pub mod clip;
+pub mod config;
+pub mod embeddings;
+pub mod load;
+pub mod nn;
+pub mod tokenizer;
+pub mod unet;
+pub mod vae;
+
+pub use adaptor::{Adaptor, AdaptorConfig, Fusion, HintMode};
+pub use clip::{ClipTextModel, ClipTextOutput};
+pub use config::{ClipTextConfig, UNetConfig, VaeConfig};
+pub use load::LoadOptions;
+pub use tokenizer::ClipTokenizer;
+pub use unet::{Control, Injection, UNet2DConditionModel};
+pub use vae::{AutoencoderKL, LatentDistribution};

@@ -1,0 +1,270 @@
+//! Safetensors weight storage behind candle's `VarBuilder`.
+//!
+//! Files are memory-mapped and their headers validated when opened (a truncated or corrupt file
+//! is an error right away, naming the file). Tensors are read on request, converted to the
+//! requested dtype (f16/bf16 checkpoints load into an f32 model and the other way round), and
+//! checked against the shape the model expects; every failure names the file, the key and both
+//! shapes. A few legacy key spellings of old diffusers VAE checkpoints are accepted as aliases.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::VarBuilder;
+use safetensors::tensor::{Dtype as StDtype, SafeTensors, TensorInfo};
+
+use crate::error::{Error, Result};
+
+struct File {
+    /// Shown in error messages.
+    name: PathBuf,
+    bytes: memmap2::Mmap,
+    /// Offset of the data section (8 + header length).
+    data_start: usize,
+}
+
+/// A set of safetensors files seen as one name → tensor map.
+pub(crate) struct TensorStore {
+    files: Vec<File>,
+    index: HashMap<String, (usize, TensorInfo)>,
+}
+
+fn st_dtype(d: StDtype) -> Option<DType> {
+    Some(match d {
+        StDtype::F32 => DType::F32,
+        StDtype::F16 => DType::F16,
+        StDtype::BF16 => DType::BF16,
+        StDtype::F64 => DType::F64,
+        StDtype::U8 => DType::U8,
+        StDtype::U32 => DType::U32,
+        StDtype::I64 => DType::I64,
+        _ => return None,
+    })
+}
+
+/// Legacy diffusers VAE attention names (before diffusers 0.14) and the current ones.
+const KEY_ALIASES: &[(&str, &str)] = &[
+    (".to_q.", ".query."),
+    (".to_k.", ".key."),
+    (".to_v.", ".value."),
+    (".to_out.0.", ".proj_attn."),
+];
+
+impl TensorStore {
+    /// Opens and validates safetensors files. `label` names the store in messages.
+    pub(crate) fn open(paths: &[PathBuf]) -> Result<Self> {
+        let mut store = TensorStore {
+            files: Vec::new(),
+            index: HashMap::new(),
+        };
+        for path in paths {
+            let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+            // SAFETY: the map is read-only; a file changed by another process while mapped is
+            // the same hazard every mmap-based loader (safetensors, candle) accepts.
+            let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+            store.add(path.clone(), mmap)?;
+        }
+        Ok(store)
+    }
+
+    fn add(&mut self, name: PathBuf, bytes: memmap2::Mmap) -> Result<()> {
+        let (n, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| {
+            Error::model_load(
+                &name,
+                format!("not a valid safetensors file (truncated or corrupt?): {e}"),
+            )
+        })?;
+        let file_idx = self.files.len();
+        for (key, info) in meta.tensors() {
+            if let Some((other, _)) = self.index.get(&key) {
+                return Err(Error::model_load(
+                    &name,
+                    format!("tensor `{key}` is also in {}", self.files[*other].name.display()),
+                ));
+            }
+            self.index.insert(key, (file_idx, info.clone()));
+        }
+        self.files.push(File {
+            name,
+            bytes,
+            data_start: 8 + n,
+        });
+        Ok(())
+    }
+
+    fn resolve(&self, name: &str) -> Option<(&str, &(usize, TensorInfo))> {
+        if let Some((k, v)) = self.index.get_key_value(name) {
+            return Some((k.as_str(), v));
+        }
+        for (new, old) in KEY_ALIASES {
+            if name.contains(new) {
+                let alt = name.replacen(new, old, 1);
+                if let Some((k, v)) = self.index.get_key_value(&alt) {
+                    return Some((k.as_str(), v));
+                }
+            }
+        }
+        None
+    }
+
+    pub(crate) fn contains(&self, name: &str) -> bool {
+        self.resolve(name).is_some()
+    }
+
+    /// Loads a tensor as stored (its own shape), converted to `dtype` on `device`.
+    pub(crate) fn load(&self, name: &str, dtype: DType, device: &Device) -> Result<Tensor, String> {
+        let (key, (file_idx, info)) = self
+            .resolve(name)
+            .ok_or_else(|| format!("missing tensor `{name}`"))?;
+        let file = &self.files[*file_idx];
+        let st = st_dtype(info.dtype).ok_or_else(|| {
+            format!(
+                "{}: tensor `{key}` has unsupported dtype {:?}",
+                file.name.display(),
+                info.dtype
+            )
+        })?;
+        let (s, e) = info.data_offsets;
+        let data = &file.bytes[file.data_start + s..file.data_start + e];
+        let t = Tensor::from_raw_buffer(data, st, &info.shape, &Device::Cpu)
+            .and_then(|t| t.to_dtype(dtype))
+            .and_then(|t| t.to_device(device))
+            .map_err(|e| format!("{}: tensor `{key}`: {e}", file.name.display()))?;
+        Ok(t)
+    }
+
+    fn load_checked(
+        &self,
+        shape: &Shape,
+        name: &str,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Tensor, String> {
+        let t = self.load(name, dtype, device)?;
+        if t.shape() == shape {
+            return Ok(t);
+        }
+        // Old checkpoints store 1x1 conv weights where a linear layer is expected (and back).
+        let squeeze = |d: &[usize]| d.iter().copied().filter(|&x| x != 1).collect::<Vec<_>>();
+        if t.elem_count() == shape.elem_count()
+            && squeeze(t.dims()) == squeeze(shape.dims())
+            && t.rank() != shape.rank()
+        {
+            return t.reshape(shape).map_err(|e| e.to_string());
+        }
+        let (file_idx, _) = self.resolve(name).map(|(_, v)| v).ok_or("unreachable")?;
+        Err(format!(
+            "{}: tensor `{name}` has shape {:?}, the model expects {:?}",
+            self.files[*file_idx]
+                .name
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy(),
+            t.dims(),
+            shape.dims()
+        ))
+    }
+}
+
+/// The `VarBuilder` backend over a [`TensorStore`].
+struct StoreBackend(Arc<TensorStore>);
+
+impl SimpleBackend for StoreBackend {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _h: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        self.0
+            .load_checked(&s, name, dtype, dev)
+            .map_err(candle_core::Error::Msg)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        self.0.load(name, dtype, dev).map_err(candle_core::Error::Msg)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.0.contains(name)
+    }
+}
+
+/// A `VarBuilder` reading from `store`.
+pub(crate) fn var_builder(store: Arc<TensorStore>, dtype: DType, device: &Device) -> VarBuilder<'static> {
+    VarBuilder::from_backend(Box::new(StoreBackend(store)), dtype, device.clone())
+}
+
+/// Finds the weight files of one diffusers component folder: a sharded index
+/// (`<stem>.safetensors.index.json`), `<stem>.safetensors`, a `variant` file
+/// (`<stem>.<variant>.safetensors`), or the only `*.safetensors` file there.
+pub(crate) fn component_files(dir: &Path, stems: &[&str], variant: Option<&str>) -> Result<Vec<PathBuf>> {
+    if !dir.is_dir() {
+        return Err(Error::io(
+            dir,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "model component folder not found"),
+        ));
+    }
+    for stem in stems {
+        let name = match variant {
+            Some(v) => format!("{stem}.{v}.safetensors"),
+            None => format!("{stem}.safetensors"),
+        };
+        let index = dir.join(format!("{name}.index.json"));
+        if index.is_file() {
+            let text = std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
+            let v: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| Error::model_load(&index, format!("invalid JSON: {e}")))?;
+            let map = v
+                .get("weight_map")
+                .and_then(|m| m.as_object())
+                .ok_or_else(|| Error::model_load(&index, "no `weight_map` object"))?;
+            let mut files: Vec<PathBuf> = map
+                .values()
+                .filter_map(|f| f.as_str())
+                .map(|f| dir.join(f))
+                .collect();
+            files.sort();
+            files.dedup();
+            return Ok(files);
+        }
+        let single = dir.join(&name);
+        if single.is_file() {
+            return Ok(vec![single]);
+        }
+    }
+    if variant.is_none() {
+        let mut all: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| Error::io(dir, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+            .collect();
+        all.sort();
+        if all.len() == 1 {
+            return Ok(all);
+        }
+        if all.len() > 1 {
+            return Err(Error::model_load(
+                dir,
+                format!(
+                    "several weight files and none named {}.safetensors: {:?}; pick one with `LoadOptions::variant`",
+                    stems[0],
+                    all.iter().filter_map(|p| p.file_name()).collect::<Vec<_>>()
+                ),
+            ));
+        }
+    }
+    let expected = dir.join(format!(
+        "{}{}.safetensors",
+        stems[0],
+        variant.map(|v| format!(".{v}")).unwrap_or_default()
+    ));
+    Err(Error::io(
+        expected,
+        std::io::Error::new(std::io::ErrorKind::NotFound, "weight file not found"),
+    ))
+}
