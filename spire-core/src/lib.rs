@@ -4,6 +4,10 @@
 
 pub mod error;
 pub mod model;
+pub mod rng;
 pub(crate) mod weights;
+
+/// Seeded random weights for benchmarks at real model sizes (never for restoration).
+pub use weights::random_weights;
 
 pub use error::{Error, ErrorKind, Result};

@@ -268,3 +268,52 @@ pub(crate) fn component_files(dir: &Path, stems: &[&str], variant: Option<&str>)
         std::io::Error::new(std::io::ErrorKind::NotFound, "weight file not found"),
     ))
 }
+
+/// A `VarBuilder` backend that invents weights: seeded normals with std `1/sqrt(fan_in)` for
+/// matrices and kernels, ones for norm weights, zeros for biases. For benchmarks at real model
+/// sizes without checkpoints; never for restoration.
+struct RandomBackend {
+    seed: u64,
+}
+
+fn fnv1a(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+impl SimpleBackend for RandomBackend {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _h: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let dims = s.dims();
+        let t = if name.ends_with("bias") {
+            Tensor::zeros(&s, DType::F32, &Device::Cpu)?
+        } else if dims.len() == 1 {
+            Tensor::ones(&s, DType::F32, &Device::Cpu)?
+        } else {
+            let fan_in: usize = dims[1..].iter().product();
+            let std = 1.0 / (fan_in.max(1) as f64).sqrt();
+            (crate::rng::randn(self.seed ^ fnv1a(name), &s, &Device::Cpu)? * std)?
+        };
+        t.to_dtype(dtype)?.to_device(dev)
+    }
+
+    fn get_unchecked(&self, name: &str, _dtype: DType, _dev: &Device) -> candle_core::Result<Tensor> {
+        candle_core::bail!("random weights need a shape for `{name}`")
+    }
+
+    fn contains_tensor(&self, _name: &str) -> bool {
+        true
+    }
+}
+
+/// A `VarBuilder` of seeded random weights (see [`RandomBackend`]), for benchmarks.
+pub fn random_weights(seed: u64, dtype: DType, device: &Device) -> VarBuilder<'static> {
+    VarBuilder::from_backend(Box::new(RandomBackend { seed }), dtype, device.clone())
+}

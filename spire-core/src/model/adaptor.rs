@@ -15,11 +15,11 @@
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{Conv2d, VarBuilder, VarMap};
+use candle_nn::{VarBuilder, VarMap};
 
 use super::blocks::{DownBlock, MidBlock};
 use super::config::{Json, UNetConfig};
-use super::nn::{conv2d, zero_conv2d};
+use super::nn::{conv2d, zero_conv2d, Conv2d};
 use super::unet::{down_blocks, mid_block, Control, Injection, TimeEmbed};
 
 /// How the degraded image enters the adaptor.

@@ -3,9 +3,12 @@
 //! VAE mid block.
 
 use candle_core::{DType, Module, Result, Tensor, D};
-use candle_nn::{Conv2d, GroupNorm, Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
-use super::nn::{conv2d, group_norm, layer_norm, linear, softmax_last_dim, LayerNorm};
+use super::kernels;
+use super::nn::{
+    conv2d, group_norm, layer_norm, linear, softmax_last_dim, Conv2d, GroupNorm, LayerNorm, Linear,
+};
 
 /// Softmax attention over `[batch·heads, tokens, dim]` tensors.
 ///
@@ -13,6 +16,9 @@ use super::nn::{conv2d, group_norm, layer_norm, linear, softmax_last_dim, LayerN
 /// would exceed ~256 MiB, queries are processed in slices so memory stays bounded on large
 /// latents; the result is the same.
 pub(crate) fn scaled_dot_product(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
+    if kernels::fast_path(&[q, k, v]) {
+        return kernels::attention(q, k, v, scale);
+    }
     let dtype = q.dtype();
     let (bh, nq, _) = q.dims3()?;
     let nk = k.dim(1)?;
@@ -126,6 +132,9 @@ impl FeedForward {
 impl Module for FeedForward {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let h = self.proj_in.forward(xs)?;
+        if kernels::fast_path(&[&h]) {
+            return self.proj_out.forward(&kernels::geglu(&h)?);
+        }
         let half = h.dim(D::Minus1)? / 2;
         let hidden = h.narrow(D::Minus1, 0, half)?;
         let gate = h.narrow(D::Minus1, half, half)?;

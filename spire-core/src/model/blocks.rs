@@ -4,10 +4,10 @@
 //! `UNetMidBlock2D`, `CrossAttnUpBlock2D`, `UpBlock2D`, `UpDecoderBlock2D`).
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, GroupNorm, Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 use super::attention::{SpatialAttention, Transformer2D, Transformer2DConfig};
-use super::nn::{conv2d, group_norm, linear, upsample_nearest, Activation};
+use super::nn::{conv2d, group_norm, linear, upsample_nearest, Activation, Conv2d, GroupNorm, Linear};
 
 /// diffusers `ResnetBlock2D` (pre-norm, `time_embedding_norm="default"`).
 #[derive(Debug, Clone)]
@@ -63,7 +63,7 @@ impl ResnetBlock2D {
 
     /// `temb` is the time embedding before the block's own activation (`[batch, temb]`).
     pub fn forward(&self, xs: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {
-        let h = self.act.forward(&self.norm1.forward(xs)?)?;
+        let h = self.norm1.forward_act(xs, self.act)?;
         let mut h = self.conv1.forward(&h)?;
         if let (Some(proj), Some(temb)) = (&self.time_emb_proj, temb) {
             let t = proj
@@ -72,7 +72,7 @@ impl ResnetBlock2D {
                 .unsqueeze(3)?;
             h = h.broadcast_add(&t)?;
         }
-        let h = self.act.forward(&self.norm2.forward(&h)?)?;
+        let h = self.norm2.forward_act(&h, self.act)?;
         let h = self.conv2.forward(&h)?;
         let shortcut = match &self.conv_shortcut {
             Some(c) => c.forward(xs)?,

@@ -2,10 +2,10 @@
 //! with causal self-attention, and the final LayerNorm.
 
 use candle_core::{DType, Device, IndexOp, Module, Result, Tensor};
-use candle_nn::{Embedding, Linear, VarBuilder};
+use candle_nn::{Embedding, VarBuilder};
 
 use super::config::ClipTextConfig;
-use super::nn::{layer_norm, linear, softmax_last_dim, Activation, LayerNorm};
+use super::nn::{layer_norm, linear, softmax_last_dim, Activation, LayerNorm, Linear};
 
 #[derive(Debug, Clone)]
 struct ClipAttention {

@@ -329,6 +329,32 @@ impl UNetConfig {
         1 << (self.block_out_channels.len() - 1)
     }
 
+    /// The UNet of Stable Diffusion 2.1-base (`stabilityai/stable-diffusion-2-1-base`).
+    pub fn sd21_base() -> Self {
+        Self {
+            in_channels: 4,
+            out_channels: 4,
+            block_out_channels: vec![320, 640, 1280, 1280],
+            down_cross_attention: vec![true, true, true, false],
+            up_cross_attention: vec![false, true, true, true],
+            mid_block: true,
+            layers_per_block: vec![2; 4],
+            transformer_layers_per_block: vec![1; 4],
+            num_attention_heads: vec![5, 10, 20, 20],
+            cross_attention_dim: vec![1024; 4],
+            norm_num_groups: 32,
+            norm_eps: 1e-5,
+            flip_sin_to_cos: true,
+            freq_shift: 0.0,
+            use_linear_projection: true,
+            upcast_attention: false,
+            downsample_padding: 1,
+            mid_block_scale_factor: 1.0,
+            act_fn: Activation::Silu,
+            center_input_sample: false,
+        }
+    }
+
     /// A tiny SD-1.x-shaped config for tests (conv projection, one head count for all blocks).
     pub fn tiny_sd1() -> Self {
         Self {
@@ -431,6 +457,24 @@ impl VaeConfig {
             use_post_quant_conv: j.bool_or("use_post_quant_conv", true)?,
             block_out_channels,
         })
+    }
+
+    /// The VAE of Stable Diffusion 1.x / 2.x.
+    pub fn sd() -> Self {
+        Self {
+            in_channels: 3,
+            out_channels: 3,
+            latent_channels: 4,
+            block_out_channels: vec![128, 256, 512, 512],
+            layers_per_block: 2,
+            norm_num_groups: 32,
+            act_fn: Activation::Silu,
+            scaling_factor: 0.18215,
+            shift_factor: 0.0,
+            mid_block_add_attention: true,
+            use_quant_conv: true,
+            use_post_quant_conv: true,
+        }
     }
 
     /// Pixels per latent pixel (8 for SD).

@@ -2,9 +2,9 @@
 //! `TimestepEmbedding` MLP.
 
 use candle_core::{Device, Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
-use super::nn::{linear, Activation};
+use super::nn::{linear, Activation, Linear};
 
 /// diffusers `Timesteps`: `[sin(t·f_i), cos(t·f_i)]` with `f_i = exp(-ln(10000)·i/(half − shift))`,
 /// optionally flipped to `[cos, sin]`.

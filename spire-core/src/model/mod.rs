@@ -7,6 +7,7 @@ pub mod blocks;
 pub mod clip;
 pub mod config;
 pub mod embeddings;
+pub(crate) mod kernels;
 pub mod load;
 pub mod nn;
 pub mod tokenizer;

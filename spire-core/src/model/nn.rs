@@ -1,11 +1,15 @@
-//! Small layer constructors shared by the model files, with the PyTorch default layouts.
+//! Layers shared by the model files (convolution, linear, GroupNorm, LayerNorm, activations),
+//! with PyTorch's layouts and default initialisations.
 //!
-//! Each takes a `VarBuilder` already pushed to the layer's checkpoint prefix. Initialisation hints
-//! matter only when the builder creates fresh variables (training); for loaded checkpoints they
-//! are ignored.
+//! Each layer runs a fused CPU kernel from [`super::kernels`] when its inputs are plain f32 CPU
+//! tensors, and candle's differentiable operations otherwise (GPU, other dtypes, training).
+//! Constructors take a `VarBuilder` already pushed to the layer's checkpoint prefix;
+//! initialisation hints matter only when the builder creates fresh variables (training).
 
-use candle_core::{Module, Result, Tensor, D};
-use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, Init, Linear, VarBuilder};
+use candle_core::{DType, Module, Result, Tensor, D};
+use candle_nn::{Init, VarBuilder};
+
+use super::kernels;
 
 /// Activation functions by their diffusers / transformers names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +32,15 @@ impl Activation {
             _ => return None,
         })
     }
+
+    /// The diffusers/transformers name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Activation::Silu => "silu",
+            Activation::Gelu => "gelu",
+            Activation::QuickGelu => "quick_gelu",
+        }
+    }
 }
 
 impl Module for Activation {
@@ -40,6 +53,32 @@ impl Module for Activation {
     }
 }
 
+/// `nn.Conv2d` (square kernel, with bias).
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    weight: Tensor,
+    bias: Tensor,
+    stride: usize,
+    padding: usize,
+}
+
+impl Conv2d {
+    /// The kernel, `[c_out, c_in, k, k]`.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+}
+
+impl Module for Conv2d {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        if kernels::fast_path(&[xs, &self.weight, &self.bias]) {
+            return kernels::conv2d(xs, &self.weight, &self.bias, self.stride, self.padding);
+        }
+        let y = xs.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
+        y.broadcast_add(&self.bias.reshape((1, (), 1, 1))?)
+    }
+}
+
 /// `nn.Conv2d(c_in, c_out, k, stride, padding)` with bias, PyTorch's default initialisation.
 pub(crate) fn conv2d(
     c_in: usize,
@@ -49,12 +88,27 @@ pub(crate) fn conv2d(
     padding: usize,
     vb: VarBuilder,
 ) -> Result<Conv2d> {
-    let cfg = Conv2dConfig {
-        padding,
+    let fan_in = (c_in * k * k) as f64;
+    let bound = 1.0 / fan_in.sqrt();
+    let weight = vb.get_with_hints(
+        (c_out, c_in, k, k),
+        "weight",
+        candle_nn::init::DEFAULT_KAIMING_NORMAL,
+    )?;
+    let bias = vb.get_with_hints(
+        c_out,
+        "bias",
+        Init::Uniform {
+            lo: -bound,
+            up: bound,
+        },
+    )?;
+    Ok(Conv2d {
+        weight,
+        bias,
         stride,
-        ..Default::default()
-    };
-    candle_nn::conv2d(c_in, c_out, k, cfg, vb)
+        padding,
+    })
 }
 
 /// A convolution whose weight and bias start at zero (ControlNet's `zero_module`).
@@ -65,27 +119,123 @@ pub(crate) fn zero_conv2d(
     padding: usize,
     vb: VarBuilder,
 ) -> Result<Conv2d> {
-    let w = vb.get_with_hints((c_out, c_in, k, k), "weight", Init::Const(0.))?;
-    let b = vb.get_with_hints(c_out, "bias", Init::Const(0.))?;
-    let cfg = Conv2dConfig {
+    let weight = vb.get_with_hints((c_out, c_in, k, k), "weight", Init::Const(0.))?;
+    let bias = vb.get_with_hints(c_out, "bias", Init::Const(0.))?;
+    Ok(Conv2d {
+        weight,
+        bias,
+        stride: 1,
         padding,
-        ..Default::default()
-    };
-    Ok(Conv2d::new(w, Some(b), cfg))
+    })
+}
+
+/// `nn.Linear`.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// From a `[out, in]` weight and optional bias.
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Self { weight, bias }
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let fast = match &self.bias {
+            Some(b) => kernels::fast_path(&[xs, &self.weight, b]),
+            None => kernels::fast_path(&[xs, &self.weight]),
+        };
+        if fast {
+            let empty;
+            let bias = match &self.bias {
+                Some(b) => b,
+                None => {
+                    empty = Tensor::zeros(0, DType::F32, xs.device())?;
+                    &empty
+                }
+            };
+            return kernels::linear(xs, &self.weight, bias);
+        }
+        // Contiguous input: candle's batched matmul mishandles some strided/broadcast
+        // operand combinations (huggingface/candle#3744); `Linear` then folds batch into rows.
+        candle_nn::Linear::new(self.weight.clone(), self.bias.clone()).forward(&xs.contiguous()?)
+    }
 }
 
 /// `nn.Linear(d_in, d_out, bias)`.
 pub(crate) fn linear(d_in: usize, d_out: usize, bias: bool, vb: VarBuilder) -> Result<Linear> {
-    if bias {
-        candle_nn::linear(d_in, d_out, vb)
+    let bound = 1.0 / (d_in as f64).sqrt();
+    let weight = vb.get_with_hints((d_out, d_in), "weight", candle_nn::init::DEFAULT_KAIMING_NORMAL)?;
+    let bias = if bias {
+        Some(vb.get_with_hints(
+            d_out,
+            "bias",
+            Init::Uniform {
+                lo: -bound,
+                up: bound,
+            },
+        )?)
     } else {
-        candle_nn::linear_no_bias(d_in, d_out, vb)
+        None
+    };
+    Ok(Linear { weight, bias })
+}
+
+/// `nn.GroupNorm(groups, channels, eps, affine=True)`.
+#[derive(Debug, Clone)]
+pub struct GroupNorm {
+    weight: Tensor,
+    bias: Tensor,
+    groups: usize,
+    eps: f64,
+}
+
+impl GroupNorm {
+    /// GroupNorm followed by SiLU (one fused pass on the CPU).
+    pub fn forward_silu(&self, xs: &Tensor) -> Result<Tensor> {
+        if kernels::fast_path(&[xs, &self.weight, &self.bias]) {
+            return kernels::group_norm(xs, &self.weight, &self.bias, self.groups, self.eps, true);
+        }
+        self.forward(xs)?.silu()
+    }
+
+    /// GroupNorm followed by `act` (fused when `act` is SiLU).
+    pub fn forward_act(&self, xs: &Tensor, act: Activation) -> Result<Tensor> {
+        match act {
+            Activation::Silu => self.forward_silu(xs),
+            other => other.forward(&self.forward(xs)?),
+        }
+    }
+}
+
+impl Module for GroupNorm {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        if kernels::fast_path(&[xs, &self.weight, &self.bias]) {
+            return kernels::group_norm(xs, &self.weight, &self.bias, self.groups, self.eps, false);
+        }
+        let c = xs.dim(1)?;
+        candle_nn::GroupNorm::new(self.weight.clone(), self.bias.clone(), c, self.groups, self.eps)?
+            .forward(xs)
     }
 }
 
 /// `nn.GroupNorm(groups, channels, eps, affine=True)`.
 pub(crate) fn group_norm(groups: usize, channels: usize, eps: f64, vb: VarBuilder) -> Result<GroupNorm> {
-    candle_nn::group_norm(groups, channels, eps, vb)
+    if groups == 0 || channels % groups != 0 {
+        candle_core::bail!("GroupNorm: {groups} groups do not divide {channels} channels");
+    }
+    let weight = vb.get_with_hints(channels, "weight", Init::Const(1.))?;
+    let bias = vb.get_with_hints(channels, "bias", Init::Const(0.))?;
+    Ok(GroupNorm {
+        weight,
+        bias,
+        groups,
+        eps,
+    })
 }
 
 /// `nn.LayerNorm(dim, eps)` with weight and bias.
@@ -103,7 +253,7 @@ pub struct LayerNorm {
 impl Module for LayerNorm {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         if !(xs.track_op() || self.weight.track_op() || self.bias.track_op()) {
-            return self.inner.forward(xs);
+            return self.inner.forward(&xs.contiguous()?);
         }
         let n = xs.dim(D::Minus1)? as f64;
         let mean = (xs.sum_keepdim(D::Minus1)? / n)?;

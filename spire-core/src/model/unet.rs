@@ -3,13 +3,13 @@
 //! (`f ⊙ (1 + s·γ) + s·β`) at every skip feature and at the mid block.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, GroupNorm, VarBuilder};
+use candle_nn::VarBuilder;
 
 use super::attention::Transformer2DConfig;
 use super::blocks::{DownBlock, DownBlockConfig, MidBlock, ResnetConfig, UpBlock, UpBlockConfig};
 use super::config::UNetConfig;
 use super::embeddings::{TimestepEmbedding, Timesteps};
-use super::nn::{conv2d, group_norm};
+use super::nn::{conv2d, group_norm, Conv2d, GroupNorm};
 
 /// One adaptor signal for one backbone feature map.
 #[derive(Debug, Clone)]
@@ -286,7 +286,7 @@ impl UNet2DConditionModel {
             };
             h = block.forward(&h, Some(&temb), Some(context), &mut skips, true, size)?;
         }
-        let h = self.config.act_fn.forward(&self.conv_norm_out.forward(&h)?)?;
+        let h = self.conv_norm_out.forward_act(&h, self.config.act_fn)?;
         self.conv_out.forward(&h)
     }
 }

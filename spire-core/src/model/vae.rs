@@ -2,11 +2,11 @@
 //! pixels, and the latent scaling factor.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, GroupNorm, VarBuilder};
+use candle_nn::VarBuilder;
 
 use super::blocks::{DownBlock, DownBlockConfig, MidBlock, ResnetConfig, UpBlock, UpBlockConfig};
 use super::config::VaeConfig;
-use super::nn::{conv2d, group_norm};
+use super::nn::{conv2d, group_norm, Conv2d, GroupNorm};
 
 fn resnet_cfg(cfg: &VaeConfig) -> ResnetConfig {
     ResnetConfig {
@@ -78,7 +78,7 @@ impl Module for Encoder {
             unused.clear();
         }
         let h = self.mid_block.forward(&h, None, None)?;
-        let h = self.cfg.act_fn.forward(&self.conv_norm_out.forward(&h)?)?;
+        let h = self.conv_norm_out.forward_act(&h, self.cfg.act_fn)?;
         self.conv_out.forward(&h)
     }
 }
@@ -143,7 +143,7 @@ impl Module for Decoder {
         for block in &self.up_blocks {
             h = block.forward(&h, None, None, &mut unused, false, None)?;
         }
-        let h = self.cfg.act_fn.forward(&self.conv_norm_out.forward(&h)?)?;
+        let h = self.conv_norm_out.forward_act(&h, self.cfg.act_fn)?;
         self.conv_out.forward(&h)
     }
 }
