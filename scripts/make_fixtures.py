@@ -202,6 +202,83 @@ def clip_config(vocab_size, act, eos_id, bos_id, pad_id, hidden=32, proj=None):
     )
 
 
+SCHEDULER_CASES = [
+    # name, class, config, steps, eta, img2img start index
+    ("ddim-sd-leading-eps", "DDIMScheduler", dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+        clip_sample=False, set_alpha_to_one=False, steps_offset=1, timestep_spacing="leading"), 10, 0.0, 4),
+    ("ddim-linear-trailing-v-eta", "DDIMScheduler", dict(beta_schedule="linear", prediction_type="v_prediction",
+        timestep_spacing="trailing", clip_sample=True), 8, 0.7, 3),
+    ("ddim-cosine-linspace-zsnr", "DDIMScheduler", dict(beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction",
+        timestep_spacing="linspace", rescale_betas_zero_snr=True, clip_sample=False), 7, 0.0, 2),
+    ("dpm-sd-linspace-eps-20", "DPMSolverMultistepScheduler", dict(beta_start=0.00085, beta_end=0.012,
+        beta_schedule="scaled_linear"), 20, 0.0, 6),
+    ("dpm-sd-leading-v-8", "DPMSolverMultistepScheduler", dict(beta_start=0.00085, beta_end=0.012,
+        beta_schedule="scaled_linear", prediction_type="v_prediction", timestep_spacing="leading", steps_offset=1), 8, 0.0, 3),
+    ("dpm-karras-trailing-eps-12", "DPMSolverMultistepScheduler", dict(beta_start=0.00085, beta_end=0.012,
+        beta_schedule="scaled_linear", use_karras_sigmas=True, timestep_spacing="trailing"), 12, 0.0, 5),
+    ("dpm-sigma-min-16", "DPMSolverMultistepScheduler", dict(beta_schedule="linear", final_sigmas_type="sigma_min",
+        lower_order_final=True), 16, 0.0, 0),
+    ("euler-sd-linspace-eps", "EulerDiscreteScheduler", dict(beta_start=0.00085, beta_end=0.012,
+        beta_schedule="scaled_linear"), 10, 0.0, 4),
+    ("euler-sd-leading-v", "EulerDiscreteScheduler", dict(beta_start=0.00085, beta_end=0.012,
+        beta_schedule="scaled_linear", prediction_type="v_prediction", timestep_spacing="leading", steps_offset=1), 6, 0.0, 2),
+    ("euler-karras-trailing", "EulerDiscreteScheduler", dict(beta_start=0.00085, beta_end=0.012,
+        beta_schedule="scaled_linear", use_karras_sigmas=True, timestep_spacing="trailing"), 9, 0.0, 3),
+]
+
+
+def make_schedulers():
+    """Whole trajectories: timesteps, every step's model output (a fixed function of the scaled
+    input) and result, plus the noising used to start at an intermediate step."""
+    import diffusers
+    out, meta = {}, []
+    for ci, (name, cls, cfg, steps, eta, start) in enumerate(SCHEDULER_CASES):
+        sched = getattr(diffusers, cls)(**cfg)
+        sched.set_timesteps(steps)
+        g = torch.Generator().manual_seed(1000 + ci)
+        sample = torch.randn(2, 4, 6, 5, generator=g) * sched.init_noise_sigma
+        out[f"{name}.timesteps"] = sched.timesteps.double()
+        out[f"{name}.sample0"] = sample.clone()
+        for i, t in enumerate(sched.timesteps):
+            x_in = sched.scale_model_input(sample, t)
+            model_out = torch.tanh(0.5 * x_in + 0.001 * float(t)) + 0.1 * torch.randn(x_in.shape, generator=g)
+            kw = {}
+            if cls == "DDIMScheduler":
+                kw["eta"] = eta
+                if eta > 0:
+                    noise = torch.randn(x_in.shape, generator=g)
+                    kw["variance_noise"] = noise
+                    out[f"{name}.noise.{i}"] = noise
+            prev = sched.step(model_out, t, sample, return_dict=False, **kw)[0]
+            out[f"{name}.scaled.{i}"] = x_in
+            out[f"{name}.model_out.{i}"] = model_out
+            out[f"{name}.prev.{i}"] = prev
+            sample = prev
+        # img2img start: add_noise at timesteps[start]
+        fresh = getattr(diffusers, cls)(**cfg)
+        fresh.set_timesteps(steps)
+        x0 = torch.randn(2, 4, 6, 5, generator=g)
+        noise = torch.randn(2, 4, 6, 5, generator=g)
+        if hasattr(fresh, "set_begin_index"):
+            fresh.set_begin_index(start)
+        noisy = fresh.add_noise(x0, noise, fresh.timesteps[start:start + 1])
+        out[f"{name}.x0"], out[f"{name}.noise"], out[f"{name}.noisy"] = x0, noise, noisy
+        meta.append({"name": name, "config": dict(cfg, _class_name=cls), "steps": steps, "eta": eta, "start": start,
+                     "init_noise_sigma": float(sched.init_noise_sigma)})
+    # DDPM forward process and v target, one timestep per batch element
+    ddpm = diffusers.DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+    g = torch.Generator().manual_seed(77)
+    x0 = torch.randn(4, 4, 5, 5, generator=g)
+    noise = torch.randn(4, 4, 5, 5, generator=g)
+    t = torch.tensor([0, 17, 500, 999])
+    out.update({"ddpm.x0": x0, "ddpm.noise": noise, "ddpm.t": t.double(),
+                "ddpm.noisy": ddpm.add_noise(x0, noise, t), "ddpm.velocity": ddpm.get_velocity(x0, noise, t),
+                "ddpm.alphas_cumprod": ddpm.alphas_cumprod.double()})
+    from safetensors.torch import save_file
+    save_file({k: v.detach().clone().contiguous() for k, v in out.items()}, FIX / "ref" / "schedulers.safetensors")
+    (FIX / "ref" / "schedulers.json").write_text(json.dumps(meta, indent=1))
+
+
 def main():
     import diffusers
     import transformers
@@ -292,6 +369,8 @@ def main():
         }
         (FIX / flavour / "scheduler").mkdir(parents=True, exist_ok=True)
         (FIX / flavour / "scheduler" / "scheduler_config.json").write_text(json.dumps(sched, indent=2))
+
+    make_schedulers()
 
     versions = {
         "python": sys.version.split()[0], "torch": torch.__version__, "diffusers": diffusers.__version__,

@@ -5,6 +5,7 @@
 pub mod error;
 pub mod model;
 pub mod rng;
+pub mod scheduler;
 pub(crate) mod weights;
 
 /// Seeded random weights for benchmarks at real model sizes (never for restoration).
