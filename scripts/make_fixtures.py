@@ -279,6 +279,35 @@ def make_schedulers():
     (FIX / "ref" / "schedulers.json").write_text(json.dumps(meta, indent=1))
 
 
+PIPELINE_PROMPT = "a red motorcycle in a workshop"
+
+
+def make_pipeline():
+    """diffusers' StableDiffusionControlNetPipeline on the tiny SD1 folder + tiny ControlNet:
+    prompt P, negative "", guidance 3, DDIM, explicit latents, float image, output_type np."""
+    from diffusers import (AutoencoderKL, ControlNetModel, DDIMScheduler, StableDiffusionControlNetPipeline,
+                           UNet2DConditionModel)
+    from transformers import CLIPTextModel, CLIPTokenizer
+    sd = FIX / "tiny-sd1"
+    pipe = StableDiffusionControlNetPipeline(
+        vae=AutoencoderKL.from_pretrained(sd / "vae"),
+        text_encoder=CLIPTextModel.from_pretrained(sd / "text_encoder"),
+        tokenizer=CLIPTokenizer.from_pretrained(sd / "tokenizer"),
+        unet=UNet2DConditionModel.from_pretrained(sd / "unet"),
+        controlnet=ControlNetModel.from_pretrained(FIX / "tiny-controlnet"),
+        scheduler=DDIMScheduler.from_pretrained(sd / "scheduler"),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    g = torch.Generator().manual_seed(60)
+    image = torch.rand(64, 48, 3, generator=g).numpy().astype(np.float32)
+    latents = torch.randn(1, 4, 16, 12, generator=g)
+    out = pipe(prompt=PIPELINE_PROMPT, negative_prompt="", image=image[None], height=64, width=48,
+               num_inference_steps=5, guidance_scale=3.0, latents=latents.clone(), output_type="np",
+               controlnet_conditioning_scale=1.0).images[0]
+    save_ref("pipeline", {"image": torch.from_numpy(image), "latents": latents, "out": torch.from_numpy(out)})
+
+
 def main():
     import diffusers
     import transformers
@@ -371,6 +400,7 @@ def main():
         (FIX / flavour / "scheduler" / "scheduler_config.json").write_text(json.dumps(sched, indent=2))
 
     make_schedulers()
+    make_pipeline()
 
     versions = {
         "python": sys.version.split()[0], "torch": torch.__version__, "diffusers": diffusers.__version__,

@@ -2,8 +2,14 @@
 //!
 //! SPIRE — Semantic Prompt-Driven Image Restoration — in pure Rust on candle.
 
+pub mod colorfix;
 pub mod error;
+pub mod image;
+pub mod imageops;
 pub mod model;
+pub mod options;
+pub mod prompt;
+pub mod restorer;
 pub mod rng;
 pub mod scheduler;
 pub(crate) mod weights;
@@ -11,4 +17,11 @@ pub(crate) mod weights;
 /// Seeded random weights for benchmarks at real model sizes (never for restoration).
 pub use weights::random_weights;
 
+pub use colorfix::ColorFix;
 pub use error::{Error, ErrorKind, Result};
+pub use image::{ColorType, Image, ImageData, ImageView, Samples};
+pub use model::LoadOptions;
+pub use options::{Progress, ProgressCallback, RestorationInput, RestoreOptions, Stage};
+pub use prompt::RestorationPrompt;
+pub use restorer::Restorer;
+pub use scheduler::{SchedulerConfig, SchedulerKind};

@@ -10,14 +10,23 @@ use common::{fixtures, max_abs_diff, reference};
 use spire_core::scheduler::{SchedulerConfig, SchedulerKind};
 
 fn scale(t: &Tensor) -> f32 {
-    t.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap().max(1.0)
+    t.abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+        .max(1.0)
 }
 
 #[test]
 fn trajectories_equal_diffusers() {
     let r = reference("schedulers");
     let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixtures().join("ref/schedulers.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("ref/schedulers.json")).unwrap())
+            .unwrap();
     let cases = meta.as_array().unwrap();
     assert_eq!(cases.len(), 10);
     for case in cases {
@@ -26,18 +35,33 @@ fn trajectories_equal_diffusers() {
         let steps = case["steps"].as_u64().unwrap() as usize;
         let eta = case["eta"].as_f64().unwrap();
         let mut s = match cfg.kind {
-            SchedulerKind::Ddim => {
-                Box::new(spire_core::scheduler::Ddim::new(&cfg, steps).unwrap().with_eta(eta)) as Box<dyn spire_core::scheduler::Scheduler>
-            }
+            SchedulerKind::Ddim => Box::new(
+                spire_core::scheduler::Ddim::new(&cfg, steps)
+                    .unwrap()
+                    .with_eta(eta),
+            ) as Box<dyn spire_core::scheduler::Scheduler>,
             k => cfg.build(k, steps).unwrap(),
         };
-        let want_ts: Vec<f64> = r[&format!("{name}.timesteps")].to_dtype(DType::F64).unwrap().to_vec1().unwrap();
+        let want_ts: Vec<f64> = r[&format!("{name}.timesteps")]
+            .to_dtype(DType::F64)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         assert_eq!(s.timesteps().len(), want_ts.len(), "{name}: number of timesteps");
         for (a, b) in s.timesteps().iter().zip(&want_ts) {
-            assert!((a - b).abs() < 1e-3, "{name}: timesteps {:?} vs {:?}", s.timesteps(), want_ts);
+            assert!(
+                (a - b).abs() < 1e-3,
+                "{name}: timesteps {:?} vs {:?}",
+                s.timesteps(),
+                want_ts
+            );
         }
         let ins = case["init_noise_sigma"].as_f64().unwrap();
-        assert!((s.init_noise_sigma() - ins).abs() < 1e-4 * ins.max(1.0), "{name}: init sigma {} vs {ins}", s.init_noise_sigma());
+        assert!(
+            (s.init_noise_sigma() - ins).abs() < 1e-4 * ins.max(1.0),
+            "{name}: init sigma {} vs {ins}",
+            s.init_noise_sigma()
+        );
         let mut sample = r[&format!("{name}.sample0")].clone();
         let mut worst = 0f32;
         for i in 0..steps {
@@ -58,7 +82,9 @@ fn trajectories_equal_diffusers() {
         // Noising to the start of an img2img run.
         let start = case["start"].as_u64().unwrap() as usize;
         let fresh = cfg.build(cfg.kind, steps).unwrap();
-        let noisy = fresh.add_noise(&r[&format!("{name}.x0")], &r[&format!("{name}.noise")], start).unwrap();
+        let noisy = fresh
+            .add_noise(&r[&format!("{name}.x0")], &r[&format!("{name}.noise")], start)
+            .unwrap();
         let d = max_abs_diff(&noisy, &r[&format!("{name}.noisy")]);
         assert!(d < 1e-5, "{name}: add_noise off by {d}");
         eprintln!("{name}: {} steps, worst relative step error {worst:e}", steps);
@@ -69,13 +95,27 @@ fn trajectories_equal_diffusers() {
 fn ddpm_forward_process_and_velocity_equal_diffusers() {
     let r = reference("schedulers");
     let cfg = SchedulerConfig::default();
-    let ac: Vec<f64> = r["ddpm.alphas_cumprod"].to_dtype(DType::F64).unwrap().to_vec1().unwrap();
+    let ac: Vec<f64> = r["ddpm.alphas_cumprod"]
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_vec1()
+        .unwrap();
     // torch's vectorised linspace rounds differently per CPU (AVX2 vs AVX-512 lanes), so the
     // last bit of a beta can differ; everything else is the same arithmetic.
     for (i, (a, b)) in cfg.alphas_cumprod().iter().zip(&ac).enumerate() {
-        assert!((*a as f64 - b).abs() <= 1e-6 * b, "alphas_cumprod[{i}]: {a} vs {b}");
+        assert!(
+            (*a as f64 - b).abs() <= 1e-6 * b,
+            "alphas_cumprod[{i}]: {a} vs {b}"
+        );
     }
-    let t: Vec<usize> = r["ddpm.t"].to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap().iter().map(|&x| x as usize).collect();
+    let t: Vec<usize> = r["ddpm.t"]
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap()
+        .iter()
+        .map(|&x| x as usize)
+        .collect();
     let noisy = cfg.add_noise(&r["ddpm.x0"], &r["ddpm.noise"], &t).unwrap();
     assert!(max_abs_diff(&noisy, &r["ddpm.noisy"]) < 1e-6);
     let v = cfg.velocity(&r["ddpm.x0"], &r["ddpm.noise"], &t).unwrap();

@@ -29,6 +29,9 @@ pub struct LoadOptions {
     pub dtype: DType,
     /// A weight-file variant such as `"fp16"` (`diffusion_pytorch_model.fp16.safetensors`).
     pub variant: Option<String>,
+    /// The adaptor folder, when it is not the model's `adaptor/` (or `controlnet/`) subfolder;
+    /// e.g. a diffusers `ControlNetModel` folder used with a plain Stable Diffusion folder.
+    pub adaptor: Option<std::path::PathBuf>,
 }
 
 impl Default for LoadOptions {
@@ -37,6 +40,7 @@ impl Default for LoadOptions {
             device: Device::Cpu,
             dtype: DType::F32,
             variant: None,
+            adaptor: None,
         }
     }
 }

@@ -21,23 +21,46 @@ impl Ddim {
     pub fn new(cfg: &SchedulerConfig, steps: usize) -> Result<Self> {
         let t = cfg.num_train_timesteps;
         let timesteps: Vec<f64> = match cfg.spacing_or(TimestepSpacing::Leading) {
-            TimestepSpacing::Linspace => np_linspace(0.0, (t - 1) as f64, steps).into_iter().map(np_round).rev().collect(),
+            TimestepSpacing::Linspace => np_linspace(0.0, (t - 1) as f64, steps)
+                .into_iter()
+                .map(np_round)
+                .rev()
+                .collect(),
             TimestepSpacing::Leading => {
                 let ratio = t / steps;
-                (0..steps).rev().map(|i| (i * ratio + cfg.steps_offset) as f64).collect()
+                (0..steps)
+                    .rev()
+                    .map(|i| (i * ratio + cfg.steps_offset) as f64)
+                    .collect()
             }
             TimestepSpacing::Trailing => {
                 let ratio = t as f64 / steps as f64;
-                super::np_arange_desc(t as f64, 0.0, -ratio).into_iter().map(|x| np_round(x) - 1.0).collect()
+                super::np_arange_desc(t as f64, 0.0, -ratio)
+                    .into_iter()
+                    .map(|x| np_round(x) - 1.0)
+                    .collect()
             }
         };
         let alphas_cumprod = cfg.alphas_cumprod();
         if let Some(&bad) = timesteps.iter().find(|&&x| x < 0.0 || x as usize >= t) {
-            return Err(Error::invalid_arg("num_inference_steps", format!("gives timestep {bad} outside 0..{t}")));
+            return Err(Error::invalid_arg(
+                "num_inference_steps",
+                format!("gives timestep {bad} outside 0..{t}"),
+            ));
         }
-        let final_alpha_cumprod =
-            if cfg.set_alpha_to_one.unwrap_or(true) { 1.0 } else { alphas_cumprod[0] as f64 };
-        Ok(Self { timesteps, alphas_cumprod, final_alpha_cumprod, step_ratio: t / steps, cfg: cfg.clone(), eta: 0.0 })
+        let final_alpha_cumprod = if cfg.set_alpha_to_one.unwrap_or(true) {
+            1.0
+        } else {
+            alphas_cumprod[0] as f64
+        };
+        Ok(Self {
+            timesteps,
+            alphas_cumprod,
+            final_alpha_cumprod,
+            step_ratio: t / steps,
+            cfg: cfg.clone(),
+            eta: 0.0,
+        })
     }
 
     /// Sets η (0 = deterministic DDIM, 1 = DDPM-like).
@@ -68,7 +91,13 @@ impl Scheduler for Ddim {
         Ok(sample.clone())
     }
 
-    fn step(&mut self, model_output: &Tensor, i: usize, sample: &Tensor, noise: Option<&Tensor>) -> Result<Tensor> {
+    fn step(
+        &mut self,
+        model_output: &Tensor,
+        i: usize,
+        sample: &Tensor,
+        noise: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let t = self.timesteps[i];
         let prev_t = t - self.step_ratio as f64;
         let (a_t, a_prev) = (self.alpha(t), self.alpha(prev_t));

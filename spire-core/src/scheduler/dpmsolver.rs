@@ -42,16 +42,26 @@ impl DpmSolverMultistep {
         let all_sigmas: Vec<f32> = ac.iter().map(|&a| ((1.0 - a) / a).sqrt()).collect();
         let mut timesteps: Vec<f64> = match cfg.spacing_or(TimestepSpacing::Linspace) {
             TimestepSpacing::Linspace => {
-                let v: Vec<f64> = np_linspace(0.0, (last - 1) as f64, steps + 1).into_iter().map(np_round).collect();
+                let v: Vec<f64> = np_linspace(0.0, (last - 1) as f64, steps + 1)
+                    .into_iter()
+                    .map(np_round)
+                    .collect();
                 v.into_iter().rev().take(steps).collect()
             }
             TimestepSpacing::Leading => {
                 let ratio = last / (steps + 1);
-                (0..=steps).rev().take(steps).map(|i| (i * ratio + cfg.steps_offset) as f64).collect()
+                (0..=steps)
+                    .rev()
+                    .take(steps)
+                    .map(|i| (i * ratio + cfg.steps_offset) as f64)
+                    .collect()
             }
             TimestepSpacing::Trailing => {
                 let ratio = t as f64 / steps as f64;
-                np_arange_desc(last as f64, 0.0, -ratio).into_iter().map(|x| np_round(x) - 1.0).collect()
+                np_arange_desc(last as f64, 0.0, -ratio)
+                    .into_iter()
+                    .map(|x| np_round(x) - 1.0)
+                    .collect()
             }
         };
         let mut sigmas: Vec<f64> = if cfg.use_karras_sigmas {
@@ -66,7 +76,11 @@ impl DpmSolverMultistep {
         } else {
             timesteps.iter().map(|&x| interp(x, &all_sigmas)).collect()
         };
-        sigmas.push(if cfg.final_sigma_min { ((1.0 - ac[0]) / ac[0]).sqrt() as f64 } else { 0.0 });
+        sigmas.push(if cfg.final_sigma_min {
+            ((1.0 - ac[0]) / ac[0]).sqrt() as f64
+        } else {
+            0.0
+        });
         Ok(Self {
             // diffusers stores these as int64.
             timesteps: timesteps.into_iter().map(|x| x.trunc()).collect(),
@@ -99,9 +113,16 @@ impl Scheduler for DpmSolverMultistep {
         Ok(sample.clone())
     }
 
-    fn step(&mut self, model_output: &Tensor, i: usize, sample: &Tensor, _noise: Option<&Tensor>) -> Result<Tensor> {
+    fn step(
+        &mut self,
+        model_output: &Tensor,
+        i: usize,
+        sample: &Tensor,
+        _noise: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let n = self.timesteps.len();
-        let lower_final = i == n - 1 && (self.euler_at_final || (self.lower_order_final && n < 15) || self.final_zero);
+        let lower_final =
+            i == n - 1 && (self.euler_at_final || (self.lower_order_final && n < 15) || self.final_zero);
         let lower_second = i + 2 == n && self.lower_order_final && n < 15;
         let _ = lower_second; // order 2: the second-order update is the highest anyway
         let sigma = self.sigmas[i] as f64;
@@ -120,7 +141,9 @@ impl Scheduler for DpmSolverMultistep {
         let prev = if self.lower_order_nums < 1 || lower_final {
             ((sample * (s_t / s_s))? - (&x0 * (a_t * em1))?)?
         } else {
-            let m1 = self.outputs[0].as_ref().ok_or_else(|| crate::Error::Internal("DPM++: no previous output".into()))?;
+            let m1 = self.outputs[0]
+                .as_ref()
+                .ok_or_else(|| crate::Error::Internal("DPM++: no previous output".into()))?;
             let sigma_1 = self.sigmas[i - 1] as f64;
             let h0 = lambda(sigma) - lambda(sigma_1);
             let r0 = h0 / h;

@@ -27,16 +27,24 @@ impl EulerDiscrete {
         let spacing = cfg.spacing_or(TimestepSpacing::Linspace);
         // Euler keeps float32 timesteps (fractional for linspace).
         let mut timesteps: Vec<f64> = match spacing {
-            TimestepSpacing::Linspace => {
-                np_linspace(0.0, (t - 1) as f64, steps).into_iter().rev().map(|x| x as f32 as f64).collect()
-            }
+            TimestepSpacing::Linspace => np_linspace(0.0, (t - 1) as f64, steps)
+                .into_iter()
+                .rev()
+                .map(|x| x as f32 as f64)
+                .collect(),
             TimestepSpacing::Leading => {
                 let ratio = t / steps;
-                (0..steps).rev().map(|i| (i * ratio) as f64 + cfg.steps_offset as f64).collect()
+                (0..steps)
+                    .rev()
+                    .map(|i| (i * ratio) as f64 + cfg.steps_offset as f64)
+                    .collect()
             }
             TimestepSpacing::Trailing => {
                 let ratio = t as f64 / steps as f64;
-                np_arange_desc(t as f64, 0.0, -ratio).into_iter().map(|x| np_round(x) as f32 as f64 - 1.0).collect()
+                np_arange_desc(t as f64, 0.0, -ratio)
+                    .into_iter()
+                    .map(|x| np_round(x) as f32 as f64 - 1.0)
+                    .collect()
             }
         };
         let mut sigmas: Vec<f64> = timesteps.iter().map(|&x| interp(x, &all_sigmas)).collect();
@@ -46,7 +54,11 @@ impl EulerDiscrete {
             sigmas = karras_sigmas(sigmas[sigmas.len() - 1], sigmas[0], steps);
             timesteps = sigmas.iter().map(|&s| sigma_to_t(s, &log_sigmas)).collect();
         }
-        sigmas.push(if cfg.final_sigma_min { ((1.0 - ac[0]) / ac[0]).sqrt() as f64 } else { 0.0 });
+        sigmas.push(if cfg.final_sigma_min {
+            ((1.0 - ac[0]) / ac[0]).sqrt() as f64
+        } else {
+            0.0
+        });
         let sigmas: Vec<f32> = sigmas.into_iter().map(|s| s as f32).collect();
         let max_sigma = sigmas.iter().copied().fold(0f32, f32::max) as f64;
         let init_noise_sigma = match spacing {
@@ -81,12 +93,19 @@ impl Scheduler for EulerDiscrete {
         Ok((sample / (s * s + 1.0).sqrt())?)
     }
 
-    fn step(&mut self, model_output: &Tensor, i: usize, sample: &Tensor, _noise: Option<&Tensor>) -> Result<Tensor> {
+    fn step(
+        &mut self,
+        model_output: &Tensor,
+        i: usize,
+        sample: &Tensor,
+        _noise: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let sigma = self.sigmas[i] as f64;
         let x0 = match self.prediction {
             PredictionType::Epsilon => (sample - (model_output * sigma)?)?,
             PredictionType::VPrediction => {
-                ((model_output * (-sigma / (sigma * sigma + 1.0).sqrt()))? + (sample / (sigma * sigma + 1.0))?)?
+                ((model_output * (-sigma / (sigma * sigma + 1.0).sqrt()))?
+                    + (sample / (sigma * sigma + 1.0))?)?
             }
             PredictionType::Sample => model_output.clone(),
         };

@@ -43,14 +43,19 @@ impl SchedulerKind {
     /// Parses `"ddim"`, `"dpm++2m"` (also `"dpmsolver++"`, `"dpm"`), `"euler"`, or a diffusers
     /// class name.
     pub fn parse(s: &str) -> Option<Self> {
-        Some(match s.to_ascii_lowercase().replace(['-', '_', ' '], "").as_str() {
-            "ddim" | "ddimscheduler" => SchedulerKind::Ddim,
-            "dpm++2m" | "dpmpp2m" | "dpmsolver++" | "dpm" | "dpmsolvermultistep" | "dpmsolvermultistepscheduler" => {
-                SchedulerKind::DpmSolverPlusPlus2M
-            }
-            "euler" | "eulerdiscrete" | "eulerdiscretescheduler" => SchedulerKind::Euler,
-            _ => return None,
-        })
+        Some(
+            match s.to_ascii_lowercase().replace(['-', '_', ' '], "").as_str() {
+                "ddim" | "ddimscheduler" => SchedulerKind::Ddim,
+                "dpm++2m"
+                | "dpmpp2m"
+                | "dpmsolver++"
+                | "dpm"
+                | "dpmsolvermultistep"
+                | "dpmsolvermultistepscheduler" => SchedulerKind::DpmSolverPlusPlus2M,
+                "euler" | "eulerdiscrete" | "eulerdiscretescheduler" => SchedulerKind::Euler,
+                _ => return None,
+            },
+        )
     }
 
     /// The short name (`"ddim"`, `"dpm++2m"`, `"euler"`).
@@ -253,7 +258,10 @@ impl SchedulerConfig {
         }
         if let BetaSchedule::Trained(b) = &cfg.beta_schedule {
             if b.len() != cfg.num_train_timesteps {
-                return Err(j.err("trained_betas", format!("has {} values for {} timesteps", b.len(), cfg.num_train_timesteps)));
+                return Err(j.err(
+                    "trained_betas",
+                    format!("has {} values for {} timesteps", b.len(), cfg.num_train_timesteps),
+                ));
             }
         }
         Ok(cfg)
@@ -352,14 +360,17 @@ impl SchedulerConfig {
     ) -> Result<(Tensor, Tensor)> {
         let b = like.dim(0)?;
         if timesteps.len() != b {
-            return Err(Error::invalid_arg("timesteps", format!("{} timesteps for a batch of {b}", timesteps.len())));
+            return Err(Error::invalid_arg(
+                "timesteps",
+                format!("{} timesteps for a batch of {b}", timesteps.len()),
+            ));
         }
         let mut va = Vec::with_capacity(b);
         let mut vb = Vec::with_capacity(b);
         for &t in timesteps {
-            let a = *ac
-                .get(t)
-                .ok_or_else(|| Error::invalid_arg("timesteps", format!("{t} ≥ num_train_timesteps {}", ac.len())))?;
+            let a = *ac.get(t).ok_or_else(|| {
+                Error::invalid_arg("timesteps", format!("{t} ≥ num_train_timesteps {}", ac.len()))
+            })?;
             let (x, y) = f(a);
             va.push(x);
             vb.push(y);
@@ -389,7 +400,13 @@ pub trait Scheduler: Send {
     fn scale_model_input(&self, sample: &Tensor, i: usize) -> Result<Tensor>;
     /// One step from `sample` at step `i` to the sample of step `i + 1`. `noise` (standard
     /// normal, the sample's shape) is used by stochastic steps (DDIM with η > 0).
-    fn step(&mut self, model_output: &Tensor, i: usize, sample: &Tensor, noise: Option<&Tensor>) -> Result<Tensor>;
+    fn step(
+        &mut self,
+        model_output: &Tensor,
+        i: usize,
+        sample: &Tensor,
+        noise: Option<&Tensor>,
+    ) -> Result<Tensor>;
     /// Noises a clean latent to the noise level of step `i` (to start sampling there).
     fn add_noise(&self, x0: &Tensor, noise: &Tensor, i: usize) -> Result<Tensor>;
     /// Whether [`step`](Scheduler::step) uses its `noise` argument.
@@ -407,7 +424,13 @@ pub(crate) fn torch_linspace_f32(start: f32, end: f32, n: usize) -> Vec<f32> {
     let step = (end - start) / (n - 1) as f32;
     let half = n / 2;
     (0..n)
-        .map(|i| if i < half { start + step * i as f32 } else { end - step * (n - i - 1) as f32 })
+        .map(|i| {
+            if i < half {
+                start + step * i as f32
+            } else {
+                end - step * (n - i - 1) as f32
+            }
+        })
         .collect()
 }
 
@@ -417,7 +440,9 @@ pub(crate) fn np_linspace(start: f64, end: f64, n: usize) -> Vec<f64> {
         return vec![start];
     }
     let step = (end - start) / (n - 1) as f64;
-    (0..n).map(|i| if i == n - 1 { end } else { start + i as f64 * step }).collect()
+    (0..n)
+        .map(|i| if i == n - 1 { end } else { start + i as f64 * step })
+        .collect()
 }
 
 /// numpy's `round` (half to even).
@@ -480,7 +505,10 @@ pub(crate) fn interp(x: f64, ys: &[f32]) -> f64 {
 pub(crate) fn karras_sigmas(sigma_min: f64, sigma_max: f64, n: usize) -> Vec<f64> {
     let rho = 7.0;
     let (lo, hi) = (sigma_min.powf(1.0 / rho), sigma_max.powf(1.0 / rho));
-    np_linspace(0.0, 1.0, n).into_iter().map(|r| (hi + r * (lo - hi)).powf(rho)).collect()
+    np_linspace(0.0, 1.0, n)
+        .into_iter()
+        .map(|r| (hi + r * (lo - hi)).powf(rho))
+        .collect()
 }
 
 /// The (fractional) timestep of a sigma by log-sigma interpolation (diffusers `_sigma_to_t`).

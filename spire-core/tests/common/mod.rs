@@ -62,3 +62,57 @@ pub fn assert_close(what: &str, a: &Tensor, b: &Tensor, tol: f32) {
 pub fn timesteps(t: &Tensor) -> Vec<f32> {
     t.to_vec1::<f32>().unwrap()
 }
+
+/// A tiny SPIRE model: the tiny SD1 folder plus a latent-hint, modulation-fusion adaptor made
+/// with `from_unet` whose fusion heads and hint conv get small random weights. Returns the
+/// temp dir (keep it alive) and the load options pointing at the adaptor.
+pub fn tiny_spire() -> (tempfile::TempDir, spire_core::LoadOptions) {
+    use spire_core::model::{Adaptor, AdaptorConfig, Fusion, HintMode, UNet2DConditionModel};
+    let tmp = tempfile::tempdir().unwrap();
+    let unet_dir = fixtures().join("tiny-sd1/unet");
+    let unet = UNet2DConditionModel::from_dir(&unet_dir, &Default::default()).unwrap();
+    let w =
+        candle_core::safetensors::load(unet_dir.join("diffusion_pytorch_model.safetensors"), &Device::Cpu)
+            .unwrap();
+    let cfg = AdaptorConfig::from_unet(unet.config(), HintMode::Latent, Fusion::Modulation, 4);
+    let (_, vars) = Adaptor::from_unet(
+        &cfg,
+        &|k| w.get(k).cloned(),
+        candle_core::DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap();
+    {
+        let data = vars.data().lock().unwrap();
+        for (i, (k, v)) in data.iter().enumerate() {
+            if k.starts_with("modulation_") || k.starts_with("latent_hint") {
+                let r = spire_core::rng::randn(500 + i as u64, v.shape(), &Device::Cpu).unwrap();
+                v.set(&(r * 0.05).unwrap()).unwrap();
+            }
+        }
+    }
+    let dir = tmp.path().join("adaptor");
+    std::fs::create_dir_all(&dir).unwrap();
+    vars.save(dir.join("diffusion_pytorch_model.safetensors"))
+        .unwrap();
+    std::fs::write(dir.join("config.json"), cfg.to_json().to_string()).unwrap();
+    let opts = spire_core::LoadOptions {
+        adaptor: Some(dir),
+        ..Default::default()
+    };
+    (tmp, opts)
+}
+
+/// A deterministic test picture (smooth colours plus a few edges), RGB8.
+pub fn test_rgb8(w: usize, h: usize) -> Vec<u8> {
+    let mut v = Vec::with_capacity(w * h * 3);
+    for y in 0..h {
+        for x in 0..w {
+            let edge = if (x / 7 + y / 5) % 2 == 0 { 40.0 } else { 0.0 };
+            v.push((x as f32 / w as f32 * 200.0 + edge) as u8);
+            v.push((y as f32 / h as f32 * 200.0 + edge) as u8);
+            v.push(((x + y) % 50 * 4) as u8);
+        }
+    }
+    v
+}

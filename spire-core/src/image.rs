@@ -1,0 +1,302 @@
+//! Images in and out of the library: borrowed views with a row stride ([`ImageView`]), owned
+//! results ([`Image`]), 8-bit or f32 samples, gray / RGB / RGBA.
+//!
+//! Float samples are expected in [0, 1]; values outside are clipped, NaN or infinity is an
+//! [`Error::InvalidImage`]. Images must be at least 2×2.
+
+use crate::error::{Error, Result};
+
+/// Channel layout of interleaved pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ColorType {
+    /// One channel.
+    Gray,
+    /// Red, green, blue.
+    Rgb,
+    /// Red, green, blue, alpha (alpha is passed through, resized with the image).
+    Rgba,
+}
+
+impl ColorType {
+    /// Samples per pixel.
+    pub fn channels(self) -> usize {
+        match self {
+            ColorType::Gray => 1,
+            ColorType::Rgb => 3,
+            ColorType::Rgba => 4,
+        }
+    }
+}
+
+/// Borrowed samples.
+#[derive(Debug, Clone, Copy)]
+pub enum Samples<'a> {
+    /// 8-bit samples, 0–255.
+    U8(&'a [u8]),
+    /// Float samples in [0, 1].
+    F32(&'a [f32]),
+}
+
+/// A borrowed image: `height` rows of `width` pixels, rows `stride` samples apart.
+#[derive(Debug, Clone, Copy)]
+pub struct ImageView<'a> {
+    width: usize,
+    height: usize,
+    stride: usize,
+    color: ColorType,
+    samples: Samples<'a>,
+}
+
+/// The smallest accepted width and height.
+pub const MIN_SIZE: usize = 2;
+
+impl<'a> ImageView<'a> {
+    /// A view over tightly packed rows.
+    ///
+    /// # Errors
+    /// [`Error::InvalidImage`] if the buffer is too short or the image smaller than 2×2.
+    pub fn new(width: usize, height: usize, color: ColorType, samples: Samples<'a>) -> Result<Self> {
+        Self::with_stride(width, height, width * color.channels(), color, samples)
+    }
+
+    /// A view whose rows are `stride` samples apart (`stride ≥ width × channels`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidImage`] naming the problem.
+    pub fn with_stride(
+        width: usize,
+        height: usize,
+        stride: usize,
+        color: ColorType,
+        samples: Samples<'a>,
+    ) -> Result<Self> {
+        if width == 0 || height == 0 {
+            return Err(Error::InvalidImage(format!(
+                "the image is empty ({width}×{height})"
+            )));
+        }
+        if width < MIN_SIZE || height < MIN_SIZE {
+            return Err(Error::InvalidImage(format!(
+                "the image is {width}×{height}; at least {MIN_SIZE}×{MIN_SIZE} pixels are needed"
+            )));
+        }
+        let row = width
+            .checked_mul(color.channels())
+            .ok_or_else(|| Error::InvalidImage("image dimensions overflow".into()))?;
+        if stride < row {
+            return Err(Error::InvalidImage(format!(
+                "stride {stride} is smaller than a row ({width} pixels × {} channels = {row} samples)",
+                color.channels()
+            )));
+        }
+        let need = stride
+            .checked_mul(height - 1)
+            .and_then(|x| x.checked_add(row))
+            .ok_or_else(|| Error::InvalidImage("image dimensions overflow".into()))?;
+        let have = match samples {
+            Samples::U8(s) => s.len(),
+            Samples::F32(s) => s.len(),
+        };
+        if have < need {
+            return Err(Error::InvalidImage(format!(
+                "buffer has {have} samples, a {width}×{height} {color:?} image with stride {stride} needs {need}"
+            )));
+        }
+        Ok(Self {
+            width,
+            height,
+            stride,
+            color,
+            samples,
+        })
+    }
+
+    /// Tightly packed 8-bit RGB.
+    ///
+    /// # Errors
+    /// As [`ImageView::new`].
+    pub fn rgb8(width: usize, height: usize, data: &'a [u8]) -> Result<Self> {
+        Self::new(width, height, ColorType::Rgb, Samples::U8(data))
+    }
+
+    /// Tightly packed float RGB in [0, 1].
+    ///
+    /// # Errors
+    /// As [`ImageView::new`].
+    pub fn rgb_f32(width: usize, height: usize, data: &'a [f32]) -> Result<Self> {
+        Self::new(width, height, ColorType::Rgb, Samples::F32(data))
+    }
+
+    /// Width in pixels.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// Height in pixels.
+    pub fn height(&self) -> usize {
+        self.height
+    }
+
+    /// Channel layout.
+    pub fn color(&self) -> ColorType {
+        self.color
+    }
+
+    /// Whether samples are f32.
+    pub fn is_float(&self) -> bool {
+        matches!(self.samples, Samples::F32(_))
+    }
+
+    /// Sample `c` of pixel (x, y) as f32 in [0, 1] (unchecked for NaN).
+    fn sample(&self, x: usize, y: usize, c: usize) -> f32 {
+        let i = y * self.stride + x * self.color.channels() + c;
+        match self.samples {
+            Samples::U8(s) => s[i] as f32 / 255.0,
+            Samples::F32(s) => s[i],
+        }
+    }
+
+    /// Planar RGB in [0, 1] (gray replicated) and the alpha plane, checking float samples.
+    pub(crate) fn to_planar(&self) -> Result<Planar> {
+        let (w, h) = (self.width, self.height);
+        let mut rgb = vec![0f32; 3 * w * h];
+        let mut alpha = (self.color == ColorType::Rgba).then(|| vec![0f32; w * h]);
+        for y in 0..h {
+            for x in 0..w {
+                let p = y * w + x;
+                let get = |c: usize| -> Result<f32> {
+                    let v = self.sample(x, y, c);
+                    if !v.is_finite() {
+                        return Err(Error::InvalidImage(format!(
+                            "sample at x={x}, y={y}, channel {c} is {v}"
+                        )));
+                    }
+                    Ok(v.clamp(0.0, 1.0))
+                };
+                match self.color {
+                    ColorType::Gray => {
+                        let v = get(0)?;
+                        rgb[p] = v;
+                        rgb[w * h + p] = v;
+                        rgb[2 * w * h + p] = v;
+                    }
+                    ColorType::Rgb | ColorType::Rgba => {
+                        for c in 0..3 {
+                            rgb[c * w * h + p] = get(c)?;
+                        }
+                        if let Some(a) = alpha.as_mut() {
+                            a[p] = get(3)?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(Planar {
+            width: w,
+            height: h,
+            rgb,
+            alpha,
+        })
+    }
+}
+
+/// Owned samples.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ImageData {
+    /// 8-bit samples.
+    U8(Vec<u8>),
+    /// Float samples in [0, 1].
+    F32(Vec<f32>),
+}
+
+/// An owned, tightly packed image (the output of a restoration).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Image {
+    /// Width in pixels.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// Channel layout.
+    pub color: ColorType,
+    /// `width × height × channels` samples, row-major, interleaved.
+    pub data: ImageData,
+}
+
+impl Image {
+    /// A view of this image.
+    pub fn view(&self) -> ImageView<'_> {
+        let samples = match &self.data {
+            ImageData::U8(v) => Samples::U8(v),
+            ImageData::F32(v) => Samples::F32(v),
+        };
+        ImageView {
+            width: self.width,
+            height: self.height,
+            stride: self.width * self.color.channels(),
+            color: self.color,
+            samples,
+        }
+    }
+
+    /// The 8-bit samples, if this is an 8-bit image.
+    pub fn as_u8(&self) -> Option<&[u8]> {
+        match &self.data {
+            ImageData::U8(v) => Some(v),
+            ImageData::F32(_) => None,
+        }
+    }
+
+    /// The float samples, if this is a float image.
+    pub fn as_f32(&self) -> Option<&[f32]> {
+        match &self.data {
+            ImageData::F32(v) => Some(v),
+            ImageData::U8(_) => None,
+        }
+    }
+}
+
+/// Planar f32 RGB in [0, 1] with an optional alpha plane: the working format.
+#[derive(Debug, Clone)]
+pub(crate) struct Planar {
+    pub(crate) width: usize,
+    pub(crate) height: usize,
+    /// `3 × height × width`.
+    pub(crate) rgb: Vec<f32>,
+    /// `height × width`.
+    pub(crate) alpha: Option<Vec<f32>>,
+}
+
+impl Planar {
+    /// Interleaves into the requested layout and sample type (gray by ITU-R BT.601 luma).
+    pub(crate) fn to_image(&self, color: ColorType, float: bool) -> Image {
+        let (w, h) = (self.width, self.height);
+        let n = w * h;
+        let mut out = Vec::with_capacity(n * color.channels());
+        for p in 0..n {
+            let (r, g, b) = (self.rgb[p], self.rgb[n + p], self.rgb[2 * n + p]);
+            match color {
+                ColorType::Gray => out.push(0.299 * r + 0.587 * g + 0.114 * b),
+                ColorType::Rgb => out.extend([r, g, b]),
+                ColorType::Rgba => {
+                    let a = self.alpha.as_ref().map_or(1.0, |a| a[p]);
+                    out.extend([r, g, b, a]);
+                }
+            }
+        }
+        let data = if float {
+            ImageData::F32(out.into_iter().map(|v| v.clamp(0.0, 1.0)).collect())
+        } else {
+            ImageData::U8(
+                out.into_iter()
+                    .map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8)
+                    .collect(),
+            )
+        };
+        Image {
+            width: w,
+            height: h,
+            color,
+            data,
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! Options of a restoration run. Every default lives in [`RestoreOptions::default`] and
+//! nowhere else: the Python and C bindings start from it.
+
+use std::fmt;
+use std::sync::Arc;
+
+use candle_core::Tensor;
+
+use crate::colorfix::ColorFix;
+use crate::error::{Error, Result};
+use crate::prompt::{RestorationPrompt, BLIND};
+use crate::scheduler::SchedulerKind;
+
+/// The restoration prompt of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RestorationInput {
+    /// A prompt of SPIRE's language (its canonical text is encoded).
+    Prompt(RestorationPrompt),
+    /// Free text sent to the adaptor as is, for adaptors trained on another prompt language
+    /// (e.g. a ControlNet conditioned on captions). It carries no upsample factor.
+    Verbatim(String),
+}
+
+impl Default for RestorationInput {
+    fn default() -> Self {
+        RestorationInput::Prompt(RestorationPrompt::blind())
+    }
+}
+
+impl From<RestorationPrompt> for RestorationInput {
+    fn from(p: RestorationPrompt) -> Self {
+        RestorationInput::Prompt(p)
+    }
+}
+
+impl RestorationInput {
+    /// The text the adaptor's text encoder sees.
+    pub fn text(&self) -> String {
+        match self {
+            RestorationInput::Prompt(p) => p.render(),
+            RestorationInput::Verbatim(s) => s.clone(),
+        }
+    }
+
+    /// The factor the output is larger than the input.
+    pub fn upsample_factor(&self) -> f64 {
+        match self {
+            RestorationInput::Prompt(p) => p.upsample_factor(),
+            RestorationInput::Verbatim(_) => 1.0,
+        }
+    }
+}
+
+/// Where a run is, for progress reporting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Stage {
+    /// Encoding prompts and the degraded image.
+    Encoding,
+    /// Denoising; `step` of `total` steps are done.
+    Denoising,
+    /// Decoding latents to pixels.
+    Decoding,
+}
+
+/// A progress report.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    /// The stage.
+    pub stage: Stage,
+    /// Steps done in this stage.
+    pub step: usize,
+    /// Steps in this stage.
+    pub total: usize,
+    /// A human-readable note (the tiling plan, …), if any.
+    pub message: Option<String>,
+}
+
+/// The progress callback: return `false` to cancel the run (it then fails with
+/// [`Error::Cancelled`] within one denoising step).
+pub type ProgressCallback = Arc<dyn Fn(&Progress) -> bool + Send + Sync>;
+
+/// Options of [`Restorer::restore`](crate::Restorer::restore).
+#[derive(Clone)]
+pub struct RestoreOptions {
+    /// What to undo. Default: blind ("Remove all degradation").
+    pub restoration_prompt: RestorationInput,
+    /// What the picture shows (a caption). Default: empty.
+    pub semantic_prompt: String,
+    /// The semantic null prompt ∅_s (negative prompt). Default: empty.
+    pub negative_prompt: String,
+    /// The restoration null prompt ∅_r. Default: "Remove all degradation".
+    pub restoration_null_prompt: String,
+    /// Denoising steps. Default: 20.
+    pub num_inference_steps: usize,
+    /// The sampler; `None` uses the model's `scheduler_config.json` class. Default: DPM++ 2M.
+    pub scheduler: Option<SchedulerKind>,
+    /// DDIM η (only with DDIM). Default: 0.
+    pub eta: f64,
+    /// Restoration guidance w_r (1 = no guidance). Default: 1.
+    pub restoration_guidance: f64,
+    /// Semantic guidance w_s (1 = no guidance). Default: 1.
+    pub semantic_guidance: f64,
+    /// Scale `s` of the adaptor's signals. Default: 1.
+    pub conditioning_scale: f64,
+    /// Fraction of the schedule to run, in (0, 1]: below 1, sampling starts from the noised
+    /// encoding of the input at `t = strength · T`. Default: 1 (start from pure noise).
+    pub strength: f64,
+    /// Seed of the noise. Default: 0.
+    pub seed: u64,
+    /// Explicit initial noise `[batch, latent_channels, h/8, w/8]` (like diffusers' `latents=`),
+    /// instead of seeded noise. Default: none.
+    pub initial_latents: Option<Tensor>,
+    /// Colour correction after decoding. Default: wavelet.
+    pub color_fix: ColorFix,
+    /// Called before the first step and after every step; return `false` to cancel.
+    pub progress: Option<ProgressCallback>,
+}
+
+impl Default for RestoreOptions {
+    fn default() -> Self {
+        Self {
+            restoration_prompt: RestorationInput::default(),
+            semantic_prompt: String::new(),
+            negative_prompt: String::new(),
+            restoration_null_prompt: BLIND.to_string(),
+            num_inference_steps: 20,
+            scheduler: Some(SchedulerKind::DpmSolverPlusPlus2M),
+            eta: 0.0,
+            restoration_guidance: 1.0,
+            semantic_guidance: 1.0,
+            conditioning_scale: 1.0,
+            strength: 1.0,
+            seed: 0,
+            initial_latents: None,
+            color_fix: ColorFix::default(),
+            progress: None,
+        }
+    }
+}
+
+impl fmt::Debug for RestoreOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RestoreOptions")
+            .field("restoration_prompt", &self.restoration_prompt)
+            .field("semantic_prompt", &self.semantic_prompt)
+            .field("negative_prompt", &self.negative_prompt)
+            .field("restoration_null_prompt", &self.restoration_null_prompt)
+            .field("num_inference_steps", &self.num_inference_steps)
+            .field("scheduler", &self.scheduler)
+            .field("eta", &self.eta)
+            .field("restoration_guidance", &self.restoration_guidance)
+            .field("semantic_guidance", &self.semantic_guidance)
+            .field("conditioning_scale", &self.conditioning_scale)
+            .field("strength", &self.strength)
+            .field("seed", &self.seed)
+            .field(
+                "initial_latents",
+                &self.initial_latents.as_ref().map(|t| t.dims().to_vec()),
+            )
+            .field("color_fix", &self.color_fix)
+            .field("progress", &self.progress.as_ref().map(|_| "<callback>"))
+            .finish()
+    }
+}
+
+impl RestoreOptions {
+    /// Sets the restoration prompt from text in SPIRE's prompt language.
+    ///
+    /// # Errors
+    /// [`Error::InvalidPrompt`] quoting the bad clause.
+    pub fn with_restoration_text(mut self, text: &str) -> Result<Self> {
+        self.restoration_prompt = RestorationInput::Prompt(RestorationPrompt::parse(text)?);
+        Ok(self)
+    }
+
+    /// Checks every option, naming the first bad one.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`].
+    pub fn validate(&self) -> Result<()> {
+        let finite_nonneg = |name: &str, v: f64| -> Result<()> {
+            if !v.is_finite() || v < 0.0 {
+                return Err(Error::invalid_arg(
+                    name,
+                    format!("must be a finite number ≥ 0, got {v}"),
+                ));
+            }
+            Ok(())
+        };
+        if self.num_inference_steps == 0 {
+            return Err(Error::invalid_arg("num_inference_steps", "must be at least 1"));
+        }
+        finite_nonneg("restoration_guidance", self.restoration_guidance)?;
+        finite_nonneg("semantic_guidance", self.semantic_guidance)?;
+        finite_nonneg("conditioning_scale", self.conditioning_scale)?;
+        finite_nonneg("eta", self.eta)?;
+        if self.eta > 0.0 && self.scheduler.is_some_and(|s| s != SchedulerKind::Ddim) {
+            return Err(Error::invalid_arg("eta", "only the DDIM scheduler takes eta"));
+        }
+        if !(self.strength > 0.0 && self.strength <= 1.0) {
+            return Err(Error::invalid_arg(
+                "strength",
+                format!("must be in (0, 1], got {}", self.strength),
+            ));
+        }
+        let run = (self.num_inference_steps as f64 * self.strength) as usize;
+        if run == 0 {
+            return Err(Error::invalid_arg(
+                "strength",
+                format!(
+                    "{} × {} steps leaves no step to run; raise strength or num_inference_steps",
+                    self.strength, self.num_inference_steps
+                ),
+            ));
+        }
+        if let Some(l) = &self.initial_latents {
+            if l.rank() != 4 {
+                return Err(Error::invalid_arg(
+                    "initial_latents",
+                    format!("must be 4-D, got shape {:?}", l.dims()),
+                ));
+            }
+        }
+        if let RestorationInput::Verbatim(s) = &self.restoration_prompt {
+            if s.trim().is_empty() {
+                return Err(Error::invalid_arg("restoration_prompt", "verbatim text is empty"));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,638 @@
+//! The [`Restorer`]: a loaded SPIRE model and the restoration pipeline (SPIRE.md §2.4–§2.5).
+//!
+//! One `restore` call: the input is converted to planar RGB in [0, 1], enlarged by the
+//! restoration prompt's upsample factor (bicubic), padded by reflection to the latent multiple;
+//! the prompts are encoded (`c_r` and `∅_r` by the adaptor's text encoder, `c_s` and `∅_s` by
+//! the backbone's); the hint is the VAE mean of the image (latent mode) or the image itself
+//! (pixel mode); the latents start from seeded noise (or the noised encoding of the input when
+//! `strength < 1`); each step runs the adaptor once per distinct restoration context and the
+//! backbone once per guidance pass, all in one batch, and combines
+//!
+//! ```text
+//! ε̂ = ε(∅_r, ∅_s) + w_r·[ε(c_r, ∅_s) − ε(∅_r, ∅_s)] + w_s·[ε(c_r, c_s) − ε(c_r, ∅_s)]
+//!   = (1 − w_r)·ε(∅_r, ∅_s) + (w_r − w_s)·ε(c_r, ∅_s) + w_s·ε(c_r, c_s)
+//! ```
+//!
+//! skipping passes whose coefficient vanishes and merging passes whose prompts are equal. The
+//! result is decoded, cropped to exactly the input size times the upsample factor, colour
+//! corrected and converted back to the input's layout and sample type.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::colorfix;
+use crate::error::{Error, Result};
+use crate::image::{Image, ImageView, Planar};
+use crate::imageops;
+use crate::model::adaptor::HintMode;
+use crate::model::{
+    Adaptor, AutoencoderKL, ClipTextModel, ClipTokenizer, Control, Injection, LoadOptions,
+    UNet2DConditionModel,
+};
+use crate::options::{Progress, RestoreOptions, Stage};
+use crate::rng;
+use crate::scheduler::{Ddim, Scheduler, SchedulerConfig, SchedulerKind};
+
+/// A tokenizer and the text encoder it feeds.
+#[derive(Debug)]
+struct TextStack {
+    tokenizer: ClipTokenizer,
+    encoder: ClipTextModel,
+}
+
+impl TextStack {
+    fn load(root: &Path, enc: &str, tok: &str, opts: &LoadOptions) -> Result<Self> {
+        Ok(Self {
+            tokenizer: ClipTokenizer::from_dir(&root.join(tok))?,
+            encoder: ClipTextModel::from_dir(&root.join(enc), opts)?,
+        })
+    }
+
+    /// `[1, 77, hidden]` embedding of `text`.
+    fn encode(&self, text: &str, device: &Device, dtype: DType) -> Result<Tensor> {
+        let ids = self.tokenizer.encode(text)?;
+        let n = ids.len();
+        let ids = Tensor::from_vec(ids, (1, n), device)?;
+        Ok(self.encoder.forward(&ids)?.last_hidden_state.to_dtype(dtype)?)
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    unet: UNet2DConditionModel,
+    vae: AutoencoderKL,
+    text: TextStack,
+    restoration_text: Option<TextStack>,
+    adaptor: Adaptor,
+    scheduler: SchedulerConfig,
+    device: Device,
+    dtype: DType,
+    path: PathBuf,
+}
+
+/// A loaded SPIRE model. Cheap to clone (clones share the weights); `Send + Sync`, so one
+/// model serves many threads; every `restore` call builds its own scheduler and state.
+#[derive(Debug, Clone)]
+pub struct Restorer {
+    inner: Arc<Inner>,
+}
+
+/// The model pieces one restoration pass needs, by reference.
+struct Passes {
+    /// Distinct restoration contexts the adaptor runs with (index into `r_ctx`).
+    r_used: Vec<usize>,
+    /// (restoration context, semantic context, coefficient) of each backbone pass.
+    passes: Vec<(usize, usize, f64)>,
+}
+
+/// The guidance passes: coefficients of ε(∅_r,∅_s), ε(c_r,∅_s), ε(c_r,c_s), with equal prompts
+/// merged and vanishing terms dropped.
+fn plan_passes(w_r: f64, w_s: f64, r_same: bool, s_same: bool) -> Passes {
+    let mut acc: Vec<((usize, usize), f64)> = Vec::new();
+    for ((r, s), c) in [((0, 0), 1.0 - w_r), ((1, 0), w_r - w_s), ((1, 1), w_s)] {
+        let key = (if r_same { 0 } else { r }, if s_same { 0 } else { s });
+        match acc.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => *v += c,
+            None => acc.push((key, c)),
+        }
+    }
+    let passes: Vec<(usize, usize, f64)> = acc
+        .into_iter()
+        .filter(|(_, c)| c.abs() > 1e-12)
+        .map(|((r, s), c)| (r, s, c))
+        .collect();
+    let mut r_used: Vec<usize> = passes.iter().map(|p| p.0).collect();
+    r_used.dedup();
+    r_used.sort_unstable();
+    r_used.dedup();
+    Passes { r_used, passes }
+}
+
+/// Splitmix64 finaliser: derives independent noise streams from the seed.
+fn stream(seed: u64, purpose: u64) -> u64 {
+    let mut z = seed ^ purpose.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+const STREAM_VAE: u64 = 1;
+const STREAM_STEP: u64 = 2;
+
+impl Restorer {
+    /// Loads a SPIRE model folder (SPIRE.md §6): `unet/`, `vae/`, `text_encoder/`,
+    /// `tokenizer/`, `scheduler/`, and `adaptor/` (or `controlnet/`, or
+    /// [`LoadOptions::adaptor`]); optionally `restoration_text_encoder/` +
+    /// `restoration_tokenizer/` for a dedicated restoration-prompt encoder.
+    ///
+    /// # Errors
+    /// [`Error::Io`] for missing folders or files, [`Error::ModelLoad`] for bad configs or
+    /// weights, [`Error::Device`] if the device fails.
+    pub fn from_pretrained(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Self> {
+        let root = path.as_ref();
+        if !root.is_dir() {
+            return Err(Error::io(
+                root,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "model folder not found"),
+            ));
+        }
+        let adaptor_dir = match &opts.adaptor {
+            Some(p) => p.clone(),
+            None => ["adaptor", "controlnet"]
+                .iter()
+                .map(|d| root.join(d))
+                .find(|p| p.is_dir())
+                .ok_or_else(|| {
+                    Error::io(
+                        root.join("adaptor"),
+                        std::io::Error::new(
+                            std::io::ErrorKind::NotFound,
+                            "no adaptor/ or controlnet/ folder (or pass LoadOptions::adaptor)",
+                        ),
+                    )
+                })?,
+        };
+        let restoration_text = if root.join("restoration_text_encoder").is_dir() {
+            Some(TextStack::load(
+                root,
+                "restoration_text_encoder",
+                "restoration_tokenizer",
+                opts,
+            )?)
+        } else {
+            None
+        };
+        let sched_path = root.join("scheduler").join("scheduler_config.json");
+        let scheduler = if sched_path.is_file() {
+            SchedulerConfig::from_file(&sched_path)?
+        } else {
+            SchedulerConfig::default()
+        };
+        let inner = Inner {
+            unet: UNet2DConditionModel::from_dir(&root.join("unet"), opts)?,
+            vae: AutoencoderKL::from_dir(&root.join("vae"), opts)?,
+            text: TextStack::load(root, "text_encoder", "tokenizer", opts)?,
+            restoration_text,
+            adaptor: Adaptor::from_dir(&adaptor_dir, opts)?,
+            scheduler,
+            device: opts.device.clone(),
+            dtype: opts.dtype,
+            path: root.to_path_buf(),
+        };
+        inner.check()?;
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// The folder the model was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The compute device.
+    pub fn device(&self) -> &Device {
+        &self.inner.device
+    }
+
+    /// The scheduler configuration of the model.
+    pub fn scheduler_config(&self) -> &SchedulerConfig {
+        &self.inner.scheduler
+    }
+
+    /// Pixels per latent pixel (8 for SD).
+    pub fn vae_scale_factor(&self) -> usize {
+        self.inner.vae.config().downscale_factor()
+    }
+
+    /// Images are padded to a multiple of this many pixels (VAE × UNet down-sampling).
+    pub fn size_multiple(&self) -> usize {
+        self.vae_scale_factor() * self.inner.unet.config().downscale_factor()
+    }
+
+    /// Whether two handles share one loaded model.
+    pub fn shares_weights_with(&self, other: &Restorer) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// Restores one image. The output has the input's layout and sample type and is exactly
+    /// the input size times the restoration prompt's upsample factor.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] / [`Error::InvalidPrompt`] naming a bad option,
+    /// [`Error::InvalidImage`] for a bad image, [`Error::Cancelled`] if the progress callback
+    /// asked to stop, [`Error::Device`] / [`Error::Internal`] for compute failures.
+    pub fn restore(&self, image: &ImageView, opts: &RestoreOptions) -> Result<Image> {
+        let mut out = self.restore_batch(std::slice::from_ref(image), opts)?;
+        out.pop()
+            .ok_or_else(|| Error::Internal("empty batch result".into()))
+    }
+
+    /// Restores several images. Image `i` uses seed `opts.seed + i`, so the result equals
+    /// restoring the images one by one with those seeds. Images of the same size run as one
+    /// batch.
+    ///
+    /// # Errors
+    /// As [`Restorer::restore`].
+    pub fn restore_batch(&self, images: &[ImageView], opts: &RestoreOptions) -> Result<Vec<Image>> {
+        opts.validate()?;
+        if images.is_empty() {
+            return Ok(Vec::new());
+        }
+        let factor = opts.restoration_prompt.upsample_factor();
+        let mut inputs = Vec::with_capacity(images.len());
+        for img in images {
+            let p = img.to_planar()?;
+            let (ow, oh) = (
+                (p.width as f64 * factor).round() as usize,
+                (p.height as f64 * factor).round() as usize,
+            );
+            let rgb = imageops::resize_bicubic(&p.rgb, 3, p.width, p.height, ow, oh);
+            let rgb: Vec<f32> = rgb.into_iter().map(|v| v.clamp(0.0, 1.0)).collect();
+            let alpha = p.alpha.as_ref().map(|a| {
+                imageops::resize_bicubic(a, 1, p.width, p.height, ow, oh)
+                    .into_iter()
+                    .map(|v| v.clamp(0.0, 1.0))
+                    .collect()
+            });
+            inputs.push(Planar {
+                width: ow,
+                height: oh,
+                rgb,
+                alpha,
+            });
+        }
+        // Group equal sizes into batches, keeping the output order.
+        let mut results: Vec<Option<Planar>> = vec![None; inputs.len()];
+        let mut done = vec![false; inputs.len()];
+        for i in 0..inputs.len() {
+            if done[i] {
+                continue;
+            }
+            let group: Vec<usize> = (i..inputs.len())
+                .filter(|&j| {
+                    !done[j] && inputs[j].width == inputs[i].width && inputs[j].height == inputs[i].height
+                })
+                .collect();
+            let batch: Vec<&Planar> = group.iter().map(|&j| &inputs[j]).collect();
+            let seeds: Vec<u64> = group.iter().map(|&j| opts.seed.wrapping_add(j as u64)).collect();
+            let outs = self.run(&batch, &seeds, opts)?;
+            for (j, o) in group.iter().zip(outs) {
+                results[*j] = Some(o);
+                done[*j] = true;
+            }
+        }
+        results
+            .into_iter()
+            .zip(images)
+            .map(|(p, img)| {
+                let p = p.ok_or_else(|| Error::Internal("missing batch result".into()))?;
+                Ok(p.to_image(img.color(), img.is_float()))
+            })
+            .collect()
+    }
+
+    /// Encodes a prompt with the backbone's text encoder (`[1, 77, hidden]`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if the text cannot be tokenized.
+    pub fn encode_semantic_prompt(&self, text: &str) -> Result<Tensor> {
+        self.inner.text.encode(text, &self.inner.device, self.inner.dtype)
+    }
+
+    /// Encodes a prompt with the adaptor's text encoder (the backbone's unless the model has a
+    /// dedicated restoration-prompt encoder).
+    ///
+    /// # Errors
+    /// As [`Restorer::encode_semantic_prompt`].
+    pub fn encode_restoration_prompt(&self, text: &str) -> Result<Tensor> {
+        let stack = self.inner.restoration_text.as_ref().unwrap_or(&self.inner.text);
+        stack.encode(text, &self.inner.device, self.inner.dtype)
+    }
+
+    /// Restores a batch of equal-size planar images (already enlarged); returns them cropped.
+    fn run(&self, batch: &[&Planar], seeds: &[u64], opts: &RestoreOptions) -> Result<Vec<Planar>> {
+        let m = &*self.inner;
+        let report = |stage: Stage, step: usize, total: usize| -> Result<()> {
+            if let Some(cb) = &opts.progress {
+                if !cb(&Progress {
+                    stage,
+                    step,
+                    total,
+                    message: None,
+                }) {
+                    return Err(Error::Cancelled);
+                }
+            }
+            Ok(())
+        };
+        let n = batch.len();
+        let (w, h) = (batch[0].width, batch[0].height);
+        let mult = self.size_multiple();
+        let (pw, ph) = (w.div_ceil(mult) * mult, h.div_ceil(mult) * mult);
+        let f = self.vae_scale_factor();
+        let (lw, lh) = (pw / f, ph / f);
+        let lc = m.vae.config().latent_channels;
+        let dev = &m.device;
+        let dt = m.dtype;
+
+        report(Stage::Encoding, 0, 1)?;
+        let mut padded = Vec::with_capacity(n * 3 * pw * ph);
+        for p in batch {
+            padded.extend(imageops::pad_reflect(&p.rgb, 3, w, h, pw, ph));
+        }
+        let y = Tensor::from_vec(padded, (n, 3, ph, pw), &Device::Cpu)?
+            .to_device(dev)?
+            .to_dtype(dt)?;
+
+        // Prompts: index 0 is the null prompt, 1 the prompt.
+        let c_r = opts.restoration_prompt.text();
+        let r_same = c_r == opts.restoration_null_prompt;
+        let s_same = opts.semantic_prompt == opts.negative_prompt;
+        let plan = plan_passes(opts.restoration_guidance, opts.semantic_guidance, r_same, s_same);
+        let mut r_ctx: Vec<Option<Tensor>> = vec![None, None];
+        let mut s_ctx: Vec<Option<Tensor>> = vec![None, None];
+        for &(r, s, _) in &plan.passes {
+            if r_ctx[r].is_none() {
+                let text = if r == 0 {
+                    &opts.restoration_null_prompt
+                } else {
+                    &c_r
+                };
+                r_ctx[r] = Some(self.encode_restoration_prompt(text)?);
+            }
+            if s_ctx[s].is_none() {
+                let text = if s == 0 {
+                    &opts.negative_prompt
+                } else {
+                    &opts.semantic_prompt
+                };
+                s_ctx[s] = Some(self.encode_semantic_prompt(text)?);
+            }
+        }
+        let ctx = |v: &[Option<Tensor>], i: usize| -> Result<Tensor> {
+            let t = v[i]
+                .as_ref()
+                .ok_or_else(|| Error::Internal("context not encoded".into()))?;
+            Ok(Tensor::cat(&vec![t; n], 0)?)
+        };
+        // Adaptor batch: one block of n per distinct restoration context.
+        let adaptor_ctx = Tensor::cat(
+            &plan
+                .r_used
+                .iter()
+                .map(|&r| ctx(&r_ctx, r))
+                .collect::<Result<Vec<_>>>()?,
+            0,
+        )?;
+        let unet_ctx = Tensor::cat(
+            &plan
+                .passes
+                .iter()
+                .map(|&(_, s, _)| ctx(&s_ctx, s))
+                .collect::<Result<Vec<_>>>()?,
+            0,
+        )?;
+
+        let hint = match m.adaptor.hint_mode() {
+            HintMode::Latent => {
+                let mean = m.vae.encode(&((&y * 2.0)? - 1.0)?)?.mean;
+                m.vae.scale_latents(&mean)?
+            }
+            HintMode::Pixel => y.clone(),
+        };
+        let hint = if plan.r_used.len() > 1 {
+            Tensor::cat(&vec![&hint; plan.r_used.len()], 0)?
+        } else {
+            hint
+        };
+
+        // The scheduler and the starting latents.
+        let kind = opts.scheduler.unwrap_or(m.scheduler.kind);
+        let mut sched: Box<dyn Scheduler> = if kind == SchedulerKind::Ddim {
+            Box::new(Ddim::new(&m.scheduler, opts.num_inference_steps)?.with_eta(opts.eta))
+        } else {
+            if opts.eta > 0.0 {
+                return Err(Error::invalid_arg("eta", "only the DDIM scheduler takes eta"));
+            }
+            m.scheduler.build(kind, opts.num_inference_steps)?
+        };
+        let steps = sched.timesteps().len();
+        let run = ((steps as f64 * opts.strength) as usize).min(steps);
+        let start = steps - run;
+        let noise = match &opts.initial_latents {
+            Some(l) => {
+                if l.dims() != [n, lc, lh, lw] {
+                    return Err(Error::invalid_arg(
+                        "initial_latents",
+                        format!("has shape {:?}, this image needs {:?}", l.dims(), [n, lc, lh, lw]),
+                    ));
+                }
+                l.to_device(dev)?.to_dtype(DType::F32)?
+            }
+            None => {
+                let per: Vec<Tensor> = seeds
+                    .iter()
+                    .map(|&s| rng::randn(s, (1, lc, lh, lw), dev))
+                    .collect::<candle_core::Result<_>>()?;
+                Tensor::cat(&per, 0)?
+            }
+        };
+        let mut latents = if start == 0 {
+            (noise * sched.init_noise_sigma())?
+        } else {
+            let dist = m.vae.encode(&((&y * 2.0)? - 1.0)?)?;
+            let per: Vec<Tensor> = seeds
+                .iter()
+                .map(|&s| rng::randn(stream(s, STREAM_VAE), (1, lc, lh, lw), dev))
+                .collect::<candle_core::Result<_>>()?;
+            let x0 = m
+                .vae
+                .scale_latents(&dist.sample_with(&Tensor::cat(&per, 0)?.to_dtype(dt)?)?)?
+                .to_dtype(DType::F32)?;
+            sched.add_noise(&x0, &noise, start)?
+        };
+
+        let total = steps - start;
+        report(Stage::Denoising, 0, total)?;
+        let n_r = plan.r_used.len();
+        for i in start..steps {
+            let t = sched.timesteps()[i] as f32;
+            let x_in = sched.scale_model_input(&latents, i)?.to_dtype(dt)?;
+            let x_adaptor = if n_r > 1 {
+                Tensor::cat(&vec![&x_in; n_r], 0)?
+            } else {
+                x_in.clone()
+            };
+            let control =
+                m.adaptor
+                    .forward(&x_adaptor, &[t], &adaptor_ctx, &hint, opts.conditioning_scale)?;
+            let control = expand_control(&control, &plan, n)?;
+            let x_unet = if plan.passes.len() > 1 {
+                Tensor::cat(&vec![&x_in; plan.passes.len()], 0)?
+            } else {
+                x_in
+            };
+            let out = m
+                .unet
+                .forward(&x_unet, &[t], &unet_ctx, Some(&control))?
+                .to_dtype(DType::F32)?;
+            let mut eps: Option<Tensor> = None;
+            for (p, &(_, _, c)) in plan.passes.iter().enumerate() {
+                let term = (out.narrow(0, p * n, n)? * c)?;
+                eps = Some(match eps {
+                    Some(e) => (e + term)?,
+                    None => term,
+                });
+            }
+            let eps = eps.ok_or_else(|| Error::Internal("no guidance pass".into()))?;
+            let step_noise = if sched.needs_noise() {
+                let per: Vec<Tensor> = seeds
+                    .iter()
+                    .map(|&s| rng::randn(stream(s, STREAM_STEP + ((i as u64) << 8)), (1, lc, lh, lw), dev))
+                    .collect::<candle_core::Result<_>>()?;
+                Some(Tensor::cat(&per, 0)?)
+            } else {
+                None
+            };
+            latents = sched.step(&eps, i, &latents, step_noise.as_ref())?;
+            report(Stage::Denoising, i + 1 - start, total)?;
+        }
+
+        report(Stage::Decoding, 0, 1)?;
+        let z = m.vae.unscale_latents(&latents.to_dtype(dt)?)?;
+        let x = m.vae.decode(&z)?;
+        let x = ((x / 2.0)? + 0.5)?
+            .clamp(0f32, 1f32)?
+            .to_dtype(DType::F32)?
+            .to_device(&Device::Cpu)?;
+        let flat: Vec<f32> = x.flatten_all()?.to_vec1()?;
+        let mut outs = Vec::with_capacity(n);
+        for (k, p) in batch.iter().enumerate() {
+            let img = &flat[k * 3 * pw * ph..(k + 1) * 3 * pw * ph];
+            let mut rgb = imageops::crop(img, 3, pw, ph, w, h);
+            colorfix::apply(opts.color_fix, &mut rgb, &p.rgb, w, h);
+            outs.push(Planar {
+                width: w,
+                height: h,
+                rgb,
+                alpha: p.alpha.clone(),
+            });
+        }
+        report(Stage::Decoding, 1, 1)?;
+        Ok(outs)
+    }
+}
+
+/// The adaptor ran once per distinct restoration context (`n` images each); the backbone runs
+/// once per pass. Repeats each pass's block of the adaptor output in pass order.
+fn expand_control(control: &Control, plan: &Passes, n: usize) -> Result<Control> {
+    if plan.passes.len() == 1 && plan.r_used.len() == 1 {
+        return Ok(control.clone());
+    }
+    let pick = |t: &Tensor| -> Result<Tensor> {
+        let parts: Vec<Tensor> = plan
+            .passes
+            .iter()
+            .map(|&(r, _, _)| {
+                let k = plan.r_used.iter().position(|&x| x == r).unwrap_or(0);
+                t.narrow(0, k * n, n)
+            })
+            .collect::<candle_core::Result<_>>()?;
+        Ok(Tensor::cat(&parts, 0)?)
+    };
+    let map = |inj: &Injection| -> Result<Injection> {
+        Ok(match inj {
+            Injection::Add(r) => Injection::Add(pick(r)?),
+            Injection::Modulate { gamma, beta } => Injection::Modulate {
+                gamma: pick(gamma)?,
+                beta: pick(beta)?,
+            },
+        })
+    };
+    Ok(Control {
+        down: control.down.iter().map(map).collect::<Result<_>>()?,
+        mid: control.mid.as_ref().map(map).transpose()?,
+    })
+}
+
+impl Inner {
+    /// Cross-checks the components.
+    fn check(&self) -> Result<()> {
+        let lc = self.vae.config().latent_channels;
+        let u = self.unet.config();
+        if u.in_channels != lc {
+            return Err(Error::model_load(
+                &self.path,
+                format!("unet in_channels {} ≠ vae latent_channels {lc}", u.in_channels),
+            ));
+        }
+        let a = self.adaptor.config();
+        if a.body.block_out_channels != u.block_out_channels || a.body.layers_per_block != u.layers_per_block
+        {
+            return Err(Error::model_load(
+                &self.path,
+                "the adaptor's down path does not match the UNet's",
+            ));
+        }
+        let hidden = self.text.encoder.config().hidden_size;
+        if u.cross_attention_dim.iter().any(|&d| d != hidden) {
+            return Err(Error::model_load(
+                &self.path,
+                format!(
+                    "unet cross_attention_dim {:?} ≠ text encoder hidden_size {hidden}",
+                    u.cross_attention_dim
+                ),
+            ));
+        }
+        let r_hidden = self
+            .restoration_text
+            .as_ref()
+            .map_or(hidden, |t| t.encoder.config().hidden_size);
+        if a.body.cross_attention_dim.iter().any(|&d| d != r_hidden) {
+            return Err(Error::model_load(
+                &self.path,
+                "the adaptor's cross_attention_dim does not match its text encoder",
+            ));
+        }
+        if a.hint_mode == HintMode::Latent && a.hint_channels != lc {
+            return Err(Error::model_load(
+                &self.path,
+                "the adaptor's hint_channels differ from the VAE's latent channels",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn coefs(p: &Passes) -> Vec<(usize, usize, f64)> {
+        p.passes.clone()
+    }
+
+    #[test]
+    fn guidance_plans() {
+        // No guidance: one pass with both prompts.
+        assert_eq!(coefs(&plan_passes(1.0, 1.0, false, false)), vec![(1, 1, 1.0)]);
+        // Only semantic guidance: two passes sharing the adaptor context.
+        let p = plan_passes(1.0, 3.0, false, false);
+        assert_eq!(coefs(&p), vec![(1, 0, -2.0), (1, 1, 3.0)]);
+        assert_eq!(p.r_used, vec![1]);
+        // Both: three passes, two adaptor contexts.
+        let p = plan_passes(2.0, 3.0, false, false);
+        assert_eq!(coefs(&p), vec![(0, 0, -1.0), (1, 0, -1.0), (1, 1, 3.0)]);
+        assert_eq!(p.r_used, vec![0, 1]);
+        // Blind prompt equal to the null prompt and no caption: one pass whatever the weights.
+        assert_eq!(coefs(&plan_passes(4.0, 7.0, true, true)), vec![(0, 0, 1.0)]);
+        // Classifier-free guidance as diffusers (c_r = c_s, both null prompts equal).
+        assert_eq!(
+            coefs(&plan_passes(5.0, 5.0, false, false)),
+            vec![(0, 0, -4.0), (1, 1, 5.0)]
+        );
+    }
+}
