@@ -23,5 +23,5 @@ pub use image::{ColorType, Image, ImageData, ImageView, Samples};
 pub use model::LoadOptions;
 pub use options::{Progress, ProgressCallback, RestorationInput, RestoreOptions, Stage};
 pub use prompt::RestorationPrompt;
-pub use restorer::Restorer;
+pub use restorer::{Restorer, RestorerParts};
 pub use scheduler::{SchedulerConfig, SchedulerKind};

@@ -72,6 +72,32 @@ struct Inner {
     path: PathBuf,
 }
 
+/// The components of a model, for [`Restorer::from_parts`] (models built in memory: the
+/// built-in model, benchmarks, freshly trained weights).
+#[derive(Debug)]
+pub struct RestorerParts {
+    /// The backbone.
+    pub unet: UNet2DConditionModel,
+    /// The autoencoder.
+    pub vae: AutoencoderKL,
+    /// The backbone's tokenizer.
+    pub tokenizer: ClipTokenizer,
+    /// The backbone's text encoder.
+    pub text_encoder: ClipTextModel,
+    /// A dedicated restoration-prompt tokenizer and encoder, if any.
+    pub restoration_text: Option<(ClipTokenizer, ClipTextModel)>,
+    /// The adaptor.
+    pub adaptor: Adaptor,
+    /// The noise schedule.
+    pub scheduler: SchedulerConfig,
+    /// Where the weights live.
+    pub device: Device,
+    /// Their dtype.
+    pub dtype: DType,
+    /// A name for messages.
+    pub name: String,
+}
+
 /// A loaded SPIRE model. Cheap to clone (clones share the weights); `Send + Sync`, so one
 /// model serves many threads; every `restore` call builds its own scheduler and state.
 #[derive(Debug, Clone)]
@@ -185,6 +211,26 @@ impl Restorer {
         Ok(Self {
             inner: Arc::new(inner),
         })
+    }
+
+    /// Assembles a restorer from components built in memory.
+    ///
+    /// # Errors
+    /// [`Error::ModelLoad`] if the components do not fit together.
+    pub fn from_parts(parts: RestorerParts) -> Result<Self> {
+        let inner = Inner {
+            unet: parts.unet,
+            vae: parts.vae,
+            text: TextStack { tokenizer: parts.tokenizer, encoder: parts.text_encoder },
+            restoration_text: parts.restoration_text.map(|(tokenizer, encoder)| TextStack { tokenizer, encoder }),
+            adaptor: parts.adaptor,
+            scheduler: parts.scheduler,
+            device: parts.device,
+            dtype: parts.dtype,
+            path: PathBuf::from(parts.name),
+        };
+        inner.check()?;
+        Ok(Self { inner: Arc::new(inner) })
     }
 
     /// The folder the model was loaded from.
