@@ -31,7 +31,11 @@ fn peak_rss_mib() -> f64 {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let arg = |name: &str, default: &str| -> String {
-        args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned().unwrap_or_else(|| default.into())
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+            .unwrap_or_else(|| default.into())
     };
     let (hint, fusion) = match arg("--hint", "latent").as_str() {
         "pixel" => (HintMode::Pixel, Fusion::Additive),
@@ -79,7 +83,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let s = stamps.clone();
         let opts = RestoreOptions {
             num_inference_steps: steps,
-            restoration_prompt: "Denoise with sigma 0.1".parse::<spire_core::RestorationPrompt>()?.into(),
+            restoration_prompt: "Denoise with sigma 0.1"
+                .parse::<spire_core::RestorationPrompt>()?
+                .into(),
             semantic_prompt: "a photo of a cat".into(),
             restoration_guidance: wr,
             semantic_guidance: ws,
@@ -95,7 +101,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         restorer.restore(&image, &opts)?;
         let v = stamps.lock().map_err(|_| "poisoned")?.clone();
-        let mut d: Vec<f64> = v.windows(2).skip(1).map(|w| (w[1] - w[0]).as_secs_f64()).collect();
+        let mut d: Vec<f64> = v
+            .windows(2)
+            .skip(1)
+            .map(|w| (w[1] - w[0]).as_secs_f64())
+            .collect();
         if d.is_empty() {
             d = v.windows(2).map(|w| (w[1] - w[0]).as_secs_f64()).collect();
         }

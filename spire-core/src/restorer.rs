@@ -221,8 +221,13 @@ impl Restorer {
         let inner = Inner {
             unet: parts.unet,
             vae: parts.vae,
-            text: TextStack { tokenizer: parts.tokenizer, encoder: parts.text_encoder },
-            restoration_text: parts.restoration_text.map(|(tokenizer, encoder)| TextStack { tokenizer, encoder }),
+            text: TextStack {
+                tokenizer: parts.tokenizer,
+                encoder: parts.text_encoder,
+            },
+            restoration_text: parts
+                .restoration_text
+                .map(|(tokenizer, encoder)| TextStack { tokenizer, encoder }),
             adaptor: parts.adaptor,
             scheduler: parts.scheduler,
             device: parts.device,
@@ -230,7 +235,9 @@ impl Restorer {
             path: PathBuf::from(parts.name),
         };
         inner.check()?;
-        Ok(Self { inner: Arc::new(inner) })
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
     }
 
     /// The folder the model was loaded from.
