@@ -308,6 +308,95 @@ def make_pipeline():
     save_ref("pipeline", {"image": torch.from_numpy(image), "latents": latents, "out": torch.from_numpy(out)})
 
 
+def _load_basicsr(relpath: str):
+    """Loads one basicsr source file by path. basicsr 1.4.2's package __init__ imports
+    torchvision (and a module newer torchvision removed); the functions we compare against need
+    neither, so the files are loaded on their own with a stub for that import."""
+    import importlib.util
+    import types
+    for name in ["torchvision", "torchvision.transforms", "torchvision.transforms.functional_tensor"]:
+        sys.modules.setdefault(name, types.ModuleType(name))
+    sys.modules["torchvision.transforms.functional_tensor"].rgb_to_grayscale = None
+    path = Path(importlib.util.find_spec("basicsr").submodule_search_locations[0]) / relpath
+    spec = importlib.util.spec_from_file_location("basicsr_" + path.stem, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def make_degradations():
+    """Kernels vs basicsr, resizes vs PIL and torch, blur/filter vs OpenCV, USM vs basicsr, JPEG
+    PSNR vs PIL, on a 256×256 crop of a public-domain photo (scikit-image's chelsea)."""
+    import cv2
+    import torch.nn.functional as F
+    from PIL import Image
+    deg = _load_basicsr("data/degradations.py")
+    usm_sharp = _load_basicsr("utils/img_process_util.py").usm_sharp
+    from importlib.metadata import version as pkg_version
+
+    photo = ROOT.parent / "shared" / "data" / "photos" / "chelsea.png"
+    (FIX / "photos").mkdir(parents=True, exist_ok=True)
+    crop_path = FIX / "photos" / "chelsea_crop256.png"
+    if photo.exists():
+        Image.open(photo).convert("RGB").crop((100, 20, 356, 276)).save(crop_path)
+    full = np.asarray(Image.open(crop_path).convert("RGB"))
+    # Exact-function comparisons on a 96×80 window keep the fixture small; JPEG PSNR uses all.
+    crop = np.ascontiguousarray(full[60:140, 80:176])
+    img = crop.astype(np.float32) / 255.0  # H×W×3
+    out = {}
+    pi = np.pi
+    cases = {
+        "iso": deg.bivariate_Gaussian(21, 2.0, 2.0, 0.0, isotropic=True),
+        "aniso": deg.bivariate_Gaussian(15, 2.5, 0.8, 0.7, isotropic=False),
+        "gen_iso": deg.bivariate_generalized_Gaussian(21, 1.5, 1.5, 0.0, 0.7, isotropic=True),
+        "gen_aniso": deg.bivariate_generalized_Gaussian(17, 2.0, 1.0, -1.2, 3.0, isotropic=False),
+        "plateau_iso": deg.bivariate_plateau(21, 1.2, 1.2, 0.0, 1.5, isotropic=True),
+        "plateau_aniso": deg.bivariate_plateau(19, 2.2, 0.9, 2.5, 1.2, isotropic=False),
+        "sinc13": deg.circular_lowpass_kernel(1.3, 13, pad_to=21),
+        "sinc7": deg.circular_lowpass_kernel(pi / 3, 7, pad_to=0),
+        "sinc21": deg.circular_lowpass_kernel(pi / 5 + 0.1, 21, pad_to=0),
+    }
+    for k, v in cases.items():
+        out[f"kernel.{k}"] = torch.from_numpy(np.ascontiguousarray(v)).double()
+    planar = torch.from_numpy(img.transpose(2, 0, 1).copy())
+    out["image"] = planar
+    # PIL bicubic on float planes ("F" mode) and on RGB8, shrink and enlarge.
+    for tag, size in [("shrink", (37, 29)), ("enlarge", (157, 119))]:
+        planes = [np.asarray(Image.fromarray(img[:, :, c], mode="F").resize(size, Image.BICUBIC)) for c in range(3)]
+        out[f"pil.{tag}.f32"] = torch.from_numpy(np.stack(planes).copy())
+        rgb8 = np.asarray(Image.fromarray(crop).resize(size, Image.BICUBIC))
+        out[f"pil.{tag}.rgb8"] = torch.from_numpy(rgb8.transpose(2, 0, 1).astype(np.float32) / 255.0)
+    # torch F.interpolate modes of the Real-ESRGAN pipeline.
+    t = planar[None].double()
+    for mode in ["area", "bilinear", "bicubic"]:
+        for tag, size in [("down", (31, 43)), ("up", (117, 139))]:
+            kw = {} if mode == "area" else {"align_corners": False}
+            out[f"torch.{mode}.{tag}"] = F.interpolate(t, size=size, mode=mode, **kw)[0].float()
+    # OpenCV Gaussian blur and filter2D (reflect-101), basicsr USM sharpening.
+    for sigma in [0.8, 2.0, 4.5]:
+        k = 2 * int(np.ceil(3 * sigma)) + 1
+        b = cv2.GaussianBlur(img, (k, k), sigma, borderType=cv2.BORDER_REFLECT_101)
+        out[f"cv2.blur.{sigma}"] = torch.from_numpy(b.transpose(2, 0, 1).copy())
+    f2 = cv2.filter2D(img, -1, cases["aniso"].astype(np.float32), borderType=cv2.BORDER_REFLECT_101)
+    out["cv2.filter2d.aniso"] = torch.from_numpy(f2.transpose(2, 0, 1).copy())
+    out["basicsr.usm"] = torch.from_numpy(usm_sharp(img.copy()).astype(np.float32).transpose(2, 0, 1).copy())
+    # JPEG round trips through PIL (libjpeg, 4:2:0), PSNR on 8-bit values.
+    import io
+    psnr = {}
+    for q in [10, 30, 50, 90]:
+        buf = io.BytesIO()
+        Image.fromarray(full).save(buf, format="JPEG", quality=q)
+        dec = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB")).astype(np.float64)
+        mse = np.mean((dec - full.astype(np.float64)) ** 2)
+        psnr[str(q)] = 10 * np.log10(255.0 ** 2 / mse)
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in out.items()}, FIX / "ref" / "degradations.safetensors")
+    import PIL
+    (FIX / "ref" / "degradations.json").write_text(json.dumps({
+        "jpeg_psnr_pil": psnr, "pillow": PIL.__version__, "opencv": cv2.__version__, "basicsr": pkg_version("basicsr"),
+    }, indent=1))
+
+
 def main():
     import diffusers
     import transformers
@@ -401,6 +490,7 @@ def main():
 
     make_schedulers()
     make_pipeline()
+    make_degradations()
 
     versions = {
         "python": sys.version.split()[0], "torch": torch.__version__, "diffusers": diffusers.__version__,

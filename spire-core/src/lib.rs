@@ -2,7 +2,11 @@
 //!
 //! SPIRE — Semantic Prompt-Driven Image Restoration — in pure Rust on candle.
 
+#[macro_use]
+mod simd;
+
 pub mod colorfix;
+pub mod degrade;
 pub mod error;
 pub mod image;
 pub mod imageops;

@@ -63,10 +63,16 @@ pub fn normals(seed: u64, n: usize) -> Vec<f32> {
 /// Standard normals `offset .. offset + n` of the stream `seed`.
 pub fn normals_from(seed: u64, offset: u64, n: usize) -> Vec<f32> {
     let mut out = vec![0f32; n];
+    // Each Philox block gives four normals; compute each block once.
     let fill = |chunk_start: usize, chunk: &mut [f32]| {
-        for (j, v) in chunk.iter_mut().enumerate() {
+        let mut j = 0;
+        while j < chunk.len() {
             let idx = offset + (chunk_start + j) as u64;
-            *v = block_normals(seed, idx / 4)[(idx % 4) as usize];
+            let (block, lane) = (idx / 4, (idx % 4) as usize);
+            let z = block_normals(seed, block);
+            let take = (4 - lane).min(chunk.len() - j);
+            chunk[j..j + take].copy_from_slice(&z[lane..lane + take]);
+            j += take;
         }
     };
     const CHUNK: usize = 1 << 16;
@@ -135,4 +141,85 @@ mod tests {
         assert!(mean.abs() < 5e-3, "mean {mean}");
         assert!((var - 1.0).abs() < 5e-3, "var {var}");
     }
+}
+
+/// A sequential generator over one Philox stream, for drawing parameters (which degradation,
+/// how strong). Draw `k` uses block `k / 4`, word `k % 4` of stream `seed`, domain-separated
+/// from [`normals`] by a third counter word of 1.
+#[derive(Debug, Clone)]
+pub struct Rng {
+    seed: u64,
+    next: u64,
+}
+
+impl Rng {
+    /// A generator for `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self { seed, next: 0 }
+    }
+
+    /// The next 32 random bits.
+    pub fn next_u32(&mut self) -> u32 {
+        let k = self.next;
+        self.next += 1;
+        let block = k / 4;
+        let w = philox4x32_10(
+            [block as u32, (block >> 32) as u32, 1, 0],
+            [self.seed as u32, (self.seed >> 32) as u32],
+        );
+        w[(k % 4) as usize]
+    }
+
+    /// Uniform in [0, 1) with 53 random bits.
+    pub fn uniform(&mut self) -> f64 {
+        let hi = (self.next_u32() >> 5) as u64; // 27 bits
+        let lo = (self.next_u32() >> 6) as u64; // 26 bits
+        ((hi << 26) | lo) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Uniform in [lo, hi).
+    pub fn range(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * self.uniform()
+    }
+
+    /// Uniform integer in [lo, hi] (inclusive).
+    pub fn int(&mut self, lo: i64, hi: i64) -> i64 {
+        let n = (hi - lo + 1) as f64;
+        (lo + (self.uniform() * n) as i64).min(hi)
+    }
+
+    /// True with probability `p`.
+    pub fn chance(&mut self, p: f64) -> bool {
+        self.uniform() < p
+    }
+
+    /// An index drawn with the given (unnormalised) weights.
+    pub fn choose(&mut self, weights: &[f64]) -> usize {
+        let total: f64 = weights.iter().sum();
+        let mut u = self.uniform() * total;
+        for (i, &w) in weights.iter().enumerate() {
+            if u < w {
+                return i;
+            }
+            u -= w;
+        }
+        weights.len().saturating_sub(1)
+    }
+
+    /// A seed for an independent sub-stream.
+    pub fn fork(&mut self) -> u64 {
+        ((self.next_u32() as u64) << 32) | self.next_u32() as u64
+    }
+}
+
+/// Uniform draws in (0, 1) for element `index` of stream `seed`: draw `j` is word `j % 4` of
+/// Philox block `(j / 4, 2, index)`. Used where one element needs a variable number of draws
+/// (Poisson sampling), independent of how elements are split across threads.
+pub(crate) fn element_uniform(seed: u64, index: u64, j: u64) -> f64 {
+    let b = j / 4;
+    let w = philox4x32_10(
+        [b as u32, 2, index as u32, (index >> 32) as u32],
+        [seed as u32, (seed >> 32) as u32],
+    );
+    ((w[(j % 4) as usize] >> 8) as f64 + 0.5) / 16_777_216.0
 }

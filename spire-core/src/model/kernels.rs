@@ -29,36 +29,6 @@ fn threads() -> usize {
     candle_core::utils::get_num_threads().max(1)
 }
 
-/// Runs `f` compiled for the best SIMD level of this CPU.
-macro_rules! simd {
-    (fn $name:ident($($a:ident: $t:ty),* $(,)?) $(-> $r:ty)? $body:block) => {
-        #[allow(clippy::too_many_arguments)]
-        fn $name($($a: $t),*) $(-> $r)? {
-            #[inline(always)]
-            #[allow(clippy::too_many_arguments)]
-            fn imp($($a: $t),*) $(-> $r)? $body
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
-                #[allow(clippy::too_many_arguments)]
-                unsafe fn v4($($a: $t),*) $(-> $r)? { imp($($a),*) }
-                #[target_feature(enable = "avx2,fma")]
-                #[allow(clippy::too_many_arguments)]
-                unsafe fn v3($($a: $t),*) $(-> $r)? { imp($($a),*) }
-                if std::arch::is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the CPU supports the features `v4` is compiled for.
-                    return unsafe { v4($($a),*) };
-                }
-                if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-                    // SAFETY: as above, for `v3`.
-                    return unsafe { v3($($a),*) };
-                }
-            }
-            imp($($a),*)
-        }
-    };
-}
-
 /// `exp(x)` to about 2 ulp (Cephes polynomial), branch-free so loops vectorise.
 #[inline(always)]
 pub(crate) fn exp(x: f32) -> f32 {

@@ -116,3 +116,26 @@ pub fn test_rgb8(w: usize, h: usize) -> Vec<u8> {
     }
     v
 }
+
+/// Decodes an 8-bit RGB PNG from `tests/fixtures/photos`.
+pub fn photo(name: &str) -> (usize, usize, Vec<u8>) {
+    let f = std::fs::File::open(fixtures().join("photos").join(name)).unwrap();
+    let mut dec = png::Decoder::new(std::io::BufReader::new(f)).read_info().unwrap();
+    let mut buf = vec![0; dec.output_buffer_size().unwrap()];
+    let info = dec.next_frame(&mut buf).unwrap();
+    assert_eq!(info.color_type, png::ColorType::Rgb);
+    buf.truncate(info.buffer_size());
+    (info.width as usize, info.height as usize, buf)
+}
+
+/// Interleaved RGB8 to planar f32 in [0, 1].
+pub fn planar(w: usize, h: usize, rgb: &[u8]) -> Vec<f32> {
+    let n = w * h;
+    let mut out = vec![0f32; 3 * n];
+    for p in 0..n {
+        for c in 0..3 {
+            out[c * n + p] = rgb[3 * p + c] as f32 / 255.0;
+        }
+    }
+    out
+}
