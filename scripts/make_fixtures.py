@@ -279,6 +279,37 @@ def make_schedulers():
     (FIX / "ref" / "schedulers.json").write_text(json.dumps(meta, indent=1))
 
 
+def make_spire_adaptor(unet):
+    """A SPIRE adaptor for the tiny SD1 UNet (latent hint, modulation fusion), in our format:
+    the ControlNet body copied from the UNet (diffusers key names), `latent_hint_conv` and the
+    `modulation_*` γ/β convs with small random values (trained adaptors are not zero)."""
+    from diffusers import ControlNetModel
+    from safetensors.torch import save_file
+    body = ControlNetModel.from_unet(unet).state_dict()
+    keep = {k: v.clone() for k, v in body.items()
+            if k.split(".")[0] in ("conv_in", "time_embedding", "down_blocks", "mid_block")}
+    g = torch.Generator().manual_seed(700)
+    c0 = unet.config.block_out_channels[0]
+    keep["latent_hint_conv.weight"] = 0.05 * torch.randn(c0, 4, 3, 3, generator=g)
+    keep["latent_hint_conv.bias"] = 0.05 * torch.randn(c0, generator=g)
+    skip = [c0]
+    for i, c in enumerate(unet.config.block_out_channels):
+        skip += [c] * unet.config.layers_per_block
+        if i + 1 < len(unet.config.block_out_channels):
+            skip.append(c)
+    for i, c in enumerate(skip + [unet.config.block_out_channels[-1]]):
+        prefix = f"modulation_down_blocks.{i}" if i < len(skip) else "modulation_mid_block"
+        for part in ("gamma", "beta"):
+            keep[f"{prefix}.{part}.weight"] = 0.05 * torch.randn(c, c, 1, 1, generator=g)
+            keep[f"{prefix}.{part}.bias"] = 0.05 * torch.randn(c, generator=g)
+    out = FIX / "tiny-spire-adaptor"
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in keep.items()}, out / "diffusion_pytorch_model.safetensors")
+    cfg = {k: v for k, v in dict(unet.config).items() if not k.startswith("_") and k not in ("up_block_types", "out_channels", "sample_size")}
+    cfg.update({"_class_name": "ControlNetModel", "hint_mode": "latent", "fusion": "modulation", "hint_channels": 4})
+    (out / "config.json").write_text(json.dumps(cfg, indent=2, default=list))
+
+
 PIPELINE_PROMPT = "a red motorcycle in a workshop"
 
 
@@ -405,7 +436,7 @@ def main():
     from transformers import CLIPTextModel, CLIPTokenizer
 
     if FIX.exists():
-        for sub in ["tiny-sd1", "tiny-sd2", "tiny-controlnet", "ref", "tokenizer"]:
+        for sub in ["tiny-sd1", "tiny-sd2", "tiny-controlnet", "tiny-spire-adaptor", "ref", "tokenizer"]:
             shutil.rmtree(FIX / sub, ignore_errors=True)
     FIX.mkdir(parents=True, exist_ok=True)
 
@@ -476,6 +507,7 @@ def main():
     ref = {"sample": sample, "timesteps": t, "context": ctx, "cond": cond, "mid": mid, "unet_out": out}
     ref.update({f"down.{i}": d for i, d in enumerate(down)})
     save_ref("controlnet", ref)
+    make_spire_adaptor(unet)
 
     # ---- model_index / scheduler for the tiny pipelines
     for flavour, pred in [("tiny-sd1", "epsilon"), ("tiny-sd2", "v_prediction")]:

@@ -13,3 +13,14 @@ fi
 
 echo "== Rust tests (release)"
 cargo test --workspace --release
+
+echo "== Python package (maturin build) and pytest"
+PY=${PYTHON:-python3}
+VENV=${SPIRE_TEST_VENV:-$PWD/.venv-test}
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PY" -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install -q --upgrade pip
+"$VENV/bin/python" -m pip install -q maturin pytest numpy mypy pillow
+"$VENV/bin/python" -m pip install -q .
+"$VENV/bin/python" -m pytest tests/python -q

@@ -7,6 +7,7 @@ mod simd;
 
 pub mod colorfix;
 pub mod degrade;
+pub mod device;
 pub mod error;
 pub mod image;
 pub mod imageops;

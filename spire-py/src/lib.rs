@@ -1,13 +1,24 @@
 //! `spire._spire`: the native module behind the `spire` Python package.
 //!
 //! Thin by design: it converts numpy arrays and Python values into `spire-core` types and core
-//! errors into Python exceptions; all behaviour lives in `spire-core`.
+//! errors into Python exceptions; all behaviour lives in `spire-core`. Heavy work runs with the
+//! GIL released.
 
 use pyo3::prelude::*;
 
+mod degrade;
+mod errors;
+mod image;
+mod prompt;
+mod restorer;
+
 /// The native module.
 #[pymodule]
-fn _spire(m: &Bound<'_, PyModule>) -> PyResult<()> {
+fn _spire(py: Python<'_>, m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    errors::register(py, m)?;
+    m.add_class::<restorer::PyRestorer>()?;
+    m.add_class::<prompt::PyRestorationPrompt>()?;
+    m.add_function(wrap_pyfunction!(degrade::degrade, m)?)?;
     Ok(())
 }

@@ -25,6 +25,9 @@ use crate::rng::Rng;
 use kernels::{KernelKind, KernelRanges};
 use ops::Interp;
 
+/// The seed [`degrade`] uses when the caller gives none (the bindings' default).
+pub const DEFAULT_SEED: u64 = 0;
+
 /// Which synthesis pipeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Pipeline {
@@ -32,6 +35,12 @@ pub enum Pipeline {
     Parameterized,
     /// Real-ESRGAN second-order degradation, blind prompt.
     RealEsrgan,
+}
+
+impl Default for Pipeline {
+    fn default() -> Self {
+        Pipeline::Parameterized
+    }
 }
 
 impl Pipeline {

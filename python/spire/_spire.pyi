@@ -1,0 +1,119 @@
+"""Type stubs of the native module (checked against it by ``mypy.stubtest`` in the tests)."""
+from os import PathLike
+from typing import Callable, List, Optional, Tuple, Union, final
+
+import numpy as np
+import numpy.typing as npt
+
+__version__: str
+
+_Image = Union[npt.NDArray[np.uint8], npt.NDArray[np.float32]]
+_Path = Union[str, "PathLike[str]"]
+
+class SpireError(Exception): ...
+class InvalidArgumentError(SpireError, ValueError): ...
+class InvalidImageError(SpireError, ValueError): ...
+class ModelLoadError(SpireError): ...
+class UnsupportedError(SpireError): ...
+class DeviceError(SpireError, RuntimeError): ...
+class CancelledError(SpireError): ...
+class InternalError(SpireError, RuntimeError): ...
+
+@final
+class RestorationPrompt:
+    """A restoration prompt: blind, or deblur / upsample / denoise / dejpeg with strengths."""
+
+    def __new__(
+        cls,
+        *,
+        deblur: Optional[float] = None,
+        upsample: Optional[float] = None,
+        denoise: Optional[float] = None,
+        dejpeg: Optional[int] = None,
+    ) -> "RestorationPrompt": ...
+    @staticmethod
+    def parse(text: str) -> "RestorationPrompt": ...
+    @staticmethod
+    def blind() -> "RestorationPrompt": ...
+    @property
+    def deblur(self) -> Optional[float]: ...
+    @property
+    def upsample(self) -> Optional[float]: ...
+    @property
+    def denoise(self) -> Optional[float]: ...
+    @property
+    def dejpeg(self) -> Optional[int]: ...
+    @property
+    def is_blind(self) -> bool: ...
+    @property
+    def upsample_factor(self) -> float: ...
+    def render(self) -> str: ...
+    def __eq__(self, other: object, /) -> bool: ...
+    def __hash__(self) -> int: ...
+
+@final
+class Restorer:
+    """A loaded SPIRE model; copies and threads share one set of weights."""
+
+    @staticmethod
+    def from_pretrained(
+        path: _Path,
+        *,
+        device: Optional[str] = None,
+        dtype: Optional[str] = None,
+        variant: Optional[str] = None,
+        adaptor: Optional[_Path] = None,
+    ) -> "Restorer": ...
+    def restore(
+        self,
+        image: _Image,
+        *,
+        restoration_prompt: Optional[Union[str, RestorationPrompt]] = None,
+        verbatim_restoration_prompt: Optional[str] = None,
+        semantic_prompt: Optional[str] = None,
+        negative_prompt: Optional[str] = None,
+        restoration_null_prompt: Optional[str] = None,
+        num_inference_steps: Optional[int] = None,
+        scheduler: Optional[str] = None,
+        eta: Optional[float] = None,
+        restoration_guidance: Optional[float] = None,
+        semantic_guidance: Optional[float] = None,
+        conditioning_scale: Optional[float] = None,
+        strength: Optional[float] = None,
+        seed: Optional[int] = None,
+        initial_latents: Optional[npt.NDArray[np.float32]] = None,
+        color_fix: Optional[str] = None,
+        progress: Optional[Callable[[int, int], Optional[bool]]] = None,
+    ) -> _Image: ...
+    def restore_batch(
+        self,
+        images: List[_Image],
+        *,
+        restoration_prompt: Optional[Union[str, RestorationPrompt]] = None,
+        verbatim_restoration_prompt: Optional[str] = None,
+        semantic_prompt: Optional[str] = None,
+        negative_prompt: Optional[str] = None,
+        restoration_null_prompt: Optional[str] = None,
+        num_inference_steps: Optional[int] = None,
+        scheduler: Optional[str] = None,
+        eta: Optional[float] = None,
+        restoration_guidance: Optional[float] = None,
+        semantic_guidance: Optional[float] = None,
+        conditioning_scale: Optional[float] = None,
+        strength: Optional[float] = None,
+        seed: Optional[int] = None,
+        initial_latents: Optional[npt.NDArray[np.float32]] = None,
+        color_fix: Optional[str] = None,
+        progress: Optional[Callable[[int, int], Optional[bool]]] = None,
+    ) -> List[_Image]: ...
+    def shares_weights_with(self, other: "Restorer") -> bool: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def size_multiple(self) -> int: ...
+    def __copy__(self) -> "Restorer": ...
+    def __deepcopy__(self, memo: object) -> "Restorer": ...
+
+def degrade(
+    image: _Image, *, pipeline: Optional[str] = None, seed: Optional[int] = None
+) -> Tuple[_Image, RestorationPrompt]: ...

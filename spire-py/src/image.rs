@@ -1,0 +1,88 @@
+//! numpy arrays ↔ core images. Arrays are copied before the GIL is released, so Python code
+//! mutating them concurrently cannot race the restoration.
+
+use numpy::{PyArray1, PyArrayDyn, PyArrayMethods, PyUntypedArray, PyUntypedArrayMethods};
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+
+use spire_core::{ColorType, Image, ImageData, ImageView, Samples};
+
+use crate::errors;
+
+/// An owned copy of an input image.
+pub(crate) struct Owned {
+    pub(crate) width: usize,
+    pub(crate) height: usize,
+    pub(crate) color: ColorType,
+    pub(crate) data: Data,
+}
+
+pub(crate) enum Data {
+    U8(Vec<u8>),
+    F32(Vec<f32>),
+}
+
+impl Owned {
+    /// A core view of this image (validated by the core).
+    pub(crate) fn view(&self) -> spire_core::Result<ImageView<'_>> {
+        let s = match &self.data {
+            Data::U8(v) => Samples::U8(v),
+            Data::F32(v) => Samples::F32(v),
+        };
+        ImageView::new(self.width, self.height, self.color, s)
+    }
+}
+
+/// Reads an `H×W`, `H×W×1`, `H×W×3` or `H×W×4` uint8 / float32 array.
+pub(crate) fn from_numpy(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Owned> {
+    let arr = obj.cast::<PyUntypedArray>().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "{what} must be a numpy array, got {}",
+            obj.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+        ))
+    })?;
+    let shape = arr.shape().to_vec();
+    let (h, w, color) = match shape.as_slice() {
+        [h, w] => (*h, *w, ColorType::Gray),
+        [h, w, 1] => (*h, *w, ColorType::Gray),
+        [h, w, 3] => (*h, *w, ColorType::Rgb),
+        [h, w, 4] => (*h, *w, ColorType::Rgba),
+        s => {
+            return Err(errors::new(
+                "InvalidImageError",
+                format!("{what} must have shape H×W, H×W×1, H×W×3 or H×W×4, got {s:?}"),
+            ))
+        }
+    };
+    let data = if let Ok(a) = obj.cast::<PyArrayDyn<u8>>() {
+        Data::U8(a.readonly().as_array().iter().copied().collect())
+    } else if let Ok(a) = obj.cast::<PyArrayDyn<f32>>() {
+        Data::F32(a.readonly().as_array().iter().copied().collect())
+    } else {
+        let dt = arr.dtype().to_string();
+        return Err(errors::new(
+            "InvalidImageError",
+            format!("{what} has dtype {dt}; use uint8 (0–255) or float32 (0–1)"),
+        ));
+    };
+    Ok(Owned {
+        width: w,
+        height: h,
+        color,
+        data,
+    })
+}
+
+/// A core image as a new numpy array (`H×W` for gray, else `H×W×C`).
+pub(crate) fn to_numpy(py: Python<'_>, img: Image) -> PyResult<Py<PyAny>> {
+    let (h, w, c) = (img.height, img.width, img.color.channels());
+    let shape: Vec<usize> = if img.color == ColorType::Gray {
+        vec![h, w]
+    } else {
+        vec![h, w, c]
+    };
+    Ok(match img.data {
+        ImageData::U8(v) => PyArray1::from_vec(py, v).reshape(shape)?.into_any().unbind(),
+        ImageData::F32(v) => PyArray1::from_vec(py, v).reshape(shape)?.into_any().unbind(),
+    })
+}

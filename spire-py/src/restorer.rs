@@ -1,0 +1,359 @@
+//! `spire.Restorer`.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use numpy::{PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods};
+use pyo3::prelude::*;
+use pyo3::types::PyBool;
+
+use spire_core::{
+    ColorFix, LoadOptions, Progress, RestorationInput, RestorationPrompt, RestoreOptions, Restorer,
+    SchedulerKind, Stage,
+};
+
+use crate::errors::{guard, new, to_py};
+use crate::image::{from_numpy, to_numpy, Owned};
+use crate::prompt::PyRestorationPrompt;
+
+/// A loaded SPIRE model. Copies and threads share one set of weights.
+#[pyclass(frozen, module = "spire._spire", name = "Restorer")]
+pub(crate) struct PyRestorer {
+    inner: Restorer,
+}
+
+/// Where the progress callback's exception is kept until the run returns.
+type ErrSlot = Arc<Mutex<Option<PyErr>>>;
+
+fn invalid(name: &str, msg: String) -> PyErr {
+    new(
+        "InvalidArgumentError",
+        format!("invalid argument `{name}`: {msg}"),
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_options(
+    py: Python<'_>,
+    restoration_prompt: Option<&Bound<'_, PyAny>>,
+    verbatim_restoration_prompt: Option<String>,
+    semantic_prompt: Option<String>,
+    negative_prompt: Option<String>,
+    restoration_null_prompt: Option<String>,
+    num_inference_steps: Option<usize>,
+    scheduler: Option<&str>,
+    eta: Option<f64>,
+    restoration_guidance: Option<f64>,
+    semantic_guidance: Option<f64>,
+    conditioning_scale: Option<f64>,
+    strength: Option<f64>,
+    seed: Option<u64>,
+    initial_latents: Option<&Bound<'_, PyAny>>,
+    color_fix: Option<&str>,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<(RestoreOptions, ErrSlot)> {
+    let mut o = RestoreOptions::default();
+    match (restoration_prompt, verbatim_restoration_prompt) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "restoration_prompt",
+                "give restoration_prompt or verbatim_restoration_prompt, not both".into(),
+            ))
+        }
+        (Some(p), None) => {
+            o.restoration_prompt = if let Ok(p) = p.cast::<PyRestorationPrompt>() {
+                RestorationInput::Prompt(p.get().0)
+            } else if let Ok(s) = p.extract::<String>() {
+                RestorationInput::Prompt(RestorationPrompt::parse(&s).map_err(to_py)?)
+            } else {
+                return Err(invalid(
+                    "restoration_prompt",
+                    "must be a str or a RestorationPrompt".into(),
+                ));
+            }
+        }
+        (None, Some(v)) => o.restoration_prompt = RestorationInput::Verbatim(v),
+        (None, None) => {}
+    }
+    if let Some(v) = semantic_prompt {
+        o.semantic_prompt = v;
+    }
+    if let Some(v) = negative_prompt {
+        o.negative_prompt = v;
+    }
+    if let Some(v) = restoration_null_prompt {
+        o.restoration_null_prompt = v;
+    }
+    if let Some(v) = num_inference_steps {
+        o.num_inference_steps = v;
+    }
+    if let Some(s) = scheduler {
+        o.scheduler = if s == "model" {
+            None
+        } else {
+            Some(SchedulerKind::parse(s).ok_or_else(|| {
+                invalid(
+                    "scheduler",
+                    format!("unknown scheduler `{s}` (\"ddim\", \"dpm++2m\", \"euler\" or \"model\")"),
+                )
+            })?)
+        };
+    }
+    if let Some(v) = eta {
+        o.eta = v;
+    }
+    if let Some(v) = restoration_guidance {
+        o.restoration_guidance = v;
+    }
+    if let Some(v) = semantic_guidance {
+        o.semantic_guidance = v;
+    }
+    if let Some(v) = conditioning_scale {
+        o.conditioning_scale = v;
+    }
+    if let Some(v) = strength {
+        o.strength = v;
+    }
+    if let Some(v) = seed {
+        o.seed = v;
+    }
+    if let Some(l) = initial_latents {
+        let a = l
+            .cast::<PyArrayDyn<f32>>()
+            .map_err(|_| invalid("initial_latents", "must be a float32 numpy array".into()))?;
+        let shape = a.shape().to_vec();
+        let data: Vec<f32> = a.readonly().as_array().iter().copied().collect();
+        let t = candle_core::Tensor::from_vec(data, shape, &candle_core::Device::Cpu)
+            .map_err(|e| invalid("initial_latents", e.to_string()))?;
+        o.initial_latents = Some(t);
+    }
+    if let Some(c) = color_fix {
+        o.color_fix = ColorFix::parse(c).ok_or_else(|| {
+            invalid(
+                "color_fix",
+                format!("unknown color fix `{c}` (\"none\", \"wavelet\", \"adain\")"),
+            )
+        })?;
+    }
+    let slot: ErrSlot = Arc::new(Mutex::new(None));
+    if let Some(cb) = progress {
+        if !cb.bind(py).is_callable() {
+            return Err(invalid(
+                "progress",
+                "must be callable as progress(step, total)".into(),
+            ));
+        }
+        let s = slot.clone();
+        o.progress = Some(Arc::new(move |p: &Progress| {
+            if p.stage != Stage::Denoising {
+                return true;
+            }
+            Python::attach(|py| match cb.call1(py, (p.step, p.total)) {
+                Ok(v) => !v.bind(py).is(PyBool::new(py, false).as_any()),
+                Err(e) => {
+                    if let Ok(mut g) = s.lock() {
+                        *g = Some(e);
+                    }
+                    false
+                }
+            })
+        }));
+    }
+    Ok((o, slot))
+}
+
+/// A failed run's exception: the progress callback's own, re-raised unchanged, if it raised.
+fn run_error(err: spire_core::Error, slot: &ErrSlot) -> PyErr {
+    if err.kind() == spire_core::ErrorKind::Cancelled {
+        if let Some(e) = slot.lock().ok().and_then(|mut g| g.take()) {
+            return e;
+        }
+    }
+    to_py(err)
+}
+
+#[pymethods]
+impl PyRestorer {
+    /// Loads a model folder.
+    #[staticmethod]
+    #[pyo3(signature = (path, *, device=None, dtype=None, variant=None, adaptor=None))]
+    fn from_pretrained(
+        py: Python<'_>,
+        path: PathBuf,
+        device: Option<&str>,
+        dtype: Option<&str>,
+        variant: Option<String>,
+        adaptor: Option<PathBuf>,
+    ) -> PyResult<Self> {
+        let mut opts = LoadOptions::default();
+        if let Some(d) = device {
+            opts.device = spire_core::device::parse_device(d).map_err(to_py)?;
+        }
+        if let Some(d) = dtype {
+            opts.dtype = spire_core::device::parse_dtype(d).map_err(to_py)?;
+        }
+        opts.variant = variant;
+        opts.adaptor = adaptor;
+        let inner = py
+            .detach(|| guard(|| Restorer::from_pretrained(&path, &opts)))
+            .map_err(to_py)?;
+        Ok(Self { inner })
+    }
+
+    /// Restores one image.
+    #[pyo3(signature = (
+        image, *, restoration_prompt=None, verbatim_restoration_prompt=None, semantic_prompt=None,
+        negative_prompt=None, restoration_null_prompt=None, num_inference_steps=None, scheduler=None,
+        eta=None, restoration_guidance=None, semantic_guidance=None, conditioning_scale=None, strength=None,
+        seed=None, initial_latents=None, color_fix=None, progress=None
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn restore(
+        &self,
+        py: Python<'_>,
+        image: &Bound<'_, PyAny>,
+        restoration_prompt: Option<&Bound<'_, PyAny>>,
+        verbatim_restoration_prompt: Option<String>,
+        semantic_prompt: Option<String>,
+        negative_prompt: Option<String>,
+        restoration_null_prompt: Option<String>,
+        num_inference_steps: Option<usize>,
+        scheduler: Option<&str>,
+        eta: Option<f64>,
+        restoration_guidance: Option<f64>,
+        semantic_guidance: Option<f64>,
+        conditioning_scale: Option<f64>,
+        strength: Option<f64>,
+        seed: Option<u64>,
+        initial_latents: Option<&Bound<'_, PyAny>>,
+        color_fix: Option<&str>,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let img = from_numpy(image, "image")?;
+        let (opts, slot) = build_options(
+            py,
+            restoration_prompt,
+            verbatim_restoration_prompt,
+            semantic_prompt,
+            negative_prompt,
+            restoration_null_prompt,
+            num_inference_steps,
+            scheduler,
+            eta,
+            restoration_guidance,
+            semantic_guidance,
+            conditioning_scale,
+            strength,
+            seed,
+            initial_latents,
+            color_fix,
+            progress,
+        )?;
+        let inner = self.inner.clone();
+        let out = py
+            .detach(|| guard(|| inner.restore(&img.view()?, &opts)))
+            .map_err(|e| run_error(e, &slot))?;
+        to_numpy(py, out)
+    }
+
+    /// Restores a list of images (image `i` with seed `seed + i`); equal sizes run as one batch.
+    #[pyo3(signature = (
+        images, *, restoration_prompt=None, verbatim_restoration_prompt=None, semantic_prompt=None,
+        negative_prompt=None, restoration_null_prompt=None, num_inference_steps=None, scheduler=None,
+        eta=None, restoration_guidance=None, semantic_guidance=None, conditioning_scale=None, strength=None,
+        seed=None, initial_latents=None, color_fix=None, progress=None
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn restore_batch(
+        &self,
+        py: Python<'_>,
+        images: Vec<Bound<'_, PyAny>>,
+        restoration_prompt: Option<&Bound<'_, PyAny>>,
+        verbatim_restoration_prompt: Option<String>,
+        semantic_prompt: Option<String>,
+        negative_prompt: Option<String>,
+        restoration_null_prompt: Option<String>,
+        num_inference_steps: Option<usize>,
+        scheduler: Option<&str>,
+        eta: Option<f64>,
+        restoration_guidance: Option<f64>,
+        semantic_guidance: Option<f64>,
+        conditioning_scale: Option<f64>,
+        strength: Option<f64>,
+        seed: Option<u64>,
+        initial_latents: Option<&Bound<'_, PyAny>>,
+        color_fix: Option<&str>,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<Vec<Py<PyAny>>> {
+        let imgs: Vec<Owned> = images
+            .iter()
+            .enumerate()
+            .map(|(i, im)| from_numpy(im, &format!("images[{i}]")))
+            .collect::<PyResult<_>>()?;
+        let (opts, slot) = build_options(
+            py,
+            restoration_prompt,
+            verbatim_restoration_prompt,
+            semantic_prompt,
+            negative_prompt,
+            restoration_null_prompt,
+            num_inference_steps,
+            scheduler,
+            eta,
+            restoration_guidance,
+            semantic_guidance,
+            conditioning_scale,
+            strength,
+            seed,
+            initial_latents,
+            color_fix,
+            progress,
+        )?;
+        let inner = self.inner.clone();
+        let outs = py
+            .detach(|| {
+                guard(|| {
+                    let views = imgs
+                        .iter()
+                        .map(Owned::view)
+                        .collect::<spire_core::Result<Vec<_>>>()?;
+                    inner.restore_batch(&views, &opts)
+                })
+            })
+            .map_err(|e| run_error(e, &slot))?;
+        outs.into_iter().map(|o| to_numpy(py, o)).collect()
+    }
+
+    /// True when both handles use the same loaded weights.
+    fn shares_weights_with(&self, other: &PyRestorer) -> bool {
+        self.inner.shares_weights_with(&other.inner)
+    }
+
+    /// The model folder.
+    #[getter]
+    fn path(&self) -> PathBuf {
+        self.inner.path().to_path_buf()
+    }
+
+    /// Images are padded internally to a multiple of this many pixels.
+    #[getter]
+    fn size_multiple(&self) -> usize {
+        self.inner.size_multiple()
+    }
+
+    fn __copy__(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+
+    fn __deepcopy__(&self, _memo: &Bound<'_, PyAny>) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Restorer({:?})", self.inner.path().display().to_string())
+    }
+}

@@ -1,0 +1,109 @@
+"""Round trips through Restorer.restore: layouts, dtypes, sizes, determinism, batches."""
+import numpy as np
+import pytest
+
+import spire
+from conftest import QUICK, picture
+
+
+def test_rgb8_round_trip(restorer):
+    img = picture()
+    out = restorer.restore(img, **QUICK)
+    assert out.dtype == np.uint8 and out.shape == img.shape
+    assert out.std() > 1.0
+
+
+def test_float32_gray_and_rgba(restorer):
+    img = picture()
+    f = img.astype(np.float32) / 255.0
+    out = restorer.restore(f, **QUICK)
+    assert out.dtype == np.float32 and out.shape == f.shape
+    assert 0.0 <= out.min() and out.max() <= 1.0
+    # Same as the 8-bit path, within rounding.
+    out8 = restorer.restore(img, **QUICK)
+    assert np.abs(out * 255 - out8.astype(np.float32)).max() <= 0.51
+    gray = img[:, :, 0]
+    assert restorer.restore(gray, **QUICK).shape == gray.shape
+    assert restorer.restore(gray[:, :, None], **QUICK).shape == gray.shape
+    rgba = np.concatenate([img, np.full(img.shape[:2] + (1,), 99, np.uint8)], axis=-1)
+    out = restorer.restore(rgba, **QUICK)
+    assert out.shape == rgba.shape and (out[:, :, 3] == 99).all()
+
+
+def test_non_contiguous_input(restorer):
+    img = picture(30, 50)
+    view = img[::-1, 5:45]  # negative stride and offset
+    assert not view.flags["C_CONTIGUOUS"]
+    a = restorer.restore(view, **QUICK)
+    b = restorer.restore(np.ascontiguousarray(view), **QUICK)
+    assert np.array_equal(a, b)
+
+
+def test_output_size_follows_the_upsample_factor(restorer):
+    img = picture(13, 9)
+    out = restorer.restore(img, restoration_prompt="Upsample with scale 2.5", **QUICK)
+    assert out.shape == (33, 23, 3)  # round(13·2.5), round(9·2.5)
+    p = spire.RestorationPrompt(upsample=2.0, denoise=0.1)
+    assert restorer.restore(img, restoration_prompt=p, **QUICK).shape == (26, 18, 3)
+
+
+def test_same_seed_same_output(restorer):
+    img = picture()
+    a = restorer.restore(img, seed=3, **QUICK)
+    b = restorer.restore(img, seed=3, **QUICK)
+    c = restorer.restore(img, seed=4, **QUICK)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_every_option_is_accepted(restorer):
+    img = picture()
+    out = restorer.restore(
+        img,
+        restoration_prompt="Deblur with sigma 1.0; Denoise with sigma 0.05",
+        semantic_prompt="a photo",
+        negative_prompt="",
+        restoration_null_prompt="Remove all degradation",
+        num_inference_steps=3,
+        scheduler="ddim",
+        eta=0.5,
+        restoration_guidance=2.0,
+        semantic_guidance=3.0,
+        conditioning_scale=0.8,
+        strength=0.7,
+        seed=1,
+        color_fix="adain",
+    )
+    assert out.shape == img.shape
+    for s in ["dpm++2m", "euler", "model"]:
+        restorer.restore(img, scheduler=s, **QUICK)
+    latents = np.random.default_rng(0).standard_normal((1, 4, 6, 10)).astype(np.float32)
+    a = restorer.restore(img, initial_latents=latents, **QUICK)
+    b = restorer.restore(img, initial_latents=latents, seed=99, **QUICK)
+    assert np.array_equal(a, b), "explicit latents replace the seed"
+
+
+def test_verbatim_prompt_with_a_controlnet(controlnet_restorer):
+    img = picture()
+    out = controlnet_restorer.restore(img, verbatim_restoration_prompt="a red motorcycle", **QUICK)
+    assert out.shape == img.shape
+
+
+def test_batch_equals_single_images(restorer):
+    imgs = [picture(), 255 - picture(), picture(16, 16)]
+    outs = restorer.restore_batch(imgs, seed=5, semantic_prompt="a photo", semantic_guidance=2.0, **QUICK)
+    for i, (img, out) in enumerate(zip(imgs, outs)):
+        single = restorer.restore(img, seed=5 + i, semantic_prompt="a photo", semantic_guidance=2.0, **QUICK)
+        assert np.abs(out.astype(int) - single.astype(int)).max() <= 1
+
+
+def test_restoration_prompt_class():
+    p = spire.RestorationPrompt.parse("upsample 4x, denoise .08")
+    assert p.render() == "Upsample with scale 4.0; Denoise with sigma 0.08"
+    assert str(p) == p.render()
+    assert p.upsample == pytest.approx(4.0) and p.denoise == pytest.approx(0.08)
+    assert p.deblur is None and p.dejpeg is None and not p.is_blind
+    assert p == spire.RestorationPrompt(upsample=4.0, denoise=0.08)
+    assert hash(p) == hash(spire.RestorationPrompt(denoise=0.08, upsample=4))
+    assert spire.RestorationPrompt().is_blind and spire.RestorationPrompt.blind().render() == "Remove all degradation"
+    assert eval(repr(p), {"RestorationPrompt": spire.RestorationPrompt}) == p
