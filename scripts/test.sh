@@ -14,6 +14,19 @@ fi
 echo "== Rust tests (release)"
 cargo test --workspace --release
 
+echo "== C ABI: header checks, C/C++ tests under AddressSanitizer, valgrind leak check"
+bash scripts/test_c.sh
+
+echo "== C++ example (CMake)"
+if command -v cmake >/dev/null; then
+  cmake -S examples/cpp -B build/cpp >/dev/null
+  cmake --build build/cpp >/dev/null
+  ./build/cpp/spire-restore >/dev/null 2>&1 || [ $? -eq 2 ]   # usage exit code: it built and runs
+  echo "examples/cpp built"
+else
+  echo "cmake not installed; example not built"
+fi
+
 echo "== Python package (maturin build) and pytest"
 PY=${PYTHON:-python3}
 VENV=${SPIRE_TEST_VENV:-$PWD/.venv-test}

@@ -1,13 +1,1024 @@
-//! The C ABI of SPIRE (`libspire`): a thin layer that converts C structs into `spire-core`
-//! types and core errors into status codes. The header `include/spire.h` is generated from
-//! this file by cbindgen.
+//! The C ABI of SPIRE (`libspire`).
+//!
+//! A thin layer: it converts C structs into `spire-core` types and core errors into status
+//! codes; behaviour lives in `spire-core`. `include/spire.h` is generated from this file by
+//! cbindgen (the doc comments become the header's documentation) and checked for drift by the
+//! tests.
+//!
+//! Conventions: functions return a [`spire_status`] (`SPIRE_OK` = 0); outputs come last, as
+//! pointers the caller provides; objects the library allocates are freed with their `*_free`
+//! function, which accepts NULL. On failure, [`spire_last_error_message`] describes the error
+//! on the calling thread. Every function body runs inside a panic guard: a bug inside the
+//! library returns `SPIRE_ERROR_PANIC` instead of aborting the host.
+//!
+//! Example:
+//!
+//! ```c
+//! spire_restorer *r = NULL;
+//! if (spire_restorer_new("models/my-spire", NULL, &r) != SPIRE_OK) {
+//!     fprintf(stderr, "%s\n", spire_last_error_message());
+//!     return 1;
+//! }
+//! spire_restore_params p;
+//! spire_restore_params_init(&p);
+//! p.restoration_prompt = "Denoise with sigma 0.1";
+//! spire_image_view in = { width, height, width * 3, SPIRE_PIXEL_RGB8, pixels };
+//! spire_image *out = NULL;
+//! spire_status s = spire_restorer_restore(r, &in, &p, NULL, NULL, &out);
+//! /* … use out->data, out->width, out->height, out->stride … */
+//! spire_image_free(out);
+//! spire_restorer_free(r);
+//! ```
+#![allow(non_camel_case_types)]
 
-use std::os::raw::c_char;
+use std::cell::RefCell;
+use std::ffi::{c_char, c_void, CStr, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::Arc;
 
-/// The library version as a NUL-terminated string, e.g. `"0.1.0"`.
+use spire_core::{
+    ColorFix, ColorType, Error, ErrorKind, Image, ImageData, ImageView, LoadOptions, Progress,
+    RestorationPrompt, RestoreOptions, Restorer, Samples, SchedulerKind, Stage,
+};
+
+/// The major version of this ABI; bumped only for incompatible changes.
+pub const SPIRE_ABI_VERSION: u32 = 1;
+
+/// Result of every fallible function. Values are explicit and append-only.
+pub type spire_status = i32;
+/// Success.
+pub const SPIRE_OK: spire_status = 0;
+/// An argument or option has a value the library does not accept (also a malformed prompt).
+pub const SPIRE_ERROR_INVALID_ARGUMENT: spire_status = 1;
+/// An image cannot be used (empty, smaller than 2×2, bad stride or format).
+pub const SPIRE_ERROR_INVALID_IMAGE: spire_status = 2;
+/// A file or folder could not be read or written.
+pub const SPIRE_ERROR_IO: spire_status = 3;
+/// A model file exists but cannot be used (corrupt, missing tensor, wrong shape, bad config).
+pub const SPIRE_ERROR_MODEL_LOAD: spire_status = 4;
+/// The model or option asks for something this version does not implement.
+pub const SPIRE_ERROR_UNSUPPORTED: spire_status = 5;
+/// The compute device failed.
+pub const SPIRE_ERROR_DEVICE: spire_status = 6;
+/// The progress callback asked to stop.
+pub const SPIRE_ERROR_CANCELLED: spire_status = 7;
+/// A bug in the library.
+pub const SPIRE_ERROR_INTERNAL: spire_status = 8;
+/// A required pointer argument was NULL.
+pub const SPIRE_ERROR_NULL_POINTER: spire_status = 9;
+/// The caller's output buffer is too small; the needed size was reported.
+pub const SPIRE_ERROR_BUFFER_TOO_SMALL: spire_status = 10;
+/// A panic inside the library was caught (a bug; the library stays usable).
+pub const SPIRE_ERROR_PANIC: spire_status = 11;
+/// A string argument is not valid UTF-8.
+pub const SPIRE_ERROR_INVALID_UTF8: spire_status = 12;
+
+/// Pixel layout of an image buffer. Values are explicit and append-only.
+pub type spire_pixel_format = u32;
+/// 8-bit red, green, blue.
+pub const SPIRE_PIXEL_RGB8: spire_pixel_format = 1;
+/// 8-bit red, green, blue, alpha (alpha passed through).
+pub const SPIRE_PIXEL_RGBA8: spire_pixel_format = 2;
+/// 8-bit gray.
+pub const SPIRE_PIXEL_GRAY8: spire_pixel_format = 3;
+
+/// Sampler choice in [`spire_restore_params`].
+pub type spire_scheduler = i32;
+/// The class named in the model's `scheduler_config.json`.
+pub const SPIRE_SCHEDULER_MODEL: spire_scheduler = -1;
+/// DDIM.
+pub const SPIRE_SCHEDULER_DDIM: spire_scheduler = 0;
+/// DPM-Solver++ 2M.
+pub const SPIRE_SCHEDULER_DPMPP_2M: spire_scheduler = 1;
+/// Euler.
+pub const SPIRE_SCHEDULER_EULER: spire_scheduler = 2;
+
+/// Colour correction choice in [`spire_restore_params`].
+pub type spire_color_fix = i32;
+/// None.
+pub const SPIRE_COLOR_FIX_NONE: spire_color_fix = 0;
+/// Wavelet (low frequencies of the input).
+pub const SPIRE_COLOR_FIX_WAVELET: spire_color_fix = 1;
+/// AdaIN (channel mean and std of the input).
+pub const SPIRE_COLOR_FIX_ADAIN: spire_color_fix = 2;
+
+/// Degradation pipeline choice for [`spire_degrade`].
+pub type spire_pipeline = i32;
+/// Blur / downsample / noise / JPEG with a restoration prompt.
+pub const SPIRE_PIPELINE_PARAMETERIZED: spire_pipeline = 0;
+/// Real-ESRGAN second-order degradation (blind prompt).
+pub const SPIRE_PIPELINE_REALESRGAN: spire_pipeline = 1;
+
+/// A loaded model (opaque). Thread-safe: one handle may be used from many threads at once.
+pub struct spire_restorer {
+    inner: Restorer,
+}
+
+/// How to load a model. Initialise with [`spire_load_options_init`]; fields may be appended in
+/// later versions (`struct_size` tells the library which are present).
+#[repr(C)]
+pub struct spire_load_options {
+    /// `sizeof(spire_load_options)`, set by [`spire_load_options_init`].
+    pub struct_size: u32,
+    /// `"cpu"` (default when NULL), `"cuda"`, `"cuda:N"`, `"metal"`.
+    pub device: *const c_char,
+    /// `"float32"` (default when NULL), `"float16"`, `"bfloat16"`.
+    pub dtype: *const c_char,
+    /// Weight-file variant such as `"fp16"`, or NULL.
+    pub variant: *const c_char,
+    /// Adaptor folder when it is not the model's `adaptor/`, or NULL.
+    pub adaptor: *const c_char,
+}
+
+/// Options of one restoration. Initialise with [`spire_restore_params_init`], which takes the
+/// library's defaults; fields may be appended in later versions. String fields: NULL means the
+/// default; they are read during the call only.
+#[repr(C)]
+pub struct spire_restore_params {
+    /// `sizeof(spire_restore_params)`, set by [`spire_restore_params_init`].
+    pub struct_size: u32,
+    /// Restoration prompt in SPIRE's language (NULL: blind, "Remove all degradation").
+    pub restoration_prompt: *const c_char,
+    /// Caption of the picture (NULL: empty).
+    pub semantic_prompt: *const c_char,
+    /// Semantic null prompt (NULL: empty).
+    pub negative_prompt: *const c_char,
+    /// Restoration null prompt (NULL: "Remove all degradation").
+    pub restoration_null_prompt: *const c_char,
+    /// Denoising steps.
+    pub num_inference_steps: u32,
+    /// One of `SPIRE_SCHEDULER_*`.
+    pub scheduler: spire_scheduler,
+    /// DDIM η (DDIM only).
+    pub eta: f64,
+    /// Restoration guidance w_r.
+    pub restoration_guidance: f64,
+    /// Semantic guidance w_s.
+    pub semantic_guidance: f64,
+    /// Adaptor conditioning scale.
+    pub conditioning_scale: f64,
+    /// In (0, 1]; below 1 starts from the noised input.
+    pub strength: f64,
+    /// Noise seed.
+    pub seed: u64,
+    /// One of `SPIRE_COLOR_FIX_*`.
+    pub color_fix: spire_color_fix,
+}
+
+/// A borrowed image: `height` rows of `width` pixels, rows `stride` bytes apart.
+#[repr(C)]
+pub struct spire_image_view {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Bytes from one row to the next (≥ width × bytes per pixel).
+    pub stride: usize,
+    /// One of `SPIRE_PIXEL_*`.
+    pub format: spire_pixel_format,
+    /// First byte of the first row.
+    pub data: *const u8,
+}
+
+/// An image allocated by the library; free with [`spire_image_free`].
+#[repr(C)]
+pub struct spire_image {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Bytes per row (rows are tightly packed).
+    pub stride: usize,
+    /// One of `SPIRE_PIXEL_*`.
+    pub format: spire_pixel_format,
+    /// `height × stride` bytes.
+    pub data: *mut u8,
+}
+
+/// A restoration prompt as numbers; a field of 0 means "absent" (all 0: blind).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct spire_prompt {
+    /// `sizeof(spire_prompt)`.
+    pub struct_size: u32,
+    /// Deblur σ (0.1–10), or 0.
+    pub deblur_sigma: f32,
+    /// Upsample factor (1–8), or 0.
+    pub upsample_scale: f32,
+    /// Denoise σ (0.01–1), or 0.
+    pub denoise_sigma: f32,
+    /// JPEG quality (1–100), or 0.
+    pub dejpeg_quality: u32,
+}
+
+/// Progress callback: called before the first and after every denoising step with the steps
+/// done and the total; a non-zero return cancels the run (`SPIRE_ERROR_CANCELLED`). It runs on
+/// the calling thread. (Declared `C-unwind` so a panicking Rust callback is caught, not an abort.)
+pub type spire_progress_fn =
+    Option<unsafe extern "C-unwind" fn(step: u32, total: u32, user_data: *mut c_void) -> i32>;
+
+thread_local! {
+    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+}
+
+fn set_error(msg: &str) {
+    let c = CString::new(msg.replace('\0', " ")).unwrap_or_default();
+    LAST_ERROR.with(|e| *e.borrow_mut() = c);
+}
+
+fn status_of(e: &Error) -> spire_status {
+    match e.kind() {
+        ErrorKind::InvalidArgument => SPIRE_ERROR_INVALID_ARGUMENT,
+        ErrorKind::InvalidImage => SPIRE_ERROR_INVALID_IMAGE,
+        ErrorKind::Io => SPIRE_ERROR_IO,
+        ErrorKind::ModelLoad => SPIRE_ERROR_MODEL_LOAD,
+        ErrorKind::Unsupported => SPIRE_ERROR_UNSUPPORTED,
+        ErrorKind::Device => SPIRE_ERROR_DEVICE,
+        ErrorKind::Cancelled => SPIRE_ERROR_CANCELLED,
+        _ => SPIRE_ERROR_INTERNAL,
+    }
+}
+
+/// A failure of the C layer itself.
+struct Fail(spire_status, String);
+
+impl From<Error> for Fail {
+    fn from(e: Error) -> Self {
+        Fail(status_of(&e), e.to_string())
+    }
+}
+
+fn null(name: &str) -> Fail {
+    Fail(SPIRE_ERROR_NULL_POINTER, format!("`{name}` is NULL"))
+}
+
+/// Runs `f` inside the panic guard and records the error message.
+fn guard(f: impl FnOnce() -> Result<(), Fail>) -> spire_status {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(())) => {
+            set_error("");
+            SPIRE_OK
+        }
+        Ok(Err(Fail(s, m))) => {
+            set_error(&m);
+            s
+        }
+        Err(p) => {
+            let what = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            set_error(&format!("panic inside libspire: {what}"));
+            SPIRE_ERROR_PANIC
+        }
+    }
+}
+
+/// A C string argument (NULL → `None`).
 ///
-/// Ownership: the string is static; do not free it. Thread-safe.
+/// # Safety
+/// `p` is NULL or a valid NUL-terminated string.
+unsafe fn opt_str(p: *const c_char, name: &str) -> Result<Option<String>, Fail> {
+    if p.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: the caller passes a valid NUL-terminated string.
+    let s = unsafe { CStr::from_ptr(p) };
+    s.to_str()
+        .map(|s| Some(s.to_string()))
+        .map_err(|_| Fail(SPIRE_ERROR_INVALID_UTF8, format!("`{name}` is not valid UTF-8")))
+}
+
+fn color_of(format: spire_pixel_format) -> Result<ColorType, Fail> {
+    match format {
+        SPIRE_PIXEL_RGB8 => Ok(ColorType::Rgb),
+        SPIRE_PIXEL_RGBA8 => Ok(ColorType::Rgba),
+        SPIRE_PIXEL_GRAY8 => Ok(ColorType::Gray),
+        f => Err(Fail(
+            SPIRE_ERROR_INVALID_IMAGE,
+            format!("unknown pixel format {f}"),
+        )),
+    }
+}
+
+fn format_of(c: ColorType) -> spire_pixel_format {
+    match c {
+        ColorType::Rgb => SPIRE_PIXEL_RGB8,
+        ColorType::Rgba => SPIRE_PIXEL_RGBA8,
+        ColorType::Gray => SPIRE_PIXEL_GRAY8,
+    }
+}
+
+/// A core view of a C image view.
+///
+/// # Safety
+/// `v.data` covers `stride × (height − 1) + width × channels` bytes.
+unsafe fn view<'a>(v: &'a spire_image_view, name: &str) -> Result<ImageView<'a>, Fail> {
+    if v.data.is_null() {
+        return Err(null(&format!("{name}->data")));
+    }
+    let color = color_of(v.format)?;
+    let (w, h) = (v.width as usize, v.height as usize);
+    let row = w * color.channels();
+    let len = if h == 0 || w == 0 {
+        0
+    } else {
+        v.stride.saturating_mul(h - 1).saturating_add(row)
+    };
+    // SAFETY: the caller guarantees the buffer covers the rows it describes.
+    let data = unsafe { std::slice::from_raw_parts(v.data, len) };
+    Ok(ImageView::with_stride(w, h, v.stride, color, Samples::U8(data))?)
+}
+
+fn into_c_image(img: Image) -> Result<*mut spire_image, Fail> {
+    let data = match img.data {
+        ImageData::U8(v) => v,
+        ImageData::F32(_) => return Err(Fail(SPIRE_ERROR_INTERNAL, "unexpected float image".into())),
+    };
+    let mut data = data.into_boxed_slice();
+    let ptr = data.as_mut_ptr();
+    std::mem::forget(data);
+    Ok(Box::into_raw(Box::new(spire_image {
+        width: img.width as u32,
+        height: img.height as u32,
+        stride: img.width * img.color.channels(),
+        format: format_of(img.color),
+        data: ptr,
+    })))
+}
+
+/// Core options from C params (NULL → defaults) and a progress callback.
+///
+/// # Safety
+/// `p` is NULL or points to an initialised `spire_restore_params`.
+unsafe fn options(
+    p: *const spire_restore_params,
+    progress: spire_progress_fn,
+    user_data: *mut c_void,
+) -> Result<RestoreOptions, Fail> {
+    let mut o = RestoreOptions::default();
+    if !p.is_null() {
+        // SAFETY: checked non-NULL; the caller passes initialised params.
+        let p = unsafe { &*p };
+        if (p.struct_size as usize) < std::mem::size_of::<spire_restore_params>() {
+            return Err(Fail(
+                SPIRE_ERROR_INVALID_ARGUMENT,
+                format!(
+                    "params.struct_size is {}; call spire_restore_params_init first",
+                    p.struct_size
+                ),
+            ));
+        }
+        // SAFETY: string fields are NULL or valid C strings (caller contract).
+        unsafe {
+            if let Some(s) = opt_str(p.restoration_prompt, "restoration_prompt")? {
+                o = o.with_restoration_text(&s)?;
+            }
+            if let Some(s) = opt_str(p.semantic_prompt, "semantic_prompt")? {
+                o.semantic_prompt = s;
+            }
+            if let Some(s) = opt_str(p.negative_prompt, "negative_prompt")? {
+                o.negative_prompt = s;
+            }
+            if let Some(s) = opt_str(p.restoration_null_prompt, "restoration_null_prompt")? {
+                o.restoration_null_prompt = s;
+            }
+        }
+        o.num_inference_steps = p.num_inference_steps as usize;
+        o.scheduler = match p.scheduler {
+            SPIRE_SCHEDULER_MODEL => None,
+            SPIRE_SCHEDULER_DDIM => Some(SchedulerKind::Ddim),
+            SPIRE_SCHEDULER_DPMPP_2M => Some(SchedulerKind::DpmSolverPlusPlus2M),
+            SPIRE_SCHEDULER_EULER => Some(SchedulerKind::Euler),
+            s => {
+                return Err(Fail(
+                    SPIRE_ERROR_INVALID_ARGUMENT,
+                    format!("invalid argument `scheduler`: unknown value {s}"),
+                ))
+            }
+        };
+        o.eta = p.eta;
+        o.restoration_guidance = p.restoration_guidance;
+        o.semantic_guidance = p.semantic_guidance;
+        o.conditioning_scale = p.conditioning_scale;
+        o.strength = p.strength;
+        o.seed = p.seed;
+        o.color_fix = match p.color_fix {
+            SPIRE_COLOR_FIX_NONE => ColorFix::None,
+            SPIRE_COLOR_FIX_WAVELET => ColorFix::Wavelet,
+            SPIRE_COLOR_FIX_ADAIN => ColorFix::Adain,
+            c => {
+                return Err(Fail(
+                    SPIRE_ERROR_INVALID_ARGUMENT,
+                    format!("invalid argument `color_fix`: unknown value {c}"),
+                ))
+            }
+        };
+    }
+    if let Some(cb) = progress {
+        let ud = user_data as usize;
+        o.progress = Some(Arc::new(move |p: &Progress| {
+            if p.stage != Stage::Denoising {
+                return true;
+            }
+            // SAFETY: the caller's callback with the caller's user data, on the calling thread.
+            unsafe { cb(p.step as u32, p.total as u32, ud as *mut c_void) == 0 }
+        }));
+    }
+    Ok(o)
+}
+
+/// The library version, e.g. `"0.1.0"`. Static string: do not free. Thread-safe.
 #[no_mangle]
 pub extern "C" fn spire_version() -> *const c_char {
     concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+}
+
+/// The ABI version this library implements (`SPIRE_ABI_VERSION`). Thread-safe.
+#[no_mangle]
+pub extern "C" fn spire_abi_version() -> u32 {
+    SPIRE_ABI_VERSION
+}
+
+/// A short static description of a status value (`"ok"`, `"invalid argument"`, …; unknown
+/// values give `"unknown status"`). Do not free. Thread-safe.
+#[no_mangle]
+pub extern "C" fn spire_status_str(status: spire_status) -> *const c_char {
+    let s: &'static str = match status {
+        SPIRE_OK => "ok\0",
+        SPIRE_ERROR_INVALID_ARGUMENT => "invalid argument\0",
+        SPIRE_ERROR_INVALID_IMAGE => "invalid image\0",
+        SPIRE_ERROR_IO => "I/O error\0",
+        SPIRE_ERROR_MODEL_LOAD => "cannot load model\0",
+        SPIRE_ERROR_UNSUPPORTED => "unsupported\0",
+        SPIRE_ERROR_DEVICE => "device error\0",
+        SPIRE_ERROR_CANCELLED => "cancelled\0",
+        SPIRE_ERROR_INTERNAL => "internal error\0",
+        SPIRE_ERROR_NULL_POINTER => "NULL pointer\0",
+        SPIRE_ERROR_BUFFER_TOO_SMALL => "buffer too small\0",
+        SPIRE_ERROR_PANIC => "panic inside libspire\0",
+        SPIRE_ERROR_INVALID_UTF8 => "invalid UTF-8\0",
+        _ => "unknown status\0",
+    };
+    s.as_ptr().cast()
+}
+
+/// The message of the last failed call on this thread (empty after a success). The pointer is
+/// owned by the library and valid until the next libspire call on the same thread. Never NULL.
+#[no_mangle]
+pub extern "C" fn spire_last_error_message() -> *const c_char {
+    LAST_ERROR.with(|e| e.borrow().as_ptr())
+}
+
+/// Fills `options` with the defaults (CPU, float32) and sets `struct_size`. NULL is a no-op.
+///
+/// # Safety
+/// `options` is NULL or points to writable memory for a `spire_load_options`.
+#[no_mangle]
+pub unsafe extern "C" fn spire_load_options_init(options: *mut spire_load_options) {
+    if options.is_null() {
+        return;
+    }
+    // SAFETY: checked non-NULL; writable per the contract.
+    unsafe {
+        options.write(spire_load_options {
+            struct_size: std::mem::size_of::<spire_load_options>() as u32,
+            device: std::ptr::null(),
+            dtype: std::ptr::null(),
+            variant: std::ptr::null(),
+            adaptor: std::ptr::null(),
+        });
+    }
+}
+
+/// Fills `params` with the library's defaults (the same as the Rust and Python defaults) and
+/// sets `struct_size`. NULL is a no-op. Thread-safe.
+///
+/// # Safety
+/// `params` is NULL or points to writable memory for a `spire_restore_params`.
+#[no_mangle]
+pub unsafe extern "C" fn spire_restore_params_init(params: *mut spire_restore_params) {
+    if params.is_null() {
+        return;
+    }
+    let d = RestoreOptions::default();
+    let scheduler = match d.scheduler {
+        None => SPIRE_SCHEDULER_MODEL,
+        Some(SchedulerKind::Ddim) => SPIRE_SCHEDULER_DDIM,
+        Some(SchedulerKind::Euler) => SPIRE_SCHEDULER_EULER,
+        Some(_) => SPIRE_SCHEDULER_DPMPP_2M,
+    };
+    let color_fix = match d.color_fix {
+        ColorFix::None => SPIRE_COLOR_FIX_NONE,
+        ColorFix::Wavelet => SPIRE_COLOR_FIX_WAVELET,
+        ColorFix::Adain => SPIRE_COLOR_FIX_ADAIN,
+    };
+    // SAFETY: checked non-NULL; writable per the contract.
+    unsafe {
+        params.write(spire_restore_params {
+            struct_size: std::mem::size_of::<spire_restore_params>() as u32,
+            restoration_prompt: std::ptr::null(),
+            semantic_prompt: std::ptr::null(),
+            negative_prompt: std::ptr::null(),
+            restoration_null_prompt: std::ptr::null(),
+            num_inference_steps: d.num_inference_steps as u32,
+            scheduler,
+            eta: d.eta,
+            restoration_guidance: d.restoration_guidance,
+            semantic_guidance: d.semantic_guidance,
+            conditioning_scale: d.conditioning_scale,
+            strength: d.strength,
+            seed: d.seed,
+            color_fix,
+        });
+    }
+}
+
+/// Loads a model folder. `options` may be NULL (defaults). On success `*out` is a new handle
+/// the caller frees with [`spire_restorer_free`]; on failure `*out` is set to NULL.
+/// Errors: `SPIRE_ERROR_NULL_POINTER` (model_dir or out NULL), `SPIRE_ERROR_IO` (missing
+/// folder or file), `SPIRE_ERROR_MODEL_LOAD`, `SPIRE_ERROR_INVALID_ARGUMENT`, `SPIRE_ERROR_DEVICE`.
+/// Thread-safe.
+///
+/// # Safety
+/// `model_dir` is a NUL-terminated string; `options` is NULL or initialised by
+/// [`spire_load_options_init`]; `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn spire_restorer_new(
+    model_dir: *const c_char,
+    options: *const spire_load_options,
+    out: *mut *mut spire_restorer,
+) -> spire_status {
+    guard(|| {
+        if out.is_null() {
+            return Err(null("out"));
+        }
+        // SAFETY: checked non-NULL.
+        unsafe { *out = std::ptr::null_mut() };
+        // SAFETY: caller contract on strings.
+        let dir = unsafe { opt_str(model_dir, "model_dir")? }.ok_or_else(|| null("model_dir"))?;
+        let mut lo = LoadOptions::default();
+        if !options.is_null() {
+            // SAFETY: checked non-NULL, initialised per the contract.
+            let o = unsafe { &*options };
+            if (o.struct_size as usize) < std::mem::size_of::<spire_load_options>() {
+                return Err(Fail(
+                    SPIRE_ERROR_INVALID_ARGUMENT,
+                    "options.struct_size is too small; call spire_load_options_init".into(),
+                ));
+            }
+            // SAFETY: caller contract on strings.
+            unsafe {
+                if let Some(d) = opt_str(o.device, "device")? {
+                    lo.device = spire_core::device::parse_device(&d)?;
+                }
+                if let Some(d) = opt_str(o.dtype, "dtype")? {
+                    lo.dtype = spire_core::device::parse_dtype(&d)?;
+                }
+                lo.variant = opt_str(o.variant, "variant")?;
+                lo.adaptor = opt_str(o.adaptor, "adaptor")?.map(PathBuf::from);
+            }
+        }
+        let r = Restorer::from_pretrained(&dir, &lo)?;
+        // SAFETY: checked non-NULL.
+        unsafe { *out = Box::into_raw(Box::new(spire_restorer { inner: r })) };
+        Ok(())
+    })
+}
+
+/// A new handle sharing the same loaded model (no reload, no copy of the weights). Free it
+/// with [`spire_restorer_free`]. Thread-safe.
+///
+/// # Safety
+/// `restorer` is a live handle; `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn spire_restorer_clone(
+    restorer: *const spire_restorer,
+    out: *mut *mut spire_restorer,
+) -> spire_status {
+    guard(|| {
+        if out.is_null() {
+            return Err(null("out"));
+        }
+        // SAFETY: checked non-NULL.
+        unsafe { *out = std::ptr::null_mut() };
+        if restorer.is_null() {
+            return Err(null("restorer"));
+        }
+        // SAFETY: checked non-NULL, live per the contract.
+        let r = unsafe { &*restorer }.inner.clone();
+        // SAFETY: checked non-NULL.
+        unsafe { *out = Box::into_raw(Box::new(spire_restorer { inner: r })) };
+        Ok(())
+    })
+}
+
+/// Frees a handle; the model is freed with its last handle. NULL is a no-op. Do not free a
+/// handle another thread is using.
+///
+/// # Safety
+/// `restorer` is NULL or a handle from this library not yet freed.
+#[no_mangle]
+pub unsafe extern "C" fn spire_restorer_free(restorer: *mut spire_restorer) {
+    if restorer.is_null() {
+        return;
+    }
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: allocated by Box::into_raw in this library, freed once (caller contract).
+        drop(unsafe { Box::from_raw(restorer) });
+    }));
+}
+
+/// Whether two handles share one loaded model (1) or not (0). NULL gives 0.
+///
+/// # Safety
+/// Both are NULL or live handles.
+#[no_mangle]
+pub unsafe extern "C" fn spire_restorer_shares_model(
+    a: *const spire_restorer,
+    b: *const spire_restorer,
+) -> i32 {
+    if a.is_null() || b.is_null() {
+        return 0;
+    }
+    // SAFETY: checked non-NULL, live per the contract.
+    i32::from(unsafe { (*a).inner.shares_weights_with(&(*b).inner) })
+}
+
+/// The size of the image [`spire_restorer_restore`] would return for this input and params:
+/// width and height (the input times the prompt's upsample factor) and the bytes of a tightly
+/// packed buffer in the input's format. Any output pointer may be NULL. Thread-safe.
+///
+/// # Safety
+/// `input` points to a valid view; `params` is NULL or initialised.
+#[no_mangle]
+pub unsafe extern "C" fn spire_restorer_output_size(
+    restorer: *const spire_restorer,
+    input: *const spire_image_view,
+    params: *const spire_restore_params,
+    out_width: *mut u32,
+    out_height: *mut u32,
+    out_bytes: *mut usize,
+) -> spire_status {
+    guard(|| {
+        if restorer.is_null() {
+            return Err(null("restorer"));
+        }
+        // SAFETY: contract on input and params.
+        let (w, h, b) = unsafe { output_size(input, params)? };
+        // SAFETY: each output is NULL or writable.
+        unsafe {
+            if !out_width.is_null() {
+                *out_width = w;
+            }
+            if !out_height.is_null() {
+                *out_height = h;
+            }
+            if !out_bytes.is_null() {
+                *out_bytes = b;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// # Safety
+/// As [`spire_restorer_output_size`].
+unsafe fn output_size(
+    input: *const spire_image_view,
+    params: *const spire_restore_params,
+) -> Result<(u32, u32, usize), Fail> {
+    if input.is_null() {
+        return Err(null("input"));
+    }
+    // SAFETY: checked non-NULL.
+    let v = unsafe { &*input };
+    // SAFETY: contract.
+    let img = unsafe { view(v, "input")? };
+    // SAFETY: contract.
+    let o = unsafe { options(params, None, std::ptr::null_mut())? };
+    let f = o.restoration_prompt.upsample_factor();
+    let (w, h) = (
+        (img.width() as f64 * f).round() as u32,
+        (img.height() as f64 * f).round() as u32,
+    );
+    Ok((w, h, w as usize * h as usize * img.color().channels()))
+}
+
+/// Restores an image. `params` may be NULL (defaults); `progress` may be NULL. On success
+/// `*out` is a new image in the input's pixel format, exactly the input size times the
+/// restoration prompt's upsample factor, owned by the caller and freed with
+/// [`spire_image_free`]; on failure `*out` is NULL. Thread-safe: any number of threads may
+/// restore with one handle or with clones at the same time.
+///
+/// # Safety
+/// `restorer` is a live handle; `input` describes readable memory; `params` is NULL or
+/// initialised; `out` is writable; `progress` (if any) is callable with `user_data`.
+#[no_mangle]
+pub unsafe extern "C" fn spire_restorer_restore(
+    restorer: *const spire_restorer,
+    input: *const spire_image_view,
+    params: *const spire_restore_params,
+    progress: spire_progress_fn,
+    user_data: *mut c_void,
+    out: *mut *mut spire_image,
+) -> spire_status {
+    guard(|| {
+        if out.is_null() {
+            return Err(null("out"));
+        }
+        // SAFETY: checked non-NULL.
+        unsafe { *out = std::ptr::null_mut() };
+        if restorer.is_null() {
+            return Err(null("restorer"));
+        }
+        if input.is_null() {
+            return Err(null("input"));
+        }
+        // SAFETY: contracts above.
+        let (r, img, o) = unsafe {
+            (
+                &(*restorer).inner,
+                view(&*input, "input")?,
+                options(params, progress, user_data)?,
+            )
+        };
+        let result = r.restore(&img, &o)?;
+        let c = into_c_image(result)?;
+        // SAFETY: checked non-NULL.
+        unsafe { *out = c };
+        Ok(())
+    })
+}
+
+/// Restores into a caller buffer: the result is written tightly packed (`width × channels`
+/// bytes per row, the input's format) into `out_data`. `*out_needed` (if not NULL) receives
+/// the bytes needed, and `*out_width`/`*out_height` the size; if `out_capacity` is smaller, no
+/// work is done and `SPIRE_ERROR_BUFFER_TOO_SMALL` is returned (call with NULL/0 to query).
+/// Thread-safe.
+///
+/// # Safety
+/// As [`spire_restorer_restore`]; `out_data` has `out_capacity` writable bytes (or is NULL
+/// with capacity 0).
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn spire_restorer_restore_into(
+    restorer: *const spire_restorer,
+    input: *const spire_image_view,
+    params: *const spire_restore_params,
+    progress: spire_progress_fn,
+    user_data: *mut c_void,
+    out_data: *mut u8,
+    out_capacity: usize,
+    out_needed: *mut usize,
+    out_width: *mut u32,
+    out_height: *mut u32,
+) -> spire_status {
+    guard(|| {
+        if restorer.is_null() {
+            return Err(null("restorer"));
+        }
+        // SAFETY: contracts.
+        let (w, h, need) = unsafe { output_size(input, params)? };
+        // SAFETY: each output is NULL or writable.
+        unsafe {
+            if !out_needed.is_null() {
+                *out_needed = need;
+            }
+            if !out_width.is_null() {
+                *out_width = w;
+            }
+            if !out_height.is_null() {
+                *out_height = h;
+            }
+        }
+        if out_capacity < need {
+            return Err(Fail(
+                SPIRE_ERROR_BUFFER_TOO_SMALL,
+                format!("output needs {need} bytes, the buffer has {out_capacity}"),
+            ));
+        }
+        if out_data.is_null() {
+            return Err(null("out_data"));
+        }
+        // SAFETY: contracts.
+        let (r, img, o) = unsafe {
+            (
+                &(*restorer).inner,
+                view(&*input, "input")?,
+                options(params, progress, user_data)?,
+            )
+        };
+        let result = r.restore(&img, &o)?;
+        let bytes = result
+            .as_u8()
+            .ok_or_else(|| Fail(SPIRE_ERROR_INTERNAL, "unexpected float output".into()))?;
+        // SAFETY: out_data has out_capacity ≥ need = bytes.len() writable bytes.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), out_data, bytes.len()) };
+        Ok(())
+    })
+}
+
+/// Frees an image returned by the library. NULL is a no-op.
+///
+/// # Safety
+/// `image` is NULL or an image from this library not yet freed.
+#[no_mangle]
+pub unsafe extern "C" fn spire_image_free(image: *mut spire_image) {
+    if image.is_null() {
+        return;
+    }
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: allocated by into_c_image: a boxed struct and a boxed slice of stride × height.
+        unsafe {
+            let img = Box::from_raw(image);
+            let len = img.stride * img.height as usize;
+            if !img.data.is_null() {
+                drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(img.data, len)));
+            }
+        }
+    }));
+}
+
+/// Loads a PNG or JPEG file as an 8-bit image (gray, RGB or RGBA); free with
+/// [`spire_image_free`]. Thread-safe.
+///
+/// # Safety
+/// `path` is a NUL-terminated string; `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn spire_image_load(path: *const c_char, out: *mut *mut spire_image) -> spire_status {
+    guard(|| {
+        if out.is_null() {
+            return Err(null("out"));
+        }
+        // SAFETY: checked non-NULL.
+        unsafe { *out = std::ptr::null_mut() };
+        // SAFETY: contract.
+        let p = unsafe { opt_str(path, "path")? }.ok_or_else(|| null("path"))?;
+        let img = spire_core::io::load_image(&p)?;
+        let c = into_c_image(img)?;
+        // SAFETY: checked non-NULL.
+        unsafe { *out = c };
+        Ok(())
+    })
+}
+
+/// Writes an image as PNG (or JPEG for a `.jpg`/`.jpeg` path). Thread-safe.
+///
+/// # Safety
+/// `path` is a NUL-terminated string; `image` describes readable memory.
+#[no_mangle]
+pub unsafe extern "C" fn spire_image_save(
+    path: *const c_char,
+    image: *const spire_image_view,
+) -> spire_status {
+    guard(|| {
+        // SAFETY: contract.
+        let p = unsafe { opt_str(path, "path")? }.ok_or_else(|| null("path"))?;
+        if image.is_null() {
+            return Err(null("image"));
+        }
+        // SAFETY: contract.
+        let v = unsafe { view(&*image, "image")? };
+        spire_core::io::save_image(&p, &v.to_image())?;
+        Ok(())
+    })
+}
+
+/// Parses a restoration prompt into numbers (all fields 0 for the blind prompt). On a
+/// malformed prompt returns `SPIRE_ERROR_INVALID_ARGUMENT`, and the last error message quotes
+/// the clause. Thread-safe.
+///
+/// # Safety
+/// `text` is a NUL-terminated string; `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn spire_prompt_parse(text: *const c_char, out: *mut spire_prompt) -> spire_status {
+    guard(|| {
+        if out.is_null() {
+            return Err(null("out"));
+        }
+        // SAFETY: contract.
+        let t = unsafe { opt_str(text, "text")? }.ok_or_else(|| null("text"))?;
+        let p = RestorationPrompt::parse(&t)?;
+        // SAFETY: checked non-NULL.
+        unsafe { *out = c_prompt(&p) };
+        Ok(())
+    })
+}
+
+fn c_prompt(p: &RestorationPrompt) -> spire_prompt {
+    spire_prompt {
+        struct_size: std::mem::size_of::<spire_prompt>() as u32,
+        deblur_sigma: p.deblur_sigma().unwrap_or(0.0),
+        upsample_scale: p.upsample_scale().unwrap_or(0.0),
+        denoise_sigma: p.denoise_sigma().unwrap_or(0.0),
+        dejpeg_quality: p.dejpeg_quality().map_or(0, u32::from),
+    }
+}
+
+/// Renders a prompt's canonical text into `buf` (NUL-terminated). `*needed` (if not NULL)
+/// receives the bytes needed including the NUL; if `buf_size` is smaller, returns
+/// `SPIRE_ERROR_BUFFER_TOO_SMALL` (query with NULL/0). Out-of-range numbers give
+/// `SPIRE_ERROR_INVALID_ARGUMENT`. Thread-safe.
+///
+/// # Safety
+/// `prompt` points to a `spire_prompt`; `buf` has `buf_size` writable bytes or is NULL.
+#[no_mangle]
+pub unsafe extern "C" fn spire_prompt_render(
+    prompt: *const spire_prompt,
+    buf: *mut c_char,
+    buf_size: usize,
+    needed: *mut usize,
+) -> spire_status {
+    guard(|| {
+        if prompt.is_null() {
+            return Err(null("prompt"));
+        }
+        // SAFETY: checked non-NULL.
+        let c = unsafe { *prompt };
+        let mut p = RestorationPrompt::blind();
+        if c.deblur_sigma != 0.0 {
+            p = p.with_deblur(c.deblur_sigma as f64)?;
+        }
+        if c.upsample_scale != 0.0 {
+            p = p.with_upsample(c.upsample_scale as f64)?;
+        }
+        if c.denoise_sigma != 0.0 {
+            p = p.with_denoise(c.denoise_sigma as f64)?;
+        }
+        if c.dejpeg_quality != 0 {
+            p = p.with_dejpeg(c.dejpeg_quality)?;
+        }
+        let text = p.render();
+        let n = text.len() + 1;
+        if !needed.is_null() {
+            // SAFETY: checked non-NULL.
+            unsafe { *needed = n };
+        }
+        if buf_size < n {
+            return Err(Fail(
+                SPIRE_ERROR_BUFFER_TOO_SMALL,
+                format!("the prompt needs {n} bytes, the buffer has {buf_size}"),
+            ));
+        }
+        if buf.is_null() {
+            return Err(null("buf"));
+        }
+        // SAFETY: buf has buf_size ≥ n writable bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(text.as_ptr(), buf.cast::<u8>(), text.len());
+            *buf.add(text.len()) = 0;
+        }
+        Ok(())
+    })
+}
+
+/// Degrades an image with a training pipeline (`SPIRE_PIPELINE_*`) and seed; `*out` is a new
+/// RGB8 image of the input's size (free with [`spire_image_free`]) and `*prompt_out` (if not
+/// NULL) the restoration prompt that describes it. Thread-safe.
+///
+/// # Safety
+/// `input` describes readable memory; `out` is writable; `prompt_out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn spire_degrade(
+    input: *const spire_image_view,
+    pipeline: spire_pipeline,
+    seed: u64,
+    out: *mut *mut spire_image,
+    prompt_out: *mut spire_prompt,
+) -> spire_status {
+    guard(|| {
+        if out.is_null() {
+            return Err(null("out"));
+        }
+        // SAFETY: checked non-NULL.
+        unsafe { *out = std::ptr::null_mut() };
+        if input.is_null() {
+            return Err(null("input"));
+        }
+        let pl = match pipeline {
+            SPIRE_PIPELINE_PARAMETERIZED => spire_core::degrade::Pipeline::Parameterized,
+            SPIRE_PIPELINE_REALESRGAN => spire_core::degrade::Pipeline::RealEsrgan,
+            p => {
+                return Err(Fail(
+                    SPIRE_ERROR_INVALID_ARGUMENT,
+                    format!("invalid argument `pipeline`: unknown value {p}"),
+                ))
+            }
+        };
+        // SAFETY: contract.
+        let v = unsafe { view(&*input, "input")? };
+        let (img, prompt) = spire_core::degrade::degrade(&v, pl, seed)?;
+        let c = into_c_image(img)?;
+        // SAFETY: checked non-NULL / NULL-or-writable.
+        unsafe {
+            *out = c;
+            if !prompt_out.is_null() {
+                *prompt_out = c_prompt(&prompt);
+            }
+        }
+        Ok(())
+    })
 }

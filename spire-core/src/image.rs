@@ -147,6 +147,30 @@ impl<'a> ImageView<'a> {
         matches!(self.samples, Samples::F32(_))
     }
 
+    /// A tightly packed owned copy (same layout and sample type).
+    pub fn to_image(&self) -> Image {
+        let c = self.color.channels();
+        let row = self.width * c;
+        let data = match self.samples {
+            Samples::U8(s) => ImageData::U8(
+                (0..self.height)
+                    .flat_map(|y| s[y * self.stride..y * self.stride + row].iter().copied())
+                    .collect(),
+            ),
+            Samples::F32(s) => ImageData::F32(
+                (0..self.height)
+                    .flat_map(|y| s[y * self.stride..y * self.stride + row].iter().copied())
+                    .collect(),
+            ),
+        };
+        Image {
+            width: self.width,
+            height: self.height,
+            color: self.color,
+            data,
+        }
+    }
+
     /// Sample `c` of pixel (x, y) as f32 in [0, 1] (unchecked for NaN).
     fn sample(&self, x: usize, y: usize, c: usize) -> f32 {
         let i = y * self.stride + x * self.color.channels() + c;

@@ -11,6 +11,7 @@ pub mod device;
 pub mod error;
 pub mod image;
 pub mod imageops;
+pub mod io;
 pub mod model;
 pub mod options;
 pub mod prompt;

@@ -1,0 +1,237 @@
+// spire.hpp — header-only C++17 wrapper over the C ABI of SPIRE (include/spire.h).
+//
+// RAII owners for the library's objects, exceptions for errors:
+//
+//   spire::Restorer r("models/my-spire");
+//   spire::RestoreParams p;
+//   p.restoration_prompt("Denoise with sigma 0.1").steps(20);
+//   spire::Image out = r.restore(spire::ImageView::rgb8(w, h, pixels), p);
+//   // out.data(), out.width(), out.height(), out.stride()
+//
+// Copying a Restorer makes a new handle sharing the loaded model (spire_restorer_clone); a
+// Restorer may be used from many threads at once. Every failing call throws spire::Error,
+// which carries the status code and the library's message.
+#ifndef SPIRE_HPP
+#define SPIRE_HPP
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+#include "spire.h"
+
+namespace spire {
+
+/// A failed libspire call: the status code and the message of spire_last_error_message().
+class Error : public std::runtime_error {
+public:
+    Error(spire_status status, const std::string &message)
+        : std::runtime_error(std::string(spire_status_str(status)) + ": " + message), status_(status) {}
+    /// The status code (SPIRE_ERROR_*).
+    spire_status status() const noexcept { return status_; }
+
+private:
+    spire_status status_;
+};
+
+namespace detail {
+inline void check(spire_status s) {
+    if (s != SPIRE_OK) throw Error(s, spire_last_error_message());
+}
+}  // namespace detail
+
+/// A borrowed image (does not own its pixels).
+struct ImageView {
+    spire_image_view view{};
+
+    static ImageView make(uint32_t width, uint32_t height, size_t stride, spire_pixel_format format,
+                          const uint8_t *data) {
+        ImageView v;
+        v.view.width = width;
+        v.view.height = height;
+        v.view.stride = stride;
+        v.view.format = format;
+        v.view.data = data;
+        return v;
+    }
+    /// Tightly packed 8-bit RGB.
+    static ImageView rgb8(uint32_t width, uint32_t height, const uint8_t *data) {
+        return make(width, height, size_t(width) * 3, SPIRE_PIXEL_RGB8, data);
+    }
+    /// Tightly packed 8-bit RGBA.
+    static ImageView rgba8(uint32_t width, uint32_t height, const uint8_t *data) {
+        return make(width, height, size_t(width) * 4, SPIRE_PIXEL_RGBA8, data);
+    }
+    /// Tightly packed 8-bit gray.
+    static ImageView gray8(uint32_t width, uint32_t height, const uint8_t *data) {
+        return make(width, height, size_t(width), SPIRE_PIXEL_GRAY8, data);
+    }
+};
+
+/// An image owned by the library (move-only); freed with spire_image_free.
+class Image {
+public:
+    Image() = default;
+    explicit Image(spire_image *img) noexcept : img_(img) {}
+    Image(const Image &) = delete;
+    Image &operator=(const Image &) = delete;
+    Image(Image &&o) noexcept : img_(std::exchange(o.img_, nullptr)) {}
+    Image &operator=(Image &&o) noexcept {
+        if (this != &o) {
+            spire_image_free(img_);
+            img_ = std::exchange(o.img_, nullptr);
+        }
+        return *this;
+    }
+    ~Image() { spire_image_free(img_); }
+
+    /// Loads a PNG or JPEG file.
+    static Image load(const std::string &path) {
+        spire_image *img = nullptr;
+        detail::check(spire_image_load(path.c_str(), &img));
+        return Image(img);
+    }
+    /// Writes PNG (or JPEG for .jpg/.jpeg).
+    void save(const std::string &path) const {
+        const ImageView v = view();
+        detail::check(spire_image_save(path.c_str(), &v.view));
+    }
+
+    uint32_t width() const noexcept { return img_ ? img_->width : 0; }
+    uint32_t height() const noexcept { return img_ ? img_->height : 0; }
+    size_t stride() const noexcept { return img_ ? img_->stride : 0; }
+    spire_pixel_format format() const noexcept { return img_ ? img_->format : 0; }
+    const uint8_t *data() const noexcept { return img_ ? img_->data : nullptr; }
+    explicit operator bool() const noexcept { return img_ != nullptr; }
+    /// A view of this image, e.g. to restore it.
+    ImageView view() const { return ImageView::make(width(), height(), stride(), format(), data()); }
+
+private:
+    spire_image *img_ = nullptr;
+};
+
+/// Restore options, starting from the library's defaults (spire_restore_params_init). String
+/// options are stored here, so the params stay valid while this object lives.
+class RestoreParams {
+public:
+    RestoreParams() { spire_restore_params_init(&p_); }
+    RestoreParams(const RestoreParams &o) : p_(o.p_) {
+        for (int i = 0; i < 4; i++) strings_[i] = o.strings_[i];
+        rebind();
+    }
+    RestoreParams &operator=(const RestoreParams &o) {
+        p_ = o.p_;
+        for (int i = 0; i < 4; i++) strings_[i] = o.strings_[i];
+        rebind();
+        return *this;
+    }
+
+    RestoreParams &restoration_prompt(std::string s) { return set(0, std::move(s)); }
+    RestoreParams &semantic_prompt(std::string s) { return set(1, std::move(s)); }
+    RestoreParams &negative_prompt(std::string s) { return set(2, std::move(s)); }
+    RestoreParams &restoration_null_prompt(std::string s) { return set(3, std::move(s)); }
+    RestoreParams &steps(uint32_t n) { p_.num_inference_steps = n; return *this; }
+    RestoreParams &scheduler(spire_scheduler s) { p_.scheduler = s; return *this; }
+    RestoreParams &restoration_guidance(double g) { p_.restoration_guidance = g; return *this; }
+    RestoreParams &semantic_guidance(double g) { p_.semantic_guidance = g; return *this; }
+    RestoreParams &conditioning_scale(double s) { p_.conditioning_scale = s; return *this; }
+    RestoreParams &strength(double s) { p_.strength = s; return *this; }
+    RestoreParams &seed(uint64_t s) { p_.seed = s; return *this; }
+    RestoreParams &color_fix(spire_color_fix c) { p_.color_fix = c; return *this; }
+    const spire_restore_params *get() const noexcept { return &p_; }
+
+private:
+    RestoreParams &set(int i, std::string s) {
+        strings_[i] = std::move(s);
+        rebind();
+        return *this;
+    }
+    void rebind() {
+        const char **f[4] = {&p_.restoration_prompt, &p_.semantic_prompt, &p_.negative_prompt,
+                             &p_.restoration_null_prompt};
+        for (int i = 0; i < 4; i++) *f[i] = strings_[i] ? strings_[i]->c_str() : nullptr;
+    }
+    spire_restore_params p_{};
+    std::optional<std::string> strings_[4];
+};
+
+/// Called with (step, total); return false to cancel (the call then throws Error with
+/// SPIRE_ERROR_CANCELLED).
+using ProgressFn = std::function<bool(uint32_t step, uint32_t total)>;
+
+/// A loaded model. Copies share the weights; thread-safe.
+class Restorer {
+public:
+    explicit Restorer(const std::string &model_dir, const spire_load_options *options = nullptr) {
+        detail::check(spire_restorer_new(model_dir.c_str(), options, &r_));
+    }
+    Restorer(const Restorer &o) { detail::check(spire_restorer_clone(o.r_, &r_)); }
+    Restorer &operator=(const Restorer &o) {
+        if (this != &o) {
+            spire_restorer *n = nullptr;
+            detail::check(spire_restorer_clone(o.r_, &n));
+            spire_restorer_free(r_);
+            r_ = n;
+        }
+        return *this;
+    }
+    Restorer(Restorer &&o) noexcept : r_(std::exchange(o.r_, nullptr)) {}
+    Restorer &operator=(Restorer &&o) noexcept {
+        if (this != &o) {
+            spire_restorer_free(r_);
+            r_ = std::exchange(o.r_, nullptr);
+        }
+        return *this;
+    }
+    ~Restorer() { spire_restorer_free(r_); }
+
+    /// Restores `input`; throws Error on failure.
+    Image restore(const ImageView &input, const RestoreParams &params = RestoreParams(),
+                  const ProgressFn &progress = nullptr) const {
+        spire_image *out = nullptr;
+        spire_status s;
+        if (progress) {
+            auto *cb = const_cast<ProgressFn *>(&progress);
+            s = spire_restorer_restore(r_, &input.view, params.get(), &Restorer::trampoline, cb, &out);
+        } else {
+            s = spire_restorer_restore(r_, &input.view, params.get(), nullptr, nullptr, &out);
+        }
+        detail::check(s);
+        return Image(out);
+    }
+
+    /// True when both handles share one loaded model.
+    bool shares_model_with(const Restorer &o) const noexcept { return spire_restorer_shares_model(r_, o.r_) != 0; }
+    spire_restorer *handle() const noexcept { return r_; }
+
+private:
+    static int32_t trampoline(uint32_t step, uint32_t total, void *user_data) {
+        try {
+            return (*static_cast<ProgressFn *>(user_data))(step, total) ? 0 : 1;
+        } catch (...) {
+            return 1;  // exceptions must not cross the C boundary: cancel instead
+        }
+    }
+    spire_restorer *r_ = nullptr;
+};
+
+/// The canonical text of a restoration prompt ("upsample 4x" → "Upsample with scale 4.0").
+inline std::string canonical_prompt(const std::string &text) {
+    spire_prompt p{};
+    detail::check(spire_prompt_parse(text.c_str(), &p));
+    size_t n = 0;
+    spire_status s = spire_prompt_render(&p, nullptr, 0, &n);
+    if (s != SPIRE_ERROR_BUFFER_TOO_SMALL) detail::check(s);
+    std::string out(n, '\0');
+    detail::check(spire_prompt_render(&p, &out[0], n, nullptr));
+    out.resize(n - 1);
+    return out;
+}
+
+}  // namespace spire
+
+#endif  // SPIRE_HPP

@@ -1,0 +1,154 @@
+//! Reading and writing image files (PNG and JPEG), for the command line, the C ABI and tests.
+//! 8-bit gray, gray+alpha (alpha dropped), RGB and RGBA PNGs; 16-bit PNGs are reduced to 8 bits;
+//! palette PNGs are expanded. JPEGs decode to RGB.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::image::{ColorType, Image, ImageData};
+
+fn bad(path: &Path, msg: impl std::fmt::Display) -> Error {
+    Error::InvalidImage(format!("{}: {msg}", path.display()))
+}
+
+/// Loads a PNG or JPEG file (by content, not extension) as an 8-bit image.
+///
+/// # Errors
+/// [`Error::Io`] if the file cannot be read, [`Error::InvalidImage`] if it is not a PNG or JPEG
+/// this function can decode.
+pub fn load_image(path: impl AsRef<Path>) -> Result<Image> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    if bytes.starts_with(&[0x89, b'P', b'N', b'G']) {
+        decode_png(path, &bytes)
+    } else if bytes.starts_with(&[0xFF, 0xD8]) {
+        let opts = zune_jpeg::zune_core::options::DecoderOptions::default()
+            .jpeg_set_out_colorspace(zune_jpeg::zune_core::colorspace::ColorSpace::RGB);
+        let mut dec = zune_jpeg::JpegDecoder::new_with_options(std::io::Cursor::new(&bytes), opts);
+        let px = dec
+            .decode()
+            .map_err(|e| bad(path, format!("cannot decode JPEG: {e:?}")))?;
+        let (w, h) = dec
+            .dimensions()
+            .ok_or_else(|| bad(path, "JPEG without dimensions"))?;
+        Ok(Image {
+            width: w,
+            height: h,
+            color: ColorType::Rgb,
+            data: ImageData::U8(px),
+        })
+    } else {
+        Err(bad(path, "not a PNG or JPEG file"))
+    }
+}
+
+fn decode_png(path: &Path, bytes: &[u8]) -> Result<Image> {
+    let mut dec = png::Decoder::new(std::io::Cursor::new(bytes));
+    dec.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+    let mut reader = dec
+        .read_info()
+        .map_err(|e| bad(path, format!("cannot read PNG: {e}")))?;
+    let size = reader
+        .output_buffer_size()
+        .ok_or_else(|| bad(path, "PNG too large"))?;
+    let mut buf = vec![0; size];
+    let info = reader
+        .next_frame(&mut buf)
+        .map_err(|e| bad(path, format!("cannot decode PNG: {e}")))?;
+    buf.truncate(info.buffer_size());
+    let (w, h) = (info.width as usize, info.height as usize);
+    let (color, data) = match info.color_type {
+        png::ColorType::Grayscale => (ColorType::Gray, buf),
+        png::ColorType::GrayscaleAlpha => (ColorType::Gray, buf.chunks(2).map(|p| p[0]).collect()),
+        png::ColorType::Rgb => (ColorType::Rgb, buf),
+        png::ColorType::Rgba => (ColorType::Rgba, buf),
+        png::ColorType::Indexed => return Err(bad(path, "palette PNG was not expanded")),
+    };
+    Ok(Image {
+        width: w,
+        height: h,
+        color,
+        data: ImageData::U8(data),
+    })
+}
+
+/// Writes an image as PNG, or as JPEG (quality 95) when the extension is `.jpg`/`.jpeg`.
+/// Float images are converted to 8 bits.
+///
+/// # Errors
+/// [`Error::Io`] if the file cannot be written; [`Error::InvalidArgument`] for an image JPEG
+/// cannot hold (alpha, larger than 65535).
+pub fn save_image(path: impl AsRef<Path>, image: &Image) -> Result<()> {
+    let path = path.as_ref();
+    let data: Vec<u8> = match &image.data {
+        ImageData::U8(v) => v.clone(),
+        ImageData::F32(v) => v
+            .iter()
+            .map(|x| (x.clamp(0.0, 1.0) * 255.0).round() as u8)
+            .collect(),
+    };
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let mut out = Vec::new();
+    if ext == "jpg" || ext == "jpeg" {
+        let ct = match image.color {
+            ColorType::Gray => jpeg_encoder::ColorType::Luma,
+            ColorType::Rgb => jpeg_encoder::ColorType::Rgb,
+            ColorType::Rgba => jpeg_encoder::ColorType::Rgba,
+        };
+        if image.width > u16::MAX as usize || image.height > u16::MAX as usize {
+            return Err(Error::invalid_arg("image", "too large for JPEG (65535 px max)"));
+        }
+        jpeg_encoder::Encoder::new(&mut out, 95)
+            .encode(&data, image.width as u16, image.height as u16, ct)
+            .map_err(|e| Error::invalid_arg("image", format!("JPEG encoding failed: {e}")))?;
+    } else {
+        let mut enc = png::Encoder::new(&mut out, image.width as u32, image.height as u32);
+        enc.set_color(match image.color {
+            ColorType::Gray => png::ColorType::Grayscale,
+            ColorType::Rgb => png::ColorType::Rgb,
+            ColorType::Rgba => png::ColorType::Rgba,
+        });
+        enc.set_depth(png::BitDepth::Eight);
+        let mut w = enc
+            .write_header()
+            .map_err(|e| Error::Internal(format!("PNG: {e}")))?;
+        w.write_image_data(&data)
+            .map_err(|e| Error::Internal(format!("PNG: {e}")))?;
+        w.finish().map_err(|e| Error::Internal(format!("PNG: {e}")))?;
+    }
+    std::fs::write(path, out).map_err(|e| Error::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn png_and_jpeg_round_trip() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let px: Vec<u8> = (0..30 * 20 * 3).map(|i| (i % 251) as u8).collect();
+        let img = Image {
+            width: 30,
+            height: 20,
+            color: ColorType::Rgb,
+            data: ImageData::U8(px),
+        };
+        let p = dir.path().join("a.png");
+        save_image(&p, &img).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(load_image(&p).unwrap_or_else(|e| panic!("{e}")), img);
+        let j = dir.path().join("a.jpg");
+        save_image(&j, &img).unwrap_or_else(|e| panic!("{e}"));
+        let back = load_image(&j).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((back.width, back.height, back.color), (30, 20, ColorType::Rgb));
+        std::fs::write(dir.path().join("x.png"), b"not an image").unwrap_or_else(|e| panic!("{e}"));
+        assert!(load_image(dir.path().join("x.png")).is_err());
+        assert_eq!(
+            load_image(dir.path().join("missing.png")).unwrap_err().kind(),
+            crate::ErrorKind::Io
+        );
+    }
+}

@@ -1,0 +1,206 @@
+/* C test of libspire: loading, restoring (packed and into a buffer), errors and NULL handling,
+ * cancellation, prompts, degradation and image files. Run under AddressSanitizer and valgrind
+ * by scripts/test_c.sh. Usage: test_capi <tests/fixtures dir> <scratch dir> */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "spire.h"
+
+static int failures = 0;
+
+#define CHECK(cond)                                                                  \
+    do {                                                                             \
+        if (!(cond)) {                                                               \
+            fprintf(stderr, "%s:%d: CHECK failed: %s (last error: %s)\n", __FILE__, \
+                    __LINE__, #cond, spire_last_error_message());                    \
+            failures++;                                                              \
+        }                                                                            \
+    } while (0)
+
+static int calls = 0;
+
+static int32_t cancel_after_two(uint32_t step, uint32_t total, void *user_data) {
+    int *seen = (int *)user_data;
+    (void)total;
+    *seen = (int)step;
+    calls++;
+    return step >= 2 ? 1 : 0;
+}
+
+static uint8_t *make_rgb(uint32_t w, uint32_t h, size_t stride) {
+    uint8_t *p = (uint8_t *)calloc(stride * h, 1);
+    uint32_t x, y;
+    for (y = 0; y < h; y++)
+        for (x = 0; x < w; x++) {
+            p[y * stride + 3 * x + 0] = (uint8_t)(x * 200 / w);
+            p[y * stride + 3 * x + 1] = (uint8_t)(y * 200 / h);
+            p[y * stride + 3 * x + 2] = (uint8_t)((x + y) % 50 * 4);
+        }
+    return p;
+}
+
+int main(int argc, char **argv) {
+    char model[1024], adaptor[1024], path[1024];
+    spire_restorer *r = NULL, *r2 = NULL;
+    spire_load_options lo;
+    spire_restore_params p;
+    spire_image *out = NULL, *loaded = NULL;
+    spire_image_view in;
+    spire_prompt pr;
+    char text[256];
+    size_t needed = 0;
+    uint32_t ow = 0, oh = 0;
+    uint8_t *buf;
+    int seen = -1;
+    const uint32_t W = 21, H = 13;
+    const size_t stride = 21 * 3 + 5; /* padded rows */
+    uint8_t *pixels;
+
+    if (argc < 3) {
+        fprintf(stderr, "usage: %s <fixtures> <scratch>\n", argv[0]);
+        return 2;
+    }
+    snprintf(model, sizeof model, "%s/tiny-sd1", argv[1]);
+    snprintf(adaptor, sizeof adaptor, "%s/tiny-spire-adaptor", argv[1]);
+
+    /* Versions and status strings. */
+    CHECK(strcmp(spire_version(), SPIRE_VERSION) == 0);
+    CHECK(spire_abi_version() == SPIRE_ABI_VERSION);
+    CHECK(strcmp(spire_status_str(SPIRE_OK), "ok") == 0);
+    CHECK(strcmp(spire_status_str(SPIRE_ERROR_NULL_POINTER), "NULL pointer") == 0);
+    CHECK(strcmp(spire_status_str(9999), "unknown status") == 0);
+
+    /* NULL handling. */
+    CHECK(spire_restorer_new(NULL, NULL, &r) == SPIRE_ERROR_NULL_POINTER && r == NULL);
+    CHECK(strstr(spire_last_error_message(), "model_dir") != NULL);
+    CHECK(spire_restorer_new(model, NULL, NULL) == SPIRE_ERROR_NULL_POINTER);
+    spire_restorer_free(NULL);
+    spire_image_free(NULL);
+    spire_load_options_init(NULL);
+    spire_restore_params_init(NULL);
+
+    /* Missing model: I/O error naming the path. */
+    CHECK(spire_restorer_new("/no/such/model", NULL, &r) == SPIRE_ERROR_IO && r == NULL);
+    CHECK(strstr(spire_last_error_message(), "/no/such/model") != NULL);
+
+    /* Load with options. */
+    spire_load_options_init(&lo);
+    CHECK(lo.struct_size == sizeof(spire_load_options));
+    lo.adaptor = adaptor;
+    CHECK(spire_restorer_new(model, &lo, &r) == SPIRE_OK && r != NULL);
+    CHECK(spire_last_error_message()[0] == '\0');
+    lo.device = "tpu";
+    CHECK(spire_restorer_new(model, &lo, &r2) == SPIRE_ERROR_INVALID_ARGUMENT && r2 == NULL);
+
+    /* Restore a strided RGB8 image. */
+    pixels = make_rgb(W, H, stride);
+    in.width = W;
+    in.height = H;
+    in.stride = stride;
+    in.format = SPIRE_PIXEL_RGB8;
+    in.data = pixels;
+    spire_restore_params_init(&p);
+    CHECK(p.struct_size == sizeof(spire_restore_params));
+    CHECK(p.num_inference_steps == 20 && p.scheduler == SPIRE_SCHEDULER_DPMPP_2M);
+    p.num_inference_steps = 2;
+    p.restoration_prompt = "Upsample with scale 2; Denoise with sigma 0.1";
+    CHECK(spire_restorer_restore(r, &in, &p, NULL, NULL, &out) == SPIRE_OK);
+    CHECK(out != NULL && out->width == 2 * W && out->height == 2 * H && out->stride == 2 * W * 3);
+    CHECK(out->format == SPIRE_PIXEL_RGB8);
+
+    /* Same params through restore_into: query, too small, then exact. */
+    CHECK(spire_restorer_restore_into(r, &in, &p, NULL, NULL, NULL, 0, &needed, &ow, &oh) ==
+          SPIRE_ERROR_BUFFER_TOO_SMALL);
+    CHECK(needed == (size_t)out->stride * out->height && ow == out->width && oh == out->height);
+    buf = (uint8_t *)malloc(needed);
+    CHECK(spire_restorer_restore_into(r, &in, &p, NULL, NULL, buf, needed - 1, &needed, NULL, NULL) ==
+          SPIRE_ERROR_BUFFER_TOO_SMALL);
+    CHECK(spire_restorer_restore_into(r, &in, &p, NULL, NULL, buf, needed, NULL, NULL, NULL) == SPIRE_OK);
+    CHECK(memcmp(buf, out->data, needed) == 0);
+    free(buf);
+    spire_image_free(out);
+    out = NULL;
+
+    /* Bad sizes, strides and formats. */
+    in.stride = 3; /* smaller than a row */
+    CHECK(spire_restorer_restore(r, &in, &p, NULL, NULL, &out) == SPIRE_ERROR_INVALID_IMAGE && out == NULL);
+    in.stride = stride;
+    in.width = 1;
+    CHECK(spire_restorer_restore(r, &in, &p, NULL, NULL, &out) == SPIRE_ERROR_INVALID_IMAGE);
+    in.width = W;
+    in.format = 77;
+    CHECK(spire_restorer_restore(r, &in, &p, NULL, NULL, &out) == SPIRE_ERROR_INVALID_IMAGE);
+    in.format = SPIRE_PIXEL_RGB8;
+    in.data = NULL;
+    CHECK(spire_restorer_restore(r, &in, &p, NULL, NULL, &out) == SPIRE_ERROR_NULL_POINTER);
+    in.data = pixels;
+    CHECK(spire_restorer_restore(r, NULL, &p, NULL, NULL, &out) == SPIRE_ERROR_NULL_POINTER);
+    CHECK(spire_restorer_restore(NULL, &in, &p, NULL, NULL, &out) == SPIRE_ERROR_NULL_POINTER);
+
+    /* Bad options. */
+    p.restoration_prompt = "Sharpen with sigma 2";
+    CHECK(spire_restorer_restore(r, &in, &p, NULL, NULL, &out) == SPIRE_ERROR_INVALID_ARGUMENT);
+    CHECK(strstr(spire_last_error_message(), "Sharpen with sigma 2") != NULL);
+    p.restoration_prompt = NULL;
+    p.strength = 0.0;
+    CHECK(spire_restorer_restore(r, &in, &p, NULL, NULL, &out) == SPIRE_ERROR_INVALID_ARGUMENT);
+    CHECK(strstr(spire_last_error_message(), "strength") != NULL);
+    p.strength = 1.0;
+    p.struct_size = 4;
+    CHECK(spire_restorer_restore(r, &in, &p, NULL, NULL, &out) == SPIRE_ERROR_INVALID_ARGUMENT);
+    spire_restore_params_init(&p);
+
+    /* Cancellation within one step. */
+    p.num_inference_steps = 10;
+    CHECK(spire_restorer_restore(r, &in, &p, cancel_after_two, &seen, &out) == SPIRE_ERROR_CANCELLED);
+    CHECK(out == NULL && seen == 2 && calls == 3);
+
+    /* Clones share the model. */
+    CHECK(spire_restorer_clone(r, &r2) == SPIRE_OK && spire_restorer_shares_model(r, r2) == 1);
+    spire_restorer_free(r2);
+    CHECK(spire_restorer_clone(NULL, &r2) == SPIRE_ERROR_NULL_POINTER && r2 == NULL);
+    CHECK(spire_restorer_clone(r, &r2) == SPIRE_OK);
+
+    /* Prompts. */
+    CHECK(spire_prompt_parse("upsample 4x, denoise .08", &pr) == SPIRE_OK);
+    CHECK(pr.upsample_scale == 4.0f && pr.dejpeg_quality == 0 && pr.deblur_sigma == 0.0f);
+    CHECK(spire_prompt_render(&pr, NULL, 0, &needed) == SPIRE_ERROR_BUFFER_TOO_SMALL);
+    CHECK(needed == strlen("Upsample with scale 4.0; Denoise with sigma 0.08") + 1);
+    CHECK(spire_prompt_render(&pr, text, sizeof text, NULL) == SPIRE_OK);
+    CHECK(strcmp(text, "Upsample with scale 4.0; Denoise with sigma 0.08") == 0);
+    CHECK(spire_prompt_parse("Deblur with sigma 99", &pr) == SPIRE_ERROR_INVALID_ARGUMENT);
+    CHECK(spire_prompt_parse(NULL, &pr) == SPIRE_ERROR_NULL_POINTER);
+    CHECK(spire_prompt_parse("Remove all degradation", &pr) == SPIRE_OK && pr.denoise_sigma == 0.0f);
+
+    /* Degradation and image files. */
+    CHECK(spire_degrade(&in, SPIRE_PIPELINE_PARAMETERIZED, 7, &out, &pr) == SPIRE_OK);
+    CHECK(out->width == W && out->height == H);
+    CHECK(pr.deblur_sigma > 0 || pr.upsample_scale > 0 || pr.denoise_sigma > 0 || pr.dejpeg_quality > 0);
+    snprintf(path, sizeof path, "%s/degraded.png", argv[2]);
+    {
+        spire_image_view v;
+        v.width = out->width;
+        v.height = out->height;
+        v.stride = out->stride;
+        v.format = out->format;
+        v.data = out->data;
+        CHECK(spire_image_save(path, &v) == SPIRE_OK);
+    }
+    CHECK(spire_image_load(path, &loaded) == SPIRE_OK);
+    CHECK(loaded->width == out->width && memcmp(loaded->data, out->data, out->stride * out->height) == 0);
+    spire_image_free(loaded);
+    spire_image_free(out);
+    CHECK(spire_image_load("/no/such/file.png", &loaded) == SPIRE_ERROR_IO && loaded == NULL);
+    CHECK(spire_degrade(&in, 5, 7, &out, NULL) == SPIRE_ERROR_INVALID_ARGUMENT && out == NULL);
+
+    spire_restorer_free(r2);
+    spire_restorer_free(r);
+    free(pixels);
+    if (failures) {
+        fprintf(stderr, "%d check(s) failed\n", failures);
+        return 1;
+    }
+    printf("test_capi: all checks passed\n");
+    return 0;
+}

@@ -1,0 +1,98 @@
+// C++ test of include/spire.hpp: RAII, exceptions, and 4 threads restoring at once on one
+// handle and on cloned handles, all giving the single-threaded result.
+// Usage: test_threads <tests/fixtures dir>
+#include <atomic>
+#include <cstdio>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "spire.hpp"
+
+static int failures = 0;
+#define CHECK(c)                                                              \
+    do {                                                                      \
+        if (!(c)) {                                                           \
+            std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c); \
+            failures++;                                                       \
+        }                                                                     \
+    } while (0)
+
+int main(int argc, char **argv) {
+    if (argc < 2) return 2;
+    const std::string fix = argv[1];
+    spire_load_options lo;
+    spire_load_options_init(&lo);
+    const std::string adaptor = fix + "/tiny-spire-adaptor";
+    lo.adaptor = adaptor.c_str();
+    spire::Restorer r(fix + "/tiny-sd1", &lo);
+
+    const uint32_t W = 24, H = 16;
+    std::vector<uint8_t> px(W * H * 3);
+    for (size_t i = 0; i < px.size(); i++) px[i] = uint8_t(i * 37 % 251);
+    spire::RestoreParams p;
+    p.steps(2).restoration_prompt("Denoise with sigma 0.1").semantic_prompt("a photo").semantic_guidance(2.0);
+    spire::RestoreParams copy = p;  // strings survive copies
+    const spire::Image want = r.restore(spire::ImageView::rgb8(W, H, px.data()), copy);
+    CHECK(want.width() == W && want.height() == H);
+
+    // 4 threads on one handle, 4 on clones.
+    for (int mode = 0; mode < 2; mode++) {
+        std::vector<spire::Restorer> handles;
+        for (int t = 0; t < 4; t++) handles.push_back(r);  // copies are clones
+        std::atomic<int> same{0};
+        std::vector<std::thread> threads;
+        for (int t = 0; t < 4; t++) {
+            threads.emplace_back([&, t] {
+                const spire::Restorer &h = mode == 0 ? r : handles[t];
+                spire::Image got = h.restore(spire::ImageView::rgb8(W, H, px.data()), p);
+                bool eq = got.width() == want.width() && got.height() == want.height();
+                for (size_t i = 0; eq && i < size_t(got.stride()) * got.height(); i++)
+                    eq = got.data()[i] == want.data()[i];
+                if (eq) same++;
+            });
+        }
+        for (auto &th : threads) th.join();
+        CHECK(same == 4);
+        for (auto &h : handles) CHECK(h.shares_model_with(r));
+    }
+
+    // Errors become exceptions with the status and message.
+    try {
+        spire::Restorer bad("/no/such/model");
+        CHECK(false);
+    } catch (const spire::Error &e) {
+        CHECK(e.status() == SPIRE_ERROR_IO);
+        CHECK(std::string(e.what()).find("/no/such/model") != std::string::npos);
+    }
+    try {
+        spire::RestoreParams q;
+        q.restoration_prompt("Sharpen with sigma 3");
+        r.restore(spire::ImageView::rgb8(W, H, px.data()), q);
+        CHECK(false);
+    } catch (const spire::Error &e) {
+        CHECK(e.status() == SPIRE_ERROR_INVALID_ARGUMENT);
+    }
+    // Progress and cancellation through std::function.
+    int steps = 0;
+    try {
+        spire::RestoreParams q;
+        q.steps(8);
+        r.restore(spire::ImageView::rgb8(W, H, px.data()), q, [&](uint32_t s, uint32_t) {
+            steps++;
+            return s < 3;
+        });
+        CHECK(false);
+    } catch (const spire::Error &e) {
+        CHECK(e.status() == SPIRE_ERROR_CANCELLED);
+        CHECK(steps == 4);
+    }
+    CHECK(spire::canonical_prompt("denoise .1, upsample 2x") == "Upsample with scale 2.0; Denoise with sigma 0.10");
+
+    if (failures) {
+        std::fprintf(stderr, "%d check(s) failed\n", failures);
+        return 1;
+    }
+    std::printf("test_threads: all checks passed\n");
+    return 0;
+}
