@@ -61,7 +61,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let parts = RestorerParts {
         unet: UNet2DConditionModel::new(&unet_cfg, spire_core::random_weights(1, DType::F32, &dev))?,
-        vae: AutoencoderKL::new(&VaeConfig::sd(), spire_core::random_weights(2, DType::F32, &dev))?,
+        vae: AutoencoderKL::new(&VaeConfig::sd(), spire_core::random_weights(2, DType::F32, &dev))?.into(),
         text_encoder: ClipTextModel::new(&text_cfg, spire_core::random_weights(3, DType::F32, &dev))?,
         tokenizer,
         restoration_text: None,

@@ -28,7 +28,7 @@ use crate::image::{Image, ImageView, Planar};
 use crate::imageops;
 use crate::model::adaptor::HintMode;
 use crate::model::{
-    Adaptor, AutoencoderKL, ClipTextModel, ClipTokenizer, Control, Injection, LoadOptions,
+    Adaptor, Autoencoder, ClipTextModel, ClipTokenizer, Control, Injection, LoadOptions,
     UNet2DConditionModel,
 };
 use crate::options::{Progress, RestoreOptions, Stage};
@@ -62,7 +62,7 @@ impl TextStack {
 #[derive(Debug)]
 struct Inner {
     unet: UNet2DConditionModel,
-    vae: AutoencoderKL,
+    vae: Autoencoder,
     text: TextStack,
     restoration_text: Option<TextStack>,
     adaptor: Adaptor,
@@ -79,7 +79,7 @@ pub struct RestorerParts {
     /// The backbone.
     pub unet: UNet2DConditionModel,
     /// The autoencoder.
-    pub vae: AutoencoderKL,
+    pub vae: Autoencoder,
     /// The backbone's tokenizer.
     pub tokenizer: ClipTokenizer,
     /// The backbone's text encoder.
@@ -198,7 +198,7 @@ impl Restorer {
         };
         let inner = Inner {
             unet: UNet2DConditionModel::from_dir(&root.join("unet"), opts)?,
-            vae: AutoencoderKL::from_dir(&root.join("vae"), opts)?,
+            vae: Autoencoder::from_dir(&root.join("vae"), opts)?,
             text: TextStack::load(root, "text_encoder", "tokenizer", opts)?,
             restoration_text,
             adaptor: Adaptor::from_dir(&adaptor_dir, opts)?,
@@ -257,7 +257,7 @@ impl Restorer {
 
     /// Pixels per latent pixel (8 for SD).
     pub fn vae_scale_factor(&self) -> usize {
-        self.inner.vae.config().downscale_factor()
+        self.inner.vae.downscale_factor()
     }
 
     /// Images are padded to a multiple of this many pixels (VAE × UNet down-sampling).
@@ -387,7 +387,7 @@ impl Restorer {
         let (pw, ph) = (w.div_ceil(mult) * mult, h.div_ceil(mult) * mult);
         let f = self.vae_scale_factor();
         let (lw, lh) = (pw / f, ph / f);
-        let lc = m.vae.config().latent_channels;
+        let lc = m.vae.latent_channels();
         let dev = &m.device;
         let dt = m.dtype;
 
@@ -451,7 +451,7 @@ impl Restorer {
 
         let hint = match m.adaptor.hint_mode() {
             HintMode::Latent => {
-                let mean = m.vae.encode(&((&y * 2.0)? - 1.0)?)?.mean;
+                let mean = m.vae.encode_mean(&((&y * 2.0)? - 1.0)?)?;
                 m.vae.scale_latents(&mean)?
             }
             HintMode::Pixel => y.clone(),
@@ -496,15 +496,12 @@ impl Restorer {
         let mut latents = if start == 0 {
             (noise * sched.init_noise_sigma())?
         } else {
-            let dist = m.vae.encode(&((&y * 2.0)? - 1.0)?)?;
             let per: Vec<Tensor> = seeds
                 .iter()
                 .map(|&s| rng::randn(stream(s, STREAM_VAE), (1, lc, lh, lw), dev))
                 .collect::<candle_core::Result<_>>()?;
-            let x0 = m
-                .vae
-                .scale_latents(&dist.sample_with(&Tensor::cat(&per, 0)?.to_dtype(dt)?)?)?
-                .to_dtype(DType::F32)?;
+            let z = m.vae.encode_sample(&((&y * 2.0)? - 1.0)?, &Tensor::cat(&per, 0)?.to_dtype(dt)?)?;
+            let x0 = m.vae.scale_latents(&z)?.to_dtype(DType::F32)?;
             sched.add_noise(&x0, &noise, start)?
         };
 
@@ -614,7 +611,7 @@ fn expand_control(control: &Control, plan: &Passes, n: usize) -> Result<Control>
 impl Inner {
     /// Cross-checks the components.
     fn check(&self) -> Result<()> {
-        let lc = self.vae.config().latent_channels;
+        let lc = self.vae.latent_channels();
         let u = self.unet.config();
         if u.in_channels != lc {
             return Err(Error::model_load(

@@ -3,6 +3,7 @@
 
 pub mod adaptor;
 pub mod attention;
+pub mod autoencoder;
 pub mod blocks;
 pub mod clip;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod unet;
 pub mod vae;
 
 pub use adaptor::{Adaptor, AdaptorConfig, Fusion, HintMode};
+pub use autoencoder::{Autoencoder, PixelShuffle};
 pub use clip::{ClipTextModel, ClipTextOutput};
 pub use config::{ClipTextConfig, UNetConfig, VaeConfig};
 pub use load::LoadOptions;

@@ -1,0 +1,195 @@
+//! The autoencoder of a model: diffusers' `AutoencoderKL`, or a parameter-free pixel-shuffle
+//! autoencoder (the "latent" is the image rearranged into `3·f²` channels at `1/f` of the size,
+//! `torch.nn.functional.pixel_unshuffle`), which small models use: it reconstructs exactly, so
+//! restoration fidelity is not capped by an autoencoder.
+//!
+//! A pixel-shuffle `vae/config.json`: `{"_class_name": "PixelShuffleAutoencoder", "factor": 4,
+//! "scaling_factor": 2.0, "shift_factor": 0.0}` and no weight file.
+
+use std::path::Path;
+
+use candle_core::{Result, Tensor};
+
+use super::config::{Json, VaeConfig};
+use super::load::LoadOptions;
+use super::vae::AutoencoderKL;
+
+/// The parameter-free autoencoder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PixelShuffle {
+    /// Pixels per latent pixel along each axis.
+    pub factor: usize,
+    /// Latents are multiplied by this after encoding.
+    pub scaling_factor: f64,
+    /// … after subtracting this.
+    pub shift_factor: f64,
+}
+
+impl PixelShuffle {
+    /// `[b, c, h, w]` → `[b, c·f², h/f, w/f]`.
+    pub fn unshuffle(&self, x: &Tensor) -> Result<Tensor> {
+        let f = self.factor;
+        let (b, c, h, w) = x.dims4()?;
+        if h % f != 0 || w % f != 0 {
+            candle_core::bail!("pixel unshuffle: {h}×{w} is not a multiple of {f}");
+        }
+        x.reshape((b, c, h / f, f, w / f, f))?
+            .permute((0, 1, 3, 5, 2, 4))?
+            .reshape((b, c * f * f, h / f, w / f))
+    }
+
+    /// `[b, c·f², h, w]` → `[b, c, h·f, w·f]`.
+    pub fn shuffle(&self, z: &Tensor) -> Result<Tensor> {
+        let f = self.factor;
+        let (b, cf, h, w) = z.dims4()?;
+        let c = cf / (f * f);
+        z.reshape((b, c, f, f, h, w))?
+            .permute((0, 1, 4, 2, 5, 3))?
+            .reshape((b, c, h * f, w * f))
+    }
+}
+
+/// Either autoencoder, behind one interface.
+#[derive(Debug, Clone)]
+pub enum Autoencoder {
+    /// diffusers `AutoencoderKL`.
+    Kl(AutoencoderKL),
+    /// Parameter-free pixel (un)shuffle.
+    PixelShuffle(PixelShuffle),
+}
+
+impl From<AutoencoderKL> for Autoencoder {
+    fn from(v: AutoencoderKL) -> Self {
+        Autoencoder::Kl(v)
+    }
+}
+
+impl Autoencoder {
+    /// Loads `vae/`: a pixel-shuffle config, or an `AutoencoderKL` folder.
+    ///
+    /// # Errors
+    /// As [`AutoencoderKL::from_dir`].
+    pub fn from_dir(dir: &Path, opts: &LoadOptions) -> crate::Result<Self> {
+        let cfg_path = dir.join("config.json");
+        if cfg_path.is_file() {
+            let j = Json::read(&cfg_path)?;
+            if j.str_or("_class_name", "")? == "PixelShuffleAutoencoder" {
+                let factor = j.usize_or("factor", 4)?;
+                if factor == 0 {
+                    return Err(j.err("factor", "must be at least 1"));
+                }
+                return Ok(Autoencoder::PixelShuffle(PixelShuffle {
+                    factor,
+                    scaling_factor: j.f64_or("scaling_factor", 1.0)?,
+                    shift_factor: j.f64_or("shift_factor", 0.0)?,
+                }));
+            }
+        }
+        Ok(Autoencoder::Kl(AutoencoderKL::from_dir(dir, opts)?))
+    }
+
+    /// Latent channels.
+    pub fn latent_channels(&self) -> usize {
+        match self {
+            Autoencoder::Kl(v) => v.config().latent_channels,
+            Autoencoder::PixelShuffle(p) => 3 * p.factor * p.factor,
+        }
+    }
+
+    /// Pixels per latent pixel.
+    pub fn downscale_factor(&self) -> usize {
+        match self {
+            Autoencoder::Kl(v) => v.config().downscale_factor(),
+            Autoencoder::PixelShuffle(p) => p.factor,
+        }
+    }
+
+    /// The latent distribution's mean of images in [-1, 1] (unscaled).
+    pub fn encode_mean(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Autoencoder::Kl(v) => Ok(v.encode(x)?.mean),
+            Autoencoder::PixelShuffle(p) => p.unshuffle(x),
+        }
+    }
+
+    /// A latent sample of images in [-1, 1] (unscaled), with standard normal `noise` of the
+    /// latent's shape (unused by the deterministic pixel shuffle).
+    pub fn encode_sample(&self, x: &Tensor, noise: &Tensor) -> Result<Tensor> {
+        match self {
+            Autoencoder::Kl(v) => v.encode(x)?.sample_with(noise),
+            Autoencoder::PixelShuffle(p) => p.unshuffle(x),
+        }
+    }
+
+    /// Images in (about) [-1, 1] from unscaled latents.
+    pub fn decode(&self, z: &Tensor) -> Result<Tensor> {
+        match self {
+            Autoencoder::Kl(v) => v.decode(z),
+            Autoencoder::PixelShuffle(p) => p.shuffle(z),
+        }
+    }
+
+    fn factors(&self) -> (f64, f64) {
+        match self {
+            Autoencoder::Kl(v) => (v.config().scaling_factor, v.config().shift_factor),
+            Autoencoder::PixelShuffle(p) => (p.scaling_factor, p.shift_factor),
+        }
+    }
+
+    /// Unscaled latent → diffusion latent: `(z − shift) · scale`.
+    pub fn scale_latents(&self, z: &Tensor) -> Result<Tensor> {
+        let (s, sh) = self.factors();
+        (z - sh)? * s
+    }
+
+    /// Diffusion latent → unscaled latent.
+    pub fn unscale_latents(&self, z: &Tensor) -> Result<Tensor> {
+        let (s, sh) = self.factors();
+        (z / s)? + sh
+    }
+
+    /// The `AutoencoderKL` config, if this is one.
+    pub fn kl_config(&self) -> Option<&VaeConfig> {
+        match self {
+            Autoencoder::Kl(v) => Some(v.config()),
+            Autoencoder::PixelShuffle(_) => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn shuffle_inverts_unshuffle_in_torch_channel_order() {
+        let p = PixelShuffle {
+            factor: 2,
+            scaling_factor: 1.0,
+            shift_factor: 0.0,
+        };
+        let x = Tensor::arange(0f32, 32.0, &Device::Cpu)
+            .unwrap()
+            .reshape((1, 2, 4, 4))
+            .unwrap();
+        let z = p.unshuffle(&x).unwrap();
+        assert_eq!(z.dims(), &[1, 8, 2, 2]);
+        // torch.nn.functional.pixel_unshuffle: channel c·f² + i·f + j holds x[c, i::f, j::f].
+        let z0: Vec<f32> = z
+            .get(0)
+            .unwrap()
+            .get(1)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(z0, vec![1.0, 3.0, 9.0, 11.0]);
+        let back = p.shuffle(&z).unwrap();
+        assert_eq!(
+            back.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            x.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
+    }
+}
