@@ -428,6 +428,90 @@ def make_degradations():
     }, indent=1))
 
 
+TRAIN_GRADS = [
+    "modulation_down_blocks.0.gamma.weight",
+    "modulation_down_blocks.4.beta.bias",
+    "modulation_mid_block.beta.weight",
+    "latent_hint_conv.weight",
+    "down_blocks.1.resnets.0.conv1.weight",
+    "time_embedding.linear_1.weight",
+]
+
+
+def make_train_step():
+    """One adaptor training step in PyTorch: the SPIRE adaptor (ControlNet body, latent hint,
+    modulation) on the frozen tiny SD1 UNet, ε-prediction MSE, gradients, one AdamW step.
+
+    Modulation `f ⊙ (1 + γ) + β` is applied through diffusers' additional residuals
+    `f ⊙ γ + β`, with `f` the UNet's own (unmodulated) skip features, which the down path
+    computes before any modulation is applied."""
+    import torch.nn as nn
+    from diffusers import ControlNetModel, DDPMScheduler, UNet2DConditionModel
+    from safetensors.torch import load_file
+
+    sd = FIX / "tiny-sd1"
+    unet = UNet2DConditionModel.from_pretrained(sd / "unet").eval()
+    for p in unet.parameters():
+        p.requires_grad_(False)
+    sched = DDPMScheduler.from_pretrained(sd / "scheduler")
+    w = load_file(FIX / "tiny-spire-adaptor" / "diffusion_pytorch_model.safetensors")
+    cn = ControlNetModel.from_unet(unet)
+    body = {k: v for k, v in w.items() if k.split(".")[0] in ("conv_in", "time_embedding", "down_blocks", "mid_block")}
+    cn.load_state_dict(body, strict=False)
+    cn.controlnet_cond_embedding = nn.Identity()
+    n_skips = len(cn.controlnet_down_blocks)
+    cn.controlnet_down_blocks = nn.ModuleList([nn.Identity() for _ in range(n_skips)])
+    cn.controlnet_mid_block = nn.Identity()
+    extra = {k: nn.Parameter(v.clone()) for k, v in w.items() if k not in body}
+    params = {**{k: p for k, p in cn.named_parameters() if k in body}, **extra}
+    for p in params.values():
+        p.requires_grad_(True)
+
+    g = torch.Generator().manual_seed(900)
+    x0 = torch.randn(2, 4, 16, 16, generator=g)
+    noise = torch.randn(2, 4, 16, 16, generator=g)
+    t = torch.tensor([100, 700])
+    ctx_s = torch.randn(2, 77, 32, generator=g)
+    ctx_r = torch.randn(2, 77, 32, generator=g)
+    hint = torch.randn(2, 4, 16, 16, generator=g)
+    scale = 0.8
+    x_t = sched.add_noise(x0, noise, t)
+
+    def conv(x, name, padding):
+        return torch.nn.functional.conv2d(x, extra[f"{name}.weight"], extra[f"{name}.bias"], padding=padding)
+
+    cond = conv(hint, "latent_hint_conv", 1)
+    down, mid = cn(x_t, t, encoder_hidden_states=ctx_r, controlnet_cond=cond, conditioning_scale=1.0, return_dict=False)
+
+    with torch.no_grad():
+        emb = unet.time_embedding(unet.time_proj(t).to(x_t.dtype))
+        h = unet.conv_in(x_t)
+        skips = [h]
+        for b in unet.down_blocks:
+            if getattr(b, "has_cross_attention", False):
+                h, res = b(hidden_states=h, temb=emb, encoder_hidden_states=ctx_s)
+            else:
+                h, res = b(hidden_states=h, temb=emb)
+            skips += list(res)
+        h_mid = unet.mid_block(h, emb, encoder_hidden_states=ctx_s)
+    res = [f * (scale * conv(s, f"modulation_down_blocks.{i}.gamma", 0)) + scale * conv(s, f"modulation_down_blocks.{i}.beta", 0)
+           for i, (f, s) in enumerate(zip(skips, down))]
+    res_mid = h_mid * (scale * conv(mid, "modulation_mid_block.gamma", 0)) + scale * conv(mid, "modulation_mid_block.beta", 0)
+    pred = unet(x_t, t, encoder_hidden_states=ctx_s, down_block_additional_residuals=res,
+                mid_block_additional_residual=res_mid).sample
+    loss = torch.nn.functional.mse_loss(pred, noise)
+    loss.backward()
+    out = {"x0": x0, "noise": noise, "t": t.float(), "ctx_s": ctx_s, "ctx_r": ctx_r, "hint": hint,
+           "loss": loss.detach().reshape(1)}
+    for k in TRAIN_GRADS:
+        out[f"grad.{k}"] = params[k].grad.detach().clone()
+    opt = torch.optim.AdamW(list(params.values()), lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
+    opt.step()
+    for k in TRAIN_GRADS:
+        out[f"after.{k}"] = params[k].detach().clone()
+    save_ref("train-step", out)
+
+
 def main():
     import diffusers
     import transformers
@@ -523,6 +607,7 @@ def main():
     make_schedulers()
     make_pipeline()
     make_degradations()
+    make_train_step()
 
     versions = {
         "python": sys.version.split()[0], "torch": torch.__version__, "diffusers": diffusers.__version__,

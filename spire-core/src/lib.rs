@@ -18,6 +18,7 @@ pub mod prompt;
 pub mod restorer;
 pub mod rng;
 pub mod scheduler;
+pub mod train;
 pub(crate) mod weights;
 
 /// Seeded random weights for benchmarks at real model sizes (never for restoration).

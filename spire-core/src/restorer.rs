@@ -28,8 +28,7 @@ use crate::image::{Image, ImageView, Planar};
 use crate::imageops;
 use crate::model::adaptor::HintMode;
 use crate::model::{
-    Adaptor, Autoencoder, ClipTextModel, ClipTokenizer, Control, Injection, LoadOptions,
-    UNet2DConditionModel,
+    Adaptor, Autoencoder, ClipTextModel, ClipTokenizer, Control, Injection, LoadOptions, UNet2DConditionModel,
 };
 use crate::options::{Progress, RestoreOptions, Stage};
 use crate::rng;
@@ -500,7 +499,9 @@ impl Restorer {
                 .iter()
                 .map(|&s| rng::randn(stream(s, STREAM_VAE), (1, lc, lh, lw), dev))
                 .collect::<candle_core::Result<_>>()?;
-            let z = m.vae.encode_sample(&((&y * 2.0)? - 1.0)?, &Tensor::cat(&per, 0)?.to_dtype(dt)?)?;
+            let z = m
+                .vae
+                .encode_sample(&((&y * 2.0)? - 1.0)?, &Tensor::cat(&per, 0)?.to_dtype(dt)?)?;
             let x0 = m.vae.scale_latents(&z)?.to_dtype(DType::F32)?;
             sched.add_noise(&x0, &noise, start)?
         };

@@ -7,11 +7,12 @@ mod common;
 
 use std::collections::HashMap;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use common::{fixtures, reference, timesteps};
 use spire_core::model::{
     Adaptor, AdaptorConfig, Fusion, HintMode, Injection, LoadOptions, UNet2DConditionModel,
 };
+use spire_core::train::VarStore;
 
 fn unet_and_weights() -> (UNet2DConditionModel, HashMap<String, Tensor>) {
     let dir = fixtures().join("tiny-sd1/unet");
@@ -25,9 +26,10 @@ fn fresh_adaptor(
     unet: &UNet2DConditionModel,
     w: &HashMap<String, Tensor>,
     hint: HintMode,
-) -> (Adaptor, candle_nn::VarMap) {
+) -> (Adaptor, VarStore) {
     let cfg = AdaptorConfig::from_unet(unet.config(), hint, Fusion::Modulation, 4);
-    Adaptor::from_unet(&cfg, &|k| w.get(k).cloned(), DType::F32, &Device::Cpu).unwrap()
+    let w = w.clone();
+    Adaptor::from_unet(&cfg, move |k| w.get(k).cloned(), 0, &Device::Cpu).unwrap()
 }
 
 fn hint_for(mode: HintMode, b: usize, h: usize, w: usize) -> Tensor {
@@ -78,9 +80,8 @@ fn fresh_modulation_adaptor_leaves_backbone_bit_identical() {
 fn from_unet_copies_the_backbone_and_zeroes_the_new_convs() {
     let (unet, w) = unet_and_weights();
     let (_adaptor, vars) = fresh_adaptor(&unet, &w, HintMode::Latent);
-    let data = vars.data().lock().unwrap();
     let mut copied = 0;
-    for (k, v) in data.iter() {
+    for (k, v) in vars.vars() {
         let t = v.as_tensor();
         let maxabs = t
             .abs()
@@ -94,7 +95,7 @@ fn from_unet_copies_the_backbone_and_zeroes_the_new_convs() {
         if k.starts_with("modulation_") || k.starts_with("latent_hint_conv") {
             assert_eq!(maxabs, 0.0, "{k} must start at zero");
         } else {
-            let src = w.get(k).unwrap_or_else(|| panic!("{k} not in the UNet"));
+            let src = w.get(&k).unwrap_or_else(|| panic!("{k} not in the UNet"));
             assert_eq!(common::max_abs_diff(t, src), 0.0, "{k} not copied");
             copied += 1;
         }
@@ -118,7 +119,6 @@ fn gamma_and_beta_receive_gradients_through_the_backbone() {
     let target = Tensor::zeros_like(&out).unwrap();
     let loss = (out - target).unwrap().sqr().unwrap().mean_all().unwrap();
     let grads = loss.backward().unwrap();
-    let data = vars.data().lock().unwrap();
     let n_skips = unet.num_skips();
     let mut names: Vec<String> = (0..n_skips)
         .flat_map(|i| ["gamma", "beta"].map(|p| format!("modulation_down_blocks.{i}.{p}.weight")))
@@ -128,7 +128,7 @@ fn gamma_and_beta_receive_gradients_through_the_backbone() {
         "modulation_mid_block.beta.weight".into(),
     ]);
     for name in names {
-        let var = data.get(&name).unwrap_or_else(|| panic!("no variable {name}"));
+        let var = vars.get(&name).unwrap_or_else(|| panic!("no variable {name}"));
         let g = grads
             .get(var.as_tensor())
             .unwrap_or_else(|| panic!("no gradient for {name}"));
@@ -163,13 +163,10 @@ fn conditioning_scale_scales_gamma_and_beta() {
     let (unet, w) = unet_and_weights();
     let (adaptor, vars) = fresh_adaptor(&unet, &w, HintMode::Latent);
     // Give the fusion heads and the hint conv non-zero weights.
-    {
-        let data = vars.data().lock().unwrap();
-        for (k, v) in data.iter() {
-            if k.starts_with("modulation_") || k.starts_with("latent_hint") {
-                v.set(&(Tensor::randn(0f32, 0.02, v.shape(), &Device::Cpu).unwrap()))
-                    .unwrap();
-            }
+    for (k, v) in vars.vars() {
+        if k.starts_with("modulation_") || k.starts_with("latent_hint") {
+            v.set(&(spire_core::rng::randn(3, v.shape(), &Device::Cpu).unwrap() * 0.02).unwrap())
+                .unwrap();
         }
     }
     let ts = timesteps(&r["timesteps"]);

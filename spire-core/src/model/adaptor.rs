@@ -12,15 +12,14 @@
 //! `f ⊙ (1 + s·γ) + s·β`). With `pixel` + `additive` any diffusers `ControlNetModel` checkpoint
 //! loads unchanged.
 
-use std::collections::HashMap;
-
-use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{VarBuilder, VarMap};
+use candle_core::{Device, Module, Result, Tensor};
+use candle_nn::VarBuilder;
 
 use super::blocks::{DownBlock, MidBlock};
 use super::config::{Json, UNetConfig};
 use super::nn::{conv2d, zero_conv2d, Conv2d};
 use super::unet::{down_blocks, mid_block, Control, Injection, TimeEmbed};
+use crate::train::VarStore;
 
 /// How the degraded image enters the adaptor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +113,14 @@ impl AdaptorConfig {
             hint_mode,
             fusion,
         })
+    }
+
+    /// Parses the text of an adaptor `config.json`.
+    ///
+    /// # Errors
+    /// [`crate::Error::ModelLoad`] naming a bad field.
+    pub fn from_json_str(text: &str) -> crate::Result<Self> {
+        Self::from_json(&Json::parse(std::path::Path::new("adaptor/config.json"), text)?)
     }
 
     /// An adaptor config mirroring a backbone UNet.
@@ -317,36 +324,17 @@ impl Adaptor {
     /// A trainable adaptor initialised from a backbone (diffusers `ControlNetModel.from_unet`):
     /// `conv_in`, the time embedding, the down blocks and the mid block copy the UNet's weights
     /// (read through `unet_tensor(name)`); the hint conv and the fusion heads start at zero; the
-    /// pixel conditioning embedding's other layers start random. Returns the model and the
-    /// `VarMap` holding its trainable variables.
+    /// pixel conditioning embedding's other layers start from seeded random values. Returns the
+    /// model and the store of its trainable variables.
     pub fn from_unet(
         cfg: &AdaptorConfig,
-        unet_tensor: &dyn Fn(&str) -> Option<Tensor>,
-        dtype: DType,
+        unet_tensor: impl Fn(&str) -> Option<Tensor> + Send + Sync + 'static,
+        seed: u64,
         device: &Device,
-    ) -> Result<(Self, VarMap)> {
-        let mut varmap = VarMap::new();
-        let vb = VarBuilder::from_varmap(&varmap, dtype, device);
-        let model = Self::new(cfg, vb)?;
-        let copied: HashMap<String, Tensor> = {
-            let data = varmap
-                .data()
-                .lock()
-                .map_err(|_| candle_core::Error::Msg("poisoned VarMap".into()))?;
-            data.keys()
-                .filter(|k| {
-                    !k.starts_with("controlnet_")
-                        && !k.starts_with("modulation_")
-                        && !k.starts_with("latent_hint")
-                })
-                .filter_map(|k| unet_tensor(k).map(|t| (k.clone(), t)))
-                .collect()
-        };
-        for (k, t) in copied {
-            varmap.set_one(&k, t.to_dtype(dtype)?.to_device(device)?)?;
-        }
-        // `new` captured the tensors of the variables, which `set_one` updated in place.
-        Ok((model, varmap))
+    ) -> Result<(Self, VarStore)> {
+        let store = VarStore::new(seed, device).with_source(unet_tensor);
+        let model = Self::new(cfg, store.var_builder())?;
+        Ok((model, store))
     }
 
     /// The architecture.

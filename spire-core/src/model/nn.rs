@@ -169,7 +169,14 @@ impl Module for Linear {
 /// `nn.Linear(d_in, d_out, bias)`.
 pub(crate) fn linear(d_in: usize, d_out: usize, bias: bool, vb: VarBuilder) -> Result<Linear> {
     let bound = 1.0 / (d_in as f64).sqrt();
-    let weight = vb.get_with_hints((d_out, d_in), "weight", candle_nn::init::DEFAULT_KAIMING_NORMAL)?;
+    let weight = vb.get_with_hints(
+        (d_out, d_in),
+        "weight",
+        Init::Uniform {
+            lo: -bound,
+            up: bound,
+        },
+    )?;
     let bias = if bias {
         Some(vb.get_with_hints(
             d_out,

@@ -75,25 +75,16 @@ pub fn tiny_spire() -> (tempfile::TempDir, spire_core::LoadOptions) {
         candle_core::safetensors::load(unet_dir.join("diffusion_pytorch_model.safetensors"), &Device::Cpu)
             .unwrap();
     let cfg = AdaptorConfig::from_unet(unet.config(), HintMode::Latent, Fusion::Modulation, 4);
-    let (_, vars) = Adaptor::from_unet(
-        &cfg,
-        &|k| w.get(k).cloned(),
-        candle_core::DType::F32,
-        &Device::Cpu,
-    )
-    .unwrap();
-    {
-        let data = vars.data().lock().unwrap();
-        for (i, (k, v)) in data.iter().enumerate() {
-            if k.starts_with("modulation_") || k.starts_with("latent_hint") {
-                let r = spire_core::rng::randn(500 + i as u64, v.shape(), &Device::Cpu).unwrap();
-                v.set(&(r * 0.05).unwrap()).unwrap();
-            }
+    let (_, vars) = Adaptor::from_unet(&cfg, move |k| w.get(k).cloned(), 0, &Device::Cpu).unwrap();
+    for (i, (k, v)) in vars.vars().into_iter().enumerate() {
+        if k.starts_with("modulation_") || k.starts_with("latent_hint") {
+            let r = spire_core::rng::randn(500 + i as u64, v.shape(), &Device::Cpu).unwrap();
+            v.set(&(r * 0.05).unwrap()).unwrap();
         }
     }
     let dir = tmp.path().join("adaptor");
     std::fs::create_dir_all(&dir).unwrap();
-    vars.save(dir.join("diffusion_pytorch_model.safetensors"))
+    vars.save(&dir.join("diffusion_pytorch_model.safetensors"), false)
         .unwrap();
     std::fs::write(dir.join("config.json"), cfg.to_json().to_string()).unwrap();
     let opts = spire_core::LoadOptions {
