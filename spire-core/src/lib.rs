@@ -5,6 +5,7 @@
 #[macro_use]
 mod simd;
 
+pub mod builtin;
 pub mod colorfix;
 pub mod degrade;
 pub mod device;

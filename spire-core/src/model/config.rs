@@ -34,6 +34,16 @@ impl<'a> Json<'a> {
         }
     }
 
+    pub(crate) fn from_value(path: &'a Path, v: &Value) -> Result<Self> {
+        match v {
+            Value::Object(map) => Ok(Self {
+                path,
+                map: map.clone(),
+            }),
+            _ => Err(Error::model_load(path, "expected a JSON object")),
+        }
+    }
+
     pub(crate) fn err(&self, field: &str, msg: impl std::fmt::Display) -> Error {
         Error::model_load(self.path, format!("config field `{field}`: {msg}"))
     }

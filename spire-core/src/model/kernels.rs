@@ -481,13 +481,34 @@ struct AttentionOp {
 
 simd! {
 fn softmax_rows(s: &mut [f32], n: usize) {
+    // 16 independent lanes for the max and the sum, so the loops vectorise (a single running
+    // float accumulator would serialise them).
+    const L: usize = 16;
     for row in s.chunks_mut(n) {
-        let mut m = f32::NEG_INFINITY;
-        for &v in row.iter() {
-            m = m.max(v);
+        let mut mx = [f32::NEG_INFINITY; L];
+        let mut it = row.chunks_exact(L);
+        for c in &mut it {
+            for i in 0..L {
+                mx[i] = if c[i] > mx[i] { c[i] } else { mx[i] };
+            }
         }
-        let mut sum = 0f32;
-        for v in row.iter_mut() {
+        let mut m = f32::NEG_INFINITY;
+        for &v in it.remainder().iter().chain(mx.iter()) {
+            if v > m {
+                m = v;
+            }
+        }
+        let mut acc = [0f32; L];
+        let mut it = row.chunks_exact_mut(L);
+        for c in &mut it {
+            for i in 0..L {
+                let e = exp(c[i] - m);
+                c[i] = e;
+                acc[i] += e;
+            }
+        }
+        let mut sum: f32 = acc.iter().sum();
+        for v in it.into_remainder() {
             *v = exp(*v - m);
             sum += *v;
         }

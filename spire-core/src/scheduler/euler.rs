@@ -22,7 +22,11 @@ impl EulerDiscrete {
     /// Euler for `steps` steps.
     pub fn new(cfg: &SchedulerConfig, steps: usize) -> Result<Self> {
         let t = cfg.num_train_timesteps;
-        let ac = cfg.alphas_cumprod();
+        let mut ac = cfg.alphas_cumprod();
+        if cfg.rescale_betas_zero_snr {
+            // diffusers: keep σ finite at the last training step.
+            ac[t - 1] = 2f32.powi(-24);
+        }
         let all_sigmas: Vec<f32> = ac.iter().map(|&a| ((1.0 - a) / a).sqrt()).collect();
         let spacing = cfg.spacing_or(TimestepSpacing::Linspace);
         // Euler keeps float32 timesteps (fractional for linspace).

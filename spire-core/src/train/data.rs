@@ -105,6 +105,37 @@ impl Dataset {
         self.photos.iter().map(|p| p.name.as_str()).collect()
     }
 
+    /// The centred `size × size` crop of the photo `name` (or of its largest square when
+    /// smaller).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if there is no such photo.
+    pub fn center_crop(&self, name: &str, size: usize) -> Result<Sample> {
+        let p = self.photos.iter().find(|p| p.name == name).ok_or_else(|| {
+            Error::invalid_arg("validation", format!("no photo `{name}` in the data folder"))
+        })?;
+        let s = size.min(p.width).min(p.height);
+        let (x0, y0) = ((p.width - s) / 2, (p.height - s) / 2);
+        let n = s * s;
+        let mut data = vec![0f32; 3 * n];
+        for y in 0..s {
+            for x in 0..s {
+                let src = ((y0 + y) * p.width + x0 + x) * 3;
+                for c in 0..3 {
+                    data[c * n + y * s + x] = p.rgb[src + c] as f32 / 255.0;
+                }
+            }
+        }
+        Ok(Sample {
+            image: Rgb {
+                width: s,
+                height: s,
+                data,
+            },
+            caption: p.caption.clone(),
+        })
+    }
+
     /// A random `crop × crop` sample: a region `crop · s` wide (s uniform in `scale`, capped by
     /// the photo) resized to `crop` (PIL bicubic, antialiased), flipped left–right with
     /// probability ½.

@@ -4,7 +4,9 @@
 pub mod data;
 mod optim;
 pub mod step;
+mod trainer;
 mod vars;
 
 pub use optim::{AdamW, AdamWConfig, Ema};
+pub use trainer::{train, TrainConfig, TrainEvent, TrainMode, TrainSummary};
 pub use vars::VarStore;

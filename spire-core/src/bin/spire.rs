@@ -1,0 +1,247 @@
+//! `spire`: the command line of spire-core.
+//!
+//! ```text
+//! spire restore <in> <out> [--model DIR] [--prompt TEXT] [--caption TEXT] [--steps N] [--seed N]
+//!               [--scheduler ddim|dpm++2m|euler] [--restoration-guidance W] [--semantic-guidance W]
+//!               [--strength S] [--color-fix none|wavelet|adain]
+//! spire degrade <in> <out> [--pipeline parameterized|realesrgan] [--seed N]
+//! spire train --config recipe.json
+//! spire export-builtin <model-dir> <out.safetensors>
+//! ```
+//!
+//! Without `--model`, `restore` uses the built-in model.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use spire_core::{ColorFix, Error, LoadOptions, RestorationPrompt, RestoreOptions, Restorer, SchedulerKind};
+
+const USAGE: &str = "usage:
+  spire restore <in.png> <out.png> [--model DIR] [--prompt TEXT] [--caption TEXT] [--steps N]
+                [--seed N] [--scheduler ddim|dpm++2m|euler] [--restoration-guidance W]
+                [--semantic-guidance W] [--strength S] [--color-fix none|wavelet|adain]
+  spire degrade <in.png> <out.png> [--pipeline parameterized|realesrgan] [--seed N]
+  spire train --config recipe.json
+  spire export-builtin <model-dir> <out.safetensors>
+  spire --version";
+
+struct Args {
+    positional: Vec<String>,
+    flags: HashMap<String, String>,
+}
+
+fn parse(args: &[String], valued: &[&str]) -> Result<Args, String> {
+    let mut positional = Vec::new();
+    let mut flags = HashMap::new();
+    let mut i = 0;
+    while i < args.len() {
+        let a = &args[i];
+        if let Some(name) = a.strip_prefix("--") {
+            if !valued.contains(&name) {
+                return Err(format!("unknown option --{name}"));
+            }
+            let v = args.get(i + 1).ok_or_else(|| format!("--{name} needs a value"))?;
+            flags.insert(name.to_string(), v.clone());
+            i += 2;
+        } else {
+            positional.push(a.clone());
+            i += 1;
+        }
+    }
+    Ok(Args { positional, flags })
+}
+
+fn num<T: std::str::FromStr>(a: &Args, name: &str) -> Result<Option<T>, String> {
+    a.flags
+        .get(name)
+        .map(|v| {
+            v.parse::<T>()
+                .map_err(|_| format!("--{name}: `{v}` is not a valid number"))
+        })
+        .transpose()
+}
+
+fn fail(e: Error) -> String {
+    e.to_string()
+}
+
+fn restore(args: &[String]) -> Result<(), String> {
+    let a = parse(
+        args,
+        &[
+            "model",
+            "prompt",
+            "caption",
+            "steps",
+            "seed",
+            "scheduler",
+            "restoration-guidance",
+            "semantic-guidance",
+            "strength",
+            "color-fix",
+        ],
+    )?;
+    let [input, output] = a.positional.as_slice() else {
+        return Err("restore needs <in> and <out>".into());
+    };
+    let restorer = match a.flags.get("model") {
+        Some(m) => Restorer::from_pretrained(m, &LoadOptions::default()).map_err(fail)?,
+        None => Restorer::builtin().map_err(fail)?,
+    };
+    let mut o = RestoreOptions::default();
+    if let Some(p) = a.flags.get("prompt") {
+        o.restoration_prompt = RestorationPrompt::parse(p).map_err(fail)?.into();
+    }
+    if let Some(c) = a.flags.get("caption") {
+        o.semantic_prompt = c.clone();
+    }
+    if let Some(v) = num(&a, "steps")? {
+        o.num_inference_steps = v;
+    }
+    if let Some(v) = num(&a, "seed")? {
+        o.seed = v;
+    }
+    if let Some(v) = num(&a, "restoration-guidance")? {
+        o.restoration_guidance = v;
+    }
+    if let Some(v) = num(&a, "semantic-guidance")? {
+        o.semantic_guidance = v;
+    }
+    if let Some(v) = num(&a, "strength")? {
+        o.strength = v;
+    }
+    if let Some(s) = a.flags.get("scheduler") {
+        o.scheduler = Some(SchedulerKind::parse(s).ok_or_else(|| format!("--scheduler: unknown `{s}`"))?);
+    }
+    if let Some(c) = a.flags.get("color-fix") {
+        o.color_fix = ColorFix::parse(c).ok_or_else(|| format!("--color-fix: unknown `{c}`"))?;
+    }
+    o.progress = Some(Arc::new(|p: &spire_core::Progress| {
+        if p.stage == spire_core::Stage::Denoising {
+            eprint!("\rdenoising {}/{}", p.step, p.total);
+            if p.step == p.total {
+                eprintln!();
+            }
+        }
+        true
+    }));
+    let img = spire_core::io::load_image(input).map_err(fail)?;
+    let t = std::time::Instant::now();
+    let out = restorer.restore(&img.view(), &o).map_err(fail)?;
+    spire_core::io::save_image(output, &out).map_err(fail)?;
+    println!(
+        "{input} ({}×{}) → {output} ({}×{}) in {:.1} s with \"{}\"",
+        img.width,
+        img.height,
+        out.width,
+        out.height,
+        t.elapsed().as_secs_f64(),
+        o.restoration_prompt.text()
+    );
+    Ok(())
+}
+
+fn degrade_cmd(args: &[String]) -> Result<(), String> {
+    let a = parse(args, &["pipeline", "seed"])?;
+    let [input, output] = a.positional.as_slice() else {
+        return Err("degrade needs <in> and <out>".into());
+    };
+    let pl = match a.flags.get("pipeline") {
+        Some(p) => {
+            spire_core::degrade::Pipeline::parse(p).ok_or_else(|| format!("--pipeline: unknown `{p}`"))?
+        }
+        None => spire_core::degrade::Pipeline::default(),
+    };
+    let seed = num(&a, "seed")?.unwrap_or(spire_core::degrade::DEFAULT_SEED);
+    let img = spire_core::io::load_image(input).map_err(fail)?;
+    let (out, prompt) = spire_core::degrade::degrade(&img.view(), pl, seed).map_err(fail)?;
+    spire_core::io::save_image(output, &out).map_err(fail)?;
+    println!("{prompt}");
+    Ok(())
+}
+
+fn fmt_secs(s: f64) -> String {
+    let s = s.max(0.0) as u64;
+    format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+fn train_cmd(args: &[String]) -> Result<(), String> {
+    let a = parse(args, &["config"])?;
+    let path = PathBuf::from(a.flags.get("config").ok_or("train needs --config recipe.json")?);
+    let cfg = spire_core::train::TrainConfig::from_file(&path).map_err(fail)?;
+    eprintln!(
+        "training {:?} → {} ({} steps)",
+        cfg.mode,
+        cfg.output.display(),
+        cfg.steps
+    );
+    let summary = spire_core::train::train(&cfg, &mut |e: &spire_core::train::TrainEvent| {
+        let width = 30;
+        let filled = width * e.step / e.total.max(1);
+        eprint!(
+            "\r[{}{}] {}/{} loss {:.4} lr {:.2e} {:.2} steps/s ETA {}   ",
+            "#".repeat(filled),
+            "-".repeat(width - filled),
+            e.step,
+            e.total,
+            e.loss,
+            e.lr,
+            e.steps_per_sec,
+            fmt_secs(e.eta_secs)
+        );
+        if let Some(m) = &e.message {
+            eprintln!("\n{m}");
+        }
+        let _ = std::io::stderr().flush();
+        true
+    })
+    .map_err(fail)?;
+    eprintln!();
+    println!(
+        "done: {} parameters, final loss {:.4}, {} wall time → {}",
+        summary.params,
+        summary.final_loss,
+        fmt_secs(summary.seconds),
+        summary.output.display()
+    );
+    Ok(())
+}
+
+fn export_cmd(args: &[String]) -> Result<(), String> {
+    let [dir, out] = args else {
+        return Err("export-builtin needs <model-dir> <out.safetensors>".into());
+    };
+    let bytes = spire_core::builtin::export(std::path::Path::new(dir)).map_err(fail)?;
+    std::fs::write(out, &bytes).map_err(|e| format!("{out}: {e}"))?;
+    println!("wrote {out} ({:.2} MB)", bytes.len() as f64 / 1e6);
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("restore") => restore(&args[1..]),
+        Some("degrade") => degrade_cmd(&args[1..]),
+        Some("train") => train_cmd(&args[1..]),
+        Some("export-builtin") => export_cmd(&args[1..]),
+        Some("--version") | Some("-V") => {
+            println!("spire {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Some("--help") | Some("-h") | None => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => Err(format!("unknown command `{other}`\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("spire: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! The built-in model (`spire-tiny`) and its single-file format.
+//!
+//! A built-in file is one safetensors file: every tensor of the model folder stored as f16
+//! under `<component>/<name>` (`unet/conv_in.weight`, `adaptor/…`), and every config and
+//! tokenizer file as a metadata string under its path (`unet/config.json`,
+//! `tokenizer/vocab.json`, …). [`export`] packs a model folder; [`Restorer::builtin`] reads
+//! the file compiled into the library (`assets/spire-tiny.safetensors`), so it needs no files
+//! at run time.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::OnceLock;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+
+use crate::error::{Error, Result};
+use crate::model::adaptor::AdaptorConfig;
+use crate::model::config::{ClipTextConfig, Json, UNetConfig};
+use crate::model::{Adaptor, Autoencoder, ClipTextModel, ClipTokenizer, UNet2DConditionModel};
+use crate::restorer::{Restorer, RestorerParts};
+use crate::scheduler::SchedulerConfig;
+
+const FORMAT: &str = "spire-builtin/1";
+
+/// Components whose weights go into the file, with their weight-file stems.
+const WEIGHTS: &[(&str, &[&str])] = &[
+    ("unet", &["diffusion_pytorch_model"]),
+    ("text_encoder", &["model"]),
+    ("adaptor", &["diffusion_pytorch_model", "model"]),
+    ("restoration_text_encoder", &["model"]),
+];
+
+/// Text files copied into the metadata when present.
+const TEXT: &[&str] = &[
+    "unet/config.json",
+    "vae/config.json",
+    "text_encoder/config.json",
+    "adaptor/config.json",
+    "scheduler/scheduler_config.json",
+    "tokenizer/vocab.json",
+    "tokenizer/merges.txt",
+    "tokenizer/tokenizer_config.json",
+    "tokenizer/special_tokens_map.json",
+    "restoration_text_encoder/config.json",
+    "restoration_tokenizer/vocab.json",
+    "restoration_tokenizer/merges.txt",
+    "restoration_tokenizer/tokenizer_config.json",
+    "restoration_tokenizer/special_tokens_map.json",
+    "spire.json",
+];
+
+/// Packs a model folder (with a pixel-shuffle autoencoder) into the built-in format.
+///
+/// # Errors
+/// [`Error::Io`] / [`Error::ModelLoad`] for missing or bad files; [`Error::Unsupported`] for
+/// an `AutoencoderKL` (its weights are not packed).
+pub fn export(dir: &Path) -> Result<Vec<u8>> {
+    let mut meta = HashMap::new();
+    meta.insert("format".to_string(), FORMAT.to_string());
+    for f in TEXT {
+        let p = dir.join(f);
+        if p.is_file() {
+            meta.insert(
+                (*f).to_string(),
+                std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?,
+            );
+        }
+    }
+    if !meta
+        .get("vae/config.json")
+        .is_some_and(|v| v.contains("PixelShuffleAutoencoder"))
+    {
+        return Err(Error::Unsupported(
+            "the built-in format holds models with a pixel-shuffle autoencoder".into(),
+        ));
+    }
+    let mut tensors: Vec<(String, Tensor)> = Vec::new();
+    for (comp, stems) in WEIGHTS {
+        let cdir = dir.join(comp);
+        if !cdir.is_dir() {
+            continue;
+        }
+        for f in crate::weights::component_files(&cdir, stems, None)? {
+            let t = candle_core::safetensors::load(&f, &Device::Cpu)
+                .map_err(|e| Error::model_load(&f, e.to_string()))?;
+            for (k, v) in t {
+                tensors.push((format!("{comp}/{k}"), v.to_dtype(DType::F16)?));
+            }
+        }
+    }
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    safetensors::serialize(tensors, Some(meta)).map_err(|e| Error::Internal(format!("serialize: {e}")))
+}
+
+/// Builds a restorer from bytes in the built-in format.
+///
+/// # Errors
+/// [`Error::ModelLoad`] if the bytes are not a valid built-in file.
+pub fn load(bytes: &[u8], name: &str) -> Result<Restorer> {
+    let bad = |m: String| Error::model_load(name, m);
+    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes)
+        .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+    let text = meta.metadata().clone().unwrap_or_default();
+    if text.get("format").map(String::as_str) != Some(FORMAT) {
+        return Err(bad(format!("not a {FORMAT} file")));
+    }
+    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| bad(e.to_string()))?;
+    let mut by_comp: HashMap<String, HashMap<String, Tensor>> = HashMap::new();
+    for (k, view) in st.tensors() {
+        let (comp, key) = k
+            .split_once('/')
+            .ok_or_else(|| bad(format!("tensor `{k}` has no component")))?;
+        if view.dtype() != safetensors::Dtype::F16 {
+            return Err(bad(format!("tensor `{k}` is not f16")));
+        }
+        let t = Tensor::from_raw_buffer(view.data(), DType::F16, view.shape(), &Device::Cpu)
+            .and_then(|t| t.to_dtype(DType::F32))
+            .map_err(|e| bad(format!("tensor `{k}`: {e}")))?;
+        by_comp
+            .entry(comp.to_string())
+            .or_default()
+            .insert(key.to_string(), t);
+    }
+    let get = |f: &str| text.get(f).ok_or_else(|| bad(format!("no `{f}`")));
+    let json = |f: &str| -> Result<serde_json::Value> {
+        serde_json::from_str(get(f)?).map_err(|e| bad(format!("{f}: {e}")))
+    };
+    let vb = |comp: &str| -> Result<VarBuilder<'static>> {
+        let m = by_comp
+            .get(comp)
+            .cloned()
+            .ok_or_else(|| bad(format!("no `{comp}` weights")))?;
+        Ok(VarBuilder::from_tensors(m, DType::F32, &Device::Cpu))
+    };
+    let p = Path::new(name);
+    let build = |e: candle_core::Error| bad(e.to_string());
+    let ucfg = UNetConfig::from_json(&Json::from_value(p, &json("unet/config.json")?)?, false)?;
+    let tcfg = ClipTextConfig::from_json(&Json::from_value(p, &json("text_encoder/config.json")?)?)?;
+    let acfg = AdaptorConfig::from_json(&Json::from_value(p, &json("adaptor/config.json")?)?)?;
+    let sched = SchedulerConfig::from_json(&Json::from_value(p, &json("scheduler/scheduler_config.json")?)?)?;
+    let vae = match json("vae/config.json")? {
+        v if v["_class_name"] == "PixelShuffleAutoencoder" => {
+            Autoencoder::PixelShuffle(crate::model::PixelShuffle {
+                factor: v["factor"].as_u64().unwrap_or(4) as usize,
+                scaling_factor: v["scaling_factor"].as_f64().unwrap_or(1.0),
+                shift_factor: v["shift_factor"].as_f64().unwrap_or(0.0),
+            })
+        }
+        _ => return Err(bad("only a pixel-shuffle autoencoder can be built in".into())),
+    };
+    let tokenizer = |prefix: &str| -> Result<ClipTokenizer> {
+        let cfg: serde_json::Value = json(&format!("{prefix}/tokenizer_config.json")).unwrap_or_default();
+        let pad = match &cfg["pad_token"] {
+            serde_json::Value::String(s) => s.clone(),
+            v => v["content"].as_str().unwrap_or("<|endoftext|>").to_string(),
+        };
+        let max_len = cfg["model_max_length"]
+            .as_u64()
+            .filter(|&n| n <= 4096)
+            .unwrap_or(77) as usize;
+        ClipTokenizer::from_vocab_merges(
+            get(&format!("{prefix}/vocab.json"))?,
+            get(&format!("{prefix}/merges.txt"))?,
+            &pad,
+            max_len,
+        )
+        .map_err(bad)
+    };
+    let restoration_text = if text.contains_key("restoration_text_encoder/config.json") {
+        let rc = ClipTextConfig::from_json(&Json::from_value(
+            p,
+            &json("restoration_text_encoder/config.json")?,
+        )?)?;
+        let tok = if text.contains_key("restoration_tokenizer/vocab.json") {
+            tokenizer("restoration_tokenizer")?
+        } else {
+            tokenizer("tokenizer")?
+        };
+        Some((
+            tok,
+            ClipTextModel::new(&rc, vb("restoration_text_encoder")?).map_err(build)?,
+        ))
+    } else {
+        None
+    };
+    Restorer::from_parts(RestorerParts {
+        unet: UNet2DConditionModel::new(&ucfg, vb("unet")?).map_err(build)?,
+        vae,
+        tokenizer: tokenizer("tokenizer")?,
+        text_encoder: ClipTextModel::new(&tcfg, vb("text_encoder")?).map_err(build)?,
+        restoration_text,
+        adaptor: Adaptor::new(&acfg, vb("adaptor")?).map_err(build)?,
+        scheduler: sched,
+        device: Device::Cpu,
+        dtype: DType::F32,
+        name: name.to_string(),
+    })
+}
+
+#[cfg(spire_builtin)]
+static BYTES: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/assets/spire-tiny.safetensors"
+));
+
+impl Restorer {
+    /// The built-in model, `spire-tiny`, compiled into the library: a small SPIRE model
+    /// (pixel-shuffle autoencoder, UNet, CLIP text encoder, modulation adaptor with its own
+    /// restoration-prompt encoder) trained by this project's recipe (`recipes/spire-tiny/`,
+    /// `docs/builtin-model.md`). Loaded once per process; every call returns a handle to the
+    /// same weights.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] if this build was made without the model file.
+    pub fn builtin() -> Result<Restorer> {
+        static CELL: OnceLock<std::result::Result<Restorer, String>> = OnceLock::new();
+        #[cfg(spire_builtin)]
+        let r = CELL.get_or_init(|| load(BYTES, "builtin:spire-tiny").map_err(|e| e.to_string()));
+        #[cfg(not(spire_builtin))]
+        let r = CELL.get_or_init(|| {
+            Err(
+                "this build of spire-core has no built-in model (assets/spire-tiny.safetensors was missing)"
+                    .into(),
+            )
+        });
+        r.clone().map_err(|m| {
+            if m.contains("no built-in model") {
+                Error::Unsupported(m)
+            } else {
+                Error::Internal(m)
+            }
+        })
+    }
+}
