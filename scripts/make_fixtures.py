@@ -512,6 +512,51 @@ def make_train_step():
     save_ref("train-step", out)
 
 
+def make_colorfix():
+    """StableSR's colour fixes (scripts/wavelet_color_fix.py: `wavelet_reconstruction` and
+    `adaptive_instance_normalization`, then clamp to [0, 1]), transcribed in torch."""
+    import torch.nn.functional as F
+
+    def wavelet_blur(image, radius):
+        k = torch.tensor([[0.0625, 0.125, 0.0625], [0.125, 0.25, 0.125], [0.0625, 0.125, 0.0625]])
+        k = k[None, None].repeat(3, 1, 1, 1)
+        image = F.pad(image, (radius, radius, radius, radius), mode="replicate")
+        return F.conv2d(image, k, groups=3, dilation=radius)
+
+    def wavelet_decomposition(image, levels=5):
+        high = torch.zeros_like(image)
+        for i in range(levels):
+            low = wavelet_blur(image, 2 ** i)
+            high += image - low
+            image = low
+        return high, low
+
+    def wavelet_reconstruction(content, style):
+        ch, _ = wavelet_decomposition(content)
+        _, sl = wavelet_decomposition(style)
+        return ch + sl
+
+    def calc_mean_std(feat, eps=1e-5):
+        b, c = feat.shape[:2]
+        var = feat.reshape(b, c, -1).var(dim=2) + eps
+        return feat.reshape(b, c, -1).mean(dim=2).reshape(b, c, 1, 1), var.sqrt().reshape(b, c, 1, 1)
+
+    def adain(content, style):
+        size = content.size()
+        sm, ss = calc_mean_std(style)
+        cm, cs = calc_mean_std(content)
+        return (content - cm.expand(size)) / cs.expand(size) * ss.expand(size) + sm.expand(size)
+
+    g = torch.Generator().manual_seed(1100)
+    content = torch.rand(1, 3, 45, 61, generator=g)
+    style = (torch.rand(1, 3, 45, 61, generator=g) * 0.6 + 0.3)
+    save_ref("colorfix", {
+        "content": content[0], "style": style[0],
+        "wavelet": wavelet_reconstruction(content, style).clamp(0, 1)[0],
+        "adain": adain(content, style).clamp(0, 1)[0],
+    })
+
+
 def main():
     import diffusers
     import transformers
@@ -608,6 +653,7 @@ def main():
     make_pipeline()
     make_degradations()
     make_train_step()
+    make_colorfix()
 
     versions = {
         "python": sys.version.split()[0], "torch": torch.__version__, "diffusers": diffusers.__version__,

@@ -87,7 +87,7 @@ fn decompose(plane: &[f32], w: usize, h: usize) -> (Vec<f32>, Vec<f32>) {
 }
 
 /// Applies `fix` to `output` (planar RGB `3 × h × w`) with `reference` (same shape).
-pub(crate) fn apply(fix: ColorFix, output: &mut [f32], reference: &[f32], w: usize, h: usize) {
+pub fn apply(fix: ColorFix, output: &mut [f32], reference: &[f32], w: usize, h: usize) {
     let n = w * h;
     match fix {
         ColorFix::None => {}
