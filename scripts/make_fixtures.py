@@ -557,6 +557,33 @@ def make_colorfix():
     })
 
 
+def make_metrics():
+    """PSNR/SSIM with scikit-image on real photo crops (8-bit and float), plus the distorted
+    image they compare against (saved as PNG)."""
+    from PIL import Image
+    import skimage
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+    a = np.asarray(Image.open(FIX / "photos" / "chelsea_crop256.png").convert("RGB"))
+    rng = np.random.default_rng(1200)
+    blurred = np.asarray(Image.fromarray(a).resize((128, 128), Image.BICUBIC).resize((256, 256), Image.BICUBIC))
+    b = np.clip(blurred.astype(np.float64) + rng.normal(0, 12, a.shape), 0, 255).round().astype(np.uint8)
+    Image.fromarray(b).save(FIX / "photos" / "chelsea_crop256_distorted.png")
+    af, bf = a.astype(np.float32) / 255, b.astype(np.float32) / 255
+    ssim = lambda x, y, r: structural_similarity(x, y, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                                                 channel_axis=-1, data_range=r)
+    out = {
+        "skimage": skimage.__version__,
+        "psnr_u8": peak_signal_noise_ratio(a, b, data_range=255),
+        "ssim_u8": ssim(a, b, 255),
+        "psnr_f32": peak_signal_noise_ratio(af, bf, data_range=1.0),
+        "ssim_f32": ssim(af, bf, 1.0),
+        "psnr_u8_crop": peak_signal_noise_ratio(a[10:77, 5:100], b[10:77, 5:100], data_range=255),
+        "ssim_u8_crop": ssim(a[10:77, 5:100], b[10:77, 5:100], 255),
+    }
+    out = {k: (v if isinstance(v, str) else float(v)) for k, v in out.items()}
+    (FIX / "ref" / "metrics.json").write_text(json.dumps(out, indent=1))
+
+
 def main():
     import diffusers
     import transformers
@@ -654,6 +681,7 @@ def main():
     make_degradations()
     make_train_step()
     make_colorfix()
+    make_metrics()
 
     versions = {
         "python": sys.version.split()[0], "torch": torch.__version__, "diffusers": diffusers.__version__,

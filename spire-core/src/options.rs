@@ -51,6 +51,18 @@ impl RestorationInput {
     }
 }
 
+/// How much memory a run may use beyond the loaded weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MemoryLimit {
+    /// Three quarters of the memory the system reports available when the run starts.
+    #[default]
+    Auto,
+    /// No limit: never tile unless `tile_size` asks for it.
+    Unlimited,
+    /// At most this many bytes.
+    Bytes(u64),
+}
+
 /// Where a run is, for progress reporting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -113,6 +125,14 @@ pub struct RestoreOptions {
     pub initial_latents: Option<Tensor>,
     /// Colour correction after decoding. Default: wavelet.
     pub color_fix: ColorFix,
+    /// Latent tile size for sampling (the adaptor and backbone run on overlapping tiles whose
+    /// predictions are blended with Gaussian weights); `None` picks it from `memory_limit`,
+    /// tiling only when the whole latent does not fit. Default: none.
+    pub tile_size: Option<usize>,
+    /// Overlap of neighbouring latent tiles, in latent pixels. Default: 16.
+    pub tile_overlap: usize,
+    /// Working-memory limit that picks the tile sizes. Default: auto (¾ of available memory).
+    pub memory_limit: MemoryLimit,
     /// Called before the first step and after every step; return `false` to cancel.
     pub progress: Option<ProgressCallback>,
 }
@@ -134,6 +154,9 @@ impl Default for RestoreOptions {
             seed: 0,
             initial_latents: None,
             color_fix: ColorFix::default(),
+            tile_size: None,
+            tile_overlap: 16,
+            memory_limit: MemoryLimit::default(),
             progress: None,
         }
     }
@@ -159,6 +182,9 @@ impl fmt::Debug for RestoreOptions {
                 &self.initial_latents.as_ref().map(|t| t.dims().to_vec()),
             )
             .field("color_fix", &self.color_fix)
+            .field("tile_size", &self.tile_size)
+            .field("tile_overlap", &self.tile_overlap)
+            .field("memory_limit", &self.memory_limit)
             .field("progress", &self.progress.as_ref().map(|_| "<callback>"))
             .finish()
     }
@@ -221,6 +247,12 @@ impl RestoreOptions {
                     format!("must be 4-D, got shape {:?}", l.dims()),
                 ));
             }
+        }
+        if self.tile_size == Some(0) {
+            return Err(Error::invalid_arg("tile_size", "must be at least 1 latent pixel"));
+        }
+        if let MemoryLimit::Bytes(0) = self.memory_limit {
+            return Err(Error::invalid_arg("memory_limit", "must be more than 0 bytes"));
         }
         if let RestorationInput::Verbatim(s) = &self.restoration_prompt {
             if s.trim().is_empty() {

@@ -507,38 +507,31 @@ impl Restorer {
         };
 
         let total = steps - start;
+        let tiles = m.tile_plan(lh, lw, n * plan.passes.len(), n * plan.r_used.len(), pw, ph, n, opts)?;
+        if let Some(cb) = &opts.progress {
+            let msg = tiles.describe(lh, lw);
+            tracing::info!("{msg}");
+            if !cb(&Progress { stage: Stage::Encoding, step: 1, total: 1, message: Some(msg) }) {
+                return Err(Error::Cancelled);
+            }
+        }
+        let hint_scale = match m.adaptor.hint_mode() {
+            HintMode::Latent => 1,
+            HintMode::Pixel => f,
+        };
         report(Stage::Denoising, 0, total)?;
-        let n_r = plan.r_used.len();
         for i in start..steps {
             let t = sched.timesteps()[i] as f32;
             let x_in = sched.scale_model_input(&latents, i)?.to_dtype(dt)?;
-            let x_adaptor = if n_r > 1 {
-                Tensor::cat(&vec![&x_in; n_r], 0)?
-            } else {
-                x_in.clone()
-            };
-            let control =
-                m.adaptor
-                    .forward(&x_adaptor, &[t], &adaptor_ctx, &hint, opts.conditioning_scale)?;
-            let control = expand_control(&control, &plan, n)?;
-            let x_unet = if plan.passes.len() > 1 {
-                Tensor::cat(&vec![&x_in; plan.passes.len()], 0)?
-            } else {
-                x_in
-            };
-            let out = m
-                .unet
-                .forward(&x_unet, &[t], &unet_ctx, Some(&control))?
-                .to_dtype(DType::F32)?;
-            let mut eps: Option<Tensor> = None;
-            for (p, &(_, _, c)) in plan.passes.iter().enumerate() {
-                let term = (out.narrow(0, p * n, n)? * c)?;
-                eps = Some(match eps {
-                    Some(e) => (e + term)?,
-                    None => term,
-                });
-            }
-            let eps = eps.ok_or_else(|| Error::Internal("no guidance pass".into()))?;
+            let eps = tiles.blend(&x_in, &mut |xt, y0, x0| {
+                let (th, tw) = (xt.dim(2)?, xt.dim(3)?);
+                let ht = if tiles.is_single() {
+                    hint.clone()
+                } else {
+                    hint.narrow(2, y0 * hint_scale, th * hint_scale)?.narrow(3, x0 * hint_scale, tw * hint_scale)?
+                };
+                m.predict(xt, t, &ht, &adaptor_ctx, &unet_ctx, &plan, n, opts.conditioning_scale)
+            })?;
             let step_noise = if sched.needs_noise() {
                 let per: Vec<Tensor> = seeds
                     .iter()
@@ -610,6 +603,140 @@ fn expand_control(control: &Control, plan: &Passes, n: usize) -> Result<Control>
 }
 
 impl Inner {
+    /// One guided prediction for latents `x_in` (`[n, c, h, w]`, the model's dtype) at
+    /// timestep `t`: the adaptor once per distinct restoration context, the backbone once per
+    /// pass, in one batch each, combined with the plan's coefficients. Returns f32.
+    #[allow(clippy::too_many_arguments)]
+    fn predict(
+        &self,
+        x_in: &Tensor,
+        t: f32,
+        hint: &Tensor,
+        adaptor_ctx: &Tensor,
+        unet_ctx: &Tensor,
+        plan: &Passes,
+        n: usize,
+        scale: f64,
+    ) -> Result<Tensor> {
+        let n_r = plan.r_used.len();
+        let x_adaptor = if n_r > 1 { Tensor::cat(&vec![x_in; n_r], 0)? } else { x_in.clone() };
+        let control = self.adaptor.forward(&x_adaptor, &[t], adaptor_ctx, hint, scale)?;
+        let control = expand_control(&control, plan, n)?;
+        let x_unet = if plan.passes.len() > 1 { Tensor::cat(&vec![x_in; plan.passes.len()], 0)? } else { x_in.clone() };
+        let out = self.unet.forward(&x_unet, &[t], unet_ctx, Some(&control))?.to_dtype(DType::F32)?;
+        let mut eps: Option<Tensor> = None;
+        for (p, &(_, _, c)) in plan.passes.iter().enumerate() {
+            let term = (out.narrow(0, p * n, n)? * c)?;
+            eps = Some(match eps {
+                Some(e) => (e + term)?,
+                None => term,
+            });
+        }
+        eps.ok_or_else(|| Error::Internal("no guidance pass".into()))
+    }
+
+    /// Estimated working memory of one denoising step on a `th × tw` latent tile with
+    /// `n_unet` backbone and `n_ad` adaptor batch items: the skip features both networks keep,
+    /// the adaptor's signals, a few full-resolution temporaries, the attention scratch.
+    fn step_bytes(&self, th: usize, tw: usize, n_unet: usize, n_ad: usize) -> u64 {
+        let u = self.unet.config();
+        let levels = u.block_out_channels.len();
+        let mut skip = u.block_out_channels[0] as f64;
+        for l in 0..levels {
+            let c = u.block_out_channels[l] as f64;
+            let scale = 4f64.powi(l as i32);
+            skip += u.layers_per_block[l] as f64 * c / scale;
+            if l + 1 < levels {
+                skip += c / (scale * 4.0);
+            }
+        }
+        let signals = match self.adaptor.config().fusion {
+            crate::model::adaptor::Fusion::Modulation => 2.0,
+            crate::model::adaptor::Fusion::Additive => 1.0,
+        };
+        let c0 = u.block_out_channels[0] as f64;
+        let widest_attn = u
+            .down_cross_attention
+            .iter()
+            .position(|&a| a)
+            .map(|l| 4f64.powi(l as i32))
+            .unwrap_or(f64::INFINITY);
+        // GEGLU's hidden layer (8× the width) at the first attention level.
+        let ff = (0..levels)
+            .filter(|&l| u.down_cross_attention[l])
+            .map(|l| 8.0 * u.block_out_channels[l] as f64 / 4f64.powi(l as i32))
+            .fold(0.0, f64::max);
+        let px = (th * tw) as f64;
+        let per_item = px * (2.0 * skip + 8.0 * c0 + ff);
+        let adaptor_item = px * (skip * (1.0 + signals) + 8.0 * c0 + ff);
+        let threads = candle_core::utils::get_num_threads() as f64;
+        let attn = threads * 64.0 * (px / widest_attn) * 2.0;
+        (4.0 * (n_unet as f64 * per_item + n_ad as f64 * adaptor_item + attn)) as u64
+    }
+
+    /// Estimated working memory of decoding (and encoding) `n` images of `pw × ph` pixels.
+    fn autoencoder_bytes(&self, pw: usize, ph: usize, n: usize) -> u64 {
+        let px = (pw * ph * n) as u64;
+        match self.vae.kl_config() {
+            // The widest map at full resolution, a few live at once.
+            Some(c) => px * c.block_out_channels[0] as u64 * 4 * 4,
+            None => px * 3 * 4 * 4,
+        }
+    }
+
+    /// Picks the latent tiling from the options and the memory limit.
+    #[allow(clippy::too_many_arguments)]
+    fn tile_plan(
+        &self,
+        lh: usize,
+        lw: usize,
+        n_unet: usize,
+        n_ad: usize,
+        pw: usize,
+        ph: usize,
+        n: usize,
+        opts: &RestoreOptions,
+    ) -> Result<crate::tiling::TilePlan> {
+        use crate::options::MemoryLimit;
+        let m = self.unet.config().downscale_factor();
+        let fixed = self.autoencoder_bytes(pw, ph, n) + (pw * ph * n * 3 * 4 * 4) as u64;
+        let budget = match opts.memory_limit {
+            MemoryLimit::Unlimited => u64::MAX,
+            MemoryLimit::Bytes(b) => b,
+            MemoryLimit::Auto => crate::tiling::available_memory().map_or(u64::MAX, |a| a / 4 * 3),
+        };
+        let tile = match opts.tile_size {
+            Some(t) => t,
+            None => {
+                let fits = |t: usize| fixed + self.step_bytes(t.min(lh), t.min(lw), n_unet, n_ad) <= budget;
+                let full = lh.max(lw);
+                if fits(full) {
+                    full
+                } else {
+                    let mut t = (full / m) * m;
+                    while t > 4 * m && !fits(t) {
+                        t -= m;
+                    }
+                    if !fits(t) {
+                        return Err(Error::invalid_arg(
+                            "memory_limit",
+                            format!(
+                                "{} MiB is too little for this image: the smallest tile needs about {} MiB",
+                                budget >> 20,
+                                (fixed + self.step_bytes(t.min(lh), t.min(lw), n_unet, n_ad)) >> 20
+                            ),
+                        ));
+                    }
+                    t
+                }
+            }
+        };
+        let overlap = opts.tile_overlap.min(tile / 2);
+        let mut plan = crate::tiling::TilePlan::new(lh, lw, tile, overlap, m)?;
+        plan.estimated_bytes = fixed + self.step_bytes(plan.tile.0, plan.tile.1, n_unet, n_ad);
+        Ok(plan)
+    }
+
     /// Cross-checks the components.
     fn check(&self) -> Result<()> {
         let lc = self.vae.latent_channels();
