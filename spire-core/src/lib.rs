@@ -32,7 +32,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use image::{ColorType, Image, ImageData, ImageView, Samples};
 pub use model::LoadOptions;
 pub use options::{MemoryLimit, Progress, ProgressCallback, RestorationInput, RestoreOptions, Stage};
-pub use tiling::TilePlan;
 pub use prompt::RestorationPrompt;
 pub use restorer::{Restorer, RestorerParts};
 pub use scheduler::{SchedulerConfig, SchedulerKind};
+pub use tiling::TilePlan;

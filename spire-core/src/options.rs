@@ -131,6 +131,10 @@ pub struct RestoreOptions {
     pub tile_size: Option<usize>,
     /// Overlap of neighbouring latent tiles, in latent pixels. Default: 16.
     pub tile_overlap: usize,
+    /// Tile size of the autoencoder (VAE) in image pixels; `None` picks it from
+    /// `memory_limit` (whole when it fits). Tiled encoding and decoding equal the whole-image
+    /// computation up to float error (halos and image-wide GroupNorm statistics).
+    pub vae_tile_size: Option<usize>,
     /// Working-memory limit that picks the tile sizes. Default: auto (¾ of available memory).
     pub memory_limit: MemoryLimit,
     /// Called before the first step and after every step; return `false` to cancel.
@@ -156,6 +160,7 @@ impl Default for RestoreOptions {
             color_fix: ColorFix::default(),
             tile_size: None,
             tile_overlap: 16,
+            vae_tile_size: None,
             memory_limit: MemoryLimit::default(),
             progress: None,
         }
@@ -184,6 +189,7 @@ impl fmt::Debug for RestoreOptions {
             .field("color_fix", &self.color_fix)
             .field("tile_size", &self.tile_size)
             .field("tile_overlap", &self.tile_overlap)
+            .field("vae_tile_size", &self.vae_tile_size)
             .field("memory_limit", &self.memory_limit)
             .field("progress", &self.progress.as_ref().map(|_| "<callback>"))
             .finish()
@@ -250,6 +256,9 @@ impl RestoreOptions {
         }
         if self.tile_size == Some(0) {
             return Err(Error::invalid_arg("tile_size", "must be at least 1 latent pixel"));
+        }
+        if self.vae_tile_size == Some(0) {
+            return Err(Error::invalid_arg("vae_tile_size", "must be at least 1 pixel"));
         }
         if let MemoryLimit::Bytes(0) = self.memory_limit {
             return Err(Error::invalid_arg("memory_limit", "must be more than 0 bytes"));

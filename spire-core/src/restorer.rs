@@ -104,6 +104,48 @@ pub struct Restorer {
     inner: Arc<Inner>,
 }
 
+/// How one run fits its memory limit.
+struct MemoryPlan {
+    /// Latent tiles for sampling.
+    latent: crate::tiling::TilePlan,
+    /// Tiles of the autoencoder's encoder, if tiled.
+    encode: Option<crate::model::VaeTiling>,
+    /// Tiles of the decoder, if tiled.
+    decode: Option<crate::model::VaeTiling>,
+    /// Estimated peak of the encoding or decoding phase, bytes.
+    vae_bytes: u64,
+    /// Pixels per latent pixel.
+    vae_factor: usize,
+}
+
+impl MemoryPlan {
+    fn describe(&self, lh: usize, lw: usize) -> String {
+        let vae = match (self.encode, self.decode) {
+            (None, None) => "autoencoder whole".to_string(),
+            (e, d) => {
+                let t = |t: Option<crate::model::VaeTiling>, scale: usize| match t {
+                    None => "whole".to_string(),
+                    Some(t) => format!(
+                        "tiles of {0}×{0} px{1}",
+                        t.tile * scale,
+                        if t.spill {
+                            " spilled to a temporary file"
+                        } else {
+                            ""
+                        }
+                    ),
+                };
+                format!("encoder {}, decoder {}", t(e, 1), t(d, self.vae_factor))
+            }
+        };
+        format!(
+            "{}; {vae} (~{} MiB)",
+            self.latent.describe(lh, lw),
+            self.vae_bytes >> 20
+        )
+    }
+}
+
 /// The model pieces one restoration pass needs, by reference.
 struct Passes {
     /// Distinct restoration contexts the adaptor runs with (index into `r_ctx`).
@@ -404,6 +446,28 @@ impl Restorer {
         let r_same = c_r == opts.restoration_null_prompt;
         let s_same = opts.semantic_prompt == opts.negative_prompt;
         let plan = plan_passes(opts.restoration_guidance, opts.semantic_guidance, r_same, s_same);
+        let mem = m.memory_plan(
+            lh,
+            lw,
+            pw,
+            ph,
+            n,
+            n * plan.passes.len(),
+            n * plan.r_used.len(),
+            opts,
+        )?;
+        if let Some(cb) = &opts.progress {
+            let msg = mem.describe(lh, lw);
+            tracing::info!("{msg}");
+            if !cb(&Progress {
+                stage: Stage::Encoding,
+                step: 0,
+                total: 1,
+                message: Some(msg),
+            }) {
+                return Err(Error::Cancelled);
+            }
+        }
         let mut r_ctx: Vec<Option<Tensor>> = vec![None, None];
         let mut s_ctx: Vec<Option<Tensor>> = vec![None, None];
         for &(r, s, _) in &plan.passes {
@@ -450,7 +514,7 @@ impl Restorer {
 
         let hint = match m.adaptor.hint_mode() {
             HintMode::Latent => {
-                let mean = m.vae.encode_mean(&((&y * 2.0)? - 1.0)?)?;
+                let mean = m.vae.encode_mean_tiled(&((&y * 2.0)? - 1.0)?, mem.encode)?;
                 m.vae.scale_latents(&mean)?
             }
             HintMode::Pixel => y.clone(),
@@ -499,22 +563,17 @@ impl Restorer {
                 .iter()
                 .map(|&s| rng::randn(stream(s, STREAM_VAE), (1, lc, lh, lw), dev))
                 .collect::<candle_core::Result<_>>()?;
-            let z = m
-                .vae
-                .encode_sample(&((&y * 2.0)? - 1.0)?, &Tensor::cat(&per, 0)?.to_dtype(dt)?)?;
+            let z = m.vae.encode_sample_tiled(
+                &((&y * 2.0)? - 1.0)?,
+                &Tensor::cat(&per, 0)?.to_dtype(dt)?,
+                mem.encode,
+            )?;
             let x0 = m.vae.scale_latents(&z)?.to_dtype(DType::F32)?;
             sched.add_noise(&x0, &noise, start)?
         };
 
         let total = steps - start;
-        let tiles = m.tile_plan(lh, lw, n * plan.passes.len(), n * plan.r_used.len(), pw, ph, n, opts)?;
-        if let Some(cb) = &opts.progress {
-            let msg = tiles.describe(lh, lw);
-            tracing::info!("{msg}");
-            if !cb(&Progress { stage: Stage::Encoding, step: 1, total: 1, message: Some(msg) }) {
-                return Err(Error::Cancelled);
-            }
-        }
+        let tiles = &mem.latent;
         let hint_scale = match m.adaptor.hint_mode() {
             HintMode::Latent => 1,
             HintMode::Pixel => f,
@@ -528,9 +587,22 @@ impl Restorer {
                 let ht = if tiles.is_single() {
                     hint.clone()
                 } else {
-                    hint.narrow(2, y0 * hint_scale, th * hint_scale)?.narrow(3, x0 * hint_scale, tw * hint_scale)?
+                    hint.narrow(2, y0 * hint_scale, th * hint_scale)?.narrow(
+                        3,
+                        x0 * hint_scale,
+                        tw * hint_scale,
+                    )?
                 };
-                m.predict(xt, t, &ht, &adaptor_ctx, &unet_ctx, &plan, n, opts.conditioning_scale)
+                m.predict(
+                    xt,
+                    t,
+                    &ht,
+                    &adaptor_ctx,
+                    &unet_ctx,
+                    &plan,
+                    n,
+                    opts.conditioning_scale,
+                )
             })?;
             let step_noise = if sched.needs_noise() {
                 let per: Vec<Tensor> = seeds
@@ -547,7 +619,7 @@ impl Restorer {
 
         report(Stage::Decoding, 0, 1)?;
         let z = m.vae.unscale_latents(&latents.to_dtype(dt)?)?;
-        let x = m.vae.decode(&z)?;
+        let x = m.vae.decode_tiled(&z, mem.decode)?;
         let x = ((x / 2.0)? + 0.5)?
             .clamp(0f32, 1f32)?
             .to_dtype(DType::F32)?
@@ -619,11 +691,22 @@ impl Inner {
         scale: f64,
     ) -> Result<Tensor> {
         let n_r = plan.r_used.len();
-        let x_adaptor = if n_r > 1 { Tensor::cat(&vec![x_in; n_r], 0)? } else { x_in.clone() };
+        let x_adaptor = if n_r > 1 {
+            Tensor::cat(&vec![x_in; n_r], 0)?
+        } else {
+            x_in.clone()
+        };
         let control = self.adaptor.forward(&x_adaptor, &[t], adaptor_ctx, hint, scale)?;
         let control = expand_control(&control, plan, n)?;
-        let x_unet = if plan.passes.len() > 1 { Tensor::cat(&vec![x_in; plan.passes.len()], 0)? } else { x_in.clone() };
-        let out = self.unet.forward(&x_unet, &[t], unet_ctx, Some(&control))?.to_dtype(DType::F32)?;
+        let x_unet = if plan.passes.len() > 1 {
+            Tensor::cat(&vec![x_in; plan.passes.len()], 0)?
+        } else {
+            x_in.clone()
+        };
+        let out = self
+            .unet
+            .forward(&x_unet, &[t], unet_ctx, Some(&control))?
+            .to_dtype(DType::F32)?;
         let mut eps: Option<Tensor> = None;
         for (p, &(_, _, c)) in plan.passes.iter().enumerate() {
             let term = (out.narrow(0, p * n, n)? * c)?;
@@ -674,41 +757,47 @@ impl Inner {
         (4.0 * (n_unet as f64 * per_item + n_ad as f64 * adaptor_item + attn)) as u64
     }
 
-    /// Estimated working memory of decoding (and encoding) `n` images of `pw × ph` pixels.
-    fn autoencoder_bytes(&self, pw: usize, ph: usize, n: usize) -> u64 {
-        let px = (pw * ph * n) as u64;
-        match self.vae.kl_config() {
-            // The widest map at full resolution, a few live at once.
-            Some(c) => px * c.block_out_channels[0] as u64 * 4 * 4,
-            None => px * 3 * 4 * 4,
-        }
-    }
-
-    /// Picks the latent tiling from the options and the memory limit.
+    /// Plans the run's memory: the latent tiling for sampling and the autoencoder's tiling,
+    /// from the options and the memory limit.
     #[allow(clippy::too_many_arguments)]
-    fn tile_plan(
+    fn memory_plan(
         &self,
         lh: usize,
         lw: usize,
-        n_unet: usize,
-        n_ad: usize,
         pw: usize,
         ph: usize,
         n: usize,
+        n_unet: usize,
+        n_ad: usize,
         opts: &RestoreOptions,
-    ) -> Result<crate::tiling::TilePlan> {
+    ) -> Result<MemoryPlan> {
+        use crate::model::{VaePass, VaeTiling};
         use crate::options::MemoryLimit;
         let m = self.unet.config().downscale_factor();
-        let fixed = self.autoencoder_bytes(pw, ph, n) + (pw * ph * n * 3 * 4 * 4) as u64;
+        let f = self.vae.downscale_factor();
+        // Images held through the run: the padded input, the hint, the output and the
+        // colour-fix buffers.
+        let held = (pw * ph * n * 3 * 4 * 4) as u64;
         let budget = match opts.memory_limit {
             MemoryLimit::Unlimited => u64::MAX,
             MemoryLimit::Bytes(b) => b,
             MemoryLimit::Auto => crate::tiling::available_memory().map_or(u64::MAX, |a| a / 4 * 3),
         };
+        let too_small = |need: u64| {
+            Error::invalid_arg(
+                "memory_limit",
+                format!(
+                    "{} MiB is too little for this image: the smallest tiles need about {} MiB",
+                    budget >> 20,
+                    need >> 20
+                ),
+            )
+        };
+        let room = budget.checked_sub(held).ok_or_else(|| too_small(held))?;
         let tile = match opts.tile_size {
             Some(t) => t,
             None => {
-                let fits = |t: usize| fixed + self.step_bytes(t.min(lh), t.min(lw), n_unet, n_ad) <= budget;
+                let fits = |t: usize| self.step_bytes(t.min(lh), t.min(lw), n_unet, n_ad) <= room;
                 let full = lh.max(lw);
                 if fits(full) {
                     full
@@ -718,13 +807,8 @@ impl Inner {
                         t -= m;
                     }
                     if !fits(t) {
-                        return Err(Error::invalid_arg(
-                            "memory_limit",
-                            format!(
-                                "{} MiB is too little for this image: the smallest tile needs about {} MiB",
-                                budget >> 20,
-                                (fixed + self.step_bytes(t.min(lh), t.min(lw), n_unet, n_ad)) >> 20
-                            ),
+                        return Err(too_small(
+                            held + self.step_bytes(t.min(lh), t.min(lw), n_unet, n_ad),
                         ));
                     }
                     t
@@ -732,9 +816,42 @@ impl Inner {
             }
         };
         let overlap = opts.tile_overlap.min(tile / 2);
-        let mut plan = crate::tiling::TilePlan::new(lh, lw, tile, overlap, m)?;
-        plan.estimated_bytes = fixed + self.step_bytes(plan.tile.0, plan.tile.1, n_unet, n_ad);
-        Ok(plan)
+        let mut latent = crate::tiling::TilePlan::new(lh, lw, tile, overlap, m)?;
+        latent.estimated_bytes = held + self.step_bytes(latent.tile.0, latent.tile.1, n_unet, n_ad);
+        let needs_encode = self.adaptor.hint_mode() == HintMode::Latent || opts.strength < 1.0;
+        let vae_plan = |pass: VaePass, h: usize, w: usize, scale: usize| -> Result<Option<VaeTiling>> {
+            let t = match opts.vae_tile_size {
+                Some(px) => Some(VaeTiling {
+                    tile: (px / scale).max(1),
+                    spill: false,
+                }),
+                None => self.vae.plan_tiling(pass, n, h, w, room),
+            };
+            let need = self.vae.working_bytes(pass, n, h, w, t);
+            if opts.vae_tile_size.is_none() && need > room {
+                return Err(too_small(held + need));
+            }
+            Ok(t)
+        };
+        let encode = if needs_encode {
+            vae_plan(VaePass::Encode, ph, pw, 1)?
+        } else {
+            None
+        };
+        let decode = vae_plan(VaePass::Decode, lh, lw, f)?;
+        let vae_bytes = |pass, h, w, t| held + self.vae.working_bytes(pass, n, h, w, t);
+        Ok(MemoryPlan {
+            latent,
+            encode,
+            decode,
+            vae_bytes: if needs_encode {
+                vae_bytes(VaePass::Encode, ph, pw, encode)
+            } else {
+                0
+            }
+            .max(vae_bytes(VaePass::Decode, lh, lw, decode)),
+            vae_factor: f,
+        })
     }
 
     /// Cross-checks the components.

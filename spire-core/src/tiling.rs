@@ -52,9 +52,16 @@ impl TilePlan {
         let (th, ys) = positions(h)?;
         let (tw, xs) = positions(w)?;
         if th % m != 0 || tw % m != 0 {
-            return Err(Error::Internal(format!("tile {th}×{tw} is not a multiple of {m}")));
+            return Err(Error::Internal(format!(
+                "tile {th}×{tw} is not a multiple of {m}"
+            )));
         }
-        Ok(Self { tile: (th, tw), ys, xs, estimated_bytes: 0 })
+        Ok(Self {
+            tile: (th, tw),
+            ys,
+            xs,
+            estimated_bytes: 0,
+        })
     }
 
     /// Whether one tile covers the latent.
@@ -75,7 +82,10 @@ impl TilePlan {
     /// A one-line description for progress reports.
     pub fn describe(&self, h: usize, w: usize) -> String {
         if self.is_single() {
-            format!("latent {w}×{h} in one piece (~{} MiB per step)", self.estimated_bytes >> 20)
+            format!(
+                "latent {w}×{h} in one piece (~{} MiB per step)",
+                self.estimated_bytes >> 20
+            )
         } else {
             format!(
                 "latent {w}×{h} in {} tiles of {}×{} (~{} MiB per step)",
@@ -91,7 +101,11 @@ impl TilePlan {
     /// and blends the results with Gaussian weights (σ = a sixth of the tile, so a tile edge
     /// counts 1 % of its centre) into a tensor
     /// of `x`'s shape. A single tile is returned unblended.
-    pub fn blend(&self, x: &Tensor, f: &mut dyn FnMut(&Tensor, usize, usize) -> Result<Tensor>) -> Result<Tensor> {
+    pub fn blend(
+        &self,
+        x: &Tensor,
+        f: &mut dyn FnMut(&Tensor, usize, usize) -> Result<Tensor>,
+    ) -> Result<Tensor> {
         if self.is_single() {
             return f(x, 0, 0);
         }
@@ -100,7 +114,9 @@ impl TilePlan {
         let g = |len: usize| -> Vec<f32> {
             let mid = (len as f32 - 1.0) / 2.0;
             let s = len as f32 / 6.0;
-            (0..len).map(|i| (-((i as f32 - mid).powi(2)) / (2.0 * s * s)).exp()).collect()
+            (0..len)
+                .map(|i| (-((i as f32 - mid).powi(2)) / (2.0 * s * s)).exp())
+                .collect()
         };
         let (gy, gx) = (g(th), g(tw));
         let mut acc = vec![0f32; n * c * h * w];

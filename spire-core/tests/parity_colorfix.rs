@@ -17,7 +17,11 @@ fn wavelet_and_adain_equal_stablesr() {
         let mut out = content.clone();
         apply(fix, &mut out, &style, w, h);
         let want: Vec<f32> = r[key].flatten_all().unwrap().to_vec1().unwrap();
-        let d = out.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let d = out
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
         eprintln!("{key}: max abs diff {d:e}");
         assert!(d < 1e-5, "{key}: max abs diff {d}");
     }

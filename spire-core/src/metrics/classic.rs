@@ -17,7 +17,12 @@ fn planes(v: &ImageView<'_>) -> (Vec<Vec<f64>>, f64) {
         crate::ImageData::U8(d) => (d.iter().map(|&x| x as f64).collect(), 255.0),
         crate::ImageData::F32(d) => (d.iter().map(|&x| x as f64).collect(), 1.0),
     };
-    ((0..c).map(|ch| (0..n).map(|p| vals[p * c + ch]).collect()).collect(), range)
+    (
+        (0..c)
+            .map(|ch| (0..n).map(|p| vals[p * c + ch]).collect())
+            .collect(),
+        range,
+    )
 }
 
 fn check(a: &ImageView<'_>, b: &ImageView<'_>) -> Result<()> {
@@ -34,7 +39,9 @@ fn check(a: &ImageView<'_>, b: &ImageView<'_>) -> Result<()> {
     }
     let float = |v: &ImageView<'_>| matches!(v.to_image().data, crate::ImageData::F32(_));
     if float(a) != float(b) {
-        return Err(Error::InvalidImage("compare two 8-bit or two float images".into()));
+        return Err(Error::InvalidImage(
+            "compare two 8-bit or two float images".into(),
+        ));
     }
     Ok(())
 }
@@ -61,7 +68,9 @@ pub fn psnr(a: &ImageView<'_>, b: &ImageView<'_>) -> Result<f64> {
 fn gaussian_1d() -> Vec<f64> {
     let sigma = 1.5f64;
     let r = (3.5 * sigma + 0.5) as i64;
-    let w: Vec<f64> = (-r..=r).map(|x| (-0.5 * (x * x) as f64 / (sigma * sigma)).exp()).collect();
+    let w: Vec<f64> = (-r..=r)
+        .map(|x| (-0.5 * (x * x) as f64 / (sigma * sigma)).exp())
+        .collect();
     let s: f64 = w.iter().sum();
     w.into_iter().map(|x| x / s).collect()
 }
@@ -79,13 +88,21 @@ fn filter(x: &[f64], w: usize, h: usize, k: &[f64]) -> Vec<f64> {
     let mut tmp = vec![0.0; w * h];
     for y in 0..h {
         for xx in 0..w {
-            tmp[y * w + xx] = k.iter().enumerate().map(|(i, kv)| kv * x[y * w + reflect(xx as i64 + i as i64 - r, w)]).sum();
+            tmp[y * w + xx] = k
+                .iter()
+                .enumerate()
+                .map(|(i, kv)| kv * x[y * w + reflect(xx as i64 + i as i64 - r, w)])
+                .sum();
         }
     }
     let mut out = vec![0.0; w * h];
     for y in 0..h {
         for xx in 0..w {
-            out[y * w + xx] = k.iter().enumerate().map(|(i, kv)| kv * tmp[reflect(y as i64 + i as i64 - r, h) * w + xx]).sum();
+            out[y * w + xx] = k
+                .iter()
+                .enumerate()
+                .map(|(i, kv)| kv * tmp[reflect(y as i64 + i as i64 - r, h) * w + xx])
+                .sum();
         }
     }
     out
@@ -131,7 +148,10 @@ pub fn ssim(a: &ImageView<'_>, b: &ImageView<'_>) -> Result<f64> {
     let (pa, r) = planes(a);
     let (pb, _) = planes(b);
     let (w, h) = (a.width(), a.height());
-    let per: Vec<f64> = pa.iter().zip(&pb).map(|(x, y)| ssim_plane(x, y, w, h, r)).collect();
+    let per: Vec<f64> = pa
+        .iter()
+        .zip(&pb)
+        .map(|(x, y)| ssim_plane(x, y, w, h, r))
+        .collect();
     Ok(per.iter().sum::<f64>() / per.len() as f64)
 }
-

@@ -13,6 +13,7 @@ use candle_core::{Result, Tensor};
 use super::config::{Json, VaeConfig};
 use super::load::LoadOptions;
 use super::vae::AutoencoderKL;
+use super::vae_tiled::{VaePass, VaeTiling};
 
 /// The parameter-free autoencoder.
 #[derive(Debug, Clone, PartialEq)]
@@ -106,26 +107,82 @@ impl Autoencoder {
 
     /// The latent distribution's mean of images in [-1, 1] (unscaled).
     pub fn encode_mean(&self, x: &Tensor) -> Result<Tensor> {
-        match self {
-            Autoencoder::Kl(v) => Ok(v.encode(x)?.mean),
-            Autoencoder::PixelShuffle(p) => p.unshuffle(x),
+        self.encode_mean_tiled(x, None)
+    }
+
+    /// [`Autoencoder::encode_mean`], with an `AutoencoderKL`'s high-resolution layers in
+    /// tiles when `tiling` is given (the result equals the untiled one up to float error).
+    pub fn encode_mean_tiled(&self, x: &Tensor, tiling: Option<VaeTiling>) -> Result<Tensor> {
+        match (self, tiling) {
+            (Autoencoder::Kl(v), None) => Ok(v.encode(x)?.mean),
+            (Autoencoder::Kl(v), Some(t)) => Ok(v.encode_tiled(x, t)?.mean),
+            (Autoencoder::PixelShuffle(p), _) => p.unshuffle(x),
         }
     }
 
     /// A latent sample of images in [-1, 1] (unscaled), with standard normal `noise` of the
     /// latent's shape (unused by the deterministic pixel shuffle).
     pub fn encode_sample(&self, x: &Tensor, noise: &Tensor) -> Result<Tensor> {
-        match self {
-            Autoencoder::Kl(v) => v.encode(x)?.sample_with(noise),
-            Autoencoder::PixelShuffle(p) => p.unshuffle(x),
+        self.encode_sample_tiled(x, noise, None)
+    }
+
+    /// [`Autoencoder::encode_sample`], tiled as [`Autoencoder::encode_mean_tiled`].
+    pub fn encode_sample_tiled(
+        &self,
+        x: &Tensor,
+        noise: &Tensor,
+        tiling: Option<VaeTiling>,
+    ) -> Result<Tensor> {
+        match (self, tiling) {
+            (Autoencoder::Kl(v), None) => v.encode(x)?.sample_with(noise),
+            (Autoencoder::Kl(v), Some(t)) => v.encode_tiled(x, t)?.sample_with(noise),
+            (Autoencoder::PixelShuffle(p), _) => p.unshuffle(x),
         }
     }
 
     /// Images in (about) [-1, 1] from unscaled latents.
     pub fn decode(&self, z: &Tensor) -> Result<Tensor> {
+        self.decode_tiled(z, None)
+    }
+
+    /// [`Autoencoder::decode`], tiled as [`Autoencoder::encode_mean_tiled`].
+    pub fn decode_tiled(&self, z: &Tensor, tiling: Option<VaeTiling>) -> Result<Tensor> {
+        match (self, tiling) {
+            (Autoencoder::Kl(v), None) => v.decode(z),
+            (Autoencoder::Kl(v), Some(t)) => v.decode_tiled(z, t),
+            (Autoencoder::PixelShuffle(p), _) => p.shuffle(z),
+        }
+    }
+
+    /// Working memory of `pass` over `n` inputs of `h × w` (image pixels when encoding,
+    /// latent pixels when decoding), bytes.
+    pub fn working_bytes(
+        &self,
+        pass: VaePass,
+        n: usize,
+        h: usize,
+        w: usize,
+        tiling: Option<VaeTiling>,
+    ) -> u64 {
         match self {
-            Autoencoder::Kl(v) => v.decode(z),
-            Autoencoder::PixelShuffle(p) => p.shuffle(z),
+            Autoencoder::Kl(v) => v.working_bytes(pass, n, h, w, tiling),
+            // Input and output of the rearrangement, f32.
+            Autoencoder::PixelShuffle(p) => {
+                let px = match pass {
+                    VaePass::Encode => h * w,
+                    VaePass::Decode => h * w * p.factor * p.factor,
+                };
+                (2 * n * 3 * px * 4) as u64
+            }
+        }
+    }
+
+    /// The tiling that keeps `pass` under `budget` bytes, `None` if it fits whole (always for
+    /// the pixel shuffle).
+    pub fn plan_tiling(&self, pass: VaePass, n: usize, h: usize, w: usize, budget: u64) -> Option<VaeTiling> {
+        match self {
+            Autoencoder::Kl(v) => v.plan_tiling(pass, n, h, w, budget),
+            Autoencoder::PixelShuffle(_) => None,
         }
     }
 

@@ -12,14 +12,14 @@ use super::nn::{conv2d, group_norm, linear, upsample_nearest, Activation, Conv2d
 /// diffusers `ResnetBlock2D` (pre-norm, `time_embedding_norm="default"`).
 #[derive(Debug, Clone)]
 pub struct ResnetBlock2D {
-    norm1: GroupNorm,
-    conv1: Conv2d,
+    pub(crate) norm1: GroupNorm,
+    pub(crate) conv1: Conv2d,
     time_emb_proj: Option<Linear>,
-    norm2: GroupNorm,
-    conv2: Conv2d,
-    conv_shortcut: Option<Conv2d>,
-    act: Activation,
-    output_scale_factor: f64,
+    pub(crate) norm2: GroupNorm,
+    pub(crate) conv2: Conv2d,
+    pub(crate) conv_shortcut: Option<Conv2d>,
+    pub(crate) act: Activation,
+    pub(crate) output_scale_factor: f64,
 }
 
 /// Shape parameters shared by all resnets of one block.
@@ -91,8 +91,8 @@ impl ResnetBlock2D {
 /// (the VAE) the input is first padded by one pixel on the right and bottom.
 #[derive(Debug, Clone)]
 pub struct Downsample {
-    conv: Conv2d,
-    asymmetric: bool,
+    pub(crate) conv: Conv2d,
+    pub(crate) asymmetric: bool,
 }
 
 impl Downsample {
@@ -119,7 +119,7 @@ impl Module for Downsample {
 /// diffusers `Upsample2D` with `use_conv=True`: nearest ×2 (or to an explicit size), 3×3 conv.
 #[derive(Debug, Clone)]
 pub struct Upsample {
-    conv: Conv2d,
+    pub(crate) conv: Conv2d,
 }
 
 impl Upsample {

@@ -318,6 +318,9 @@ struct GroupNormOp {
     groups: usize,
     eps: f64,
     silu: bool,
+    /// Precomputed `(mean, 1/std)` per (batch item, group), e.g. over a whole image that is
+    /// processed in tiles; `None` computes them from the input.
+    stats: Option<Vec<(f64, f64)>>,
 }
 
 simd! {
@@ -383,6 +386,11 @@ impl CustomOp3 for GroupNormOp {
         if c % g != 0 || w.len() != c || bias.len() != c {
             candle_core::bail!("group norm: {c} channels, {g} groups");
         }
+        if let Some(st) = &self.stats {
+            if st.len() != g * dims[0] {
+                candle_core::bail!("group norm: {} statistics for {} × {g} groups", st.len(), dims[0]);
+            }
+        }
         let cpg = c / g;
         let len = cpg * hw;
         let mut out = vec![0f32; x.len()];
@@ -391,14 +399,19 @@ impl CustomOp3 for GroupNormOp {
             .enumerate()
             .for_each(|(i, (o, xg))| {
                 let gi = i % g;
-                // Shifted sums (by the first value) keep the variance accurate for large means.
-                let shift0 = xg.first().copied().unwrap_or(0.0);
-                let (s, q) = sum_and_sq(xg, shift0);
-                let n = xg.len() as f64;
-                let m = s / n;
-                let var = (q / n - m * m).max(0.0);
-                let mean = m + shift0 as f64;
-                let rstd = 1.0 / (var + self.eps).sqrt();
+                let (mean, rstd) = match &self.stats {
+                    Some(st) => st[i],
+                    None => {
+                        // Shifted sums (by the first value) keep the variance accurate for
+                        // large means.
+                        let shift0 = xg.first().copied().unwrap_or(0.0);
+                        let (s, q) = sum_and_sq(xg, shift0);
+                        let n = xg.len() as f64;
+                        let m = s / n;
+                        let var = (q / n - m * m).max(0.0);
+                        (m + shift0 as f64, 1.0 / (var + self.eps).sqrt())
+                    }
+                };
                 for ch in 0..cpg {
                     let cc = gi * cpg + ch;
                     let scale = (rstd * w[cc] as f64) as f32;
@@ -420,8 +433,37 @@ pub(crate) fn group_norm(
     eps: f64,
     silu: bool,
 ) -> Result<Tensor> {
-    x.contiguous()?
-        .apply_op3_no_bwd(w, b, &GroupNormOp { groups, eps, silu })
+    x.contiguous()?.apply_op3_no_bwd(
+        w,
+        b,
+        &GroupNormOp {
+            groups,
+            eps,
+            silu,
+            stats: None,
+        },
+    )
+}
+
+/// GroupNorm with given `(mean, 1/std)` per (batch item, group), optionally followed by SiLU.
+pub(crate) fn group_norm_with_stats(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    groups: usize,
+    stats: Vec<(f64, f64)>,
+    silu: bool,
+) -> Result<Tensor> {
+    x.contiguous()?.apply_op3_no_bwd(
+        w,
+        b,
+        &GroupNormOp {
+            groups,
+            eps: 0.0,
+            silu,
+            stats: Some(stats),
+        },
+    )
 }
 
 // ------------------------------------------------------------------------------------------

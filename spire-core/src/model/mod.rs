@@ -14,6 +14,7 @@ pub mod nn;
 pub mod tokenizer;
 pub mod unet;
 pub mod vae;
+pub mod vae_tiled;
 
 pub use adaptor::{Adaptor, AdaptorConfig, Fusion, HintMode};
 pub use autoencoder::{Autoencoder, PixelShuffle};
@@ -23,3 +24,4 @@ pub use load::LoadOptions;
 pub use tokenizer::ClipTokenizer;
 pub use unet::{Control, Injection, UNet2DConditionModel};
 pub use vae::{AutoencoderKL, LatentDistribution};
+pub use vae_tiled::{VaePass, VaeTiling};

@@ -210,6 +210,53 @@ impl GroupNorm {
         self.forward(xs)?.silu()
     }
 
+    /// Number of groups.
+    pub fn groups(&self) -> usize {
+        self.groups
+    }
+
+    /// Epsilon added to the variance.
+    pub fn eps(&self) -> f64 {
+        self.eps
+    }
+
+    /// GroupNorm with given `(mean, 1/std)` per (batch item, group) — statistics of a whole
+    /// image applied to one of its tiles — followed by `act`.
+    pub fn forward_act_with_stats(
+        &self,
+        xs: &Tensor,
+        stats: &[(f64, f64)],
+        act: Activation,
+    ) -> Result<Tensor> {
+        let silu = act == Activation::Silu;
+        let fused = kernels::fast_path(&[xs, &self.weight, &self.bias]);
+        let y = if fused {
+            kernels::group_norm_with_stats(xs, &self.weight, &self.bias, self.groups, stats.to_vec(), silu)?
+        } else {
+            let (n, c) = (xs.dim(0)?, xs.dim(1)?);
+            let shape = xs.shape().clone();
+            let dev = xs.device();
+            let mean: Vec<f32> = stats.iter().map(|s| s.0 as f32).collect();
+            let rstd: Vec<f32> = stats.iter().map(|s| s.1 as f32).collect();
+            let mean = Tensor::from_vec(mean, (n, self.groups, 1), dev)?.to_dtype(xs.dtype())?;
+            let rstd = Tensor::from_vec(rstd, (n, self.groups, 1), dev)?.to_dtype(xs.dtype())?;
+            let g = xs
+                .reshape((n, self.groups, ()))?
+                .broadcast_sub(&mean)?
+                .broadcast_mul(&rstd)?;
+            let mut wshape = vec![1, c];
+            wshape.resize(shape.rank(), 1);
+            g.reshape(&shape)?
+                .broadcast_mul(&self.weight.reshape(wshape.clone())?)?
+                .broadcast_add(&self.bias.reshape(wshape)?)?
+        };
+        if fused && silu {
+            Ok(y)
+        } else {
+            act.forward(&y)
+        }
+    }
+
     /// GroupNorm followed by `act` (fused when `act` is SiLU).
     pub fn forward_act(&self, xs: &Tensor, act: Activation) -> Result<Tensor> {
         match act {

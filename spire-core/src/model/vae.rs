@@ -21,12 +21,12 @@ fn resnet_cfg(cfg: &VaeConfig) -> ResnetConfig {
 /// diffusers `Encoder` (`double_z=True`).
 #[derive(Debug, Clone)]
 pub struct Encoder {
-    conv_in: Conv2d,
-    down_blocks: Vec<DownBlock>,
-    mid_block: MidBlock,
-    conv_norm_out: GroupNorm,
-    conv_out: Conv2d,
-    cfg: VaeConfig,
+    pub(crate) conv_in: Conv2d,
+    pub(crate) down_blocks: Vec<DownBlock>,
+    pub(crate) mid_block: MidBlock,
+    pub(crate) conv_norm_out: GroupNorm,
+    pub(crate) conv_out: Conv2d,
+    pub(crate) cfg: VaeConfig,
 }
 
 impl Encoder {
@@ -86,12 +86,12 @@ impl Module for Encoder {
 /// diffusers `Decoder`.
 #[derive(Debug, Clone)]
 pub struct Decoder {
-    conv_in: Conv2d,
-    mid_block: MidBlock,
-    up_blocks: Vec<UpBlock>,
-    conv_norm_out: GroupNorm,
-    conv_out: Conv2d,
-    cfg: VaeConfig,
+    pub(crate) conv_in: Conv2d,
+    pub(crate) mid_block: MidBlock,
+    pub(crate) up_blocks: Vec<UpBlock>,
+    pub(crate) conv_norm_out: GroupNorm,
+    pub(crate) conv_out: Conv2d,
+    pub(crate) cfg: VaeConfig,
 }
 
 impl Decoder {
@@ -173,10 +173,10 @@ impl LatentDistribution {
 /// diffusers `AutoencoderKL`.
 #[derive(Debug, Clone)]
 pub struct AutoencoderKL {
-    encoder: Encoder,
-    decoder: Decoder,
-    quant_conv: Option<Conv2d>,
-    post_quant_conv: Option<Conv2d>,
+    pub(crate) encoder: Encoder,
+    pub(crate) decoder: Decoder,
+    pub(crate) quant_conv: Option<Conv2d>,
+    pub(crate) post_quant_conv: Option<Conv2d>,
     config: VaeConfig,
 }
 
@@ -208,7 +208,11 @@ impl AutoencoderKL {
 
     /// Encodes images in [-1, 1] (`[batch, 3, h, w]`) to the latent distribution (unscaled).
     pub fn encode(&self, xs: &Tensor) -> Result<LatentDistribution> {
-        let h = self.encoder.forward(xs)?;
+        self.moments(self.encoder.forward(xs)?)
+    }
+
+    /// The encoder output → mean and clamped log-variance.
+    pub(crate) fn moments(&self, h: Tensor) -> Result<LatentDistribution> {
         let moments = match &self.quant_conv {
             Some(q) => q.forward(&h)?,
             None => h,
