@@ -41,6 +41,17 @@
 #define SPIRE_ABI_VERSION 1
 
 /**
+ * `memory_limit` in [`spire_restore_params`]: three quarters of the memory the system reports
+ * available.
+ */
+#define SPIRE_MEMORY_AUTO 0
+
+/**
+ * `memory_limit` in [`spire_restore_params`]: no limit (tile only when asked to).
+ */
+#define SPIRE_MEMORY_UNLIMITED UINT64_MAX
+
+/**
  * A loaded model (opaque). Thread-safe: one handle may be used from many threads at once.
  */
 typedef struct spire_restorer spire_restorer;
@@ -149,6 +160,23 @@ typedef struct spire_restore_params {
    * One of `SPIRE_COLOR_FIX_*`.
    */
   spire_color_fix color_fix;
+  /**
+   * Latent tile side for sampling, in latent pixels (0: chosen from `memory_limit`).
+   */
+  uint32_t tile_size;
+  /**
+   * Overlap of neighbouring latent tiles, in latent pixels.
+   */
+  uint32_t tile_overlap;
+  /**
+   * Autoencoder tile side in image pixels (0: chosen from `memory_limit`; whole if it fits).
+   */
+  uint32_t vae_tile_size;
+  /**
+   * Working memory beyond the loaded weights, bytes, or `SPIRE_MEMORY_AUTO` /
+   * `SPIRE_MEMORY_UNLIMITED`.
+   */
+  uint64_t memory_limit;
 } spire_restore_params;
 
 /**

@@ -142,6 +142,13 @@ public:
     RestoreParams &strength(double s) { p_.strength = s; return *this; }
     RestoreParams &seed(uint64_t s) { p_.seed = s; return *this; }
     RestoreParams &color_fix(spire_color_fix c) { p_.color_fix = c; return *this; }
+    /// Latent tile side (0: from the memory limit).
+    RestoreParams &tile_size(uint32_t n) { p_.tile_size = n; return *this; }
+    RestoreParams &tile_overlap(uint32_t n) { p_.tile_overlap = n; return *this; }
+    /// Autoencoder tile side in pixels (0: from the memory limit).
+    RestoreParams &vae_tile_size(uint32_t n) { p_.vae_tile_size = n; return *this; }
+    /// Bytes beyond the weights, or SPIRE_MEMORY_AUTO / SPIRE_MEMORY_UNLIMITED.
+    RestoreParams &memory_limit(uint64_t bytes) { p_.memory_limit = bytes; return *this; }
     const spire_restore_params *get() const noexcept { return &p_; }
 
 private:

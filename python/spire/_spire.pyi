@@ -83,6 +83,10 @@ class Restorer:
         seed: Optional[int] = None,
         initial_latents: Optional[npt.NDArray[np.float32]] = None,
         color_fix: Optional[str] = None,
+        tile_size: Optional[int] = None,
+        tile_overlap: Optional[int] = None,
+        vae_tile_size: Optional[int] = None,
+        memory_limit: Optional[Union[str, int]] = None,
         progress: Optional[Callable[[int, int], Optional[bool]]] = None,
     ) -> _Image: ...
     def restore_batch(
@@ -104,6 +108,10 @@ class Restorer:
         seed: Optional[int] = None,
         initial_latents: Optional[npt.NDArray[np.float32]] = None,
         color_fix: Optional[str] = None,
+        tile_size: Optional[int] = None,
+        tile_overlap: Optional[int] = None,
+        vae_tile_size: Optional[int] = None,
+        memory_limit: Optional[Union[str, int]] = None,
         progress: Optional[Callable[[int, int], Optional[bool]]] = None,
     ) -> List[_Image]: ...
     def shares_weights_with(self, other: "Restorer") -> bool: ...

@@ -38,7 +38,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use spire_core::{
-    ColorFix, ColorType, Error, ErrorKind, Image, ImageData, ImageView, LoadOptions, Progress,
+    ColorFix, ColorType, Error, ErrorKind, Image, ImageData, ImageView, LoadOptions, MemoryLimit, Progress,
     RestorationPrompt, RestoreOptions, Restorer, Samples, SchedulerKind, Stage,
 };
 
@@ -103,6 +103,12 @@ pub const SPIRE_COLOR_FIX_WAVELET: spire_color_fix = 1;
 /// AdaIN (channel mean and std of the input).
 pub const SPIRE_COLOR_FIX_ADAIN: spire_color_fix = 2;
 
+/// `memory_limit` in [`spire_restore_params`]: three quarters of the memory the system reports
+/// available.
+pub const SPIRE_MEMORY_AUTO: u64 = 0;
+/// `memory_limit` in [`spire_restore_params`]: no limit (tile only when asked to).
+pub const SPIRE_MEMORY_UNLIMITED: u64 = u64::MAX;
+
 /// Degradation pipeline choice for [`spire_degrade`].
 pub type spire_pipeline = i32;
 /// Blur / downsample / noise / JPEG with a restoration prompt.
@@ -164,6 +170,15 @@ pub struct spire_restore_params {
     pub seed: u64,
     /// One of `SPIRE_COLOR_FIX_*`.
     pub color_fix: spire_color_fix,
+    /// Latent tile side for sampling, in latent pixels (0: chosen from `memory_limit`).
+    pub tile_size: u32,
+    /// Overlap of neighbouring latent tiles, in latent pixels.
+    pub tile_overlap: u32,
+    /// Autoencoder tile side in image pixels (0: chosen from `memory_limit`; whole if it fits).
+    pub vae_tile_size: u32,
+    /// Working memory beyond the loaded weights, bytes, or `SPIRE_MEMORY_AUTO` /
+    /// `SPIRE_MEMORY_UNLIMITED`.
+    pub memory_limit: u64,
 }
 
 /// A borrowed image: `height` rows of `width` pixels, rows `stride` bytes apart.
@@ -416,6 +431,14 @@ unsafe fn options(
                 ))
             }
         };
+        o.tile_size = (p.tile_size != 0).then_some(p.tile_size as usize);
+        o.tile_overlap = p.tile_overlap as usize;
+        o.vae_tile_size = (p.vae_tile_size != 0).then_some(p.vae_tile_size as usize);
+        o.memory_limit = match p.memory_limit {
+            SPIRE_MEMORY_AUTO => MemoryLimit::Auto,
+            SPIRE_MEMORY_UNLIMITED => MemoryLimit::Unlimited,
+            b => MemoryLimit::Bytes(b),
+        };
     }
     if let Some(cb) = progress {
         let ud = user_data as usize;
@@ -532,6 +555,14 @@ pub unsafe extern "C" fn spire_restore_params_init(params: *mut spire_restore_pa
             strength: d.strength,
             seed: d.seed,
             color_fix,
+            tile_size: d.tile_size.unwrap_or(0) as u32,
+            tile_overlap: d.tile_overlap as u32,
+            vae_tile_size: d.vae_tile_size.unwrap_or(0) as u32,
+            memory_limit: match d.memory_limit {
+                MemoryLimit::Auto => SPIRE_MEMORY_AUTO,
+                MemoryLimit::Unlimited => SPIRE_MEMORY_UNLIMITED,
+                MemoryLimit::Bytes(b) => b,
+            },
         });
     }
 }

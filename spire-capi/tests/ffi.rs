@@ -292,10 +292,64 @@ fn params_init_takes_the_core_defaults() {
     assert_eq!(p.seed, d.seed);
     assert_eq!(p.conditioning_scale, d.conditioning_scale);
     assert_eq!(params(7).num_inference_steps, 7);
+    assert_eq!(p.tile_overlap as usize, d.tile_overlap);
+    assert_eq!(
+        (p.tile_size, p.vae_tile_size, p.memory_limit),
+        (0, 0, SPIRE_MEMORY_AUTO)
+    );
     let mut q = std::mem::MaybeUninit::<spire_restore_params>::uninit();
     unsafe { spire_restore_params_init(q.as_mut_ptr()) };
     assert_eq!(
         unsafe { q.assume_init() }.num_inference_steps as usize,
         d.num_inference_steps
     );
+}
+
+#[test]
+fn memory_limit_and_tiles_reach_the_core() {
+    let r = load();
+    let px = rgb(40, 32);
+    let v = spire_image_view {
+        width: 40,
+        height: 32,
+        stride: 120,
+        format: SPIRE_PIXEL_RGB8,
+        data: px.as_ptr(),
+    };
+    let mut img = null_mut();
+    let mut p = params(1);
+    p.memory_limit = 1000;
+    assert_eq!(
+        unsafe { spire_restorer_restore(r, &v, &p, None, null_mut(), &mut img) },
+        SPIRE_ERROR_INVALID_ARGUMENT
+    );
+    assert!(last_error().contains("memory_limit"), "{}", last_error());
+    // Tiles asked for explicitly give the untiled result (one latent tile; autoencoder tiles
+    // equal the whole up to float error).
+    let run = |p: &spire_restore_params| {
+        let mut img = null_mut();
+        assert_eq!(
+            unsafe { spire_restorer_restore(r, &v, p, None, null_mut(), &mut img) },
+            SPIRE_OK,
+            "{}",
+            last_error()
+        );
+        let out = unsafe { std::slice::from_raw_parts((*img).data, 40 * 32 * 3) }.to_vec();
+        unsafe { spire_image_free(img) };
+        out
+    };
+    let mut p = params(1);
+    p.memory_limit = SPIRE_MEMORY_UNLIMITED;
+    let whole = run(&p);
+    p.tile_size = 1000;
+    p.vae_tile_size = 16;
+    let tiled = run(&p);
+    let worst = whole
+        .iter()
+        .zip(&tiled)
+        .map(|(a, b)| a.abs_diff(*b))
+        .max()
+        .unwrap();
+    assert!(worst <= 1, "{worst}");
+    unsafe { spire_restorer_free(r) };
 }

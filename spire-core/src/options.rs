@@ -63,6 +63,54 @@ pub enum MemoryLimit {
     Bytes(u64),
 }
 
+impl MemoryLimit {
+    /// Parses `"auto"`, `"unlimited"`, a byte count, or a size with a unit: `"2GiB"`,
+    /// `"1.5 GB"`, `"512MiB"`, `"800M"` (`K`/`M`/`G`/`T` alone and `…iB` are powers of 1024,
+    /// `kB`/`MB`/`GB`/`TB` powers of 1000).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming `memory_limit` for anything else, or zero.
+    pub fn parse(text: &str) -> Result<Self> {
+        let t = text.trim();
+        let bad = || {
+            Error::invalid_arg(
+                "memory_limit",
+                format!("`{text}` is not \"auto\", \"unlimited\" or a size such as \"2GiB\""),
+            )
+        };
+        match t.to_ascii_lowercase().as_str() {
+            "auto" => return Ok(MemoryLimit::Auto),
+            "unlimited" | "none" => return Ok(MemoryLimit::Unlimited),
+            _ => {}
+        }
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let v: f64 = num.parse().map_err(|_| bad())?;
+        let mult: f64 = match unit.trim() {
+            "" | "B" | "b" => 1.0,
+            "K" | "k" | "KiB" | "kiB" => 1024.0,
+            "M" | "MiB" => 1024.0 * 1024.0,
+            "G" | "GiB" => 1024f64.powi(3),
+            "T" | "TiB" => 1024f64.powi(4),
+            "kB" | "KB" => 1e3,
+            "MB" => 1e6,
+            "GB" => 1e9,
+            "TB" => 1e12,
+            _ => return Err(bad()),
+        };
+        let bytes = v * mult;
+        if !bytes.is_finite() || bytes < 1.0 || bytes > u64::MAX as f64 {
+            return Err(Error::invalid_arg(
+                "memory_limit",
+                format!("`{text}` is not a usable size"),
+            ));
+        }
+        Ok(MemoryLimit::Bytes(bytes as u64))
+    }
+}
+
 /// Where a run is, for progress reporting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -269,5 +317,31 @@ impl RestoreOptions {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_limits_parse() {
+        assert_eq!(MemoryLimit::parse("auto").unwrap(), MemoryLimit::Auto);
+        assert_eq!(MemoryLimit::parse(" Unlimited ").unwrap(), MemoryLimit::Unlimited);
+        assert_eq!(MemoryLimit::parse("2GiB").unwrap(), MemoryLimit::Bytes(2 << 30));
+        assert_eq!(MemoryLimit::parse("2G").unwrap(), MemoryLimit::Bytes(2 << 30));
+        assert_eq!(
+            MemoryLimit::parse("1.5 GB").unwrap(),
+            MemoryLimit::Bytes(1_500_000_000)
+        );
+        assert_eq!(
+            MemoryLimit::parse("512MiB").unwrap(),
+            MemoryLimit::Bytes(512 << 20)
+        );
+        assert_eq!(MemoryLimit::parse("4096").unwrap(), MemoryLimit::Bytes(4096));
+        for bad in ["", "lots", "2 XB", "-1G", "0", "1e9", "G"] {
+            let e = MemoryLimit::parse(bad).unwrap_err();
+            assert!(e.to_string().contains("memory_limit"), "{bad}: {e}");
+        }
     }
 }

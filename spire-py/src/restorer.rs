@@ -8,8 +8,8 @@ use pyo3::prelude::*;
 use pyo3::types::PyBool;
 
 use spire_core::{
-    ColorFix, LoadOptions, Progress, RestorationInput, RestorationPrompt, RestoreOptions, Restorer,
-    SchedulerKind, Stage,
+    ColorFix, LoadOptions, MemoryLimit, Progress, RestorationInput, RestorationPrompt, RestoreOptions,
+    Restorer, SchedulerKind, Stage,
 };
 
 use crate::errors::{guard, new, to_py};
@@ -50,6 +50,10 @@ fn build_options(
     seed: Option<u64>,
     initial_latents: Option<&Bound<'_, PyAny>>,
     color_fix: Option<&str>,
+    tile_size: Option<usize>,
+    tile_overlap: Option<usize>,
+    vae_tile_size: Option<usize>,
+    memory_limit: Option<&Bound<'_, PyAny>>,
     progress: Option<Py<PyAny>>,
 ) -> PyResult<(RestoreOptions, ErrSlot)> {
     let mut o = RestoreOptions::default();
@@ -135,6 +139,23 @@ fn build_options(
             )
         })?;
     }
+    o.tile_size = tile_size;
+    if let Some(v) = tile_overlap {
+        o.tile_overlap = v;
+    }
+    o.vae_tile_size = vae_tile_size;
+    if let Some(m) = memory_limit {
+        o.memory_limit = if let Ok(b) = m.extract::<u64>() {
+            MemoryLimit::Bytes(b)
+        } else if let Ok(t) = m.extract::<String>() {
+            MemoryLimit::parse(&t).map_err(to_py)?
+        } else {
+            return Err(invalid(
+                "memory_limit",
+                "must be \"auto\", \"unlimited\", a size such as \"2GiB\", or a number of bytes".into(),
+            ));
+        };
+    }
     let slot: ErrSlot = Arc::new(Mutex::new(None));
     if let Some(cb) = progress {
         if !cb.bind(py).is_callable() {
@@ -205,7 +226,8 @@ impl PyRestorer {
         image, *, restoration_prompt=None, verbatim_restoration_prompt=None, semantic_prompt=None,
         negative_prompt=None, restoration_null_prompt=None, num_inference_steps=None, scheduler=None,
         eta=None, restoration_guidance=None, semantic_guidance=None, conditioning_scale=None, strength=None,
-        seed=None, initial_latents=None, color_fix=None, progress=None
+        seed=None, initial_latents=None, color_fix=None, tile_size=None, tile_overlap=None,
+        vae_tile_size=None, memory_limit=None, progress=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn restore(
@@ -227,6 +249,10 @@ impl PyRestorer {
         seed: Option<u64>,
         initial_latents: Option<&Bound<'_, PyAny>>,
         color_fix: Option<&str>,
+        tile_size: Option<usize>,
+        tile_overlap: Option<usize>,
+        vae_tile_size: Option<usize>,
+        memory_limit: Option<&Bound<'_, PyAny>>,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<Py<PyAny>> {
         let img = from_numpy(image, "image")?;
@@ -247,6 +273,10 @@ impl PyRestorer {
             seed,
             initial_latents,
             color_fix,
+            tile_size,
+            tile_overlap,
+            vae_tile_size,
+            memory_limit,
             progress,
         )?;
         let inner = self.inner.clone();
@@ -261,7 +291,8 @@ impl PyRestorer {
         images, *, restoration_prompt=None, verbatim_restoration_prompt=None, semantic_prompt=None,
         negative_prompt=None, restoration_null_prompt=None, num_inference_steps=None, scheduler=None,
         eta=None, restoration_guidance=None, semantic_guidance=None, conditioning_scale=None, strength=None,
-        seed=None, initial_latents=None, color_fix=None, progress=None
+        seed=None, initial_latents=None, color_fix=None, tile_size=None, tile_overlap=None,
+        vae_tile_size=None, memory_limit=None, progress=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn restore_batch(
@@ -283,6 +314,10 @@ impl PyRestorer {
         seed: Option<u64>,
         initial_latents: Option<&Bound<'_, PyAny>>,
         color_fix: Option<&str>,
+        tile_size: Option<usize>,
+        tile_overlap: Option<usize>,
+        vae_tile_size: Option<usize>,
+        memory_limit: Option<&Bound<'_, PyAny>>,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<Vec<Py<PyAny>>> {
         let imgs: Vec<Owned> = images
@@ -307,6 +342,10 @@ impl PyRestorer {
             seed,
             initial_latents,
             color_fix,
+            tile_size,
+            tile_overlap,
+            vae_tile_size,
+            memory_limit,
             progress,
         )?;
         let inner = self.inner.clone();

@@ -107,3 +107,18 @@ def test_restoration_prompt_class():
     assert hash(p) == hash(spire.RestorationPrompt(denoise=0.08, upsample=4))
     assert spire.RestorationPrompt().is_blind and spire.RestorationPrompt.blind().render() == "Remove all degradation"
     assert eval(repr(p), {"RestorationPrompt": spire.RestorationPrompt}) == p
+
+
+def test_memory_limit_and_tiles(restorer):
+    img = picture(40, 32)
+    whole = restorer.restore(img, memory_limit="unlimited", **QUICK)
+    tiled = restorer.restore(img, memory_limit="unlimited", tile_size=1000, vae_tile_size=16, **QUICK)
+    assert np.abs(whole.astype(int) - tiled.astype(int)).max() <= 1
+    assert restorer.restore(img, memory_limit=8 << 30, **QUICK).shape == img.shape
+    assert restorer.restore(img, memory_limit="8GiB", **QUICK).shape == img.shape
+    with pytest.raises(spire.InvalidArgumentError, match="memory_limit"):
+        restorer.restore(img, memory_limit="1kB", **QUICK)
+    with pytest.raises(spire.InvalidArgumentError, match="memory_limit"):
+        restorer.restore(img, memory_limit="lots", **QUICK)
+    with pytest.raises(spire.InvalidArgumentError, match="memory_limit"):
+        restorer.restore(img, memory_limit=1.5, **QUICK)

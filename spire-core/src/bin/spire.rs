@@ -3,7 +3,8 @@
 //! ```text
 //! spire restore <in> <out> [--model DIR] [--prompt TEXT] [--caption TEXT] [--steps N] [--seed N]
 //!               [--scheduler ddim|dpm++2m|euler] [--restoration-guidance W] [--semantic-guidance W]
-//!               [--strength S] [--color-fix none|wavelet|adain]
+//!               [--strength S] [--color-fix none|wavelet|adain] [--memory-limit auto|unlimited|2GiB]
+//!               [--tile-size N] [--tile-overlap N] [--vae-tile-size PX]
 //! spire degrade <in> <out> [--pipeline parameterized|realesrgan] [--seed N]
 //! spire train --config recipe.json
 //! spire export-builtin <model-dir> <out.safetensors>
@@ -23,6 +24,8 @@ const USAGE: &str = "usage:
   spire restore <in.png> <out.png> [--model DIR] [--prompt TEXT] [--caption TEXT] [--steps N]
                 [--seed N] [--scheduler ddim|dpm++2m|euler] [--restoration-guidance W]
                 [--semantic-guidance W] [--strength S] [--color-fix none|wavelet|adain]
+                [--memory-limit auto|unlimited|SIZE] [--tile-size LATENT_PX] [--tile-overlap LATENT_PX]
+                [--vae-tile-size PX]
   spire degrade <in.png> <out.png> [--pipeline parameterized|realesrgan] [--seed N]
   spire train --config recipe.json
   spire export-builtin <model-dir> <out.safetensors>
@@ -82,6 +85,10 @@ fn restore(args: &[String]) -> Result<(), String> {
             "semantic-guidance",
             "strength",
             "color-fix",
+            "memory-limit",
+            "tile-size",
+            "tile-overlap",
+            "vae-tile-size",
         ],
     )?;
     let [input, output] = a.positional.as_slice() else {
@@ -119,7 +126,22 @@ fn restore(args: &[String]) -> Result<(), String> {
     if let Some(c) = a.flags.get("color-fix") {
         o.color_fix = ColorFix::parse(c).ok_or_else(|| format!("--color-fix: unknown `{c}`"))?;
     }
+    if let Some(m) = a.flags.get("memory-limit") {
+        o.memory_limit = spire_core::MemoryLimit::parse(m).map_err(fail)?;
+    }
+    if let Some(v) = num(&a, "tile-size")? {
+        o.tile_size = Some(v);
+    }
+    if let Some(v) = num(&a, "tile-overlap")? {
+        o.tile_overlap = v;
+    }
+    if let Some(v) = num(&a, "vae-tile-size")? {
+        o.vae_tile_size = Some(v);
+    }
     o.progress = Some(Arc::new(|p: &spire_core::Progress| {
+        if let Some(m) = &p.message {
+            eprintln!("{m}");
+        }
         if p.stage == spire_core::Stage::Denoising {
             eprint!("\rdenoising {}/{}", p.step, p.total);
             if p.step == p.total {
