@@ -584,6 +584,105 @@ def make_metrics():
     (FIX / "ref" / "metrics.json").write_text(json.dumps(out, indent=1))
 
 
+# --------------------------------------------------------------------------------------------
+# Learned metrics. Their backbones are large (AlexNet 2.5 M, VGG16 15 M, Inception 22 M
+# parameters), so their random weights are not stored: every tensor is generated from its name
+# by a counter-based hash (splitmix64) that the Rust tests reproduce exactly, and only the
+# shapes, scales, real LPIPS heads, inputs and outputs are committed.
+# --------------------------------------------------------------------------------------------
+
+def fnv1a64(name: str) -> int:
+    h = 0xCBF29CE484222325
+    for b in name.encode():
+        h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+def hashed_uniform(name: str, n: int, seed: int) -> np.ndarray:
+    """n values in [-1, 1): splitmix64 of (fnv1a64(name) ^ seed) + k·golden, k = 1..n, top 53
+    bits as a fraction."""
+    u = np.uint64
+    i = np.arange(1, n + 1, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        z = u(fnv1a64(name) ^ seed) + i * u(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> u(30))) * u(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> u(27))) * u(0x94D049BB133111EB)
+        z = z ^ (z >> u(31))
+    return (z >> u(11)).astype(np.float64) / 2.0 ** 53 * 2.0 - 1.0
+
+
+def hashed_tensor(name: str, shape, scale: float, offset: float, seed: int) -> torch.Tensor:
+    n = int(np.prod(shape)) if len(shape) else 1
+    v = hashed_uniform(name, n, seed) * scale + offset
+    return torch.from_numpy(v.astype(np.float32)).reshape(tuple(shape))
+
+
+def hashed_state(named: dict, seed: int):
+    """Fills tensors by the rule the Rust tests reproduce; returns {name: [shape, scale, offset]}.
+    Conv/linear weights U(±sqrt(6/fan_in)); biases and BatchNorm shifts U(±0.1); BatchNorm
+    scales and running variances 1 + U(±0.2); running means U(±0.1)."""
+    spec = {}
+    with torch.no_grad():
+        for name, t in named.items():
+            shape = list(t.shape)
+            if name.endswith("running_var") or (name.endswith("weight") and len(shape) == 1):
+                scale, offset = 0.2, 1.0
+            elif name.endswith("weight"):
+                scale, offset = float(np.sqrt(6.0 / np.prod(shape[1:]))), 0.0
+            else:
+                scale, offset = 0.1, 0.0
+            t.copy_(hashed_tensor(name, shape, scale, offset, seed))
+            spec[name] = [shape, scale, offset]
+    return spec
+
+
+def make_lpips():
+    """LPIPS (alex, vgg) of the lpips package with its real v0.1 heads on hashed backbones:
+    per-stage distances on a real photo pair and a random batch."""
+    import lpips
+    from PIL import Image
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from convert_metric_weights import lpips_tensors
+    a = np.asarray(Image.open(FIX / "photos" / "chelsea_crop256.png").convert("RGB"))[40:104, 60:140]
+    b = np.asarray(Image.open(FIX / "photos" / "chelsea_crop256_distorted.png").convert("RGB"))[40:104, 60:140]
+    photo = lambda x: torch.from_numpy(x.astype(np.float32) / 255).permute(2, 0, 1)[None]
+    ra = torch.rand(2, 3, 48, 56, generator=torch.Generator().manual_seed(700))
+    rb = (ra + 0.2 * torch.randn(2, 3, 48, 56, generator=torch.Generator().manual_seed(701))).clamp(0, 1)
+    ref = {"photo_a": photo(a), "photo_b": photo(b), "rand_a": ra, "rand_b": rb}
+    spec = {}
+    for i, net in enumerate(["alex", "vgg"]):
+        m = lpips.LPIPS(net=net, pnet_rand=True, verbose=False).eval()
+        converted = lpips_tensors(m.state_dict(), m.state_dict(), net)
+        backbone = {k: v for k, v in m.net.named_parameters()}
+        named = {}
+        for k, v in backbone.items():
+            _, idx, kind = k.split(".")
+            named[f"features.{idx}.{kind}"] = v
+        spec[net] = hashed_state(named, 7000 + i)
+        for k in range(5):
+            ref[f"{net}.lin{k}"] = converted[f"lin{k}.weight"]
+        with torch.no_grad():
+            for pair in ["photo", "rand"]:
+                x, y = ref[f"{pair}_a"], ref[f"{pair}_b"]
+                total, per = m(x, y, retPerLayer=True, normalize=True)
+                ref[f"{net}.{pair}.stages"] = torch.cat([p.reshape(-1, 1) for p in per], 1)
+                ref[f"{net}.{pair}.total"] = total.reshape(-1)
+    save_ref("lpips", ref)
+    (FIX / "ref" / "lpips.json").write_text(json.dumps({"seeds": {"alex": 7000, "vgg": 7001}, "tensors": spec}))
+
+
+def versions() -> dict:
+    import importlib.metadata as md
+    out = {"python": sys.version.split()[0], "numpy": np.__version__}
+    for pkg in ["torch", "diffusers", "transformers", "safetensors", "scikit-image", "lpips", "torchvision",
+                "pytorch-fid", "pillow", "opencv-python-headless", "scipy"]:
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
 def main():
     import diffusers
     import transformers
@@ -682,14 +781,21 @@ def main():
     make_train_step()
     make_colorfix()
     make_metrics()
+    make_lpips()
+    write_versions()
 
-    versions = {
-        "python": sys.version.split()[0], "torch": torch.__version__, "diffusers": diffusers.__version__,
-        "transformers": transformers.__version__, "safetensors": safetensors.__version__, "numpy": np.__version__,
-    }
-    (FIX / "VERSIONS.json").write_text(json.dumps(versions, indent=2) + "\n")
-    print(json.dumps(versions))
+
+def write_versions():
+    v = versions()
+    (FIX / "VERSIONS.json").write_text(json.dumps(v, indent=2) + "\n")
+    print(json.dumps(v))
 
 
 if __name__ == "__main__":
-    main()
+    # `make_fixtures.py lpips clip …` rebuilds only those parts (each is deterministic on its own).
+    if len(sys.argv) > 1:
+        for part in sys.argv[1:]:
+            globals()[f"make_{part}"]()
+        write_versions()
+    else:
+        main()

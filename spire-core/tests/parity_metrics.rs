@@ -55,3 +55,114 @@ fn psnr_and_ssim_equal_scikit_image() {
     close(metrics::ssim(&ca, &cb).unwrap(), "ssim_u8_crop");
     assert!(metrics::psnr(&va, &ga).is_err(), "mixed sample types");
 }
+
+/// Writes an LPIPS weights file: the fixture's hashed backbone and the real lpips heads.
+fn lpips_file(net: &str, dir: &std::path::Path) -> std::path::PathBuf {
+    let spec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("ref/lpips.json")).unwrap()).unwrap();
+    let seed = spec["seeds"][net].as_u64().unwrap();
+    let mut t = common::hashed_tensors(&spec["tensors"][net], seed);
+    let r = common::reference("lpips");
+    for k in 0..5 {
+        t.insert(format!("lin{k}.weight"), r[&format!("{net}.lin{k}")].clone());
+    }
+    let p = dir.join(format!("lpips-{net}.safetensors"));
+    candle_core::safetensors::save(&t, &p).unwrap();
+    p
+}
+
+#[test]
+fn lpips_equals_the_lpips_package() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = common::reference("lpips");
+    for net in ["alex", "vgg"] {
+        let m = metrics::Lpips::load(lpips_file(net, dir.path()), &candle_core::Device::Cpu).unwrap();
+        assert_eq!(m.net().as_str(), net);
+        for pair in ["photo", "rand"] {
+            let (a, b) = (&r[&format!("{pair}_a")], &r[&format!("{pair}_b")]);
+            let stages = m.stage_distances(a, b).unwrap();
+            let want = &r[&format!("{net}.{pair}.stages")];
+            let rel = common::max_abs_diff(&stages, want)
+                / want
+                    .abs()
+                    .unwrap()
+                    .max_keepdim(1)
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+            let total = m.distances(a, b).unwrap();
+            eprintln!(
+                "LPIPS {net} {pair}: {:?} vs lpips {:?} (stages max rel. diff {rel:.1e})",
+                total.to_vec1::<f32>().unwrap(),
+                r[&format!("{net}.{pair}.total")].to_vec1::<f32>().unwrap()
+            );
+            assert!(rel < 1e-4, "{net} {pair}: {rel}");
+            common::assert_close(
+                &format!("{net} {pair} total"),
+                &total,
+                &r[&format!("{net}.{pair}.total")],
+                1e-6,
+            );
+        }
+    }
+    // The image-view entry point on the photo pair.
+    let m = metrics::Lpips::load(lpips_file("alex", dir.path()), &candle_core::Device::Cpu).unwrap();
+    let (w, h, a) = photo("chelsea_crop256.png");
+    let (_, _, b) = photo("chelsea_crop256_distorted.png");
+    let crop = |p: &[u8]| -> Vec<u8> {
+        (40..104)
+            .flat_map(|y| p[(y * w + 60) * 3..(y * w + 140) * 3].to_vec())
+            .collect()
+    };
+    let _ = h;
+    let (ca, cb) = (crop(&a), crop(&b));
+    let d = m
+        .distance(
+            &ImageView::rgb8(80, 64, &ca).unwrap(),
+            &ImageView::rgb8(80, 64, &cb).unwrap(),
+        )
+        .unwrap();
+    let want = r["alex.photo.total"].to_vec1::<f32>().unwrap()[0] as f64;
+    assert!((d - want).abs() < 1e-6, "{d} vs {want}");
+}
+
+#[test]
+fn lpips_rejects_bad_files_and_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing =
+        metrics::Lpips::load(dir.path().join("nope.safetensors"), &candle_core::Device::Cpu).unwrap_err();
+    assert!(missing.to_string().contains("nope.safetensors"), "{missing}");
+    // A file without the heads names the missing tensor.
+    let p = lpips_file("alex", dir.path());
+    let mut t = candle_core::safetensors::load(&p, &candle_core::Device::Cpu).unwrap();
+    t.remove("lin3.weight");
+    let q = dir.path().join("no-heads.safetensors");
+    candle_core::safetensors::save(&t, &q).unwrap();
+    let e = metrics::Lpips::load(&q, &candle_core::Device::Cpu).unwrap_err();
+    assert!(
+        e.to_string().contains("lin3.weight") && e.to_string().contains("no-heads"),
+        "{e}"
+    );
+    let unet = fixtures().join("tiny-sd1/unet/diffusion_pytorch_model.safetensors");
+    let e = metrics::Lpips::load(&unet, &candle_core::Device::Cpu).unwrap_err();
+    assert!(e.to_string().contains("not an LPIPS weights file"), "{e}");
+    let m = metrics::Lpips::load(&p, &candle_core::Device::Cpu).unwrap();
+    let small = vec![0u8; 20 * 20 * 3];
+    let e = m
+        .distance(
+            &ImageView::rgb8(20, 20, &small).unwrap(),
+            &ImageView::rgb8(20, 20, &small).unwrap(),
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("at least 31×31"), "{e}");
+    let big = vec![0u8; 40 * 40 * 3];
+    let e = m
+        .distance(
+            &ImageView::rgb8(40, 40, &big).unwrap(),
+            &ImageView::rgb8(20, 20, &small).unwrap(),
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("differ in size"), "{e}");
+}

@@ -4,5 +4,18 @@
 //! unavailable, never estimated.
 
 pub mod classic;
+pub mod lpips;
+
+use candle_core::{Device, Tensor};
 
 pub use classic::{psnr, ssim};
+pub use lpips::{Lpips, LpipsNet};
+
+use crate::error::Result;
+use crate::image::ImageView;
+
+/// `[1, 3, h, w]` f32 in [0, 1] on the CPU (gray replicated, alpha dropped).
+pub(crate) fn rgb_tensor(v: &ImageView<'_>) -> Result<Tensor> {
+    let p = v.to_planar()?;
+    Ok(Tensor::from_vec(p.rgb, (1, 3, p.height, p.width), &Device::Cpu)?)
+}
