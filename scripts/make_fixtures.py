@@ -671,6 +671,50 @@ def make_lpips():
     (FIX / "ref" / "lpips.json").write_text(json.dumps({"seeds": {"alex": 7000, "vgg": 7001}, "tensors": spec}))
 
 
+def make_clip():
+    """A tiny random transformers CLIPModel folder (tiny-clip) with the fixture tokenizer and a
+    32-pixel image processor; references: the PIL image processor's pixel values, the image and
+    text embeddings, CLIP-I and CLIP-T."""
+    from PIL import Image
+    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+    out = FIX / "tiny-clip"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    for f in ["vocab.json", "merges.txt", "special_tokens_map.json", "tokenizer_config.json"]:
+        shutil.copy(FIX / "tiny-sd1" / "tokenizer" / f, out / f)
+    vocab = json.loads((out / "vocab.json").read_text())
+    eos, bos = vocab["<|endoftext|>"], vocab["<|startoftext|>"]
+    cfg = CLIPConfig(
+        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, max_position_embeddings=77, hidden_act="quick_gelu",
+                         eos_token_id=eos, bos_token_id=bos, pad_token_id=eos, projection_dim=16),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                           image_size=32, patch_size=8, hidden_act="quick_gelu", projection_dim=16),
+        projection_dim=16,
+    )
+    torch.manual_seed(80)
+    model = randomize(CLIPModel(cfg), 800).eval()
+    model.save_pretrained(out, safe_serialization=True)
+    proc = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    proc.save_pretrained(out)
+    a = np.asarray(Image.open(FIX / "photos" / "chelsea_crop256.png").convert("RGB"))
+    b = np.asarray(Image.open(FIX / "photos" / "chelsea_crop256_distorted.png").convert("RGB"))
+    images = [a[40:104, 60:140], b[40:104, 60:140], a[:, :100]]  # 80×64, 80×64, 100×256
+    pixels = proc(images=images, return_tensors="pt")["pixel_values"]
+    tok = CLIPTokenizer.from_pretrained(out)
+    prompts = ["a cat on a sofa", "a red motorcycle in a workshop", "a photo of a cat " * 20]
+    ids = tok(prompts, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+    with torch.no_grad():
+        img = model.get_image_features(pixel_values=pixels).pooler_output
+        txt = model.get_text_features(input_ids=ids).pooler_output
+    img_n, txt_n = img / img.norm(dim=-1, keepdim=True), txt / txt.norm(dim=-1, keepdim=True)
+    save_ref("clip", {"pixel_values": pixels, "image_embeds": img_n, "text_embeds": txt_n,
+                      "clip_i": (img_n[0] * img_n[1]).sum().reshape(1),
+                      "clip_t": (img_n[0] * txt_n[0]).sum().reshape(1)})
+    (FIX / "ref" / "clip.json").write_text(json.dumps({"prompts": prompts, "crops": [[40, 104, 60, 140], [40, 104, 60, 140], [0, 256, 0, 100]]}))
+
+
 def versions() -> dict:
     import importlib.metadata as md
     out = {"python": sys.version.split()[0], "numpy": np.__version__}
@@ -691,7 +735,7 @@ def main():
     from transformers import CLIPTextModel, CLIPTokenizer
 
     if FIX.exists():
-        for sub in ["tiny-sd1", "tiny-sd2", "tiny-controlnet", "tiny-spire-adaptor", "ref", "tokenizer"]:
+        for sub in ["tiny-sd1", "tiny-sd2", "tiny-controlnet", "tiny-spire-adaptor", "tiny-clip", "ref", "tokenizer"]:
             shutil.rmtree(FIX / sub, ignore_errors=True)
     FIX.mkdir(parents=True, exist_ok=True)
 
@@ -782,6 +826,7 @@ def main():
     make_colorfix()
     make_metrics()
     make_lpips()
+    make_clip()
     write_versions()
 
 

@@ -98,6 +98,68 @@ pub fn resize_bicubic(src: &[f32], c: usize, w: usize, h: usize, ow: usize, oh: 
     out
 }
 
+/// PIL's 8-bit fixed-point weights: 22 fractional bits, rounded half away from zero.
+const PRECISION_BITS: u32 = 32 - 8 - 2;
+
+fn fixed(k: &[f64]) -> Vec<i32> {
+    let one = (1u32 << PRECISION_BITS) as f64;
+    k.iter()
+        .map(|&v| {
+            if v < 0.0 {
+                (-0.5 + v * one) as i32
+            } else {
+                (0.5 + v * one) as i32
+            }
+        })
+        .collect()
+}
+
+fn clip8(acc: i32) -> u8 {
+    (acc >> PRECISION_BITS).clamp(0, 255) as u8
+}
+
+/// Resizes `c` 8-bit planes (`c × h × w`) to `c × oh × ow` exactly as PIL resizes 8-bit
+/// images with `Image.BICUBIC`: fixed-point weights, and the horizontal pass rounded and
+/// clipped to 8 bits before the vertical pass.
+pub fn resize_bicubic_u8(src: &[u8], c: usize, w: usize, h: usize, ow: usize, oh: usize) -> Vec<u8> {
+    let cx: Vec<(usize, Vec<i32>)> = coeffs(w, ow).into_iter().map(|(x0, k)| (x0, fixed(&k))).collect();
+    let cy: Vec<(usize, Vec<i32>)> = coeffs(h, oh).into_iter().map(|(y0, k)| (y0, fixed(&k))).collect();
+    let half = 1i32 << (PRECISION_BITS - 1);
+    let mut out = Vec::with_capacity(c * ow * oh);
+    for plane in src.chunks(w * h).take(c) {
+        let tmp: Vec<u8> = if ow == w {
+            plane.to_vec()
+        } else {
+            plane
+                .chunks(w)
+                .flat_map(|row| {
+                    cx.iter().map(move |(x0, k)| {
+                        clip8(
+                            k.iter()
+                                .enumerate()
+                                .fold(half, |a, (i, &kk)| a + row[x0 + i] as i32 * kk),
+                        )
+                    })
+                })
+                .collect()
+        };
+        if oh == h {
+            out.extend(tmp);
+            continue;
+        }
+        for (y0, k) in &cy {
+            for x in 0..ow {
+                let acc = k
+                    .iter()
+                    .enumerate()
+                    .fold(half, |a, (i, &kk)| a + tmp[(y0 + i) * ow + x] as i32 * kk);
+                out.push(clip8(acc));
+            }
+        }
+    }
+    out
+}
+
 /// Mirror index (numpy `reflect`: the edge sample is not repeated), any distance from the edge.
 fn reflect(i: isize, n: usize) -> usize {
     if n == 1 {

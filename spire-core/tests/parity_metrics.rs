@@ -166,3 +166,79 @@ fn lpips_rejects_bad_files_and_inputs() {
         .unwrap_err();
     assert!(e.to_string().contains("differ in size"), "{e}");
 }
+
+#[test]
+fn clip_equals_transformers() {
+    let r = common::reference("clip");
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("ref/clip.json")).unwrap()).unwrap();
+    let clip = metrics::Clip::from_dir(fixtures().join("tiny-clip"), &candle_core::Device::Cpu).unwrap();
+    // The towers on the reference pixel values.
+    let img = clip.embed_pixels(&r["pixel_values"]).unwrap();
+    common::assert_close("image embeddings", &img, &r["image_embeds"], 1e-5);
+    let prompts: Vec<&str> = j["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    let txt = clip.embed_texts(&prompts).unwrap();
+    common::assert_close("text embeddings", &txt, &r["text_embeds"], 1e-5);
+    // Preprocessing equals the PIL image processor (8-bit fixed-point bicubic, crop,
+    // normalise). Pillow 13 runs the vertical pass first for some sizes (the 100×256 crop
+    // here), which moves a few pixels by one 8-bit level; the others are exact.
+    let (w, _, a) = photo("chelsea_crop256.png");
+    let (_, _, b) = photo("chelsea_crop256_distorted.png");
+    let crop = |p: &[u8], c: &serde_json::Value| -> (usize, usize, Vec<u8>) {
+        let c: Vec<usize> = c
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect();
+        let px = (c[0]..c[1])
+            .flat_map(|y| p[(y * w + c[2]) * 3..(y * w + c[3]) * 3].to_vec())
+            .collect();
+        (c[3] - c[2], c[1] - c[0], px)
+    };
+    let crops = j["crops"].as_array().unwrap();
+    let imgs = [crop(&a, &crops[0]), crop(&b, &crops[1]), crop(&a, &crops[2])];
+    let views: Vec<ImageView> = imgs
+        .iter()
+        .map(|(w, h, p)| ImageView::rgb8(*w, *h, p).unwrap())
+        .collect();
+    for (i, v) in views.iter().enumerate() {
+        let px = clip.preprocess().apply(v).unwrap();
+        let want = r["pixel_values"].narrow(0, i, 1).unwrap();
+        let d = common::max_abs_diff(&px, &want);
+        eprintln!("image {i}: max |pixel values − PIL processor| = {d:.2e}");
+        let tol = if i == 2 { 1.0 / 255.0 / 0.26 + 1e-5 } else { 1e-5 };
+        assert!(d < tol, "image {i}: {d}");
+    }
+    let ci = clip.clip_i(&views[0], &views[1]).unwrap();
+    let ct = clip.clip_t(&views[0], prompts[0]).unwrap();
+    let (want_i, want_t) = (
+        r["clip_i"].to_vec1::<f32>().unwrap()[0] as f64,
+        r["clip_t"].to_vec1::<f32>().unwrap()[0] as f64,
+    );
+    eprintln!("CLIP-I {ci:.6} vs {want_i:.6}; CLIP-T {ct:.6} vs {want_t:.6}");
+    assert!((ci - want_i).abs() < 1e-5 && (ct - want_t).abs() < 1e-5);
+}
+
+#[test]
+fn clip_reports_bad_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = metrics::Clip::from_dir(dir.path(), &candle_core::Device::Cpu).unwrap_err();
+    assert!(e.to_string().contains("config.json"), "{e}");
+    // A text-only checkpoint is not a CLIPModel.
+    for f in ["config.json", "vocab.json", "merges.txt"] {
+        std::fs::copy(fixtures().join("tiny-clip").join(f), dir.path().join(f)).unwrap();
+    }
+    std::fs::copy(
+        fixtures().join("tiny-sd1/text_encoder/model.safetensors"),
+        dir.path().join("model.safetensors"),
+    )
+    .unwrap();
+    let e = metrics::Clip::from_dir(dir.path(), &candle_core::Device::Cpu).unwrap_err();
+    assert!(e.to_string().contains("vision_model"), "{e}");
+}

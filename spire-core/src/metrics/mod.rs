@@ -4,11 +4,13 @@
 //! unavailable, never estimated.
 
 pub mod classic;
+pub mod clip;
 pub mod lpips;
 
 use candle_core::{Device, Tensor};
 
 pub use classic::{psnr, ssim};
+pub use clip::{Clip, ClipPreprocess};
 pub use lpips::{Lpips, LpipsNet};
 
 use crate::error::Result;

@@ -1,10 +1,12 @@
 //! transformers `CLIPTextModel`: token and position embeddings, pre-LayerNorm encoder layers
-//! with causal self-attention, and the final LayerNorm.
+//! with causal self-attention, and the final LayerNorm; and `CLIPVisionModel` with its
+//! `visual_projection` (patch embedding, class token, the same encoder layers without a mask),
+//! for the CLIP-I / CLIP-T metrics.
 
 use candle_core::{DType, Device, IndexOp, Module, Result, Tensor};
 use candle_nn::{Embedding, VarBuilder};
 
-use super::config::ClipTextConfig;
+use super::config::{ClipTextConfig, ClipVisionConfig};
 use super::nn::{layer_norm, linear, softmax_last_dim, Activation, LayerNorm, Linear};
 
 #[derive(Debug, Clone)]
@@ -17,20 +19,54 @@ struct ClipAttention {
     scale: f64,
 }
 
+/// The shape of one encoder layer, shared by the text and vision towers.
+#[derive(Debug, Clone, Copy)]
+struct LayerShape {
+    hidden: usize,
+    heads: usize,
+    intermediate: usize,
+    act: Activation,
+    eps: f64,
+}
+
+impl From<&ClipTextConfig> for LayerShape {
+    fn from(c: &ClipTextConfig) -> Self {
+        Self {
+            hidden: c.hidden_size,
+            heads: c.num_attention_heads,
+            intermediate: c.intermediate_size,
+            act: c.hidden_act,
+            eps: c.layer_norm_eps,
+        }
+    }
+}
+
+impl From<&ClipVisionConfig> for LayerShape {
+    fn from(c: &ClipVisionConfig) -> Self {
+        Self {
+            hidden: c.hidden_size,
+            heads: c.num_attention_heads,
+            intermediate: c.intermediate_size,
+            act: c.hidden_act,
+            eps: c.layer_norm_eps,
+        }
+    }
+}
+
 impl ClipAttention {
-    fn new(cfg: &ClipTextConfig, vb: VarBuilder) -> Result<Self> {
-        let d = cfg.hidden_size;
+    fn new(cfg: LayerShape, vb: VarBuilder) -> Result<Self> {
+        let d = cfg.hidden;
         Ok(Self {
             q_proj: linear(d, d, true, vb.pp("q_proj"))?,
             k_proj: linear(d, d, true, vb.pp("k_proj"))?,
             v_proj: linear(d, d, true, vb.pp("v_proj"))?,
             out_proj: linear(d, d, true, vb.pp("out_proj"))?,
-            heads: cfg.num_attention_heads,
-            scale: ((d / cfg.num_attention_heads) as f64).powf(-0.5),
+            heads: cfg.heads,
+            scale: ((d / cfg.heads) as f64).powf(-0.5),
         })
     }
 
-    fn forward(&self, xs: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    fn forward(&self, xs: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         let (b, n, d) = xs.dims3()?;
         let hd = d / self.heads;
         let split = |t: Tensor| -> Result<Tensor> {
@@ -42,7 +78,10 @@ impl ClipAttention {
         let k = split(self.k_proj.forward(xs)?)?;
         let v = split(self.v_proj.forward(xs)?)?;
         let s = (q.to_dtype(DType::F32)?.matmul(&k.to_dtype(DType::F32)?.t()?)? * self.scale)?;
-        let s = s.broadcast_add(mask)?;
+        let s = match mask {
+            Some(m) => s.broadcast_add(m)?,
+            None => s,
+        };
         let p = softmax_last_dim(&s)?.to_dtype(v.dtype())?;
         let out = p.matmul(&v)?;
         let out = out
@@ -64,19 +103,19 @@ struct ClipLayer {
 }
 
 impl ClipLayer {
-    fn new(cfg: &ClipTextConfig, vb: VarBuilder) -> Result<Self> {
-        let d = cfg.hidden_size;
+    fn new(cfg: LayerShape, vb: VarBuilder) -> Result<Self> {
+        let d = cfg.hidden;
         Ok(Self {
-            layer_norm1: layer_norm(d, cfg.layer_norm_eps, vb.pp("layer_norm1"))?,
+            layer_norm1: layer_norm(d, cfg.eps, vb.pp("layer_norm1"))?,
             self_attn: ClipAttention::new(cfg, vb.pp("self_attn"))?,
-            layer_norm2: layer_norm(d, cfg.layer_norm_eps, vb.pp("layer_norm2"))?,
-            fc1: linear(d, cfg.intermediate_size, true, vb.pp("mlp").pp("fc1"))?,
-            fc2: linear(cfg.intermediate_size, d, true, vb.pp("mlp").pp("fc2"))?,
-            act: cfg.hidden_act,
+            layer_norm2: layer_norm(d, cfg.eps, vb.pp("layer_norm2"))?,
+            fc1: linear(d, cfg.intermediate, true, vb.pp("mlp").pp("fc1"))?,
+            fc2: linear(cfg.intermediate, d, true, vb.pp("mlp").pp("fc2"))?,
+            act: cfg.act,
         })
     }
 
-    fn forward(&self, xs: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    fn forward(&self, xs: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         let xs = (self.self_attn.forward(&self.layer_norm1.forward(xs)?, mask)? + xs)?;
         let h = self.fc2.forward(
             &self
@@ -134,7 +173,7 @@ impl ClipTextModel {
         let d = cfg.hidden_size;
         let emb = vb.pp("embeddings");
         let layers = (0..cfg.num_hidden_layers)
-            .map(|i| ClipLayer::new(cfg, vb.pp("encoder").pp("layers").pp(i)))
+            .map(|i| ClipLayer::new(cfg.into(), vb.pp("encoder").pp("layers").pp(i)))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             token_embedding: candle_nn::embedding(cfg.vocab_size, d, emb.pp("token_embedding"))?,
@@ -172,7 +211,7 @@ impl ClipTextModel {
         let mask = causal_mask(n, ids.device())?;
         let mut xs = xs;
         for layer in &self.layers {
-            xs = layer.forward(&xs, &mask)?;
+            xs = layer.forward(&xs, Some(&mask))?;
         }
         let last = self.final_layer_norm.forward(&xs)?;
         // transformers: the first end-of-text token (or, for configs with eos id 2, the argmax).
@@ -207,5 +246,88 @@ impl ClipTextModel {
             .as_ref()
             .map(|p| p.forward(pooled))
             .transpose()
+    }
+}
+
+/// transformers `CLIPVisionModel` with the `visual_projection` of `CLIPModel`.
+#[derive(Debug, Clone)]
+pub struct ClipVisionModel {
+    /// `[hidden, 3·patch²]`: the patch convolution (no bias) as a matrix.
+    patch_embedding: Tensor,
+    class_embedding: Tensor,
+    position_embedding: Tensor,
+    pre_layrnorm: LayerNorm,
+    layers: Vec<ClipLayer>,
+    post_layernorm: LayerNorm,
+    visual_projection: Linear,
+    config: ClipVisionConfig,
+}
+
+impl ClipVisionModel {
+    /// Under `vb` = the `CLIPModel` checkpoint root (`vision_model.…`, `visual_projection.…`).
+    pub fn new(cfg: &ClipVisionConfig, vb: VarBuilder) -> Result<Self> {
+        let d = cfg.hidden_size;
+        let p = cfg.patch_size;
+        let grid = cfg.image_size / p;
+        let v = vb.pp("vision_model");
+        let emb = v.pp("embeddings");
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| ClipLayer::new(cfg.into(), v.pp("encoder").pp("layers").pp(i)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            patch_embedding: emb
+                .get((d, 3, p, p), "patch_embedding.weight")?
+                .reshape((d, 3 * p * p))?,
+            class_embedding: emb.get(d, "class_embedding")?,
+            position_embedding: emb.get((grid * grid + 1, d), "position_embedding.weight")?,
+            // (sic) transformers' name.
+            pre_layrnorm: layer_norm(d, cfg.layer_norm_eps, v.pp("pre_layrnorm"))?,
+            layers,
+            post_layernorm: layer_norm(d, cfg.layer_norm_eps, v.pp("post_layernorm"))?,
+            visual_projection: linear(d, cfg.projection_dim, false, vb.pp("visual_projection"))?,
+            config: cfg.clone(),
+        })
+    }
+
+    /// The architecture.
+    pub fn config(&self) -> &ClipVisionConfig {
+        &self.config
+    }
+
+    /// The pooled output (post-LayerNorm class token), `[batch, hidden]`, of preprocessed
+    /// `[batch, 3, image_size, image_size]` pixel values.
+    pub fn pooled(&self, pixels: &Tensor) -> Result<Tensor> {
+        let (b, c, h, w) = pixels.dims4()?;
+        let s = self.config.image_size;
+        if (c, h, w) != (3, s, s) {
+            candle_core::bail!(
+                "CLIP vision takes [batch, 3, {s}, {s}] pixel values, got {:?}",
+                pixels.dims()
+            );
+        }
+        let p = self.config.patch_size;
+        let g = s / p;
+        let d = self.config.hidden_size;
+        let patches = pixels
+            .reshape((b, 3, g, p, g, p))?
+            .permute((0, 2, 4, 1, 3, 5))?
+            .reshape((b * g * g, 3 * p * p))?
+            .contiguous()?;
+        let x = patches
+            .matmul(&self.patch_embedding.t()?)?
+            .reshape((b, g * g, d))?;
+        let cls = self.class_embedding.reshape((1, 1, d))?.broadcast_as((b, 1, d))?;
+        let x = Tensor::cat(&[&cls.contiguous()?, &x], 1)?
+            .broadcast_add(&self.position_embedding.unsqueeze(0)?)?;
+        let mut x = self.pre_layrnorm.forward(&x)?;
+        for layer in &self.layers {
+            x = layer.forward(&x, None)?;
+        }
+        self.post_layernorm.forward(&x.i((.., 0))?.contiguous()?)
+    }
+
+    /// Image embeddings (`visual_projection` of the pooled output), `[batch, projection_dim]`.
+    pub fn embed(&self, pixels: &Tensor) -> Result<Tensor> {
+        self.visual_projection.forward(&self.pooled(pixels)?)
     }
 }

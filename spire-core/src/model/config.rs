@@ -557,3 +557,70 @@ impl ClipTextConfig {
         })
     }
 }
+
+/// transformers `CLIPVisionConfig` (the `vision_config` of a `CLIPModel`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClipVisionConfig {
+    /// Width.
+    pub hidden_size: usize,
+    /// MLP width.
+    pub intermediate_size: usize,
+    /// Encoder layers.
+    pub num_hidden_layers: usize,
+    /// Attention heads.
+    pub num_attention_heads: usize,
+    /// Input side in pixels.
+    pub image_size: usize,
+    /// Patch side in pixels.
+    pub patch_size: usize,
+    /// MLP activation.
+    pub hidden_act: Activation,
+    /// LayerNorm epsilon.
+    pub layer_norm_eps: f64,
+    /// Output width of `visual_projection`.
+    pub projection_dim: usize,
+}
+
+impl ClipVisionConfig {
+    pub(crate) fn from_json(j: &Json) -> Result<Self> {
+        let top_projection = j.usize_or("projection_dim", 512)?;
+        let vision;
+        let j = match j.map.get("vision_config") {
+            Some(Value::Object(m)) => {
+                vision = Json {
+                    path: j.path,
+                    map: m.clone(),
+                };
+                &vision
+            }
+            _ => j,
+        };
+        let hidden_size = j.usize_or("hidden_size", 768)?;
+        let num_attention_heads = j.usize_or("num_attention_heads", 12)?;
+        if num_attention_heads == 0 || hidden_size % num_attention_heads != 0 {
+            return Err(j.err(
+                "num_attention_heads",
+                format!("{num_attention_heads} does not divide hidden_size {hidden_size}"),
+            ));
+        }
+        let image_size = j.usize_or("image_size", 224)?;
+        let patch_size = j.usize_or("patch_size", 32)?;
+        if patch_size == 0 || image_size % patch_size != 0 {
+            return Err(j.err(
+                "patch_size",
+                format!("{patch_size} does not divide image_size {image_size}"),
+            ));
+        }
+        Ok(Self {
+            hidden_size,
+            intermediate_size: j.usize_or("intermediate_size", 3072)?,
+            num_hidden_layers: j.usize_or("num_hidden_layers", 12)?,
+            num_attention_heads,
+            image_size,
+            patch_size,
+            hidden_act: j.activation("hidden_act", "quick_gelu")?,
+            layer_norm_eps: j.f64_or("layer_norm_eps", 1e-5)?,
+            projection_dim: j.usize_or("projection_dim", top_projection)?,
+        })
+    }
+}

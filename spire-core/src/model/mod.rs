@@ -18,8 +18,8 @@ pub mod vae_tiled;
 
 pub use adaptor::{Adaptor, AdaptorConfig, Fusion, HintMode};
 pub use autoencoder::{Autoencoder, PixelShuffle};
-pub use clip::{ClipTextModel, ClipTextOutput};
-pub use config::{ClipTextConfig, UNetConfig, VaeConfig};
+pub use clip::{ClipTextModel, ClipTextOutput, ClipVisionModel};
+pub use config::{ClipTextConfig, ClipVisionConfig, UNetConfig, VaeConfig};
 pub use load::LoadOptions;
 pub use tokenizer::ClipTokenizer;
 pub use unet::{Control, Injection, UNet2DConditionModel};
