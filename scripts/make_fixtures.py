@@ -715,6 +715,61 @@ def make_clip():
     (FIX / "ref" / "clip.json").write_text(json.dumps({"prompts": prompts, "crops": [[40, 104, 60, 140], [40, 104, 60, 140], [0, 256, 0, 100]]}))
 
 
+def make_fid():
+    """pytorch-fid's InceptionV3 (FID blocks, pool features) on hashed weights, and its Fréchet
+    distance on random feature sets (full rank, and fewer samples than dimensions)."""
+    import torchvision
+    from PIL import Image
+    import pytorch_fid.inception as pi
+    from pytorch_fid.fid_score import calculate_frechet_distance
+    captured = {}
+    orig_load = torchvision.models.Inception3.load_state_dict
+    orig_url = pi.load_state_dict_from_url
+
+    def fake_load(self, sd, *a, **k):
+        if isinstance(sd, str) and sd == "hashed":
+            captured["net"] = self
+            return None
+        return orig_load(self, sd, *a, **k)
+
+    torchvision.models.Inception3.load_state_dict = fake_load
+    pi.load_state_dict_from_url = lambda *a, **k: "hashed"
+    try:
+        model = pi.InceptionV3([3]).eval()
+    finally:
+        torchvision.models.Inception3.load_state_dict = orig_load
+        pi.load_state_dict_from_url = orig_url
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from convert_metric_weights import inception_tensors
+    net = captured["net"]
+    named = {k: v for k, v in net.state_dict(keep_vars=True).items() if k in inception_tensors(net.state_dict())}
+    named = {k: v for k, v in named.items() if v.dtype.is_floating_point}
+    spec = hashed_state(named, 9000)
+    a = np.asarray(Image.open(FIX / "photos" / "chelsea_crop256.png").convert("RGB"))[40:104, 60:140]
+    photo = torch.from_numpy(a.astype(np.float32) / 255).permute(2, 0, 1)[None]
+    rnd = torch.rand(1, 3, 50, 40, generator=torch.Generator().manual_seed(900))
+    with torch.no_grad():
+        f_photo = model(photo)[0].reshape(1, -1)
+        f_rnd = model(rnd)[0].reshape(1, -1)
+    ref = {"photo": photo, "rand": rnd, "features_photo": f_photo, "features_rand": f_rnd}
+    g = np.random.default_rng(901)
+    sets = {}
+    for name, (n1, n2, d) in {"full": (300, 260, 64), "deficient": (40, 30, 96)}.items():
+        x1 = g.normal(0, 1, (n1, d)) @ g.normal(0, 0.5, (d, d)) + 0.3
+        x2 = g.normal(0, 1.2, (n2, d)) @ g.normal(0, 0.5, (d, d))
+        m1, s1 = x1.mean(0), np.cov(x1, rowvar=False)
+        m2, s2 = x2.mean(0), np.cov(x2, rowvar=False)
+        sets[name] = float(calculate_frechet_distance(m1, s1, m2, s2))
+        ref[f"{name}_x1"] = torch.from_numpy(x1.astype(np.float32))
+        ref[f"{name}_x2"] = torch.from_numpy(x2.astype(np.float32))
+        # Statistics of the float32 rows the Rust side sees.
+        x1f, x2f = x1.astype(np.float32).astype(np.float64), x2.astype(np.float32).astype(np.float64)
+        sets[name + "_f32"] = float(calculate_frechet_distance(x1f.mean(0), np.cov(x1f, rowvar=False),
+                                                               x2f.mean(0), np.cov(x2f, rowvar=False)))
+    save_ref("fid", ref)
+    (FIX / "ref" / "fid.json").write_text(json.dumps({"seed": 9000, "tensors": spec, "frechet": sets}))
+
+
 def versions() -> dict:
     import importlib.metadata as md
     out = {"python": sys.version.split()[0], "numpy": np.__version__}
@@ -827,6 +882,7 @@ def main():
     make_metrics()
     make_lpips()
     make_clip()
+    make_fid()
     write_versions()
 
 

@@ -242,3 +242,50 @@ fn clip_reports_bad_folders() {
     let e = metrics::Clip::from_dir(dir.path(), &candle_core::Device::Cpu).unwrap_err();
     assert!(e.to_string().contains("vision_model"), "{e}");
 }
+
+#[test]
+fn fid_inception_and_frechet_distance_equal_pytorch_fid() {
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("ref/fid.json")).unwrap()).unwrap();
+    let r = common::reference("fid");
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("inception.safetensors");
+    candle_core::safetensors::save(
+        &common::hashed_tensors(&j["tensors"], j["seed"].as_u64().unwrap()),
+        &p,
+    )
+    .unwrap();
+    let net = metrics::FidInception::load(&p, &candle_core::Device::Cpu).unwrap();
+    for name in ["photo", "rand"] {
+        let x = &r[name];
+        let (_, _, h, w) = x.dims4().unwrap();
+        let planar: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
+        let interleaved: Vec<f32> = (0..h * w)
+            .flat_map(|i| [planar[i], planar[h * w + i], planar[2 * h * w + i]])
+            .collect();
+        let f = net
+            .features(&ImageView::rgb_f32(w, h, &interleaved).unwrap())
+            .unwrap();
+        let got = candle_core::Tensor::from_vec(f, (1, 2048), &candle_core::Device::Cpu).unwrap();
+        common::assert_close(
+            &format!("pool features ({name})"),
+            &got,
+            &r[&format!("features_{name}")],
+            1e-4,
+        );
+    }
+    for set in ["full", "deficient"] {
+        let rows = |k: &str| -> Vec<Vec<f32>> { r[&format!("{set}_{k}")].to_vec2().unwrap() };
+        let (m1, s1) = metrics::feature_statistics(&rows("x1")).unwrap();
+        let (m2, s2) = metrics::feature_statistics(&rows("x2")).unwrap();
+        let got = metrics::frechet_distance(&m1, &s1, &m2, &s2).unwrap();
+        let want = j["frechet"][format!("{set}_f32")].as_f64().unwrap();
+        eprintln!("Fréchet distance ({set}): {got:.9} vs pytorch-fid {want:.9}");
+        // With fewer samples than dimensions Σ₁Σ₂ is singular and scipy's sqrtm loses digits
+        // (pytorch-fid's own warning); the symmetric eigenvalue route stays exact.
+        let tol = if set == "full" { 1e-9 } else { 1e-6 };
+        assert!((got - want).abs() / want < tol, "{set}: {got} vs {want}");
+    }
+    let e = metrics::feature_statistics(&[vec![0.0; 4]]).unwrap_err();
+    assert!(e.to_string().contains("at least 2"), "{e}");
+}

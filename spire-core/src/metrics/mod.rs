@@ -5,12 +5,14 @@
 
 pub mod classic;
 pub mod clip;
+pub mod fid;
 pub mod lpips;
 
 use candle_core::{Device, Tensor};
 
 pub use classic::{psnr, ssim};
 pub use clip::{Clip, ClipPreprocess};
+pub use fid::{feature_statistics, frechet_distance, FidInception};
 pub use lpips::{Lpips, LpipsNet};
 
 use crate::error::Result;

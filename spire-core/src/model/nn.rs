@@ -71,12 +71,24 @@ impl Conv2d {
 
 impl Module for Conv2d {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        if kernels::fast_path(&[xs, &self.weight, &self.bias]) {
-            return kernels::conv2d(xs, &self.weight, &self.bias, self.stride, self.padding);
-        }
-        let y = xs.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
-        y.broadcast_add(&self.bias.reshape((1, (), 1, 1))?)
+        conv2d_raw(xs, &self.weight, &self.bias, self.stride, self.padding)
     }
+}
+
+/// Convolution with bias of `xs` by `weight` (`[c_out, c_in, kh, kw]`), symmetric zero
+/// padding: the fused kernel on f32 CPU tensors, candle's otherwise.
+pub(crate) fn conv2d_raw(
+    xs: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    stride: usize,
+    padding: usize,
+) -> Result<Tensor> {
+    if kernels::fast_path(&[xs, weight, bias]) {
+        return kernels::conv2d(xs, weight, bias, stride, padding);
+    }
+    let y = xs.conv2d(weight, padding, stride, 1, 1)?;
+    y.broadcast_add(&bias.reshape((1, (), 1, 1))?)
 }
 
 /// `nn.Conv2d(c_in, c_out, k, stride, padding)` with bias, PyTorch's default initialisation.
