@@ -10,6 +10,7 @@ pub mod colorfix;
 pub mod degrade;
 pub mod device;
 pub mod error;
+pub mod eval;
 pub mod image;
 pub mod imageops;
 pub mod io;

@@ -179,6 +179,11 @@ pub struct RestoreOptions {
     pub tile_size: Option<usize>,
     /// Overlap of neighbouring latent tiles, in latent pixels. Default: 16.
     pub tile_overlap: usize,
+    /// Enlarge the input by the restoration prompt's upsample factor (default). `false` takes
+    /// the input as already enlarged to the output size — e.g. a degraded image resized back
+    /// to its original size, as the degradation pipelines return it: the output keeps the
+    /// input's size and the upsample clause only tells the adaptor how much detail is missing.
+    pub upsample_input: bool,
     /// Tile size of the autoencoder (VAE) in image pixels; `None` picks it from
     /// `memory_limit` (whole when it fits). Tiled encoding and decoding equal the whole-image
     /// computation up to float error (halos and image-wide GroupNorm statistics).
@@ -209,6 +214,7 @@ impl Default for RestoreOptions {
             tile_size: None,
             tile_overlap: 16,
             vae_tile_size: None,
+            upsample_input: true,
             memory_limit: MemoryLimit::default(),
             progress: None,
         }
@@ -238,6 +244,7 @@ impl fmt::Debug for RestoreOptions {
             .field("tile_size", &self.tile_size)
             .field("tile_overlap", &self.tile_overlap)
             .field("vae_tile_size", &self.vae_tile_size)
+            .field("upsample_input", &self.upsample_input)
             .field("memory_limit", &self.memory_limit)
             .field("progress", &self.progress.as_ref().map(|_| "<callback>"))
             .finish()

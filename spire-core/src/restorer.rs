@@ -312,7 +312,8 @@ impl Restorer {
     }
 
     /// Restores one image. The output has the input's layout and sample type and is exactly
-    /// the input size times the restoration prompt's upsample factor.
+    /// the input size times the restoration prompt's upsample factor (unless
+    /// [`RestoreOptions::upsample_input`] is off).
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] / [`Error::InvalidPrompt`] naming a bad option,
@@ -335,7 +336,11 @@ impl Restorer {
         if images.is_empty() {
             return Ok(Vec::new());
         }
-        let factor = opts.restoration_prompt.upsample_factor();
+        let factor = if opts.upsample_input {
+            opts.restoration_prompt.upsample_factor()
+        } else {
+            1.0
+        };
         let mut inputs = Vec::with_capacity(images.len());
         for img in images {
             let p = img.to_planar()?;

@@ -247,3 +247,31 @@ fn pipelines_are_deterministic_across_thread_counts() {
         assert_eq!((y.width, y.height), (w, h));
     }
 }
+
+#[test]
+fn apply_prompt_reproduces_the_parameterized_pipeline() {
+    // For every draw without noise (the only random op), degrading with the drawn prompt gives
+    // the pipeline's image exactly.
+    let (w, h, px) = common::photo("chelsea_crop256.png");
+    let planar = common::planar(w, h, &px);
+    let x = Rgb::new(w, h, planar).unwrap();
+    let mut checked = 0;
+    for seed in 0..40 {
+        let (y, prompt) = spire_core::degrade::parameterized(&x, seed, &Default::default()).unwrap();
+        if prompt.denoise_sigma().is_some() {
+            continue;
+        }
+        let z = spire_core::degrade::apply_prompt(&x, &prompt, 0).unwrap();
+        let d = y
+            .data
+            .iter()
+            .zip(&z.data)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(d == 0.0, "seed {seed} ({}): {d}", prompt.render());
+        checked += 1;
+    }
+    assert!(checked >= 10, "{checked}");
+    let blind = spire_core::degrade::apply_prompt(&x, &spire_core::RestorationPrompt::blind(), 0).unwrap();
+    assert_eq!(blind.data, x.data);
+}

@@ -56,27 +56,12 @@ fn psnr_and_ssim_equal_scikit_image() {
     assert!(metrics::psnr(&va, &ga).is_err(), "mixed sample types");
 }
 
-/// Writes an LPIPS weights file: the fixture's hashed backbone and the real lpips heads.
-fn lpips_file(net: &str, dir: &std::path::Path) -> std::path::PathBuf {
-    let spec: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixtures().join("ref/lpips.json")).unwrap()).unwrap();
-    let seed = spec["seeds"][net].as_u64().unwrap();
-    let mut t = common::hashed_tensors(&spec["tensors"][net], seed);
-    let r = common::reference("lpips");
-    for k in 0..5 {
-        t.insert(format!("lin{k}.weight"), r[&format!("{net}.lin{k}")].clone());
-    }
-    let p = dir.join(format!("lpips-{net}.safetensors"));
-    candle_core::safetensors::save(&t, &p).unwrap();
-    p
-}
-
 #[test]
 fn lpips_equals_the_lpips_package() {
     let dir = tempfile::tempdir().unwrap();
     let r = common::reference("lpips");
     for net in ["alex", "vgg"] {
-        let m = metrics::Lpips::load(lpips_file(net, dir.path()), &candle_core::Device::Cpu).unwrap();
+        let m = metrics::Lpips::load(common::lpips_file(net, dir.path()), &candle_core::Device::Cpu).unwrap();
         assert_eq!(m.net().as_str(), net);
         for pair in ["photo", "rand"] {
             let (a, b) = (&r[&format!("{pair}_a")], &r[&format!("{pair}_b")]);
@@ -108,7 +93,7 @@ fn lpips_equals_the_lpips_package() {
         }
     }
     // The image-view entry point on the photo pair.
-    let m = metrics::Lpips::load(lpips_file("alex", dir.path()), &candle_core::Device::Cpu).unwrap();
+    let m = metrics::Lpips::load(common::lpips_file("alex", dir.path()), &candle_core::Device::Cpu).unwrap();
     let (w, h, a) = photo("chelsea_crop256.png");
     let (_, _, b) = photo("chelsea_crop256_distorted.png");
     let crop = |p: &[u8]| -> Vec<u8> {
@@ -135,7 +120,7 @@ fn lpips_rejects_bad_files_and_inputs() {
         metrics::Lpips::load(dir.path().join("nope.safetensors"), &candle_core::Device::Cpu).unwrap_err();
     assert!(missing.to_string().contains("nope.safetensors"), "{missing}");
     // A file without the heads names the missing tensor.
-    let p = lpips_file("alex", dir.path());
+    let p = common::lpips_file("alex", dir.path());
     let mut t = candle_core::safetensors::load(&p, &candle_core::Device::Cpu).unwrap();
     t.remove("lin3.weight");
     let q = dir.path().join("no-heads.safetensors");

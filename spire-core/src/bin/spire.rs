@@ -8,6 +8,9 @@
 //! spire degrade <in> <out> [--pipeline parameterized|realesrgan] [--seed N]
 //! spire train --config recipe.json
 //! spire export-builtin <model-dir> <out.safetensors>
+//! spire eval --data DIR [--captions captions.tsv] [--only a.png,b.png] [--model DIR] [--size 256]
+//!            [--seed N] [--steps N] [--rows paper|plain] [--lpips FILE] [--clip DIR]
+//!            [--inception FILE] [--out DIR] [--save-images]
 //! ```
 //!
 //! Without `--model`, `restore` uses the built-in model.
@@ -29,6 +32,9 @@ const USAGE: &str = "usage:
   spire degrade <in.png> <out.png> [--pipeline parameterized|realesrgan] [--seed N]
   spire train --config recipe.json
   spire export-builtin <model-dir> <out.safetensors>
+  spire eval --data DIR [--captions captions.tsv] [--only a.png,b.png] [--model DIR] [--size 256]
+             [--seed N] [--steps N] [--rows paper|plain] [--lpips FILE] [--clip DIR]
+             [--inception FILE] [--out DIR] [--save-images yes]
   spire --version";
 
 struct Args {
@@ -232,6 +238,112 @@ fn train_cmd(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+fn eval_cmd(args: &[String]) -> Result<(), String> {
+    use spire_core::eval::{self, EvalConfig, EvalSetting, MetricWeights};
+    let a = parse(
+        args,
+        &[
+            "data",
+            "captions",
+            "only",
+            "model",
+            "size",
+            "seed",
+            "steps",
+            "rows",
+            "lpips",
+            "clip",
+            "inception",
+            "out",
+            "save-images",
+        ],
+    )?;
+    if !a.positional.is_empty() {
+        return Err(format!("eval takes only options, got `{}`", a.positional[0]));
+    }
+    let data = PathBuf::from(a.flags.get("data").ok_or("eval needs --data DIR")?);
+    let captions = a.flags.get("captions").map(PathBuf::from).or_else(|| {
+        let c = data.join("captions.tsv");
+        c.is_file().then_some(c)
+    });
+    let only: Vec<String> = a
+        .flags
+        .get("only")
+        .map(|s| {
+            s.split(',')
+                .map(|n| n.trim().to_string())
+                .filter(|n| !n.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut cfg = EvalConfig::default();
+    if let Some(v) = num(&a, "size")? {
+        cfg.size = v;
+    }
+    if let Some(v) = num(&a, "seed")? {
+        cfg.seed = v;
+    }
+    if let Some(v) = num(&a, "steps")? {
+        cfg.options.num_inference_steps = v;
+    }
+    cfg.settings = match a.flags.get("rows").map(String::as_str) {
+        None | Some("paper") => EvalSetting::paper(),
+        Some("plain") => vec![
+            EvalSetting::new("SPIRE w/o text", false, false),
+            EvalSetting::new("SPIRE", true, true),
+        ],
+        Some(o) => return Err(format!("--rows: unknown `{o}` (paper or plain)")),
+    };
+    cfg.weights = MetricWeights {
+        lpips: a.flags.get("lpips").map(PathBuf::from),
+        clip: a.flags.get("clip").map(PathBuf::from),
+        inception: a.flags.get("inception").map(PathBuf::from),
+    };
+    let out = PathBuf::from(a.flags.get("out").map_or("eval-out", String::as_str));
+    if a.flags.get("save-images").is_some_and(|v| v != "no") {
+        cfg.save_images = Some(out.join("images"));
+    }
+    let restorer = match a.flags.get("model") {
+        Some(m) => Restorer::from_pretrained(m, &LoadOptions::default()).map_err(fail)?,
+        None => Restorer::builtin().map_err(fail)?,
+    };
+    let images = eval::load_images(&data, captions.as_deref(), &only, cfg.size).map_err(fail)?;
+    eprintln!(
+        "evaluating {} on {} images of {} px",
+        restorer.path().display(),
+        images.len(),
+        cfg.size
+    );
+    let t = std::time::Instant::now();
+    let report = eval::evaluate(&restorer, &images, &cfg, &mut |done, total, what| {
+        let width = 30;
+        let filled = width * done / total.max(1);
+        let el = t.elapsed().as_secs_f64();
+        let eta = el / done.max(1) as f64 * (total - done) as f64;
+        eprint!(
+            "\r[{}{}] {done}/{total} ETA {} {what:<60.60}",
+            "#".repeat(filled),
+            "-".repeat(width - filled),
+            fmt_secs(eta)
+        );
+        let _ = std::io::stderr().flush();
+    })
+    .map_err(fail)?;
+    eprintln!();
+    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let md = report.markdown();
+    std::fs::write(out.join("eval.md"), &md).map_err(|e| format!("{}: {e}", out.display()))?;
+    std::fs::write(out.join("eval.csv"), report.csv()).map_err(|e| format!("{}: {e}", out.display()))?;
+    println!("{md}");
+    println!(
+        "wrote {} and {} in {}",
+        out.join("eval.md").display(),
+        out.join("eval.csv").display(),
+        fmt_secs(t.elapsed().as_secs_f64())
+    );
+    Ok(())
+}
+
 fn export_cmd(args: &[String]) -> Result<(), String> {
     let [dir, out] = args else {
         return Err("export-builtin needs <model-dir> <out.safetensors>".into());
@@ -249,6 +361,7 @@ fn main() -> ExitCode {
         Some("degrade") => degrade_cmd(&args[1..]),
         Some("train") => train_cmd(&args[1..]),
         Some("export-builtin") => export_cmd(&args[1..]),
+        Some("eval") => eval_cmd(&args[1..]),
         Some("--version") | Some("-V") => {
             println!("spire {}", env!("CARGO_PKG_VERSION"));
             Ok(())

@@ -135,6 +135,41 @@ pub fn parameterized(x: &Rgb, seed: u64, cfg: &ParamConfig) -> Result<(Rgb, Rest
     Ok((y.clip(), prompt))
 }
 
+/// Applies exactly the degradation a restoration prompt describes, in the parameterized
+/// pipeline's order (blur σ → bicubic downsample by the factor → Gaussian noise σ → JPEG
+/// quality → bicubic back to the input size, clipped): the test images for a known prompt.
+/// The noise is drawn from `seed`. The blind prompt returns the image unchanged.
+///
+/// # Errors
+/// [`Error::InvalidImage`](crate::Error::InvalidImage) for an empty image.
+pub fn apply_prompt(x: &Rgb, prompt: &RestorationPrompt, seed: u64) -> Result<Rgb> {
+    let (w, h) = (x.width, x.height);
+    let mut y = Rgb::new(w, h, x.data.clone())?;
+    // The prompt stores tenths and hundredths; recover the exact decimal values.
+    let exact = |v: f32, unit: f64| (v as f64 * unit).round() / unit;
+    if let Some(s) = prompt.deblur_sigma() {
+        y = ops::gaussian_blur(&y, exact(s, 10.0));
+    }
+    if let Some(f) = prompt.upsample_scale() {
+        let f = exact(f, 10.0);
+        let (sw, sh) = (
+            ((w as f64 / f).round() as usize).max(1),
+            ((h as f64 / f).round() as usize).max(1),
+        );
+        y = ops::resize_bicubic(&y, sw, sh);
+    }
+    if let Some(s) = prompt.denoise_sigma() {
+        y = ops::add_gaussian_noise(&y, exact(s, 100.0), false, seed);
+    }
+    if let Some(q) = prompt.dejpeg_quality() {
+        y = ops::jpeg(&y, q)?;
+    }
+    if (y.width, y.height) != (w, h) {
+        y = ops::resize_bicubic(&y, w, h);
+    }
+    Ok(y.clip())
+}
+
 /// The settings of Real-ESRGAN's `train_realesrnet_x4plus.yml` (first and second order).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RealEsrganConfig {

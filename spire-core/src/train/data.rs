@@ -136,6 +136,28 @@ impl Dataset {
         })
     }
 
+    /// The photo's largest centred square resized to `size × size` (PIL bicubic,
+    /// antialiased): the whole picture's framing, which its caption describes.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if there is no such photo.
+    pub fn square(&self, name: &str, size: usize) -> Result<Sample> {
+        let big = self.center_crop(name, usize::MAX)?;
+        let s = big.image.width;
+        if s == size {
+            return Ok(big);
+        }
+        let data = crate::imageops::resize_bicubic(&big.image.data, 3, s, s, size, size);
+        Ok(Sample {
+            image: Rgb {
+                width: size,
+                height: size,
+                data: data.into_iter().map(|v| v.clamp(0.0, 1.0)).collect(),
+            },
+            caption: big.caption,
+        })
+    }
+
     /// A random `crop × crop` sample: a region `crop · s` wide (s uniform in `scale`, capped by
     /// the photo) resized to `crop` (PIL bicubic, antialiased), flipped left–right with
     /// probability ½.

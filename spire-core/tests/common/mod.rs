@@ -171,3 +171,27 @@ pub fn hashed_tensors(spec: &serde_json::Value, seed: u64) -> HashMap<String, Te
     }
     out
 }
+
+/// Writes an LPIPS weights file: the fixture's hashed backbone and the real lpips heads.
+pub fn lpips_file(net: &str, dir: &std::path::Path) -> std::path::PathBuf {
+    let spec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("ref/lpips.json")).unwrap()).unwrap();
+    let seed = spec["seeds"][net].as_u64().unwrap();
+    let mut t = hashed_tensors(&spec["tensors"][net], seed);
+    let r = reference("lpips");
+    for k in 0..5 {
+        t.insert(format!("lin{k}.weight"), r[&format!("{net}.lin{k}")].clone());
+    }
+    let p = dir.join(format!("lpips-{net}.safetensors"));
+    candle_core::safetensors::save(&t, &p).unwrap();
+    p
+}
+
+/// Writes the FID Inception weights of the fixture (hashed).
+pub fn inception_file(dir: &std::path::Path) -> std::path::PathBuf {
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("ref/fid.json")).unwrap()).unwrap();
+    let p = dir.join("inception.safetensors");
+    candle_core::safetensors::save(&hashed_tensors(&j["tensors"], j["seed"].as_u64().unwrap()), &p).unwrap();
+    p
+}
