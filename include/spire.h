@@ -443,6 +443,17 @@ void spire_load_options_init(struct spire_load_options *options);
 void spire_restore_params_init(struct spire_restore_params *params);
 
 /**
+ * The built-in spire-tiny model, embedded in the library (no files needed; loaded once per
+ * process, every handle shares it). On success `*out` is a new handle the caller frees with
+ * [`spire_restorer_free`]; on failure `*out` is NULL. Errors: `SPIRE_ERROR_NULL_POINTER`,
+ * `SPIRE_ERROR_UNSUPPORTED` (a library built without the model file). Thread-safe.
+ *
+ * # Safety
+ * `out` is writable.
+ */
+spire_status spire_restorer_new_builtin(struct spire_restorer **out);
+
+/**
  * Loads a model folder. `options` may be NULL (defaults). On success `*out` is a new handle
  * the caller frees with [`spire_restorer_free`]; on failure `*out` is set to NULL.
  * Errors: `SPIRE_ERROR_NULL_POINTER` (model_dir or out NULL), `SPIRE_ERROR_IO` (missing

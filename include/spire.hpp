@@ -176,6 +176,12 @@ public:
     explicit Restorer(const std::string &model_dir, const spire_load_options *options = nullptr) {
         detail::check(spire_restorer_new(model_dir.c_str(), options, &r_));
     }
+    /// The built-in spire-tiny model (no files needed).
+    static Restorer builtin() {
+        spire_restorer *r = nullptr;
+        detail::check(spire_restorer_new_builtin(&r));
+        return Restorer(r);
+    }
     Restorer(const Restorer &o) { detail::check(spire_restorer_clone(o.r_, &r_)); }
     Restorer &operator=(const Restorer &o) {
         if (this != &o) {
@@ -216,6 +222,7 @@ public:
     spire_restorer *handle() const noexcept { return r_; }
 
 private:
+    explicit Restorer(spire_restorer *r) noexcept : r_(r) {}
     static int32_t trampoline(uint32_t step, uint32_t total, void *user_data) {
         try {
             return (*static_cast<ProgressFn *>(user_data))(step, total) ? 0 : 1;

@@ -19,6 +19,7 @@ from ._spire import (
     UnsupportedError,
     __version__,
     degrade,
+    evaluate,
 )
 
 __all__ = [
@@ -34,4 +35,5 @@ __all__ = [
     "UnsupportedError",
     "__version__",
     "degrade",
+    "evaluate",
 ]

@@ -1,6 +1,6 @@
 """Type stubs of the native module (checked against it by ``mypy.stubtest`` in the tests)."""
 from os import PathLike
-from typing import Callable, List, Optional, Tuple, Union, final
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union, final
 
 import numpy as np
 import numpy.typing as npt
@@ -64,6 +64,8 @@ class Restorer:
         variant: Optional[str] = None,
         adaptor: Optional[_Path] = None,
     ) -> "Restorer": ...
+    @staticmethod
+    def builtin() -> "Restorer": ...
     def restore(
         self,
         image: _Image,
@@ -125,3 +127,20 @@ class Restorer:
 def degrade(
     image: _Image, *, pipeline: Optional[str] = None, seed: Optional[int] = None
 ) -> Tuple[_Image, RestorationPrompt]: ...
+
+def evaluate(
+    restorer: Restorer,
+    data: _Path,
+    *,
+    captions: Optional[_Path] = None,
+    only: Optional[List[str]] = None,
+    size: int = 256,
+    seed: int = 0,
+    steps: Optional[int] = None,
+    rows: str = "paper",
+    lpips: Optional[_Path] = None,
+    clip: Optional[_Path] = None,
+    inception: Optional[_Path] = None,
+    save_images: Optional[_Path] = None,
+    progress: Optional[Callable[[int, int, str], object]] = None,
+) -> Dict[str, Any]: ...

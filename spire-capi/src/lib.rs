@@ -567,6 +567,28 @@ pub unsafe extern "C" fn spire_restore_params_init(params: *mut spire_restore_pa
     }
 }
 
+/// The built-in spire-tiny model, embedded in the library (no files needed; loaded once per
+/// process, every handle shares it). On success `*out` is a new handle the caller frees with
+/// [`spire_restorer_free`]; on failure `*out` is NULL. Errors: `SPIRE_ERROR_NULL_POINTER`,
+/// `SPIRE_ERROR_UNSUPPORTED` (a library built without the model file). Thread-safe.
+///
+/// # Safety
+/// `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn spire_restorer_new_builtin(out: *mut *mut spire_restorer) -> spire_status {
+    guard(|| {
+        if out.is_null() {
+            return Err(null("out"));
+        }
+        // SAFETY: checked non-NULL.
+        unsafe { *out = std::ptr::null_mut() };
+        let r = Restorer::builtin()?;
+        // SAFETY: checked non-NULL.
+        unsafe { *out = Box::into_raw(Box::new(spire_restorer { inner: r })) };
+        Ok(())
+    })
+}
+
 /// Loads a model folder. `options` may be NULL (defaults). On success `*out` is a new handle
 /// the caller frees with [`spire_restorer_free`]; on failure `*out` is set to NULL.
 /// Errors: `SPIRE_ERROR_NULL_POINTER` (model_dir or out NULL), `SPIRE_ERROR_IO` (missing

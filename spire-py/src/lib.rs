@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 
 mod degrade;
 mod errors;
+mod eval;
 mod image;
 mod prompt;
 mod restorer;
@@ -20,5 +21,6 @@ fn _spire(py: Python<'_>, m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<restorer::PyRestorer>()?;
     m.add_class::<prompt::PyRestorationPrompt>()?;
     m.add_function(wrap_pyfunction!(degrade::degrade, m)?)?;
+    m.add_function(wrap_pyfunction!(eval::evaluate, m)?)?;
     Ok(())
 }

@@ -193,8 +193,22 @@ fn run_error(err: spire_core::Error, slot: &ErrSlot) -> PyErr {
     to_py(err)
 }
 
+impl PyRestorer {
+    /// The core handle.
+    pub(crate) fn core(&self) -> &Restorer {
+        &self.inner
+    }
+}
+
 #[pymethods]
 impl PyRestorer {
+    /// The built-in spire-tiny model (embedded in the library; loaded once per process).
+    #[staticmethod]
+    fn builtin(py: Python<'_>) -> PyResult<Self> {
+        let inner = py.detach(|| guard(Restorer::builtin)).map_err(to_py)?;
+        Ok(Self { inner })
+    }
+
     /// Loads a model folder.
     #[staticmethod]
     #[pyo3(signature = (path, *, device=None, dtype=None, variant=None, adaptor=None))]
