@@ -364,6 +364,9 @@ fn into_c_image(img: Image) -> Result<*mut spire_image, Fail> {
     })))
 }
 
+/// Size of the first version of `spire_restore_params` (before the tiling fields).
+const PARAMS_V1_SIZE: usize = std::mem::offset_of!(spire_restore_params, tile_size);
+
 /// Core options from C params (NULL → defaults) and a progress callback.
 ///
 /// # Safety
@@ -375,17 +378,26 @@ unsafe fn options(
 ) -> Result<RestoreOptions, Fail> {
     let mut o = RestoreOptions::default();
     if !p.is_null() {
-        // SAFETY: checked non-NULL; the caller passes initialised params.
-        let p = unsafe { &*p };
-        if (p.struct_size as usize) < std::mem::size_of::<spire_restore_params>() {
+        // SAFETY: checked non-NULL; `struct_size` is the first field of every version.
+        let size = unsafe { std::ptr::addr_of!((*p).struct_size).read_unaligned() } as usize;
+        if size < PARAMS_V1_SIZE {
             return Err(Fail(
                 SPIRE_ERROR_INVALID_ARGUMENT,
-                format!(
-                    "params.struct_size is {}; call spire_restore_params_init first",
-                    p.struct_size
-                ),
+                format!("params.struct_size is {size}; call spire_restore_params_init first"),
             ));
         }
+        // Params from a caller built against an older header are shorter: start from the
+        // defaults and copy only the bytes the caller's struct has.
+        let mut full = std::mem::MaybeUninit::<spire_restore_params>::uninit();
+        // SAFETY: `full` is writable; init writes every field; the copy reads `size` bytes
+        // (capped at our struct's size) that the caller's struct covers.
+        let p = unsafe {
+            spire_restore_params_init(full.as_mut_ptr());
+            let n = size.min(std::mem::size_of::<spire_restore_params>());
+            std::ptr::copy_nonoverlapping(p.cast::<u8>(), full.as_mut_ptr().cast::<u8>(), n);
+            full.assume_init()
+        };
+        let p = &p;
         // SAFETY: string fields are NULL or valid C strings (caller contract).
         unsafe {
             if let Some(s) = opt_str(p.restoration_prompt, "restoration_prompt")? {

@@ -353,3 +353,36 @@ fn memory_limit_and_tiles_reach_the_core() {
     assert!(worst <= 1, "{worst}");
     unsafe { spire_restorer_free(r) };
 }
+
+#[test]
+fn params_from_an_older_header_get_defaults_for_new_fields() {
+    let r = load();
+    let px = rgb(16, 16);
+    let v = spire_image_view {
+        width: 16,
+        height: 16,
+        stride: 48,
+        format: SPIRE_PIXEL_RGB8,
+        data: px.as_ptr(),
+    };
+    // A v1 struct: only the bytes up to `color_fix`, with an impossible memory limit after it
+    // that the library must not read.
+    let mut p = params(1);
+    p.memory_limit = 1;
+    p.struct_size = std::mem::offset_of!(spire_restore_params, tile_size) as u32;
+    let mut img = null_mut();
+    assert_eq!(
+        unsafe { spire_restorer_restore(r, &v, &p, None, null_mut(), &mut img) },
+        SPIRE_OK,
+        "{}",
+        last_error()
+    );
+    unsafe { spire_image_free(img) };
+    p.struct_size = 8;
+    assert_eq!(
+        unsafe { spire_restorer_restore(r, &v, &p, None, null_mut(), &mut img) },
+        SPIRE_ERROR_INVALID_ARGUMENT
+    );
+    assert!(last_error().contains("struct_size"));
+    unsafe { spire_restorer_free(r) };
+}
