@@ -22,7 +22,7 @@ def test_evaluate_returns_the_table(restorer, photos):
     seen = []
     r = spire.evaluate(restorer, photos, size=40, steps=1, rows="plain",
                        progress=lambda d, t, w: seen.append((d, t)))
-    assert seen[-1] == (4, 4)
+    assert seen[-1] == (8, 8)
     assert [row["name"] for row in r["rows"]] == ["Degraded input", "SPIRE w/o text", "SPIRE"]
     first = r["rows"][1]["parameterized"]
     assert first["images"] == 2 and first["lpips"] is None and np.isfinite(first["psnr"])
