@@ -180,6 +180,15 @@ impl<'a> ImageView<'a> {
         }
     }
 
+    /// The image as planar RGB in [0, 1] (`3 × height × width`; gray replicated, alpha
+    /// dropped), the layout of [`crate::degrade::Rgb`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidImage`] for non-finite float samples.
+    pub fn to_planar_rgb(&self) -> Result<Vec<f32>> {
+        Ok(self.to_planar()?.rgb)
+    }
+
     /// Planar RGB in [0, 1] (gray replicated) and the alpha plane, checking float samples.
     pub(crate) fn to_planar(&self) -> Result<Planar> {
         let (w, h) = (self.width, self.height);
