@@ -720,6 +720,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn sd_vae_halos() {
+        let vae = AutoencoderKL::new(
+            &crate::model::VaeConfig::sd(),
+            crate::weights::random_weights(0, DType::F32, &Device::Cpu),
+        )
+        .unwrap();
+        assert_eq!(vae.tile_halo(VaePass::Decode), 13);
+        assert_eq!(vae.tile_halo(VaePass::Encode), 80);
+    }
+
+    #[test]
     fn grid_tiles_partition_the_image() {
         let g = Grid::new(37, 50, 16, 5);
         assert_eq!(g.tiles.len(), 3 * 4);
