@@ -42,57 +42,50 @@ fn one_tile_equals_untiled_exactly() {
 
 #[test]
 fn flat_image_has_no_seams() {
-    let (_t, r) = spire();
-    let (w, h) = (96, 64);
+    // The built-in model maps a flat colour to (nearly) flat colour, so any structure at the
+    // tile borders would be a seam. Tiles of 16 latent pixels (64 px) overlapping by 8.
+    let r = Restorer::builtin().expect("the built-in model (spire-core/assets/spire-tiny.safetensors)");
+    let (w, h) = (256, 192);
     let px: Vec<f32> = (0..w * h).flat_map(|_| [0.55f32, 0.4, 0.3]).collect();
     let img = ImageView::rgb_f32(w, h, &px).unwrap();
-    let latents = candle_core::Tensor::zeros(
-        (1, 4, h / 4, w / 4),
-        candle_core::DType::F32,
-        &candle_core::Device::Cpu,
-    )
-    .unwrap();
     let base = RestoreOptions {
-        num_inference_steps: 3,
-        initial_latents: Some(latents),
+        num_inference_steps: 8,
         color_fix: ColorFix::None,
         memory_limit: MemoryLimit::Unlimited,
         ..Default::default()
     };
     let untiled = r.restore(&img, &base).unwrap();
-    let tiled = r
-        .restore(
-            &img,
-            &RestoreOptions {
-                tile_size: Some(16),
-                tile_overlap: 8,
-                ..base.clone()
-            },
-        )
-        .unwrap();
+    let tiled = r.restore(&img, &RestoreOptions { tile_size: Some(16), tile_overlap: 8, ..base.clone() }).unwrap();
     let (a, b) = (untiled.as_f32().unwrap(), tiled.as_f32().unwrap());
-    // Seams: jumps between neighbouring columns/rows of the tiled result beyond those of the
-    // untiled one.
-    let mut worst = 0f32;
-    for y in 1..h {
-        for x in 1..w {
-            for c in 0..3 {
-                let i = (y * w + x) * 3 + c;
-                let (l, u) = (i - 3, i - w * 3);
-                let jt = (b[i] - b[l]).abs().max((b[i] - b[u]).abs());
-                let ju = (a[i] - a[l]).abs().max((a[i] - a[u]).abs());
-                worst = worst.max(jt - ju);
+    // Largest difference between horizontally or vertically neighbouring pixels anywhere in
+    // the tiled result, and the same in the untiled one for reference.
+    let jumps = |v: &[f32]| {
+        let mut worst = 0f32;
+        for y in 0..h {
+            for x in 0..w {
+                for c in 0..3 {
+                    let i = (y * w + x) * 3 + c;
+                    if x > 0 {
+                        worst = worst.max((v[i] - v[i - 3]).abs());
+                    }
+                    if y > 0 {
+                        worst = worst.max((v[i] - v[i - w * 3]).abs());
+                    }
+                }
             }
         }
-    }
+        worst
+    };
+    let (jt, ju) = (jumps(b), jumps(a));
     let diff = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
     eprintln!(
-        "flat image: worst extra jump {:.5} ({:.2}/255), max |tiled − untiled| {:.5}",
-        worst,
-        worst * 255.0,
+        "flat image: largest neighbour difference tiled {:.5} ({:.2}/255), untiled {:.5}; max |tiled − untiled| {:.5}",
+        jt,
+        jt * 255.0,
+        ju,
         diff
     );
-    assert!(worst < 1.0 / 255.0, "seam: extra jump {worst}");
+    assert!(jt < 1.0 / 255.0, "seam: neighbouring pixels differ by {jt}");
 }
 
 #[test]
