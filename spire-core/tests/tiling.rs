@@ -55,7 +55,16 @@ fn flat_image_has_no_seams() {
         ..Default::default()
     };
     let untiled = r.restore(&img, &base).unwrap();
-    let tiled = r.restore(&img, &RestoreOptions { tile_size: Some(16), tile_overlap: 8, ..base.clone() }).unwrap();
+    let tiled = r
+        .restore(
+            &img,
+            &RestoreOptions {
+                tile_size: Some(16),
+                tile_overlap: 8,
+                ..base.clone()
+            },
+        )
+        .unwrap();
     let (a, b) = (untiled.as_f32().unwrap(), tiled.as_f32().unwrap());
     // Largest difference between horizontally or vertically neighbouring pixels anywhere in
     // the tiled result, and the same in the untiled one for reference.

@@ -52,15 +52,36 @@ fn check(a: &ImageView<'_>, b: &ImageView<'_>) -> Result<()> {
 /// [`Error::InvalidImage`] if the images differ in size, layout or sample type.
 pub fn psnr(a: &ImageView<'_>, b: &ImageView<'_>) -> Result<f64> {
     check(a, b)?;
-    let (pa, r) = planes(a);
-    let (pb, _) = planes(b);
-    let (mut s, mut n) = (0.0, 0usize);
-    for (x, y) in pa.iter().zip(&pb) {
-        for (u, v) in x.iter().zip(y) {
-            s += (u - v) * (u - v);
+    let (ia, ib) = (a.to_image(), b.to_image());
+    let (s, n, r) = match (&ia.data, &ib.data) {
+        (crate::ImageData::U8(x), crate::ImageData::U8(y)) => (
+            x.iter()
+                .zip(y)
+                .map(|(&u, &v)| {
+                    let d = u as f64 - v as f64;
+                    d * d
+                })
+                .sum::<f64>(),
+            x.len(),
+            255.0,
+        ),
+        (crate::ImageData::F32(x), crate::ImageData::F32(y)) => (
+            x.iter()
+                .zip(y)
+                .map(|(&u, &v)| {
+                    let d = u as f64 - v as f64;
+                    d * d
+                })
+                .sum::<f64>(),
+            x.len(),
+            1.0,
+        ),
+        _ => {
+            return Err(Error::InvalidImage(
+                "compare two 8-bit or two float images".into(),
+            ))
         }
-        n += x.len();
-    }
+    };
     let mse = s / n as f64;
     Ok(10.0 * (r * r / mse).log10())
 }
@@ -84,27 +105,31 @@ fn reflect(i: i64, n: usize) -> usize {
 }
 
 fn filter(x: &[f64], w: usize, h: usize, k: &[f64]) -> Vec<f64> {
+    use rayon::prelude::*;
     let r = (k.len() / 2) as i64;
+    // Reflected source indices for every output position and tap.
+    let table = |n: usize| -> Vec<usize> {
+        (0..n as i64)
+            .flat_map(|i| (0..k.len() as i64).map(move |t| reflect(i + t - r, n)))
+            .collect()
+    };
+    let (tx, ty) = (table(w), table(h));
+    let nk = k.len();
     let mut tmp = vec![0.0; w * h];
-    for y in 0..h {
-        for xx in 0..w {
-            tmp[y * w + xx] = k
-                .iter()
-                .enumerate()
-                .map(|(i, kv)| kv * x[y * w + reflect(xx as i64 + i as i64 - r, w)])
-                .sum();
+    tmp.par_chunks_mut(w).enumerate().for_each(|(y, row)| {
+        let src = &x[y * w..(y + 1) * w];
+        for (xx, o) in row.iter_mut().enumerate() {
+            let idx = &tx[xx * nk..(xx + 1) * nk];
+            *o = k.iter().zip(idx).map(|(kv, &i)| kv * src[i]).sum();
         }
-    }
+    });
     let mut out = vec![0.0; w * h];
-    for y in 0..h {
-        for xx in 0..w {
-            out[y * w + xx] = k
-                .iter()
-                .enumerate()
-                .map(|(i, kv)| kv * tmp[reflect(y as i64 + i as i64 - r, h) * w + xx])
-                .sum();
+    out.par_chunks_mut(w).enumerate().for_each(|(y, row)| {
+        let idx = &ty[y * nk..(y + 1) * nk];
+        for (xx, o) in row.iter_mut().enumerate() {
+            *o = k.iter().zip(idx).map(|(kv, &i)| kv * tmp[i * w + xx]).sum();
         }
-    }
+    });
     out
 }
 
