@@ -587,28 +587,32 @@ impl Restorer {
         for i in start..steps {
             let t = sched.timesteps()[i] as f32;
             let x_in = sched.scale_model_input(&latents, i)?.to_dtype(dt)?;
-            let eps = tiles.blend(&x_in, &mut |xt, y0, x0| {
-                let (th, tw) = (xt.dim(2)?, xt.dim(3)?);
-                let ht = if tiles.is_single() {
-                    hint.clone()
-                } else {
-                    hint.narrow(2, y0 * hint_scale, th * hint_scale)?.narrow(
-                        3,
-                        x0 * hint_scale,
-                        tw * hint_scale,
-                    )?
-                };
-                m.predict(
-                    xt,
-                    t,
-                    &ht,
-                    &adaptor_ctx,
-                    &unet_ctx,
-                    &plan,
-                    n,
-                    opts.conditioning_scale,
-                )
-            })?;
+            let eps = tiles
+                .blend(&x_in, &mut |xt, y0, x0| {
+                    let (th, tw) = (xt.dim(2)?, xt.dim(3)?);
+                    let ht = if tiles.is_single() {
+                        hint.clone()
+                    } else {
+                        hint.narrow(2, y0 * hint_scale, th * hint_scale)?.narrow(
+                            3,
+                            x0 * hint_scale,
+                            tw * hint_scale,
+                        )?
+                    };
+                    m.predict(
+                        xt,
+                        t,
+                        &ht,
+                        &adaptor_ctx,
+                        &unet_ctx,
+                        &plan,
+                        n,
+                        opts.conditioning_scale,
+                    )
+                })?
+                // Weights that are training variables make candle record a gradient graph; cutting
+                // it here keeps memory flat across steps whatever the weights are.
+                .detach();
             let step_noise = if sched.needs_noise() {
                 let per: Vec<Tensor> = seeds
                     .iter()

@@ -102,10 +102,16 @@ pub(crate) fn conv2d(
 ) -> Result<Conv2d> {
     let fan_in = (c_in * k * k) as f64;
     let bound = 1.0 / fan_in.sqrt();
+    // torch.nn.Conv2d's `kaiming_uniform_(a=√5)`, i.e. U(±1/√fan_in). Kaiming-normal (2.4×
+    // the spread) measured much slower training: after 1500 steps the tiny backbone had not
+    // learned to predict noise at all (x₀ error at t = 50 equal to the noise level).
     let weight = vb.get_with_hints(
         (c_out, c_in, k, k),
         "weight",
-        candle_nn::init::DEFAULT_KAIMING_NORMAL,
+        Init::Uniform {
+            lo: -bound,
+            up: bound,
+        },
     )?;
     let bias = vb.get_with_hints(
         c_out,
