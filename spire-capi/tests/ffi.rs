@@ -386,3 +386,39 @@ fn params_from_an_older_header_get_defaults_for_new_fields() {
     assert!(last_error().contains("struct_size"));
     unsafe { spire_restorer_free(r) };
 }
+
+#[test]
+fn builtin_model_needs_no_files() {
+    assert_eq!(
+        unsafe { spire_restorer_new_builtin(null_mut()) },
+        SPIRE_ERROR_NULL_POINTER
+    );
+    let mut r = null_mut();
+    assert_eq!(
+        unsafe { spire_restorer_new_builtin(&mut r) },
+        SPIRE_OK,
+        "{}",
+        last_error()
+    );
+    let px = rgb(30, 22);
+    let v = spire_image_view {
+        width: 30,
+        height: 22,
+        stride: 90,
+        format: SPIRE_PIXEL_RGB8,
+        data: px.as_ptr(),
+    };
+    let prompt = CString::new("Upsample 2x").unwrap();
+    let mut p = params(2);
+    p.restoration_prompt = prompt.as_ptr();
+    let mut img = null_mut();
+    assert_eq!(
+        unsafe { spire_restorer_restore(r, &v, &p, None, null_mut(), &mut img) },
+        SPIRE_OK,
+        "{}",
+        last_error()
+    );
+    assert_eq!(unsafe { ((*img).width, (*img).height) }, (60, 44));
+    unsafe { spire_image_free(img) };
+    unsafe { spire_restorer_free(r) };
+}

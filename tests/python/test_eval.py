@@ -50,3 +50,13 @@ def test_module_cli(photos, tmp_path):
     assert p.returncode != 0 and "adaptor" in p.stderr.lower(), p.stderr
     h = subprocess.run([sys.executable, "-m", "spire.eval", "--help"], capture_output=True, text=True)
     assert h.returncode == 0 and "--inception" in h.stdout
+
+
+def test_module_cli_with_the_builtin_model(photos, tmp_path):
+    out = tmp_path / "builtin"
+    cmd = [sys.executable, "-m", "spire.eval", "--data", str(photos), "--size", "32", "--steps", "1",
+           "--rows", "plain", "--out", str(out)]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    table = (out / "eval.md").read_text()
+    assert "| SPIRE |" in table and (out / "eval.csv").exists()

@@ -122,3 +122,10 @@ def test_memory_limit_and_tiles(restorer):
         restorer.restore(img, memory_limit="lots", **QUICK)
     with pytest.raises(spire.InvalidArgumentError, match="memory_limit"):
         restorer.restore(img, memory_limit=1.5, **QUICK)
+
+
+def test_builtin_restores_without_files():
+    r = spire.Restorer.builtin()
+    out = r.restore(np.zeros((20, 28, 3), np.uint8), restoration_prompt="Upsample 2x", num_inference_steps=2)
+    assert out.shape == (40, 56, 3) and out.dtype == np.uint8
+    assert spire.Restorer.builtin().restore(np.zeros((8, 8, 3), np.float32), num_inference_steps=1).shape == (8, 8, 3)

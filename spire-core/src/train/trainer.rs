@@ -89,6 +89,10 @@ pub struct TrainConfig {
     /// Backbone mode: the pixel-shuffle autoencoder's factor.
     #[serde(default)]
     pub pixel_shuffle_factor: Option<usize>,
+    /// Backbone mode: the pixel-shuffle autoencoder's scaling factor (shift 0). Unset: unit
+    /// variance of the training latents, as SD's scaling factor is chosen.
+    #[serde(default)]
+    pub latent_scale: Option<f64>,
     /// Backbone mode: the tokenizer folder to copy into the model.
     #[serde(default)]
     pub tokenizer: Option<PathBuf>,
@@ -527,8 +531,13 @@ impl Run {
         let z = ps.unshuffle(&to_tensor(&probe)?)?;
         let mean = z.mean_all()?.to_scalar::<f32>()? as f64;
         let std = ((z - mean)?.sqr()?.mean_all()?.to_scalar::<f32>()? as f64).sqrt();
-        let scaling = (1.0 / std.max(1e-3) * 1000.0).round() / 1000.0;
-        let shift = (mean * 1000.0).round() / 1000.0;
+        let (scaling, shift) = match cfg.latent_scale {
+            Some(s) => (s, 0.0),
+            None => (
+                (1.0 / std.max(1e-3) * 1000.0).round() / 1000.0,
+                (mean * 1000.0).round() / 1000.0,
+            ),
+        };
         let vae = PixelShuffle {
             factor,
             scaling_factor: scaling,
