@@ -37,13 +37,23 @@ fn check(a: &ImageView<'_>, b: &ImageView<'_>) -> Result<()> {
             b.color()
         )));
     }
-    let float = |v: &ImageView<'_>| matches!(v.to_image().data, crate::ImageData::F32(_));
-    if float(a) != float(b) {
+    if a.is_float() != b.is_float() {
         return Err(Error::InvalidImage(
             "compare two 8-bit or two float images".into(),
         ));
     }
     Ok(())
+}
+
+/// Σ (a − b)² in f64.
+fn squared_error<T: Copy + Into<f64>>(a: &[T], b: &[T]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(&u, &v)| {
+            let d = u.into() - v.into();
+            d * d
+        })
+        .sum()
 }
 
 /// Peak signal-to-noise ratio in dB (∞ for identical images).
@@ -54,28 +64,8 @@ pub fn psnr(a: &ImageView<'_>, b: &ImageView<'_>) -> Result<f64> {
     check(a, b)?;
     let (ia, ib) = (a.to_image(), b.to_image());
     let (s, n, r) = match (&ia.data, &ib.data) {
-        (crate::ImageData::U8(x), crate::ImageData::U8(y)) => (
-            x.iter()
-                .zip(y)
-                .map(|(&u, &v)| {
-                    let d = u as f64 - v as f64;
-                    d * d
-                })
-                .sum::<f64>(),
-            x.len(),
-            255.0,
-        ),
-        (crate::ImageData::F32(x), crate::ImageData::F32(y)) => (
-            x.iter()
-                .zip(y)
-                .map(|(&u, &v)| {
-                    let d = u as f64 - v as f64;
-                    d * d
-                })
-                .sum::<f64>(),
-            x.len(),
-            1.0,
-        ),
+        (crate::ImageData::U8(x), crate::ImageData::U8(y)) => (squared_error(x, y), x.len(), 255.0),
+        (crate::ImageData::F32(x), crate::ImageData::F32(y)) => (squared_error(x, y), x.len(), 1.0),
         _ => {
             return Err(Error::InvalidImage(
                 "compare two 8-bit or two float images".into(),
