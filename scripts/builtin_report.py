@@ -9,7 +9,7 @@ upsampling — the degraded input itself; NL-means for noise and JPEG; Richardso
 true Gaussian PSF for blur), prints the Markdown table, and draws docs/img/builtin-walk.png
 (prompt-space walk: images and measured curves), docs/img/builtin-table.png (one photo per row)
 and docs/img/builtin-loss.png (training loss, from target/spire-tiny/loss-*.csv).
-Needs numpy, scikit-image, pillow, matplotlib.
+Needs numpy, scikit-image, PyWavelets (for the noise estimate), pillow, matplotlib.
 """
 from __future__ import annotations
 
@@ -141,6 +141,9 @@ def main(out: Path):
     print("input: noise", base["noise"], "sharpness", base["sharpness"], "clean:", base["clean_noise"], base["clean_sharpness"])
 
     # Loss curves.
+    sched = ROOT / "target" / "spire-tiny" / "scheduler" / "scheduler_config.json"
+    target = {"epsilon": "ε", "v_prediction": "v", "sample": "x₀"}.get(
+        json.loads(sched.read_text()).get("prediction_type", "epsilon") if sched.exists() else "?", "?")
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
     for ax, tag in zip(axes, ["backbone", "adaptor"]):
         p = ROOT / "target" / "spire-tiny" / f"loss-{tag}.csv"
@@ -153,7 +156,7 @@ def main(out: Path):
         smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
         ax.plot(step, loss, color="0.8", lw=0.5)
         ax.plot(step[k - 1:], smooth, color="C0")
-        ax.set_title(f"{tag} (v-prediction MSE)")
+        ax.set_title(f"{tag} ({target}-prediction MSE)")
         ax.set_xlabel("step")
         ax.set_ylim(0, np.percentile(loss, 99.5))
     fig.tight_layout()

@@ -133,3 +133,35 @@ fn deterministic_and_resumable() {
     assert_eq!(err.kind(), spire_core::ErrorKind::Cancelled);
     assert!(out.join("checkpoint-backbone.safetensors").is_file());
 }
+
+#[test]
+fn low_noise_timesteps_are_validated_and_change_the_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("photos");
+    photos(&data);
+    // Bad values are refused by name when the recipe is read.
+    for (field, value) in [
+        ("low_noise_fraction", serde_json::json!(1.5)),
+        ("low_noise_below", serde_json::json!(0)),
+    ] {
+        let mut j = serde_json::to_value(backbone(&data, &tmp.path().join("x"), 2)).unwrap();
+        j[field] = value;
+        let path = tmp.path().join(format!("{field}.json"));
+        std::fs::write(&path, j.to_string()).unwrap();
+        let err = TrainConfig::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains(field), "{err}");
+    }
+    // Every timestep below 10: a different run from the uniform one, and still deterministic.
+    let run = |name: &str, fraction: f64| {
+        let out = tmp.path().join(name);
+        let mut cfg = backbone(&data, &out, 3);
+        cfg.low_noise_fraction = fraction;
+        cfg.low_noise_below = 10;
+        cfg.validate_every = 0;
+        train(&cfg, &mut |_| true).unwrap();
+        weights(&out.join("unet/diffusion_pytorch_model.safetensors"))
+    };
+    let (uniform, low, low_again) = (run("u", 0.0), run("l", 1.0), run("l2", 1.0));
+    assert_ne!(uniform, low, "low_noise_fraction must change the timesteps");
+    assert_eq!(low, low_again, "same seed, same weights");
+}

@@ -51,6 +51,10 @@ fn default_one() -> usize {
 fn default_scale() -> (f64, f64) {
     (1.0, 1.0)
 }
+fn default_low_noise_below() -> usize {
+    100
+}
+
 fn default_caption_dropout() -> f64 {
     0.1
 }
@@ -139,6 +143,15 @@ pub struct TrainConfig {
     /// Adaptor: probability of a Real-ESRGAN pair (blind) instead of a parameterized one.
     #[serde(default)]
     pub realesrgan_prob: f64,
+    /// Fraction of the samples whose timestep is drawn uniformly below `low_noise_below`
+    /// instead of over the whole schedule (default 0: uniform). With x₀-prediction the loss at
+    /// low noise is tiny, and a small backbone trained on uniform timesteps never learns to
+    /// pass detail through (docs/builtin-model.md).
+    #[serde(default)]
+    pub low_noise_fraction: f64,
+    /// Upper bound (exclusive) of the low-noise timesteps. Default 100.
+    #[serde(default = "default_low_noise_below")]
+    pub low_noise_below: usize,
     /// Steps between checkpoints (0: only at the end).
     #[serde(default)]
     pub checkpoint_every: usize,
@@ -172,6 +185,12 @@ impl TrainConfig {
                 "steps",
                 "steps, batch_size and grad_accum must be at least 1",
             ));
+        }
+        if !(0.0..=1.0).contains(&self.low_noise_fraction) {
+            return Err(Error::invalid_arg("low_noise_fraction", "must be in [0, 1]"));
+        }
+        if self.low_noise_below == 0 {
+            return Err(Error::invalid_arg("low_noise_below", "must be at least 1"));
         }
         if self.crop < 8 {
             return Err(Error::invalid_arg("crop", "must be at least 8 pixels"));
@@ -650,7 +669,18 @@ impl Run {
         let mut rng = Rng::new(stream(cfg.seed, key, 1));
         let b = cfg.batch_size;
         let t_max = self.sched.num_train_timesteps as i64 - 1;
-        let ts: Vec<usize> = (0..b).map(|_| rng.int(0, t_max) as usize).collect();
+        let low_max = (cfg.low_noise_below as i64 - 1).min(t_max);
+        let ts: Vec<usize> = (0..b)
+            .map(|_| {
+                let t = rng.int(0, t_max);
+                // Drawn only when enabled, so recipes without it keep their random streams.
+                if cfg.low_noise_fraction > 0.0 && rng.chance(cfg.low_noise_fraction) {
+                    rng.int(0, low_max) as usize
+                } else {
+                    t as usize
+                }
+            })
+            .collect();
         match &self.kind {
             Kind::Backbone { unet, text, .. } => {
                 let mut imgs = Vec::with_capacity(b);

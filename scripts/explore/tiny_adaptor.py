@@ -1,0 +1,223 @@
+#!/usr/bin/env python3
+"""PyTorch exploration of spire-tiny adaptor training (about 7x faster than our trainer here).
+
+The SPIRE adaptor as our trainer builds it — diffusers ControlNetModel body copied from the
+frozen backbone, latent (pixel-shuffle) hint through a 3x3 conv added after conv_in, modulation
+fusion f*(1+gamma)+beta at every skip and the mid block, its own restoration-prompt CLIP encoder,
+prompt dropout 0.2 — trained on pairs from an OpenCV/PIL transcription of the parameterized
+degradation. Every 500 steps it prints, on 40 held-out 64x64 crops, the PSNR of the degraded
+input, of one step from pure noise (t = 999) blind and with the true prompt, and of a 10-step
+DDIM from pure noise. Used for the measurements in docs/builtin-model.md; not part of the recipe.
+
+    python scripts/explore/tiny_adaptor.py --model BACKBONE_DIR [--steps N] [--lr LR] [--hint_init zero|default]
+
+BACKBONE_DIR: a folder with unet/, scheduler/, text_encoder/, restoration_text_encoder/ (e.g. one
+written by tiny_backbone.py). Needs torch, diffusers, transformers, opencv-python, pillow.
+"""
+import torch, glob, random, numpy as np, sys, time, io, json, argparse, copy
+import torch.nn as nn, torch.nn.functional as F
+from PIL import Image
+import cv2
+from diffusers import UNet2DConditionModel, DDPMScheduler, ControlNetModel
+from transformers import CLIPTextModel, CLIPTextConfig, CLIPTokenizer
+
+ap = argparse.ArgumentParser()
+import os
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PHOTOS = ROOT + '/../shared/data/photos'
+ap.add_argument('--model', required=True)
+ap.add_argument('--pred', default=None)
+ap.add_argument('--steps', type=int, default=1000)
+ap.add_argument('--lr', type=float, default=5e-4)
+ap.add_argument('--hint_init', default='zero')
+ap.add_argument('--threads', type=int, default=1)
+ap.add_argument('--seed', type=int, default=0)
+ap.add_argument('--tmin', type=int, default=0)
+a = ap.parse_args()
+torch.set_num_threads(a.threads)
+torch.manual_seed(a.seed); random.seed(a.seed); np.random.seed(a.seed)
+M = a.model
+unet = UNet2DConditionModel.from_pretrained(M + '/unet').eval()
+for p in unet.parameters(): p.requires_grad_(False)
+s = DDPMScheduler.from_pretrained(M + '/scheduler')
+pred = a.pred or s.config.prediction_type
+tok = CLIPTokenizer.from_pretrained(ROOT + '/recipes/spire-tiny/tokenizer')
+te = CLIPTextModel.from_pretrained(M + '/text_encoder').eval()
+rte = CLIPTextModel(CLIPTextConfig.from_pretrained(M + '/restoration_text_encoder'))
+cn = ControlNetModel.from_unet(unet)
+cn.controlnet_cond_embedding = nn.Identity()
+cn.controlnet_down_blocks = nn.ModuleList([nn.Identity() for _ in cn.controlnet_down_blocks])
+cn.controlnet_mid_block = nn.Identity()
+# fresh cross-attn k/v (restoration encoder)
+for n, m in cn.named_modules():
+    if n.endswith('attn2.to_k') or n.endswith('attn2.to_v'):
+        m.reset_parameters()
+C0 = unet.config.block_out_channels[0]
+hint_conv = nn.Conv2d(48, C0, 3, padding=1)
+if a.hint_init == 'zero':
+    nn.init.zeros_(hint_conv.weight); nn.init.zeros_(hint_conv.bias)
+skip_ch = [C0]
+for i, b in enumerate(unet.down_blocks):
+    c = unet.config.block_out_channels[i]
+    skip_ch += [c] * len(b.resnets)
+    if b.downsamplers: skip_ch.append(c)
+mid_ch = unet.config.block_out_channels[-1]
+def zc(c):
+    m = nn.Conv2d(c, c, 1); nn.init.zeros_(m.weight); nn.init.zeros_(m.bias); return m
+gam = nn.ModuleList([zc(c) for c in skip_ch + [mid_ch]])
+bet = nn.ModuleList([zc(c) for c in skip_ch + [mid_ch]])
+params = list(cn.parameters()) + list(hint_conv.parameters()) + list(gam.parameters()) + list(bet.parameters()) + list(rte.parameters())
+opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.01)
+
+caps = {}
+for line in open(PHOTOS + '/captions.tsv'):
+    if '\t' in line:
+        k, v = line.rstrip('\n').split('\t', 1); caps[k] = v
+held = ['astronaut', 'chelsea', 'coffee', 'motorcycle_left']
+files = [f for f in sorted(glob.glob(PHOTOS + '/*.png')) + sorted(glob.glob(PHOTOS + '/*.jpg'))]
+train_files = [f for f in files if not any(h in f for h in held)]
+test_files = [f for f in files if any(h in f for h in held)]
+load = lambda f: np.asarray(Image.open(f).convert('RGB'), dtype=np.float32) / 255
+imgs = [(load(f), caps.get(f.split('/')[-1], '')) for f in train_files]
+
+def crop(im, rng):
+    sc = rng.uniform(1.0, 2.5); r = int(round(64 * sc)); h, w, _ = im.shape
+    y = rng.randint(0, h - r); x = rng.randint(0, w - r)
+    c = im[y:y + r, x:x + r]
+    if rng.random() < 0.5: c = c[:, ::-1]
+    return cv2.resize(np.ascontiguousarray(c), (64, 64), interpolation=cv2.INTER_AREA)
+
+def degrade(x, rng, ops=None):
+    if ops is None:
+        while True:
+            ops = {}
+            if rng.random() < .5: ops['blur'] = rng.uniform(0.3, 6.0)
+            if rng.random() < .5: ops['down'] = rng.uniform(1.0, 4.0)
+            if rng.random() < .5: ops['noise'] = rng.uniform(0.02, 0.3)
+            if rng.random() < .5: ops['jpeg'] = rng.randint(15, 95)
+            if ops: break
+    y = x.copy(); H, W, _ = x.shape
+    if 'blur' in ops:
+        sg = ops['blur']; k = int(2 * round(3 * sg) + 1)
+        y = cv2.GaussianBlur(y, (k, k), sg, borderType=cv2.BORDER_REFLECT)
+    if 'down' in ops:
+        f = ops['down']; y = cv2.resize(y, (max(1, round(W / f)), max(1, round(H / f))), interpolation=cv2.INTER_AREA)
+    if 'noise' in ops:
+        y = y + np.random.RandomState(rng.randint(0, 1 << 30)).randn(*y.shape).astype(np.float32) * ops['noise']
+    y = np.clip(y, 0, 1)
+    if 'jpeg' in ops:
+        b = io.BytesIO(); Image.fromarray((y * 255).round().astype(np.uint8)).save(b, 'JPEG', quality=ops['jpeg'])
+        y = np.asarray(Image.open(b), dtype=np.float32) / 255
+    y = cv2.resize(y, (W, H), interpolation=cv2.INTER_CUBIC)
+    cl = []
+    if 'blur' in ops: cl.append(f"Deblur with sigma {ops['blur']:.1f}")
+    if 'down' in ops: cl.append(f"Upsample with scale {ops['down']:.1f}")
+    if 'noise' in ops: cl.append(f"Denoise with sigma {ops['noise']:.2f}")
+    if 'jpeg' in ops: cl.append(f"Dejpeg with quality {ops['jpeg']}")
+    return np.clip(y, 0, 1), '; '.join(cl)
+
+def lat(x):  # [B,H,W,3] in [0,1] -> latent
+    t = torch.from_numpy(np.stack(x)).permute(0, 3, 1, 2) * 2 - 1
+    return F.pixel_unshuffle(t, 4)
+
+def ids(texts):
+    return tok(texts, padding='max_length', max_length=77, truncation=True, return_tensors='pt').input_ids
+
+def forward(xt, t, ctx_s, ctx_r, hint):
+    cond = hint_conv(hint)
+    down, mid = cn(xt, t, encoder_hidden_states=ctx_r, controlnet_cond=cond, conditioning_scale=1.0, return_dict=False)
+    with torch.no_grad():
+        emb = unet.time_embedding(unet.time_proj(t).to(xt.dtype))
+        h = unet.conv_in(xt); skips = [h]
+        for b in unet.down_blocks:
+            if getattr(b, 'has_cross_attention', False):
+                h, res = b(hidden_states=h, temb=emb, encoder_hidden_states=ctx_s)
+            else:
+                h, res = b(hidden_states=h, temb=emb)
+            skips += list(res)
+        hm = unet.mid_block(h, emb, encoder_hidden_states=ctx_s)
+    res = [f * gam[i](d) + bet[i](d) for i, (f, d) in enumerate(zip(skips, down))]
+    rm = hm * gam[-1](mid) + bet[-1](mid)
+    return unet(xt, t, encoder_hidden_states=ctx_s, down_block_additional_residuals=res, mid_block_additional_residual=rm).sample
+
+def to_x0(p, xt, t):
+    ac = s.alphas_cumprod[t].view(-1, 1, 1, 1); al, sg = ac.sqrt(), (1 - ac).sqrt()
+    if pred == 'sample': return p
+    if pred == 'v_prediction': return al * xt - sg * p
+    return (xt - sg * p) / al
+
+with torch.no_grad():
+    empty_s = te(ids([''])).last_hidden_state
+rng = random.Random(a.seed)
+# fixed eval set
+erng = random.Random(123)
+tests = [load(f) for f in test_files]
+EV = []
+for ops in [{'noise': 0.1}, {'blur': 2.0}, {'down': 2.0}, {'jpeg': 20}, {'blur': 1.5, 'noise': 0.05}]:
+    for im in tests:
+        for _ in range(2):
+            h, w, _ = im.shape; y0 = erng.randint(0, h - 64); x0 = erng.randint(0, w - 64)
+            c = im[y0:y0 + 64, x0:x0 + 64]
+            d, p = degrade(c, erng, ops)
+            EV.append((c, d, p, str(ops)))
+psnr = lambda a_, b_: float(10 * np.log10(1 / np.mean((a_ - b_) ** 2)))
+
+def evaluate():
+    rte.eval()
+    with torch.no_grad():
+        X = lat([e[0] for e in EV]); Y = lat([e[1] for e in EV])
+        cr = rte(ids([e[2] for e in EV])).last_hidden_state
+        cb = rte(ids(['Remove all degradation'] * len(EV))).last_hidden_state
+        cs = empty_s.expand(len(EV), -1, -1)
+        g = torch.Generator().manual_seed(5)
+        z = torch.randn(X.shape, generator=g)
+        t = torch.full((len(EV),), 999)
+        out = {}
+        for name, ctx in [('true', cr), ('blind', cb)]:
+            x0 = to_x0(forward(z * 1.0, t, cs, ctx, Y), z, t)
+            out[name] = x0
+        # 10-step DDIM from pure noise, true prompt
+        ts = list(range(999, -1, -100))
+        zz = z.clone()
+        for k, tt in enumerate(ts):
+            tv = torch.full((len(EV),), tt)
+            x0 = to_x0(forward(zz, tv, cs, cr, Y), zz, tv)
+            ac = s.alphas_cumprod[tt]
+            eps = (zz - ac.sqrt() * x0) / (1 - ac).sqrt().clamp(min=1e-8)
+            if k + 1 < len(ts):
+                an = s.alphas_cumprod[ts[k + 1]]; zz = an.sqrt() * x0 + (1 - an).sqrt() * eps
+            else:
+                zz = x0
+        out['ddim10'] = zz
+    rte.train()
+    to_img = lambda L: ((F.pixel_shuffle(L, 4) + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+    res = {k: to_img(v) for k, v in out.items()}
+    rows = {}
+    for i, e in enumerate(EV):
+        r = rows.setdefault(e[3], [[], [], [], []])
+        r[0].append(psnr(e[1], e[0])); r[1].append(psnr(res['blind'][i], e[0])); r[2].append(psnr(res['true'][i], e[0])); r[3].append(psnr(res['ddim10'][i], e[0]))
+    for k, r in rows.items():
+        print(f"  {k:32s} degraded {np.mean(r[0]):.2f} blind1 {np.mean(r[1]):.2f} true1 {np.mean(r[2]):.2f} ddim10 {np.mean(r[3]):.2f}", flush=True)
+
+t0 = time.time()
+B = 8
+evaluate()
+for step in range(1, a.steps + 1):
+    xs, ys, ps, cs_ = [], [], [], []
+    for _ in range(B):
+        im, cap = rng.choice(imgs)
+        x = crop(im, rng); y, p = degrade(x, rng)
+        if rng.random() < 0.2: p = 'Remove all degradation'
+        if rng.random() < 0.2: cap = ''
+        xs.append(x); ys.append(y); ps.append(p); cs_.append(cap)
+    X, Y = lat(xs), lat(ys)
+    with torch.no_grad():
+        ctx_s = te(ids(cs_)).last_hidden_state
+    ctx_r = rte(ids(ps)).last_hidden_state
+    noise = torch.randn_like(X); t = torch.randint(a.tmin, 1000, (B,))
+    xt = s.add_noise(X, noise, t)
+    tgt = X if pred == 'sample' else (s.get_velocity(X, noise, t) if pred == 'v_prediction' else noise)
+    loss = F.mse_loss(forward(xt, t, ctx_s, ctx_r, Y), tgt)
+    opt.zero_grad(); loss.backward(); opt.step()
+    if step % 100 == 0: print(step, round(loss.item(), 4), round(time.time() - t0), flush=True)
+    if step % 500 == 0: evaluate()
