@@ -33,6 +33,8 @@ ap.add_argument('--hint_init', default='zero')
 ap.add_argument('--threads', type=int, default=1)
 ap.add_argument('--seed', type=int, default=0)
 ap.add_argument('--tmin', type=int, default=0)
+ap.add_argument('--tmax', type=int, default=1000, help='train on timesteps in [tmin, tmax)')
+ap.add_argument('--strength', type=float, default=1.0, help='evaluate from the input noised to t = strength*1000-1 (SPIRE.md 2.4)')
 a = ap.parse_args()
 torch.set_num_threads(a.threads)
 torch.manual_seed(a.seed); random.seed(a.seed); np.random.seed(a.seed)
@@ -171,13 +173,16 @@ def evaluate():
         cs = empty_s.expand(len(EV), -1, -1)
         g = torch.Generator().manual_seed(5)
         z = torch.randn(X.shape, generator=g)
-        t = torch.full((len(EV),), 999)
+        t0_ = int(round(a.strength * 1000)) - 1
+        t = torch.full((len(EV),), t0_)
+        if t0_ < 999:
+            z = s.add_noise(Y, z, t)
         out = {}
         for name, ctx in [('true', cr), ('blind', cb)]:
             x0 = to_x0(forward(z * 1.0, t, cs, ctx, Y), z, t)
             out[name] = x0
         # 10-step DDIM from pure noise, true prompt
-        ts = list(range(999, -1, -100))
+        ts = [int(round(t0_ - k * (t0_ + 1) / 10)) for k in range(10)]
         zz = z.clone()
         for k, tt in enumerate(ts):
             tv = torch.full((len(EV),), tt)
@@ -214,7 +219,7 @@ for step in range(1, a.steps + 1):
     with torch.no_grad():
         ctx_s = te(ids(cs_)).last_hidden_state
     ctx_r = rte(ids(ps)).last_hidden_state
-    noise = torch.randn_like(X); t = torch.randint(a.tmin, 1000, (B,))
+    noise = torch.randn_like(X); t = torch.randint(a.tmin, a.tmax, (B,))
     xt = s.add_noise(X, noise, t)
     tgt = X if pred == 'sample' else (s.get_velocity(X, noise, t) if pred == 'v_prediction' else noise)
     loss = F.mse_loss(forward(xt, t, ctx_s, ctx_r, Y), tgt)
