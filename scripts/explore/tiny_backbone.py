@@ -1,77 +1,115 @@
 #!/usr/bin/env python3
 """PyTorch exploration of the spire-tiny backbone (about 7x faster than our trainer on this CPU).
 
-Trains the spire-tiny UNet config (diffusers UNet2DConditionModel) from scratch on the training
-photos, empty caption, and every 1000 steps prints the held-out x0 PSNR at t = 999/200/10 (four
-64x64 crops of the held-out photos, fixed noise). A backbone whose x0 PSNR at t = 10 is below the
-noisy input's (26 dB) cannot pass detail through, whatever the adaptor learns.
+Trains the UNet of recipes/spire-tiny/backbone.json (diffusers UNet2DConditionModel) from scratch
+on the training photos with an empty caption, and every 1000 steps prints the x0 PSNR on four
+held-out 64x64 crops at t = 999 / 200 / 10 (fixed noise). A backbone whose x0 PSNR at t = 10 is
+below the noisy input's (25.9 dB) cannot pass detail through, whatever the adaptor learns.
 Used for the measurements in docs/builtin-model.md; not part of the recipe.
 
     python scripts/explore/tiny_backbone.py OUT PRED STEPS [BLOCK_OUT_CHANNELS] [LR]
-    # e.g. OUT=/tmp/bb PRED=sample STEPS=3001 '[48,64,80]' 5e-4
+    # e.g. /tmp/bb sample 3001 '[48,64,80]' 5e-4
 
-MODEL (env, default target/spire-tiny-v1) is a spire-tiny folder whose unet/scheduler/text_encoder
-configs are used. Needs torch, diffusers, transformers, opencv-python, pillow.
+Variants (environment): FACTOR pixel-shuffle factor (default 4); NGROUPS GroupNorm groups;
+TMAX train only on timesteps below it (default 1000); LOWFRAC draw that fraction of the samples
+below LOWT (default 100) instead. OUT gets unet/, scheduler/, text_encoder/ and the
+restoration_text_encoder/ config of adaptor.json: a backbone folder for tiny_adaptor.py.
+Needs torch, diffusers, transformers, opencv-python, pillow.
 """
-import torch, glob, random, numpy as np, sys, time, cv2
-import torch.nn.functional as F
-from PIL import Image
-from diffusers import UNet2DConditionModel, DDPMScheduler
-from transformers import CLIPTextModel, CLIPTokenizer
-torch.set_num_threads(1)
-torch.manual_seed(0); random.seed(0)
-import os
-ROOT=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-M=os.environ.get('MODEL', ROOT+'/target/spire-tiny-v1'); out=sys.argv[1]; pred=sys.argv[2]; steps=int(sys.argv[3])
-cfg=UNet2DConditionModel.load_config(M+'/unet')
+import glob
 import json
-if len(sys.argv)>4: cfg['block_out_channels']=json.loads(sys.argv[4])
-# Optional variants (environment): FACTOR = pixel-shuffle factor (default 4), NGROUPS = GroupNorm groups,
-# TMAX = train only on timesteps below it (default 1000), LOWFRAC/LOWT = that fraction of samples
-# drawn below LOWT instead (default LOWT 100).
-FACTOR=int(os.environ.get('FACTOR','4'))
-cfg['in_channels']=cfg['out_channels']=3*FACTOR*FACTOR
-if 'NGROUPS' in os.environ: cfg['norm_num_groups']=int(os.environ['NGROUPS'])
-print('variant: factor', FACTOR, 'groups', cfg['norm_num_groups'], 'channels', cfg['block_out_channels'])
-LR=float(sys.argv[5]) if len(sys.argv)>5 else 5e-4
-u=UNet2DConditionModel.from_config(cfg)
-print('params',sum(p.numel() for p in u.parameters()))
-s=DDPMScheduler.from_pretrained(M+'/scheduler'); s.register_to_config(prediction_type=pred)
-te=CLIPTextModel.from_pretrained(M+'/text_encoder').eval()
-tok=CLIPTokenizer.from_pretrained(ROOT+'/recipes/spire-tiny/tokenizer')
-ids=lambda t: tok(t,padding='max_length',max_length=77,truncation=True,return_tensors='pt').input_ids
-with torch.no_grad(): ctx0=te(ids([''])).last_hidden_state
-files=[f for f in sorted(glob.glob(ROOT+'/../shared/data/photos/*.png'))+sorted(glob.glob(ROOT+'/../shared/data/photos/*.jpg')) if not any(h in f for h in ['astronaut','chelsea','coffee','motorcycle_left'])]
-imgs=[np.asarray(Image.open(f).convert('RGB'),dtype=np.float32)/255 for f in files]
+import os
+import random
+import sys
+import time
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler, UNet2DConditionModel
+from PIL import Image
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+RECIPE = ROOT + "/recipes/spire-tiny"
+PHOTOS = ROOT + "/../shared/data/photos"
+HELD_OUT = ["astronaut", "chelsea", "coffee", "motorcycle_left"]
+
+out, pred, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
+lr = float(sys.argv[5]) if len(sys.argv) > 5 else 5e-4
+factor = int(os.environ.get("FACTOR", "4"))
+tmax = int(os.environ.get("TMAX", "1000"))
+torch.set_num_threads(1)
+torch.manual_seed(0)
+random.seed(0)
+
+recipe = json.load(open(RECIPE + "/backbone.json"))
+cfg = dict(recipe["unet"])
+if len(sys.argv) > 4:
+    cfg["block_out_channels"] = json.loads(sys.argv[4])
+cfg["in_channels"] = cfg["out_channels"] = 3 * factor * factor
+if "NGROUPS" in os.environ:
+    cfg["norm_num_groups"] = int(os.environ["NGROUPS"])
+unet = UNet2DConditionModel.from_config(cfg)
+print("variant: factor", factor, "groups", unet.config.norm_num_groups, "channels", cfg["block_out_channels"],
+      "params", sum(p.numel() for p in unet.parameters()))
+sched = DDPMScheduler.from_config({**recipe["scheduler"], "prediction_type": pred})
+text = CLIPTextModel(CLIPTextConfig(**recipe["text_encoder"])).eval()
+tok = CLIPTokenizer.from_pretrained(RECIPE + "/tokenizer")
+with torch.no_grad():
+    ctx = text(tok([""], padding="max_length", max_length=77, return_tensors="pt").input_ids).last_hidden_state
+
+load = lambda f: np.asarray(Image.open(f).convert("RGB"), dtype=np.float32) / 255
+files = sorted(glob.glob(PHOTOS + "/*.png")) + sorted(glob.glob(PHOTOS + "/*.jpg"))
+train = [load(f) for f in files if not any(h in f for h in HELD_OUT)]
+held = [load(f) for f in files if any(h in f for h in HELD_OUT)]
+
+
 def crop():
-    sc=random.uniform(1.0,2.5); r=int(round(64*sc)); im=random.choice(imgs); h,w,_=im.shape
-    y=random.randint(0,h-r); x=random.randint(0,w-r); c=np.ascontiguousarray(im[y:y+r,x:x+r])
-    return cv2.resize(c,(64,64),interpolation=cv2.INTER_AREA)*2-1
-ims=[np.asarray(Image.open(f).convert('RGB'),dtype=np.float32)/255 for f in sorted(glob.glob(ROOT+'/../shared/data/photos/*')) if any(h in f for h in ['astronaut','chelsea','coffee','motorcycle_left'])]
-XV=F.pixel_unshuffle(torch.stack([torch.from_numpy(im[100:164,100:164]*2-1).permute(2,0,1) for im in ims]),FACTOR)
-NV=torch.randn(XV.shape,generator=torch.Generator().manual_seed(0))
-opt=torch.optim.AdamW(u.parameters(),lr=LR,weight_decay=0.01)
-t0=time.time()
+    """A 64x64 crop covering 64-160 px of a training photo, in [-1, 1]."""
+    r = int(round(64 * random.uniform(1.0, 2.5)))
+    im = random.choice(train)
+    y, x = random.randint(0, im.shape[0] - r), random.randint(0, im.shape[1] - r)
+    return cv2.resize(np.ascontiguousarray(im[y:y + r, x:x + r]), (64, 64), interpolation=cv2.INTER_AREA) * 2 - 1
+
+
+def to_x0(p, xt, t):
+    ac = sched.alphas_cumprod[t]
+    return p if pred == "sample" else ac.sqrt() * xt - (1 - ac).sqrt() * p
+
+
+xv = F.pixel_unshuffle(torch.stack([torch.from_numpy(im[100:164, 100:164] * 2 - 1).permute(2, 0, 1) for im in held]), factor)
+nv = torch.randn(xv.shape, generator=torch.Generator().manual_seed(0))
+opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.01)
+start = time.time()
 for step in range(steps):
-    x=torch.from_numpy(np.stack([crop() for _ in range(8)])).permute(0,3,1,2)
-    x0=F.pixel_unshuffle(x,FACTOR); noise=torch.randn_like(x0); t=torch.randint(0,int(os.environ.get('TMAX','1000')),(8,))
-    if 'LOWFRAC' in os.environ:  # this fraction of the batch below LOWT
-        low=torch.rand(8)<float(os.environ['LOWFRAC']); t=torch.where(low, torch.randint(0,int(os.environ.get('LOWT','100')),(8,)), t)
-    xt=s.add_noise(x0,noise,t)
-    tgt=x0 if pred=='sample' else s.get_velocity(x0,noise,t)
-    loss=((u(xt,t,encoder_hidden_states=ctx0.expand(8,-1,-1)).sample-tgt)**2).mean()
-    opt.zero_grad(); loss.backward(); opt.step()
-    if step%1000==0:
-        u.eval()
+    x0 = F.pixel_unshuffle(torch.from_numpy(np.stack([crop() for _ in range(8)])).permute(0, 3, 1, 2), factor)
+    noise = torch.randn_like(x0)
+    t = torch.randint(0, tmax, (8,))
+    if "LOWFRAC" in os.environ:
+        low = torch.rand(8) < float(os.environ["LOWFRAC"])
+        t = torch.where(low, torch.randint(0, int(os.environ.get("LOWT", "100")), (8,)), t)
+    xt = sched.add_noise(x0, noise, t)
+    target = x0 if pred == "sample" else sched.get_velocity(x0, noise, t)
+    loss = ((unet(xt, t, encoder_hidden_states=ctx.expand(8, -1, -1)).sample - target) ** 2).mean()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    if step % 1000 == 0:
+        unet.eval()
+        res = []
         with torch.no_grad():
-            res=[]
-            for tt in [999,200,10]:
-                t=torch.full((len(XV),),tt); xt=s.add_noise(XV,NV,t); p=u(xt,t,encoder_hidden_states=ctx0.expand(len(XV),-1,-1)).sample
-                ac=s.alphas_cumprod[tt]; a,sg=ac.sqrt(),(1-ac).sqrt()
-                x0=p if pred=='sample' else a*xt-sg*p
-                res.append(round(float(10*np.log10(4/((x0-XV)**2).mean())),2))
-        u.train()
-        print(step, loss.item(), round(time.time()-t0), 'psnr t999/200/10', res, flush=True)
-u.save_pretrained(out+'/unet'); s.save_pretrained(out+'/scheduler')
-import shutil
-for d in ['text_encoder','restoration_text_encoder']: shutil.copytree(M+'/'+d, out+'/'+d, dirs_exist_ok=True)
+            for tt in [999, 200, 10]:
+                t = torch.full((len(xv),), tt)
+                xt = sched.add_noise(xv, nv, t)
+                x0 = to_x0(unet(xt, t, encoder_hidden_states=ctx.expand(len(xv), -1, -1)).sample, xt, tt)
+                res.append(round(float(10 * np.log10(4 / ((x0 - xv) ** 2).mean())), 2))
+        unet.train()
+        print(step, round(loss.item(), 4), round(time.time() - start), "psnr t999/200/10", res, flush=True)
+
+unet.save_pretrained(out + "/unet")
+sched.save_pretrained(out + "/scheduler")
+text.save_pretrained(out + "/text_encoder")
+CLIPTextConfig(**json.load(open(RECIPE + "/adaptor.json"))["restoration_text_encoder"]).save_pretrained(
+    out + "/restoration_text_encoder")

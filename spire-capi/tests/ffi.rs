@@ -46,6 +46,18 @@ fn rgb(w: u32, h: u32) -> Vec<u8> {
     (0..w * h * 3).map(|i| (i * 37 % 251) as u8).collect()
 }
 
+/// A tightly packed RGB8 view of `px` (which must outlive it).
+fn rgb8_view(px: &[u8], w: u32, h: u32) -> spire_image_view {
+    assert_eq!(px.len(), (w * h * 3) as usize);
+    spire_image_view {
+        width: w,
+        height: h,
+        stride: (w * 3) as _,
+        format: SPIRE_PIXEL_RGB8,
+        data: px.as_ptr(),
+    }
+}
+
 #[test]
 fn null_arguments_are_reported_not_crashed_on() {
     let mut r = null_mut();
@@ -61,13 +73,7 @@ fn null_arguments_are_reported_not_crashed_on() {
     );
     let mut out = null_mut();
     let px = rgb(8, 8);
-    let v = spire_image_view {
-        width: 8,
-        height: 8,
-        stride: 24,
-        format: SPIRE_PIXEL_RGB8,
-        data: px.as_ptr(),
-    };
+    let v = rgb8_view(&px, 8, 8);
     assert_eq!(
         unsafe { spire_restorer_restore(null(), &v, null(), None, null_mut(), &mut out) },
         SPIRE_ERROR_NULL_POINTER
@@ -140,13 +146,7 @@ fn bad_sizes_and_strides_are_invalid_images() {
 fn too_small_buffer_reports_the_size_needed() {
     let r = load();
     let px = rgb(9, 7);
-    let v = spire_image_view {
-        width: 9,
-        height: 7,
-        stride: 27,
-        format: SPIRE_PIXEL_RGB8,
-        data: px.as_ptr(),
-    };
+    let v = rgb8_view(&px, 9, 7);
     let mut p = params(1);
     let prompt = CString::new("Upsample with scale 2").unwrap();
     p.restoration_prompt = prompt.as_ptr();
@@ -211,13 +211,7 @@ unsafe extern "C-unwind" fn stop_at(step: u32, _total: u32, user: *mut c_void) -
 fn non_zero_from_the_callback_cancels_within_one_step() {
     let r = load();
     let px = rgb(16, 16);
-    let v = spire_image_view {
-        width: 16,
-        height: 16,
-        stride: 48,
-        format: SPIRE_PIXEL_RGB8,
-        data: px.as_ptr(),
-    };
+    let v = rgb8_view(&px, 16, 16);
     let p = params(10);
     let mut seen: Vec<u32> = Vec::new();
     let mut out = null_mut();
@@ -249,13 +243,7 @@ unsafe extern "C-unwind" fn panicking(_step: u32, _total: u32, _user: *mut c_voi
 fn a_panic_inside_becomes_spire_error_panic() {
     let r = load();
     let px = rgb(16, 16);
-    let v = spire_image_view {
-        width: 16,
-        height: 16,
-        stride: 48,
-        format: SPIRE_PIXEL_RGB8,
-        data: px.as_ptr(),
-    };
+    let v = rgb8_view(&px, 16, 16);
     let p = params(2);
     let mut out = null_mut();
     let s = unsafe { spire_restorer_restore(r, &v, &p, Some(panicking), null_mut(), &mut out) };
@@ -309,13 +297,7 @@ fn params_init_takes_the_core_defaults() {
 fn memory_limit_and_tiles_reach_the_core() {
     let r = load();
     let px = rgb(40, 32);
-    let v = spire_image_view {
-        width: 40,
-        height: 32,
-        stride: 120,
-        format: SPIRE_PIXEL_RGB8,
-        data: px.as_ptr(),
-    };
+    let v = rgb8_view(&px, 40, 32);
     let mut img = null_mut();
     let mut p = params(1);
     p.memory_limit = 1000;
@@ -358,13 +340,7 @@ fn memory_limit_and_tiles_reach_the_core() {
 fn params_from_an_older_header_get_defaults_for_new_fields() {
     let r = load();
     let px = rgb(16, 16);
-    let v = spire_image_view {
-        width: 16,
-        height: 16,
-        stride: 48,
-        format: SPIRE_PIXEL_RGB8,
-        data: px.as_ptr(),
-    };
+    let v = rgb8_view(&px, 16, 16);
     // A v1 struct: only the bytes up to `color_fix`, with an impossible memory limit after it
     // that the library must not read.
     let mut p = params(1);
@@ -401,13 +377,7 @@ fn builtin_model_needs_no_files() {
         last_error()
     );
     let px = rgb(30, 22);
-    let v = spire_image_view {
-        width: 30,
-        height: 22,
-        stride: 90,
-        format: SPIRE_PIXEL_RGB8,
-        data: px.as_ptr(),
-    };
+    let v = rgb8_view(&px, 30, 22);
     let prompt = CString::new("Upsample 2x").unwrap();
     let mut p = params(2);
     p.restoration_prompt = prompt.as_ptr();

@@ -54,7 +54,6 @@ fn default_scale() -> (f64, f64) {
 fn default_low_noise_below() -> usize {
     100
 }
-
 fn default_caption_dropout() -> f64 {
     0.1
 }
