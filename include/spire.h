@@ -12,7 +12,7 @@
  *       return 1;
  *   }
  *   spire_restore_params p;
- *   spire_restore_params_init(&p);
+ *   spire_restorer_default_params(r, &p);   (the model's recommended options)
  *   p.restoration_prompt = "Denoise with sigma 0.1";
  *   spire_image_view in = { width, height, width * 3, SPIRE_PIXEL_RGB8, pixels };
  *   spire_image *out = NULL;
@@ -434,13 +434,25 @@ const char *spire_last_error_message(void);
 void spire_load_options_init(struct spire_load_options *options);
 
 /**
- * Fills `params` with the library's defaults (the same as the Rust and Python defaults) and
- * sets `struct_size`. NULL is a no-op. Thread-safe.
+ * Fills `params` with the library's defaults (Rust's `RestoreOptions::default()`) and sets
+ * `struct_size`. NULL is a no-op. Thread-safe. A model may recommend other sampling options
+ * (the built-in one does): [`spire_restorer_default_params`] fills in those.
  *
  * # Safety
  * `params` is NULL or points to writable memory for a `spire_restore_params`.
  */
 void spire_restore_params_init(struct spire_restore_params *params);
+
+/**
+ * Fills `params` with the options this model recommends (the library's defaults with the
+ * model's `spire.json` applied: what a NULL `params` means) and sets `struct_size`. Start
+ * from these, then set the prompts. Thread-safe.
+ *
+ * # Safety
+ * `restorer` is NULL or a live handle; `params` is NULL or points to writable memory for a
+ * `spire_restore_params`.
+ */
+spire_status spire_restorer_default_params(const struct spire_restorer *restorer, struct spire_restore_params *params);
 
 /**
  * The built-in spire-tiny model, embedded in the library (no files needed; loaded once per
@@ -503,7 +515,8 @@ int32_t spire_restorer_shares_model(const struct spire_restorer *a, const struct
 spire_status spire_restorer_output_size(const struct spire_restorer *restorer, const struct spire_image_view *input, const struct spire_restore_params *params, uint32_t *out_width, uint32_t *out_height, size_t *out_bytes);
 
 /**
- * Restores an image. `params` may be NULL (defaults); `progress` may be NULL. On success
+ * Restores an image. `params` may be NULL (the model's defaults, as
+ * [`spire_restorer_default_params`] fills them); `progress` may be NULL. On success
  * `*out` is a new image in the input's pixel format, exactly the input size times the
  * restoration prompt's upsample factor, owned by the caller and freed with
  * [`spire_image_free`]; on failure `*out` is NULL. Thread-safe: any number of threads may

@@ -114,11 +114,14 @@ private:
     spire_image *img_ = nullptr;
 };
 
-/// Restore options, starting from the library's defaults (spire_restore_params_init). String
-/// options are stored here, so the params stay valid while this object lives.
+/// Restore options. Default-constructed: the library's defaults (spire_restore_params_init);
+/// Restorer::default_params() gives the model's recommended ones (what restore(input) uses).
+/// String options are stored here, so the params stay valid while this object lives.
 class RestoreParams {
 public:
     RestoreParams() { spire_restore_params_init(&p_); }
+    /// From filled C params (string fields are not taken over).
+    explicit RestoreParams(const spire_restore_params &p) : p_(p) { rebind(); }
     RestoreParams(const RestoreParams &o) : p_(o.p_) {
         for (int i = 0; i < 4; i++) strings_[i] = o.strings_[i];
         rebind();
@@ -202,8 +205,18 @@ public:
     }
     ~Restorer() { spire_restorer_free(r_); }
 
+    /// The options this model recommends (spire_restorer_default_params): start from these.
+    RestoreParams default_params() const {
+        spire_restore_params p{};
+        detail::check(spire_restorer_default_params(r_, &p));
+        return RestoreParams(p);
+    }
+
+    /// Restores `input` with the model's recommended options; throws Error on failure.
+    Image restore(const ImageView &input) const { return restore(input, default_params()); }
+
     /// Restores `input`; throws Error on failure.
-    Image restore(const ImageView &input, const RestoreParams &params = RestoreParams(),
+    Image restore(const ImageView &input, const RestoreParams &params,
                   const ProgressFn &progress = nullptr) const {
         spire_image *out = nullptr;
         spire_status s;

@@ -19,7 +19,7 @@ int main(int argc, char **argv) {
     try {
         spire::Restorer restorer(argv[1]);
         spire::Image input = spire::Image::load(argv[2]);
-        spire::RestoreParams params;
+        spire::RestoreParams params = restorer.default_params();
         if (argc > 4) params.restoration_prompt(argv[4]);
         if (argc > 5) params.semantic_prompt(argv[5]);
         if (argc > 6) params.steps(static_cast<uint32_t>(std::strtoul(argv[6], nullptr, 10)));

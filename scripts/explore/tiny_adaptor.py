@@ -24,7 +24,7 @@ from transformers import CLIPTextModel, CLIPTextConfig, CLIPTokenizer
 ap = argparse.ArgumentParser()
 import os
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PHOTOS = ROOT + '/../shared/data/photos'
+PHOTOS = os.environ.get('SPIRE_PHOTOS', ROOT + '/../shared/data/photos')
 ap.add_argument('--model', required=True)
 ap.add_argument('--pred', default=None)
 ap.add_argument('--steps', type=int, default=1000)
@@ -35,14 +35,17 @@ ap.add_argument('--seed', type=int, default=0)
 ap.add_argument('--tmin', type=int, default=0)
 ap.add_argument('--tmax', type=int, default=1000, help='train on timesteps in [tmin, tmax)')
 ap.add_argument('--strength', type=float, default=1.0, help='evaluate from the input noised to t = strength*1000-1 (SPIRE.md 2.4)')
+ap.add_argument('--steps_eval', type=int, default=10, help='DDIM steps of the multi-step evaluation')
 a = ap.parse_args()
 torch.set_num_threads(a.threads)
+DEV = os.environ.get('DEVICE', 'cpu')  # e.g. cuda
 torch.manual_seed(a.seed); random.seed(a.seed); np.random.seed(a.seed)
 M = a.model
 unet = UNet2DConditionModel.from_pretrained(M + '/unet').eval()
 for p in unet.parameters(): p.requires_grad_(False)
 s = DDPMScheduler.from_pretrained(M + '/scheduler')
 pred = a.pred or s.config.prediction_type
+SCALE = json.load(open(M + '/explore.json'))['scaling_factor'] if os.path.exists(M + '/explore.json') else 1.0
 tok = CLIPTokenizer.from_pretrained(ROOT + '/recipes/spire-tiny/tokenizer')
 te = CLIPTextModel.from_pretrained(M + '/text_encoder').eval()
 rte = CLIPTextModel(CLIPTextConfig.from_pretrained(M + '/restoration_text_encoder'))
@@ -68,6 +71,7 @@ def zc(c):
     m = nn.Conv2d(c, c, 1); nn.init.zeros_(m.weight); nn.init.zeros_(m.bias); return m
 gam = nn.ModuleList([zc(c) for c in skip_ch + [mid_ch]])
 bet = nn.ModuleList([zc(c) for c in skip_ch + [mid_ch]])
+for m_ in (unet, te, rte, cn, hint_conv, gam, bet): m_.to(DEV)
 params = list(cn.parameters()) + list(hint_conv.parameters()) + list(gam.parameters()) + list(bet.parameters()) + list(rte.parameters())
 opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.01)
 
@@ -120,10 +124,10 @@ def degrade(x, rng, ops=None):
 
 def lat(x):  # [B,H,W,3] in [0,1] -> latent
     t = torch.from_numpy(np.stack(x)).permute(0, 3, 1, 2) * 2 - 1
-    return F.pixel_unshuffle(t, 4)
+    return (F.pixel_unshuffle(t, 4) * SCALE).to(DEV)
 
 def ids(texts):
-    return tok(texts, padding='max_length', max_length=77, truncation=True, return_tensors='pt').input_ids
+    return tok(texts, padding='max_length', max_length=77, truncation=True, return_tensors='pt').input_ids.to(DEV)
 
 def forward(xt, t, ctx_s, ctx_r, hint):
     cond = hint_conv(hint)
@@ -143,7 +147,7 @@ def forward(xt, t, ctx_s, ctx_r, hint):
     return unet(xt, t, encoder_hidden_states=ctx_s, down_block_additional_residuals=res, mid_block_additional_residual=rm).sample
 
 def to_x0(p, xt, t):
-    ac = s.alphas_cumprod[t].view(-1, 1, 1, 1); al, sg = ac.sqrt(), (1 - ac).sqrt()
+    ac = s.alphas_cumprod[t.cpu()].view(-1, 1, 1, 1).to(DEV); al, sg = ac.sqrt(), (1 - ac).sqrt()
     if pred == 'sample': return p
     if pred == 'v_prediction': return al * xt - sg * p
     return (xt - sg * p) / al
@@ -172,9 +176,9 @@ def evaluate():
         cb = rte(ids(['Remove all degradation'] * len(EV))).last_hidden_state
         cs = empty_s.expand(len(EV), -1, -1)
         g = torch.Generator().manual_seed(5)
-        z = torch.randn(X.shape, generator=g)
+        z = torch.randn(X.shape, generator=g).to(DEV)
         t0_ = int(round(a.strength * 1000)) - 1
-        t = torch.full((len(EV),), t0_)
+        t = torch.full((len(EV),), t0_, device=DEV)
         if t0_ < 999:
             z = s.add_noise(Y, z, t)
         out = {}
@@ -182,10 +186,11 @@ def evaluate():
             x0 = to_x0(forward(z * 1.0, t, cs, ctx, Y), z, t)
             out[name] = x0
         # 10-step DDIM from pure noise, true prompt
-        ts = [int(round(t0_ - k * (t0_ + 1) / 10)) for k in range(10)]
+        NS = a.steps_eval
+        ts = [int(round(t0_ - k * (t0_ + 1) / NS)) for k in range(NS)]
         zz = z.clone()
         for k, tt in enumerate(ts):
-            tv = torch.full((len(EV),), tt)
+            tv = torch.full((len(EV),), tt, device=DEV)
             x0 = to_x0(forward(zz, tv, cs, cr, Y), zz, tv)
             ac = s.alphas_cumprod[tt]
             eps = (zz - ac.sqrt() * x0) / (1 - ac).sqrt().clamp(min=1e-8)
@@ -195,7 +200,7 @@ def evaluate():
                 zz = x0
         out['ddim10'] = zz
     rte.train()
-    to_img = lambda L: ((F.pixel_shuffle(L, 4) + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+    to_img = lambda L: ((F.pixel_shuffle(L / SCALE, 4) + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
     res = {k: to_img(v) for k, v in out.items()}
     rows = {}
     for i, e in enumerate(EV):
@@ -219,7 +224,7 @@ for step in range(1, a.steps + 1):
     with torch.no_grad():
         ctx_s = te(ids(cs_)).last_hidden_state
     ctx_r = rte(ids(ps)).last_hidden_state
-    noise = torch.randn_like(X); t = torch.randint(a.tmin, a.tmax, (B,))
+    noise = torch.randn_like(X); t = torch.randint(a.tmin, a.tmax, (B,)).to(DEV)
     xt = s.add_noise(X, noise, t)
     tgt = X if pred == 'sample' else (s.get_velocity(X, noise, t) if pred == 'v_prediction' else noise)
     loss = F.mse_loss(forward(xt, t, ctx_s, ctx_r, Y), tgt)

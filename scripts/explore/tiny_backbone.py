@@ -11,7 +11,7 @@ Used for the measurements in docs/builtin-model.md; not part of the recipe.
     # e.g. /tmp/bb sample 3001 '[48,64,80]' 5e-4
 
 Variants (environment): FACTOR pixel-shuffle factor (default 4); NGROUPS GroupNorm groups;
-TMAX train only on timesteps below it (default 1000); LOWFRAC draw that fraction of the samples
+TMAX train only on timesteps below it (default 1000); SCALE latent scaling factor (default 1); LOWFRAC draw that fraction of the samples
 below LOWT (default 100) instead. OUT gets unet/, scheduler/, text_encoder/ and the
 restoration_text_encoder/ config of adaptor.json: a backbone folder for tiny_adaptor.py.
 Needs torch, diffusers, transformers, opencv-python, pillow.
@@ -33,14 +33,16 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RECIPE = ROOT + "/recipes/spire-tiny"
-PHOTOS = ROOT + "/../shared/data/photos"
+PHOTOS = os.environ.get("SPIRE_PHOTOS", ROOT + "/../shared/data/photos")
 HELD_OUT = ["astronaut", "chelsea", "coffee", "motorcycle_left"]
 
 out, pred, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
 lr = float(sys.argv[5]) if len(sys.argv) > 5 else 5e-4
 factor = int(os.environ.get("FACTOR", "4"))
 tmax = int(os.environ.get("TMAX", "1000"))
+scale = float(os.environ.get("SCALE", "1"))
 torch.set_num_threads(1)
+DEV = os.environ.get("DEVICE", "cpu")  # e.g. cuda
 torch.manual_seed(0)
 random.seed(0)
 
@@ -55,10 +57,11 @@ unet = UNet2DConditionModel.from_config(cfg)
 print("variant: factor", factor, "groups", unet.config.norm_num_groups, "channels", cfg["block_out_channels"],
       "params", sum(p.numel() for p in unet.parameters()))
 sched = DDPMScheduler.from_config({**recipe["scheduler"], "prediction_type": pred})
-text = CLIPTextModel(CLIPTextConfig(**recipe["text_encoder"])).eval()
+text = CLIPTextModel(CLIPTextConfig(**recipe["text_encoder"])).eval().to(DEV)
+unet.to(DEV)
 tok = CLIPTokenizer.from_pretrained(RECIPE + "/tokenizer")
 with torch.no_grad():
-    ctx = text(tok([""], padding="max_length", max_length=77, return_tensors="pt").input_ids).last_hidden_state
+    ctx = text(tok([""], padding="max_length", max_length=77, return_tensors="pt").input_ids.to(DEV)).last_hidden_state
 
 load = lambda f: np.asarray(Image.open(f).convert("RGB"), dtype=np.float32) / 255
 files = sorted(glob.glob(PHOTOS + "/*.png")) + sorted(glob.glob(PHOTOS + "/*.jpg"))
@@ -76,22 +79,29 @@ def crop():
 
 def to_x0(p, xt, t):
     ac = sched.alphas_cumprod[t]
-    return p if pred == "sample" else ac.sqrt() * xt - (1 - ac).sqrt() * p
+    if pred == "sample":
+        return p
+    if pred == "epsilon":
+        return (xt - (1 - ac).sqrt() * p) / ac.sqrt()
+    return ac.sqrt() * xt - (1 - ac).sqrt() * p
 
 
-xv = F.pixel_unshuffle(torch.stack([torch.from_numpy(im[100:164, 100:164] * 2 - 1).permute(2, 0, 1) for im in held]), factor)
-nv = torch.randn(xv.shape, generator=torch.Generator().manual_seed(0))
+xv = F.pixel_unshuffle(torch.stack([torch.from_numpy(im[100:164, 100:164] * 2 - 1).permute(2, 0, 1) for im in held]), factor).to(DEV) * scale
+nv = torch.randn(xv.shape, generator=torch.Generator().manual_seed(0)).to(DEV)
 opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.01)
 start = time.time()
 for step in range(steps):
-    x0 = F.pixel_unshuffle(torch.from_numpy(np.stack([crop() for _ in range(8)])).permute(0, 3, 1, 2), factor)
+    x0 = F.pixel_unshuffle(torch.from_numpy(np.stack([crop() for _ in range(8)])).permute(0, 3, 1, 2), factor).to(DEV) * scale
     noise = torch.randn_like(x0)
     t = torch.randint(0, tmax, (8,))
     if "LOWFRAC" in os.environ:
         low = torch.rand(8) < float(os.environ["LOWFRAC"])
         t = torch.where(low, torch.randint(0, int(os.environ.get("LOWT", "100")), (8,)), t)
+    t = t.to(DEV)
     xt = sched.add_noise(x0, noise, t)
-    target = x0 if pred == "sample" else sched.get_velocity(x0, noise, t)
+    target = {"sample": x0, "epsilon": noise}.get(pred)
+    if target is None:
+        target = sched.get_velocity(x0, noise, t)
     loss = ((unet(xt, t, encoder_hidden_states=ctx.expand(8, -1, -1)).sample - target) ** 2).mean()
     opt.zero_grad()
     loss.backward()
@@ -101,10 +111,10 @@ for step in range(steps):
         res = []
         with torch.no_grad():
             for tt in [999, 200, 10]:
-                t = torch.full((len(xv),), tt)
+                t = torch.full((len(xv),), tt, device=DEV)
                 xt = sched.add_noise(xv, nv, t)
                 x0 = to_x0(unet(xt, t, encoder_hidden_states=ctx.expand(len(xv), -1, -1)).sample, xt, tt)
-                res.append(round(float(10 * np.log10(4 / ((x0 - xv) ** 2).mean())), 2))
+                res.append(round(float(10 * np.log10(4 * scale**2 / ((x0 - xv) ** 2).mean().item())), 2))
         unet.train()
         print(step, round(loss.item(), 4), round(time.time() - start), "psnr t999/200/10", res, flush=True)
 
@@ -113,3 +123,4 @@ sched.save_pretrained(out + "/scheduler")
 text.save_pretrained(out + "/text_encoder")
 CLIPTextConfig(**json.load(open(RECIPE + "/adaptor.json"))["restoration_text_encoder"]).save_pretrained(
     out + "/restoration_text_encoder")
+json.dump({"scaling_factor": scale, "tmax": tmax}, open(out + "/explore.json", "w"))

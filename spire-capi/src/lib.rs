@@ -367,16 +367,17 @@ fn into_c_image(img: Image) -> Result<*mut spire_image, Fail> {
 /// Size of the first version of `spire_restore_params` (before the tiling fields).
 const PARAMS_V1_SIZE: usize = std::mem::offset_of!(spire_restore_params, tile_size);
 
-/// Core options from C params (NULL → defaults) and a progress callback.
+/// Core options from C params (NULL → `base`, the model's defaults) and a progress callback.
 ///
 /// # Safety
 /// `p` is NULL or points to an initialised `spire_restore_params`.
 unsafe fn options(
+    base: RestoreOptions,
     p: *const spire_restore_params,
     progress: spire_progress_fn,
     user_data: *mut c_void,
 ) -> Result<RestoreOptions, Fail> {
-    let mut o = RestoreOptions::default();
+    let mut o = base;
     if !p.is_null() {
         // SAFETY: checked non-NULL; `struct_size` is the first field of every version.
         let size = unsafe { std::ptr::addr_of!((*p).struct_size).read_unaligned() } as usize;
@@ -389,10 +390,10 @@ unsafe fn options(
         // Params from a caller built against an older header are shorter: start from the
         // defaults and copy only the bytes the caller's struct has.
         let mut full = std::mem::MaybeUninit::<spire_restore_params>::uninit();
-        // SAFETY: `full` is writable; init writes every field; the copy reads `size` bytes
-        // (capped at our struct's size) that the caller's struct covers.
+        // SAFETY: `full` is writable; write_params writes every field; the copy reads `size`
+        // bytes (capped at our struct's size) that the caller's struct covers.
         let p = unsafe {
-            spire_restore_params_init(full.as_mut_ptr());
+            write_params(full.as_mut_ptr(), &o);
             let n = size.min(std::mem::size_of::<spire_restore_params>());
             std::ptr::copy_nonoverlapping(p.cast::<u8>(), full.as_mut_ptr().cast::<u8>(), n);
             full.assume_init()
@@ -528,8 +529,9 @@ pub unsafe extern "C" fn spire_load_options_init(options: *mut spire_load_option
     }
 }
 
-/// Fills `params` with the library's defaults (the same as the Rust and Python defaults) and
-/// sets `struct_size`. NULL is a no-op. Thread-safe.
+/// Fills `params` with the library's defaults (Rust's `RestoreOptions::default()`) and sets
+/// `struct_size`. NULL is a no-op. Thread-safe. A model may recommend other sampling options
+/// (the built-in one does): [`spire_restorer_default_params`] fills in those.
 ///
 /// # Safety
 /// `params` is NULL or points to writable memory for a `spire_restore_params`.
@@ -538,7 +540,40 @@ pub unsafe extern "C" fn spire_restore_params_init(params: *mut spire_restore_pa
     if params.is_null() {
         return;
     }
-    let d = RestoreOptions::default();
+    // SAFETY: checked non-NULL; writable per the contract.
+    unsafe { write_params(params, &RestoreOptions::default()) }
+}
+
+/// Fills `params` with the options this model recommends (the library's defaults with the
+/// model's `spire.json` applied: what a NULL `params` means) and sets `struct_size`. Start
+/// from these, then set the prompts. Thread-safe.
+///
+/// # Safety
+/// `restorer` is NULL or a live handle; `params` is NULL or points to writable memory for a
+/// `spire_restore_params`.
+#[no_mangle]
+pub unsafe extern "C" fn spire_restorer_default_params(
+    restorer: *const spire_restorer,
+    params: *mut spire_restore_params,
+) -> spire_status {
+    guard(|| {
+        if restorer.is_null() {
+            return Err(null("restorer"));
+        }
+        if params.is_null() {
+            return Err(null("params"));
+        }
+        // SAFETY: checked non-NULL; live / writable per the contract.
+        unsafe { write_params(params, &(*restorer).inner.default_options()) };
+        Ok(())
+    })
+}
+
+/// Writes every field of `params` from `d`.
+///
+/// # Safety
+/// `params` points to writable memory for a `spire_restore_params`.
+unsafe fn write_params(params: *mut spire_restore_params, d: &RestoreOptions) {
     let scheduler = match d.scheduler {
         None => SPIRE_SCHEDULER_MODEL,
         Some(SchedulerKind::Ddim) => SPIRE_SCHEDULER_DDIM,
@@ -550,7 +585,7 @@ pub unsafe extern "C" fn spire_restore_params_init(params: *mut spire_restore_pa
         ColorFix::Wavelet => SPIRE_COLOR_FIX_WAVELET,
         ColorFix::Adain => SPIRE_COLOR_FIX_ADAIN,
     };
-    // SAFETY: checked non-NULL; writable per the contract.
+    // SAFETY: writable per the contract.
     unsafe {
         params.write(spire_restore_params {
             struct_size: std::mem::size_of::<spire_restore_params>() as u32,
@@ -763,7 +798,7 @@ unsafe fn output_size(
     // SAFETY: contract.
     let img = unsafe { view(v, "input")? };
     // SAFETY: contract.
-    let o = unsafe { options(params, None, std::ptr::null_mut())? };
+    let o = unsafe { options(RestoreOptions::default(), params, None, std::ptr::null_mut())? };
     let f = o.restoration_prompt.upsample_factor();
     let (w, h) = (
         (img.width() as f64 * f).round() as u32,
@@ -772,7 +807,8 @@ unsafe fn output_size(
     Ok((w, h, w as usize * h as usize * img.color().channels()))
 }
 
-/// Restores an image. `params` may be NULL (defaults); `progress` may be NULL. On success
+/// Restores an image. `params` may be NULL (the model's defaults, as
+/// [`spire_restorer_default_params`] fills them); `progress` may be NULL. On success
 /// `*out` is a new image in the input's pixel format, exactly the input size times the
 /// restoration prompt's upsample factor, owned by the caller and freed with
 /// [`spire_image_free`]; on failure `*out` is NULL. Thread-safe: any number of threads may
@@ -807,7 +843,7 @@ pub unsafe extern "C" fn spire_restorer_restore(
             (
                 &(*restorer).inner,
                 view(&*input, "input")?,
-                options(params, progress, user_data)?,
+                options((*restorer).inner.default_options(), params, progress, user_data)?,
             )
         };
         let result = r.restore(&img, &o)?;
@@ -873,7 +909,7 @@ pub unsafe extern "C" fn spire_restorer_restore_into(
             (
                 &(*restorer).inner,
                 view(&*input, "input")?,
-                options(params, progress, user_data)?,
+                options((*restorer).inner.default_options(), params, progress, user_data)?,
             )
         };
         let result = r.restore(&img, &o)?;

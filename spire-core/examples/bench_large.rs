@@ -3,7 +3,10 @@
 //! memory (peak − loaded), which is what `memory_limit` bounds. One JSON line.
 //!
 //!     cargo run --release --example bench_large -- --model tiny|sd [--size 2048] \
-//!         [--memory-limit unlimited|2GiB] [--steps 1]
+//!         [--memory-limit unlimited|2GiB] [--steps 1|model]
+//!
+//! `--steps N` runs N denoising steps from pure noise (`strength` 1); `--steps model` runs the
+//! model's recommended options (the built-in model: its `spire.json` defaults).
 //!
 //! `tiny` is the built-in spire-tiny; `sd` is SD 2.1-base sized random weights (UNet, a
 //! modulation adaptor with latent hint, the SD VAE; one-layer text encoders — prompt encoding
@@ -60,6 +63,7 @@ fn sd_sized() -> Result<Restorer, Box<dyn std::error::Error>> {
         scheduler: SchedulerConfig::default(),
         device: dev,
         dtype: DType::F32,
+        defaults: Default::default(),
         name: "random SD 2.1-base".into(),
     };
     Ok(Restorer::from_parts(parts)?)
@@ -77,7 +81,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let model = arg("--model", "tiny");
     let size: usize = arg("--size", "2048").parse()?;
     let limit = arg("--memory-limit", "unlimited");
-    let steps: usize = arg("--steps", "1").parse()?;
+    let steps_arg = arg("--steps", "1");
     let t0 = Instant::now();
     let restorer = match model.as_str() {
         "sd" => sd_sized()?,
@@ -96,8 +100,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let image = ImageView::rgb8(size, size, &px)?;
     let plan = Arc::new(Mutex::new(String::new()));
     let p2 = plan.clone();
+    let base = restorer.default_options();
+    let (steps, strength) = match steps_arg.as_str() {
+        "model" => (base.num_inference_steps, base.strength),
+        n => (n.parse()?, 1.0),
+    };
     let opts = RestoreOptions {
         num_inference_steps: steps,
+        strength,
         restoration_guidance: 1.0,
         semantic_guidance: 1.0,
         memory_limit: MemoryLimit::parse(&limit)?,
@@ -108,7 +118,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             true
         })),
-        ..Default::default()
+        ..base
     };
     let t1 = Instant::now();
     let out = restorer.restore(&image, &opts)?;
@@ -117,7 +127,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let peak = status_mib("VmHWM:");
     let plan = plan.lock().map_err(|_| "poisoned")?.replace('"', "'");
     println!(
-        "{{\"model\":\"{model}\",\"size\":{size},\"memory_limit\":\"{limit}\",\"steps\":{steps},\"load_s\":{load_s:.1},\"run_s\":{run_s:.1},\"loaded_mib\":{loaded:.0},\"peak_mib\":{peak:.0},\"working_mib\":{:.0},\"plan\":\"{plan}\"}}",
+        "{{\"model\":\"{model}\",\"size\":{size},\"memory_limit\":\"{limit}\",\"steps\":{steps},\"strength\":{strength},\"load_s\":{load_s:.1},\"run_s\":{run_s:.1},\"loaded_mib\":{loaded:.0},\"peak_mib\":{peak:.0},\"working_mib\":{:.0},\"plan\":\"{plan}\"}}",
         peak - loaded
     );
     Ok(())

@@ -72,6 +72,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         scheduler: SchedulerConfig::default(),
         device: dev,
         dtype: DType::F32,
+        defaults: Default::default(),
         name: "random SD 2.1-base".into(),
     };
     let restorer = Restorer::from_parts(parts)?;

@@ -10,7 +10,7 @@
 //!
 //! One JSON line per result on stdout; images under `--out` (default target/builtin-report).
 //!
-//!     cargo run --release --example builtin_report -- [--model DIR] [--out DIR]
+//!     cargo run --release --example builtin_report -- [--model DIR] [--out DIR] [--photos a.png,b.png]
 
 use std::path::PathBuf;
 
@@ -110,7 +110,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let out = PathBuf::from(arg("--out").unwrap_or_else(|| "target/builtin-report".into()));
     let photos = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/photos");
-    let only: Vec<String> = HELD_OUT.iter().map(|s| s.to_string()).collect();
+    // `--photos a.png,b.png`: other photos (e.g. training photos, to choose inference options
+    // without looking at the held-out ones).
+    let only: Vec<String> = match arg("--photos") {
+        Some(list) => list.split(',').map(str::to_string).collect(),
+        None => HELD_OUT.iter().map(|s| s.to_string()).collect(),
+    };
     let images = load_images(&photos, Some(&photos.join("captions.tsv")), &only, 256)?;
     std::fs::create_dir_all(out.join("clean"))?;
     for img in &images {
@@ -118,7 +123,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let base = RestoreOptions {
         upsample_input: false,
-        ..Default::default()
+        ..restorer.default_options()
     };
     for (r, (label, prompt)) in ROWS.iter().enumerate() {
         let p: RestorationPrompt = prompt.parse()?;

@@ -73,7 +73,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         restoration_prompt: "Denoise with sigma 0.05"
             .parse::<spire_core::RestorationPrompt>()?
             .into(),
-        ..Default::default()
+        ..restorer.default_options()
     };
     let untiled = restorer.restore(&img.view(), &base)?;
     let hard = restorer.restore(

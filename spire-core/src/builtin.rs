@@ -167,6 +167,10 @@ pub fn load(bytes: &[u8], name: &str) -> Result<Restorer> {
         )
         .map_err(bad)
     };
+    let defaults = match text.get("spire.json") {
+        Some(t) => crate::options::ModelDefaults::from_spire_json(t, &format!("{name}: spire.json"))?,
+        None => crate::options::ModelDefaults::default(),
+    };
     let restoration_text = if text.contains_key("restoration_text_encoder/config.json") {
         let rc = ClipTextConfig::from_json(&Json::from_value(
             p,
@@ -192,6 +196,7 @@ pub fn load(bytes: &[u8], name: &str) -> Result<Restorer> {
         restoration_text,
         adaptor: Adaptor::new(&acfg, vb("adaptor")?).map_err(build)?,
         scheduler: sched,
+        defaults,
         device: Device::Cpu,
         dtype: DType::F32,
         name: name.to_string(),

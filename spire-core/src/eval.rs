@@ -75,7 +75,8 @@ pub struct EvalConfig {
     /// Add a row scoring the degraded inputs themselves.
     pub include_input: bool,
     /// Restoration options of every row (prompts are set per row; image `i` uses
-    /// `options.seed + i`).
+    /// `options.seed + i`). Start from the model's [`Restorer::default_options`] (the CLI
+    /// does); the default is [`RestoreOptions::default`].
     pub options: RestoreOptions,
     /// Learned metrics.
     pub weights: MetricWeights,

@@ -32,7 +32,9 @@ pub use colorfix::ColorFix;
 pub use error::{Error, ErrorKind, Result};
 pub use image::{ColorType, Image, ImageData, ImageView, Samples};
 pub use model::LoadOptions;
-pub use options::{MemoryLimit, Progress, ProgressCallback, RestorationInput, RestoreOptions, Stage};
+pub use options::{
+    MemoryLimit, ModelDefaults, Progress, ProgressCallback, RestorationInput, RestoreOptions, Stage,
+};
 pub use prompt::RestorationPrompt;
 pub use restorer::{Restorer, RestorerParts};
 pub use scheduler::{SchedulerConfig, SchedulerKind};

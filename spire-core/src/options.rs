@@ -1,5 +1,7 @@
-//! Options of a restoration run. Every default lives in [`RestoreOptions::default`] and
-//! nowhere else: the Python and C bindings start from it.
+//! Options of a restoration run. Every library default lives in [`RestoreOptions::default`]
+//! and nowhere else; a model may recommend its own ([`ModelDefaults`], read from its
+//! `spire.json`), which [`Restorer::default_options`](crate::Restorer::default_options)
+//! applies on top. The CLI and the Python and C bindings start from the model's.
 
 use std::fmt;
 use std::sync::Arc;
@@ -349,6 +351,185 @@ mod tests {
         for bad in ["", "lots", "2 XB", "-1G", "0", "1e9", "G"] {
             let e = MemoryLimit::parse(bad).unwrap_err();
             assert!(e.to_string().contains("memory_limit"), "{bad}: {e}");
+        }
+    }
+}
+
+/// Restore options a model recommends: the `defaults` object of its `spire.json`
+/// (SPIRE.md §6), e.g. `{"defaults": {"strength": 0.4, "num_inference_steps": 25}}`.
+///
+/// A model trained on part of the noise schedule (the built-in one is) only works with the
+/// strength and steps it was trained for, so its folder says so and
+/// [`Restorer::default_options`](crate::Restorer::default_options) starts from them. Only the
+/// sampling options below can be recommended; a field left `None` keeps
+/// [`RestoreOptions::default`].
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct ModelDefaults {
+    /// Denoising steps.
+    pub num_inference_steps: Option<usize>,
+    /// The sampler.
+    pub scheduler: Option<SchedulerKind>,
+    /// DDIM η.
+    pub eta: Option<f64>,
+    /// Fraction of the schedule to run.
+    pub strength: Option<f64>,
+    /// Restoration guidance w_r.
+    pub restoration_guidance: Option<f64>,
+    /// Semantic guidance w_s.
+    pub semantic_guidance: Option<f64>,
+    /// Scale of the adaptor's signals.
+    pub conditioning_scale: Option<f64>,
+    /// Colour correction after decoding.
+    pub color_fix: Option<ColorFix>,
+}
+
+/// The keys of `spire.json`'s `defaults` object.
+const DEFAULT_KEYS: &[&str] = &[
+    "num_inference_steps",
+    "scheduler",
+    "eta",
+    "strength",
+    "restoration_guidance",
+    "semantic_guidance",
+    "conditioning_scale",
+    "color_fix",
+];
+
+impl ModelDefaults {
+    /// Reads the `defaults` object of a `spire.json` text (absent: no recommendations).
+    /// `source` names the file in errors.
+    ///
+    /// # Errors
+    /// [`Error::ModelLoad`] naming the file and the key: not JSON, an unknown key, a value of
+    /// the wrong type, or defaults that [`RestoreOptions::validate`] rejects.
+    pub fn from_spire_json(text: &str, source: &str) -> Result<Self> {
+        let bad = |m: String| Error::model_load(source, m);
+        let v: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+        let root = v.as_object().ok_or_else(|| bad("must be a JSON object".into()))?;
+        let Some(d) = root.get("defaults") else {
+            return Ok(Self::default());
+        };
+        let d = d
+            .as_object()
+            .ok_or_else(|| bad("`defaults` must be an object".into()))?;
+        let mut out = Self::default();
+        for (k, v) in d {
+            let num = || {
+                v.as_f64()
+                    .ok_or_else(|| bad(format!("`defaults.{k}` must be a number, got {v}")))
+            };
+            let text = || {
+                v.as_str()
+                    .ok_or_else(|| bad(format!("`defaults.{k}` must be a string, got {v}")))
+            };
+            match k.as_str() {
+                "num_inference_steps" => {
+                    let n = v
+                        .as_u64()
+                        .ok_or_else(|| bad(format!("`defaults.{k}` must be a whole number, got {v}")))?;
+                    out.num_inference_steps = Some(n as usize);
+                }
+                "scheduler" => {
+                    let s = text()?;
+                    out.scheduler = Some(SchedulerKind::parse(s).ok_or_else(|| {
+                        bad(format!(
+                            "`defaults.scheduler`: unknown `{s}` (ddim, dpm++2m, euler)"
+                        ))
+                    })?);
+                }
+                "color_fix" => {
+                    let s = text()?;
+                    out.color_fix = Some(ColorFix::parse(s).ok_or_else(|| {
+                        bad(format!(
+                            "`defaults.color_fix`: unknown `{s}` (none, wavelet, adain)"
+                        ))
+                    })?);
+                }
+                "eta" => out.eta = Some(num()?),
+                "strength" => out.strength = Some(num()?),
+                "restoration_guidance" => out.restoration_guidance = Some(num()?),
+                "semantic_guidance" => out.semantic_guidance = Some(num()?),
+                "conditioning_scale" => out.conditioning_scale = Some(num()?),
+                _ => {
+                    return Err(bad(format!(
+                        "unknown key `defaults.{k}` (known: {})",
+                        DEFAULT_KEYS.join(", ")
+                    )))
+                }
+            }
+        }
+        let mut o = RestoreOptions::default();
+        out.apply(&mut o);
+        o.validate()
+            .map_err(|e| bad(format!("`defaults` are not valid options: {e}")))?;
+        Ok(out)
+    }
+
+    /// The `defaults` object for a `spire.json`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut m = serde_json::Map::new();
+        let mut put = |k: &str, v: serde_json::Value| {
+            m.insert(k.to_string(), v);
+        };
+        if let Some(v) = self.num_inference_steps {
+            put("num_inference_steps", v.into());
+        }
+        if let Some(v) = self.scheduler {
+            put("scheduler", v.as_str().into());
+        }
+        if let Some(v) = self.eta {
+            put("eta", v.into());
+        }
+        if let Some(v) = self.strength {
+            put("strength", v.into());
+        }
+        if let Some(v) = self.restoration_guidance {
+            put("restoration_guidance", v.into());
+        }
+        if let Some(v) = self.semantic_guidance {
+            put("semantic_guidance", v.into());
+        }
+        if let Some(v) = self.conditioning_scale {
+            put("conditioning_scale", v.into());
+        }
+        if let Some(v) = self.color_fix {
+            put("color_fix", v.as_str().into());
+        }
+        serde_json::Value::Object(m)
+    }
+
+    /// Whether it recommends nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Writes the recommended options into `o`.
+    pub fn apply(&self, o: &mut RestoreOptions) {
+        if let Some(v) = self.num_inference_steps {
+            o.num_inference_steps = v;
+        }
+        if let Some(v) = self.scheduler {
+            o.scheduler = Some(v);
+        }
+        if let Some(v) = self.eta {
+            o.eta = v;
+        }
+        if let Some(v) = self.strength {
+            o.strength = v;
+        }
+        if let Some(v) = self.restoration_guidance {
+            o.restoration_guidance = v;
+        }
+        if let Some(v) = self.semantic_guidance {
+            o.semantic_guidance = v;
+        }
+        if let Some(v) = self.conditioning_scale {
+            o.conditioning_scale = v;
+        }
+        if let Some(v) = self.color_fix {
+            o.color_fix = v;
         }
     }
 }

@@ -30,7 +30,7 @@ use crate::model::adaptor::HintMode;
 use crate::model::{
     Adaptor, Autoencoder, ClipTextModel, ClipTokenizer, Control, Injection, LoadOptions, UNet2DConditionModel,
 };
-use crate::options::{Progress, RestoreOptions, Stage};
+use crate::options::{ModelDefaults, Progress, RestoreOptions, Stage};
 use crate::rng;
 use crate::scheduler::{Ddim, Scheduler, SchedulerConfig, SchedulerKind};
 
@@ -66,6 +66,7 @@ struct Inner {
     restoration_text: Option<TextStack>,
     adaptor: Adaptor,
     scheduler: SchedulerConfig,
+    defaults: ModelDefaults,
     device: Device,
     dtype: DType,
     path: PathBuf,
@@ -89,6 +90,8 @@ pub struct RestorerParts {
     pub adaptor: Adaptor,
     /// The noise schedule.
     pub scheduler: SchedulerConfig,
+    /// The restore options the model recommends (its `spire.json`).
+    pub defaults: ModelDefaults,
     /// Where the weights live.
     pub device: Device,
     /// Their dtype.
@@ -237,6 +240,13 @@ impl Restorer {
         } else {
             SchedulerConfig::default()
         };
+        let spire_json = root.join("spire.json");
+        let defaults = if spire_json.is_file() {
+            let text = std::fs::read_to_string(&spire_json).map_err(|e| Error::io(&spire_json, e))?;
+            ModelDefaults::from_spire_json(&text, &spire_json.display().to_string())?
+        } else {
+            ModelDefaults::default()
+        };
         let inner = Inner {
             unet: UNet2DConditionModel::from_dir(&root.join("unet"), opts)?,
             vae: Autoencoder::from_dir(&root.join("vae"), opts)?,
@@ -244,6 +254,7 @@ impl Restorer {
             restoration_text,
             adaptor: Adaptor::from_dir(&adaptor_dir, opts)?,
             scheduler,
+            defaults,
             device: opts.device.clone(),
             dtype: opts.dtype,
             path: root.to_path_buf(),
@@ -271,6 +282,7 @@ impl Restorer {
                 .map(|(tokenizer, encoder)| TextStack { tokenizer, encoder }),
             adaptor: parts.adaptor,
             scheduler: parts.scheduler,
+            defaults: parts.defaults,
             device: parts.device,
             dtype: parts.dtype,
             path: PathBuf::from(parts.name),
@@ -279,6 +291,29 @@ impl Restorer {
         Ok(Self {
             inner: Arc::new(inner),
         })
+    }
+
+    /// The restore options the model recommends (the `defaults` of its `spire.json`).
+    pub fn defaults(&self) -> &ModelDefaults {
+        &self.inner.defaults
+    }
+
+    /// [`RestoreOptions::default`] with the model's recommendations applied: the options to
+    /// start from with this model. The CLI and the Python and C bindings start from them;
+    /// `RestoreOptions::default()` keeps the library's own defaults.
+    ///
+    /// ```no_run
+    /// let r = spire_core::Restorer::builtin()?;
+    /// let opts = spire_core::RestoreOptions {
+    ///     seed: 7,
+    ///     ..r.default_options()
+    /// };
+    /// # Ok::<(), spire_core::Error>(())
+    /// ```
+    pub fn default_options(&self) -> RestoreOptions {
+        let mut o = RestoreOptions::default();
+        self.inner.defaults.apply(&mut o);
+        o
     }
 
     /// The folder the model was loaded from.

@@ -21,12 +21,15 @@ fn builtin_restores_with_exact_geometry_and_is_deterministic() {
     let r = Restorer::builtin().unwrap();
     let px: Vec<u8> = (0..37 * 29 * 3).map(|i| (i * 31 % 253) as u8).collect();
     let img = ImageView::rgb8(37, 29, &px).unwrap();
+    // Its recommended options: DDIM from the input noised part-way (it was trained on t < 100).
+    let d = r.default_options();
+    assert!(d.strength > 0.0 && d.strength < 1.0, "{d:?}");
+    assert_eq!(d.scheduler, Some(spire_core::SchedulerKind::Ddim));
     let o = RestoreOptions {
-        num_inference_steps: 2,
         restoration_prompt: RestorationPrompt::parse("Upsample 2x; Denoise with sigma 0.05")
             .unwrap()
             .into(),
-        ..Default::default()
+        ..d
     };
     let a = r.restore(&img, &o).unwrap();
     assert_eq!((a.width, a.height), (74, 58));

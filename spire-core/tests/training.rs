@@ -79,11 +79,14 @@ fn backbone_then_adaptor_train_and_restore() {
     assert!(events >= 4 && s.final_loss.is_finite() && s.params > 0);
     assert!(out.join("val/backbone_000003.png").is_file(), "validation image");
     assert!(out.join("loss-backbone.csv").is_file());
-    let a = adaptor(&data, &out, &out, 3);
+    let mut a = adaptor(&data, &out, &out, 3);
+    a.defaults = Some(serde_json::json!({"strength": 0.5, "num_inference_steps": 4}));
     assert_eq!(a.mode, TrainMode::Adaptor);
     train(&a, &mut |_| true).unwrap();
-    // The result is a loadable model folder that restores.
+    // The result is a loadable model folder that restores, with the recipe's defaults.
     let r = spire_core::Restorer::from_pretrained(&out, &Default::default()).unwrap();
+    assert_eq!(r.default_options().strength, 0.5);
+    assert_eq!(r.default_options().num_inference_steps, 4);
     let px = common::test_rgb8(20, 12);
     let o = spire_core::RestoreOptions {
         num_inference_steps: 2,
@@ -98,6 +101,11 @@ fn backbone_then_adaptor_train_and_restore() {
     // The built-in format round-trips it.
     let bytes = spire_core::builtin::export(&out).unwrap();
     let b = spire_core::builtin::load(&bytes, "test").unwrap();
+    assert_eq!(
+        b.defaults(),
+        r.defaults(),
+        "spire.json travels in the built-in file"
+    );
     let img2 = b
         .restore(&spire_core::ImageView::rgb8(20, 12, &px).unwrap(), &o)
         .unwrap();
@@ -164,4 +172,37 @@ fn low_noise_timesteps_are_validated_and_change_the_run() {
     let (uniform, low, low_again) = (run("u", 0.0), run("l", 1.0), run("l2", 1.0));
     assert_ne!(uniform, low, "low_noise_fraction must change the timesteps");
     assert_eq!(low, low_again, "same seed, same weights");
+}
+
+#[test]
+fn max_timestep_bounds_the_timesteps_and_recipe_defaults_are_checked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("photos");
+    photos(&data);
+    for (field, value, needle) in [
+        ("max_timestep", serde_json::json!(0), "max_timestep"),
+        ("defaults", serde_json::json!({"strength": 2.0}), "strength"),
+        ("defaults", serde_json::json!({"stepz": 2}), "defaults.stepz"),
+    ] {
+        let mut j = serde_json::to_value(backbone(&data, &tmp.path().join("x"), 2)).unwrap();
+        j[field] = value;
+        let path = tmp.path().join(format!("{field}.json"));
+        std::fs::write(&path, j.to_string()).unwrap();
+        let err = TrainConfig::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains(needle), "{err}");
+    }
+    let run = |name: &str, max: Option<usize>| {
+        let out = tmp.path().join(name);
+        let mut cfg = backbone(&data, &out, 3);
+        cfg.max_timestep = max;
+        cfg.validate_every = 0;
+        train(&cfg, &mut |_| true).unwrap();
+        weights(&out.join("unet/diffusion_pytorch_model.safetensors"))
+    };
+    let uniform = run("u", None);
+    // A bound at the schedule's length binds nothing: the same draws, the same weights.
+    assert_eq!(uniform, run("t", Some(1000)));
+    let low = run("l", Some(10));
+    assert_ne!(uniform, low, "max_timestep must change the timesteps");
+    assert_eq!(low, run("l2", Some(10)), "same seed, same weights");
 }

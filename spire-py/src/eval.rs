@@ -55,6 +55,7 @@ pub(crate) fn evaluate(
             inception,
         },
         save_images,
+        options: restorer.core().default_options(),
         ..Default::default()
     };
     if let Some(s) = steps {

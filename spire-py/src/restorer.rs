@@ -35,6 +35,7 @@ fn invalid(name: &str, msg: String) -> PyErr {
 #[allow(clippy::too_many_arguments)]
 fn build_options(
     py: Python<'_>,
+    base: RestoreOptions,
     restoration_prompt: Option<&Bound<'_, PyAny>>,
     verbatim_restoration_prompt: Option<String>,
     semantic_prompt: Option<String>,
@@ -56,7 +57,7 @@ fn build_options(
     memory_limit: Option<&Bound<'_, PyAny>>,
     progress: Option<Py<PyAny>>,
 ) -> PyResult<(RestoreOptions, ErrSlot)> {
-    let mut o = RestoreOptions::default();
+    let mut o = base;
     match (restoration_prompt, verbatim_restoration_prompt) {
         (Some(_), Some(_)) => {
             return Err(invalid(
@@ -272,6 +273,7 @@ impl PyRestorer {
         let img = from_numpy(image, "image")?;
         let (opts, slot) = build_options(
             py,
+            self.inner.default_options(),
             restoration_prompt,
             verbatim_restoration_prompt,
             semantic_prompt,
@@ -341,6 +343,7 @@ impl PyRestorer {
             .collect::<PyResult<_>>()?;
         let (opts, slot) = build_options(
             py,
+            self.inner.default_options(),
             restoration_prompt,
             verbatim_restoration_prompt,
             semantic_prompt,
@@ -386,6 +389,35 @@ impl PyRestorer {
     #[getter]
     fn path(&self) -> PathBuf {
         self.inner.path().to_path_buf()
+    }
+
+    /// The restore options the model recommends (its `spire.json`), as a dict; `restore`
+    /// starts from them, and arguments you pass override them.
+    #[getter]
+    fn defaults<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+        let d = pyo3::types::PyDict::new(py);
+        let m = self.inner.defaults();
+        if let Some(v) = m.num_inference_steps {
+            d.set_item("num_inference_steps", v)?;
+        }
+        if let Some(v) = m.scheduler {
+            d.set_item("scheduler", v.as_str())?;
+        }
+        for (k, v) in [
+            ("eta", m.eta),
+            ("strength", m.strength),
+            ("restoration_guidance", m.restoration_guidance),
+            ("semantic_guidance", m.semantic_guidance),
+            ("conditioning_scale", m.conditioning_scale),
+        ] {
+            if let Some(v) = v {
+                d.set_item(k, v)?;
+            }
+        }
+        if let Some(v) = m.color_fix {
+            d.set_item("color_fix", v.as_str())?;
+        }
+        Ok(d)
     }
 
     /// Images are padded internally to a multiple of this many pixels.

@@ -103,6 +103,12 @@ int main(int argc, char **argv) {
     spire_restore_params_init(&p);
     CHECK(p.struct_size == sizeof(spire_restore_params));
     CHECK(p.num_inference_steps == 20 && p.scheduler == SPIRE_SCHEDULER_DPMPP_2M);
+    /* This model's spire.json recommends nothing: its defaults are the library's. */
+    memset(&p, 0, sizeof p);
+    CHECK(spire_restorer_default_params(r, &p) == SPIRE_OK);
+    CHECK(p.struct_size == sizeof(spire_restore_params) && p.num_inference_steps == 20 && p.strength == 1.0);
+    CHECK(spire_restorer_default_params(NULL, &p) == SPIRE_ERROR_NULL_POINTER);
+    CHECK(spire_restorer_default_params(r, NULL) == SPIRE_ERROR_NULL_POINTER);
     p.num_inference_steps = 2;
     p.restoration_prompt = "Upsample with scale 2; Denoise with sigma 0.1";
     CHECK(spire_restorer_restore(r, &in, &p, NULL, NULL, &out) == SPIRE_OK);

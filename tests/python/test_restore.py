@@ -126,6 +126,32 @@ def test_memory_limit_and_tiles(restorer):
 
 def test_builtin_restores_without_files():
     r = spire.Restorer.builtin()
-    out = r.restore(np.zeros((20, 28, 3), np.uint8), restoration_prompt="Upsample 2x", num_inference_steps=2)
+    # It recommends restoring from the input noised part-way (it was trained on that range).
+    assert 0 < r.defaults["strength"] < 1 and r.defaults["scheduler"] == "ddim"
+    steps = 2 / r.defaults["strength"]  # two steps run
+    out = r.restore(np.zeros((20, 28, 3), np.uint8), restoration_prompt="Upsample 2x", num_inference_steps=round(steps))
     assert out.shape == (40, 56, 3) and out.dtype == np.uint8
-    assert spire.Restorer.builtin().restore(np.zeros((8, 8, 3), np.float32), num_inference_steps=1).shape == (8, 8, 3)
+    img = np.zeros((8, 8, 3), np.float32)
+    assert spire.Restorer.builtin().restore(img, strength=1.0, num_inference_steps=1).shape == (8, 8, 3)
+    with pytest.raises(spire.InvalidArgumentError, match="strength"):
+        r.restore(img, num_inference_steps=1)  # 1 × strength leaves no step
+
+
+def test_model_defaults_from_spire_json(tmp_path, restorer):
+    # No spire.json: no recommendations, restore() starts from the library defaults.
+    assert restorer.defaults == {}
+    import shutil
+
+    from conftest import FIX
+
+    shutil.copytree(FIX / "tiny-sd1", tmp_path / "m")
+    (tmp_path / "m" / "spire.json").write_text('{"defaults": {"strength": 0.5, "num_inference_steps": 4}}')
+    r = spire.Restorer.from_pretrained(tmp_path / "m", adaptor=FIX / "tiny-spire-adaptor")
+    assert r.defaults == {"strength": 0.5, "num_inference_steps": 4}
+    img = picture()
+    # The recommendations apply when not passed, and passed arguments win.
+    assert np.array_equal(r.restore(img), restorer.restore(img, strength=0.5, num_inference_steps=4))
+    assert np.array_equal(r.restore(img, strength=1.0), restorer.restore(img, num_inference_steps=4))
+    (tmp_path / "m" / "spire.json").write_text('{"defaults": {"strenght": 0.5}}')
+    with pytest.raises(spire.ModelLoadError, match="defaults.strenght"):
+        spire.Restorer.from_pretrained(tmp_path / "m", adaptor=FIX / "tiny-spire-adaptor")

@@ -13,7 +13,8 @@
 //!            [--inception FILE] [--out DIR] [--save-images]
 //! ```
 //!
-//! Without `--model`, `restore` uses the built-in model.
+//! Without `--model`, `restore` uses the built-in model. Options not given take the model's
+//! recommendations (its `spire.json` defaults), then the library's defaults.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -21,7 +22,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use spire_core::{ColorFix, Error, LoadOptions, RestorationPrompt, RestoreOptions, Restorer, SchedulerKind};
+use spire_core::{ColorFix, Error, LoadOptions, RestorationPrompt, Restorer, SchedulerKind};
 
 const USAGE: &str = "usage:
   spire restore <in.png> <out.png> [--model DIR] [--prompt TEXT] [--caption TEXT] [--steps N]
@@ -35,7 +36,8 @@ const USAGE: &str = "usage:
   spire eval --data DIR [--captions captions.tsv] [--only a.png,b.png] [--model DIR] [--size 256]
              [--seed N] [--steps N] [--rows paper|plain] [--lpips FILE] [--clip DIR]
              [--inception FILE] [--out DIR] [--save-images yes]
-  spire --version";
+  spire --version
+Options not given take the model's recommended values (spire.json), then the library's.";
 
 struct Args {
     positional: Vec<String>,
@@ -104,7 +106,7 @@ fn restore(args: &[String]) -> Result<(), String> {
         Some(m) => Restorer::from_pretrained(m, &LoadOptions::default()).map_err(fail)?,
         None => Restorer::builtin().map_err(fail)?,
     };
-    let mut o = RestoreOptions::default();
+    let mut o = restorer.default_options();
     if let Some(p) = a.flags.get("prompt") {
         o.restoration_prompt = RestorationPrompt::parse(p).map_err(fail)?.into();
     }
@@ -276,7 +278,14 @@ fn eval_cmd(args: &[String]) -> Result<(), String> {
                 .collect()
         })
         .unwrap_or_default();
-    let mut cfg = EvalConfig::default();
+    let restorer = match a.flags.get("model") {
+        Some(m) => Restorer::from_pretrained(m, &LoadOptions::default()).map_err(fail)?,
+        None => Restorer::builtin().map_err(fail)?,
+    };
+    let mut cfg = EvalConfig {
+        options: restorer.default_options(),
+        ..EvalConfig::default()
+    };
     if let Some(v) = num(&a, "size")? {
         cfg.size = v;
     }
@@ -303,10 +312,6 @@ fn eval_cmd(args: &[String]) -> Result<(), String> {
     if a.flags.get("save-images").is_some_and(|v| v != "no") {
         cfg.save_images = Some(out.join("images"));
     }
-    let restorer = match a.flags.get("model") {
-        Some(m) => Restorer::from_pretrained(m, &LoadOptions::default()).map_err(fail)?,
-        None => Restorer::builtin().map_err(fail)?,
-    };
     let images = eval::load_images(&data, captions.as_deref(), &only, cfg.size).map_err(fail)?;
     eprintln!(
         "evaluating {} on {} images of {} px",

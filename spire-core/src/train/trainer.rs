@@ -151,6 +151,15 @@ pub struct TrainConfig {
     /// Upper bound (exclusive) of the low-noise timesteps. Default 100.
     #[serde(default = "default_low_noise_below")]
     pub low_noise_below: usize,
+    /// Train only on timesteps below this (default: the whole schedule). Such a model restores
+    /// from the input noised part-way (`strength` ≤ `max_timestep / T`), never from pure noise:
+    /// give both stages the same bound and put the matching strength in `defaults`.
+    #[serde(default)]
+    pub max_timestep: Option<usize>,
+    /// Adaptor mode: the restore options the model recommends, written to its `spire.json`
+    /// (keys of [`ModelDefaults`](crate::ModelDefaults), e.g. `{"strength": 0.4}`).
+    #[serde(default)]
+    pub defaults: Option<serde_json::Value>,
     /// Steps between checkpoints (0: only at the end).
     #[serde(default)]
     pub checkpoint_every: usize,
@@ -166,6 +175,17 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
+    /// The recipe's `defaults`, checked.
+    fn model_defaults(&self) -> Result<crate::ModelDefaults> {
+        match &self.defaults {
+            None => Ok(crate::ModelDefaults::default()),
+            Some(d) => crate::ModelDefaults::from_spire_json(
+                &serde_json::json!({ "defaults": d }).to_string(),
+                "the recipe's `defaults`",
+            ),
+        }
+    }
+
     /// Reads a JSON recipe.
     ///
     /// # Errors
@@ -191,6 +211,10 @@ impl TrainConfig {
         if self.low_noise_below == 0 {
             return Err(Error::invalid_arg("low_noise_below", "must be at least 1"));
         }
+        if self.max_timestep == Some(0) {
+            return Err(Error::invalid_arg("max_timestep", "must be at least 1"));
+        }
+        self.model_defaults()?;
         if self.crop < 8 {
             return Err(Error::invalid_arg("crop", "must be at least 8 pixels"));
         }
@@ -500,6 +524,9 @@ impl LossLog {
 struct Run {
     store: VarStore,
     sched: SchedulerConfig,
+    defaults: crate::ModelDefaults,
+    /// Timestep of the backbone's validation check: 600, or 60 % of `max_timestep`.
+    val_t: usize,
     vae: Autoencoder,
     tokens: Tokens,
     kind: Kind,
@@ -573,6 +600,8 @@ impl Run {
         let text = ClipTextModel::new(&tcfg, vb.pp("text_encoder"))?;
         Ok(Self {
             store,
+            defaults: cfg.model_defaults()?,
+            val_t: cfg.max_timestep.map_or(600, |m| (m * 3 / 5).clamp(1, 600)),
             sched,
             vae: Autoencoder::PixelShuffle(vae),
             tokens,
@@ -643,6 +672,8 @@ impl Run {
         };
         Ok(Self {
             store,
+            defaults: cfg.model_defaults()?,
+            val_t: cfg.max_timestep.map_or(600, |m| (m * 3 / 5).clamp(1, 600)),
             sched,
             vae,
             tokens,
@@ -667,7 +698,11 @@ impl Run {
     fn loss(&self, cfg: &TrainConfig, data: &Dataset, key: u64) -> Result<Tensor> {
         let mut rng = Rng::new(stream(cfg.seed, key, 1));
         let b = cfg.batch_size;
-        let t_max = self.sched.num_train_timesteps as i64 - 1;
+        let t_max = cfg
+            .max_timestep
+            .unwrap_or(usize::MAX)
+            .min(self.sched.num_train_timesteps) as i64
+            - 1;
         let low_max = (cfg.low_noise_below as i64 - 1).min(t_max);
         let ts: Vec<usize> = (0..b)
             .map(|_| {
@@ -801,12 +836,12 @@ impl Run {
         let vb = VarBuilder::from_tensors(map, DType::F32, &Device::Cpu);
         match &self.kind {
             Kind::Backbone { unet, text, .. } => {
-                // Denoising check: noise the image to t = 600, predict x₀ in one step.
+                // Denoising check: noise the image to t = val_t, predict x₀ in one step.
                 let u = UNet2DConditionModel::new(unet.config(), vb.pp("unet"))?;
                 let te = ClipTextModel::new(text.config(), vb.pp("text_encoder"))?;
                 let x0 = self.latents(std::slice::from_ref(x))?;
                 let noise = rng::randn(stream(7, i, 3), x0.shape(), &Device::Cpu)?;
-                let t = 600usize;
+                let t = self.val_t;
                 let x_t = self.sched.add_noise(&x0, &noise, &[t])?;
                 let ctx = te
                     .forward(&self.tokens.ids(&[caption.to_string()])?)?
@@ -844,6 +879,7 @@ impl Run {
                     restoration_text,
                     adaptor,
                     scheduler: self.sched.clone(),
+                    defaults: self.defaults.clone(),
                     device: Device::Cpu,
                     dtype: DType::F32,
                     name: "validation".into(),
@@ -854,7 +890,7 @@ impl Run {
                 let view = crate::ImageView::rgb_f32(y.width, y.height, &view_data)?;
                 let opts = crate::RestoreOptions {
                     restoration_prompt: prompt.into(),
-                    ..Default::default()
+                    ..restorer.default_options()
                 };
                 let out = restorer.restore(&view, &opts)?;
                 let out = deinterleave(out.as_f32().unwrap_or(&[]), y.width, y.height)?;
@@ -902,6 +938,10 @@ impl Run {
                 candle_core::safetensors::save(&sel, &ap)
                     .map_err(|e| Error::io(&ap, std::io::Error::other(e.to_string())))?;
                 write_json(&out.join("adaptor/config.json"), &adaptor_cfg.to_json())?;
+                write_json(
+                    &out.join("spire.json"),
+                    &serde_json::json!({ "defaults": self.defaults.to_json() }),
+                )?;
                 if let Some((_, j)) = r_text {
                     save_prefixed(
                         weights,
