@@ -3,7 +3,8 @@
 # prediction type x latent scale x training timestep range, each a backbone then an adaptor
 # trained on the same range and evaluated from the input noised to t = strength*1000 - 1.
 #   [DEVICE=cuda] BB=2000 AD=1000 bash scripts/explore/sweep.sh OUTDIR
-# (docs/builtin-model.md: x0 rows BB=2000 AD=1000, v rows BB=3000, read at adaptor step 1000;
+# (docs/builtin-model.md: pixel-scale rows BB=2000 AD=1000, unit-variance v rows BB=3000, read
+# at adaptor step 1000;
 # on 2 CPU cores JOBS=2, about 12 minutes a pair. LIMIT: seconds per variant.)
 # Each variant's log is OUTDIR/NAME.log; the adaptor log ends with its held-out table.
 set -u
@@ -16,7 +17,9 @@ variants="x0_s1_t400 sample 1 400 0.4
 x0_s1_t200 sample 1 200 0.2
 x0_s1_t100 sample 1 100 0.1
 v_s2_t400 v_prediction 2 400 0.4
-v_s2_t200 v_prediction 2 200 0.2"
+v_s2_t200 v_prediction 2 200 0.2
+eps_s1_t100 epsilon 1 100 0.1
+v_s1_t100 v_prediction 1 100 0.1"
 while read -r name pred scale tmax strength; do
   while [ "$(jobs -r | wc -l)" -ge "$JOBS" ]; do sleep 5; done
   timeout "$LIMIT" bash -c '
