@@ -36,6 +36,8 @@ ap.add_argument('--tmin', type=int, default=0)
 ap.add_argument('--tmax', type=int, default=1000, help='train on timesteps in [tmin, tmax)')
 ap.add_argument('--strength', type=float, default=1.0, help='evaluate from the input noised to t = strength*1000-1 (SPIRE.md 2.4)')
 ap.add_argument('--steps_eval', type=int, default=10, help='DDIM steps of the multi-step evaluation')
+ap.add_argument('--xt_from', default='clean', choices=['clean', 'degraded'],
+                help='train on x_t noised from the clean image (diffusion) or from the degraded one (as restoring from the noised input does)')
 a = ap.parse_args()
 torch.set_num_threads(a.threads)
 DEV = os.environ.get('DEVICE', 'cpu')  # e.g. cuda
@@ -225,8 +227,15 @@ for step in range(1, a.steps + 1):
         ctx_s = te(ids(cs_)).last_hidden_state
     ctx_r = rte(ids(ps)).last_hidden_state
     noise = torch.randn_like(X); t = torch.randint(a.tmin, a.tmax, (B,)).to(DEV)
-    xt = s.add_noise(X, noise, t)
-    tgt = X if pred == 'sample' else (s.get_velocity(X, noise, t) if pred == 'v_prediction' else noise)
+    if a.xt_from == 'degraded':
+        # x_t as at restore time; the target is whatever decodes to the clean X from this x_t.
+        xt = s.add_noise(Y, noise, t)
+        ac = s.alphas_cumprod[t.cpu()].view(-1, 1, 1, 1).to(DEV); al, sg = ac.sqrt(), (1 - ac).sqrt()
+        eps = (xt - al * X) / sg
+        tgt = {'sample': X, 'epsilon': eps}.get(pred, al * eps - sg * X)
+    else:
+        xt = s.add_noise(X, noise, t)
+        tgt = X if pred == 'sample' else (s.get_velocity(X, noise, t) if pred == 'v_prediction' else noise)
     loss = F.mse_loss(forward(xt, t, ctx_s, ctx_r, Y), tgt)
     opt.zero_grad(); loss.backward(); opt.step()
     if step % 100 == 0: print(step, round(loss.item(), 4), round(time.time() - t0), flush=True)
