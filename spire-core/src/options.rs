@@ -467,39 +467,6 @@ impl ModelDefaults {
         Ok(out)
     }
 
-    /// The `defaults` object for a `spire.json`.
-    pub fn to_json(&self) -> serde_json::Value {
-        let mut m = serde_json::Map::new();
-        let mut put = |k: &str, v: serde_json::Value| {
-            m.insert(k.to_string(), v);
-        };
-        if let Some(v) = self.num_inference_steps {
-            put("num_inference_steps", v.into());
-        }
-        if let Some(v) = self.scheduler {
-            put("scheduler", v.as_str().into());
-        }
-        if let Some(v) = self.eta {
-            put("eta", v.into());
-        }
-        if let Some(v) = self.strength {
-            put("strength", v.into());
-        }
-        if let Some(v) = self.restoration_guidance {
-            put("restoration_guidance", v.into());
-        }
-        if let Some(v) = self.semantic_guidance {
-            put("semantic_guidance", v.into());
-        }
-        if let Some(v) = self.conditioning_scale {
-            put("conditioning_scale", v.into());
-        }
-        if let Some(v) = self.color_fix {
-            put("color_fix", v.as_str().into());
-        }
-        serde_json::Value::Object(m)
-    }
-
     /// Whether it recommends nothing.
     pub fn is_empty(&self) -> bool {
         *self == Self::default()

@@ -106,6 +106,11 @@ fn backbone_then_adaptor_train_and_restore() {
         r.defaults(),
         "spire.json travels in the built-in file"
     );
+    // A recipe without defaults writes a model that recommends nothing.
+    let plain = tmp.path().join("plain");
+    train(&adaptor(&data, &plain, &out, 1), &mut |_| true).unwrap();
+    let p = spire_core::Restorer::from_pretrained(&plain, &Default::default()).unwrap();
+    assert!(p.defaults().is_empty());
     let img2 = b
         .restore(&spire_core::ImageView::rgb8(20, 12, &px).unwrap(), &o)
         .unwrap();

@@ -524,9 +524,6 @@ impl LossLog {
 struct Run {
     store: VarStore,
     sched: SchedulerConfig,
-    defaults: crate::ModelDefaults,
-    /// Timestep of the backbone's validation check: 600, or 60 % of `max_timestep`.
-    val_t: usize,
     vae: Autoencoder,
     tokens: Tokens,
     kind: Kind,
@@ -600,8 +597,6 @@ impl Run {
         let text = ClipTextModel::new(&tcfg, vb.pp("text_encoder"))?;
         Ok(Self {
             store,
-            defaults: cfg.model_defaults()?,
-            val_t: cfg.max_timestep.map_or(600, |m| (m * 3 / 5).clamp(1, 600)),
             sched,
             vae: Autoencoder::PixelShuffle(vae),
             tokens,
@@ -672,8 +667,6 @@ impl Run {
         };
         Ok(Self {
             store,
-            defaults: cfg.model_defaults()?,
-            val_t: cfg.max_timestep.map_or(600, |m| (m * 3 / 5).clamp(1, 600)),
             sched,
             vae,
             tokens,
@@ -819,7 +812,7 @@ impl Run {
         let mut rows: Vec<Vec<Rgb>> = Vec::new();
         for (i, name) in names.iter().enumerate() {
             let s = full.center_crop(name, crop)?;
-            rows.push(self.validation_row(weights, &s.image, &s.caption, i as u64)?);
+            rows.push(self.validation_row(cfg, weights, &s.image, &s.caption, i as u64)?);
         }
         write_grid(&path, &rows)?;
         Ok(path)
@@ -827,6 +820,7 @@ impl Run {
 
     fn validation_row(
         &self,
+        cfg: &TrainConfig,
         weights: &BTreeMap<String, Tensor>,
         x: &Rgb,
         caption: &str,
@@ -836,12 +830,13 @@ impl Run {
         let vb = VarBuilder::from_tensors(map, DType::F32, &Device::Cpu);
         match &self.kind {
             Kind::Backbone { unet, text, .. } => {
-                // Denoising check: noise the image to t = val_t, predict x₀ in one step.
+                // Denoising check: noise the image to t = 600 (60 % of `max_timestep` when
+                // that is lower, to stay in the trained range), predict x₀ in one step.
                 let u = UNet2DConditionModel::new(unet.config(), vb.pp("unet"))?;
                 let te = ClipTextModel::new(text.config(), vb.pp("text_encoder"))?;
                 let x0 = self.latents(std::slice::from_ref(x))?;
                 let noise = rng::randn(stream(7, i, 3), x0.shape(), &Device::Cpu)?;
-                let t = self.val_t;
+                let t = cfg.max_timestep.map_or(600, |m| (m * 3 / 5).clamp(1, 600));
                 let x_t = self.sched.add_noise(&x0, &noise, &[t])?;
                 let ctx = te
                     .forward(&self.tokens.ids(&[caption.to_string()])?)?
@@ -879,7 +874,7 @@ impl Run {
                     restoration_text,
                     adaptor,
                     scheduler: self.sched.clone(),
-                    defaults: self.defaults.clone(),
+                    defaults: cfg.model_defaults()?,
                     device: Device::Cpu,
                     dtype: DType::F32,
                     name: "validation".into(),
@@ -940,7 +935,7 @@ impl Run {
                 write_json(&out.join("adaptor/config.json"), &adaptor_cfg.to_json())?;
                 write_json(
                     &out.join("spire.json"),
-                    &serde_json::json!({ "defaults": self.defaults.to_json() }),
+                    &serde_json::json!({ "defaults": cfg.defaults.clone().unwrap_or_else(|| serde_json::json!({})) }),
                 )?;
                 if let Some((_, j)) = r_text {
                     save_prefixed(
