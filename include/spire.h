@@ -177,6 +177,16 @@ typedef struct spire_restore_params {
    * `SPIRE_MEMORY_UNLIMITED`.
    */
   uint64_t memory_limit;
+  /**
+   * Measurement consistency: trust in the model's output (σ on [0, 1] intensities) when
+   * pulling it towards agreement with the input under the prompt's degradation; 0 = off.
+   */
+  double consistency;
+  /**
+   * Noise-matched start (1, default) or not (0): a prompt naming the input's noise σ starts
+   * sampling from the input scaled to the timestep of that noise level.
+   */
+  int32_t match_noise;
 } spire_restore_params;
 
 /**

@@ -152,6 +152,10 @@ public:
     RestoreParams &vae_tile_size(uint32_t n) { p_.vae_tile_size = n; return *this; }
     /// Bytes beyond the weights, or SPIRE_MEMORY_AUTO / SPIRE_MEMORY_UNLIMITED.
     RestoreParams &memory_limit(uint64_t bytes) { p_.memory_limit = bytes; return *this; }
+    /// Trust in the model's output for measurement consistency (0: off).
+    RestoreParams &consistency(double tau) { p_.consistency = tau; return *this; }
+    /// Noise-matched start on (default) or off.
+    RestoreParams &match_noise(bool on) { p_.match_noise = on ? 1 : 0; return *this; }
     const spire_restore_params *get() const noexcept { return &p_; }
 
 private:

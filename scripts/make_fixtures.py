@@ -557,6 +557,113 @@ def make_colorfix():
     })
 
 
+def make_consistency():
+    """Measurement consistency (spire_core::consistency) against a dense NumPy solve whose
+    operators are built by running the reference implementations on unit images: PIL's
+    float bicubic resize and OpenCV's reflect-101 Gaussian blur. Also the JPEG luma
+    quantisation tables libjpeg (through PIL) writes at several qualities."""
+    import io
+    import cv2
+    import torch
+    from PIL import Image
+    from scipy.fft import dctn, idctn
+
+    W, H = 20, 16
+
+    def op_matrix(fn, w, h):
+        cols = []
+        for i in range(w * h):
+            e = np.zeros((h, w), np.float32)
+            e.flat[i] = 1.0
+            cols.append(np.asarray(fn(e), np.float64).ravel())
+        return np.stack(cols, 1)
+
+    def resize(w2, h2):
+        return lambda e: np.asarray(Image.fromarray(e, "F").resize((w2, h2), Image.BICUBIC))
+
+    def blur(sigma):
+        k = 2 * int(np.ceil(3 * sigma)) + 1
+        return lambda e: cv2.GaussianBlur(e.astype(np.float64), (k, k), sigma, borderType=cv2.BORDER_REFLECT_101)
+
+    def donoho(p):
+        h, w = p.shape
+        q = p[: h - h % 2, : w - w % 2]
+        d = np.abs(q[0::2, 0::2] - q[0::2, 1::2] - q[1::2, 0::2] + q[1::2, 1::2]) / 2
+        return float(np.median(d) / 0.6745)
+
+    def solve(m, y, A, U, sigma_stated, tau, lr_size):
+        out = np.empty_like(m)
+        for c in range(3):
+            yc = y[c].ravel().astype(np.float64)
+            if U is not None:
+                yc = np.linalg.lstsq(U, yc, rcond=None)[0]
+            sigma = sigma_stated if sigma_stated is not None else max(2 / 255, donoho(yc.reshape(lr_size[::-1])))
+            lam = (sigma / tau) ** 2
+            lhs = A.T @ A + lam * np.eye(A.shape[1])
+            rhs = A.T @ yc + lam * m[c].ravel()
+            out[c] = np.linalg.solve(lhs, rhs).reshape(H, W)
+        return np.clip(out, 0, 1)
+
+    g = torch.Generator().manual_seed(1300)
+    out, cases = {}, []
+    I = np.eye(W * H)
+    # (prompt, tau, blur sigma, shrunk size, stated noise)
+    specs = [
+        ("Deblur with sigma 1.2; Upsample with scale 2.0; Denoise with sigma 0.05", 0.1, 1.2, (10, 8), 0.05),
+        ("Deblur with sigma 1.5", 0.5, 1.5, None, None),
+        ("Upsample with scale 2.5", 0.2, None, (8, 6), None),
+    ]
+    for i, (prompt, tau, sb, small, noise) in enumerate(specs):
+        m = (torch.rand(3, H, W, generator=g) * 0.6 + 0.2).double().numpy()
+        y = (torch.rand(3, H, W, generator=g) * 0.6 + 0.2).double().numpy()
+        A = op_matrix(blur(sb), W, H) if sb else I
+        U = None
+        if small:
+            A = op_matrix(resize(*small), W, H) @ A
+            U = op_matrix(resize(W, H), *small)
+        x = solve(m, y, A, U, noise, tau, small or (W, H))
+        out[f"case{i}.output"] = torch.from_numpy(m).float()
+        out[f"case{i}.input"] = torch.from_numpy(y).float()
+        out[f"case{i}.expected"] = torch.from_numpy(x).float()
+        cases.append({"prompt": prompt, "tau": tau, "width": W, "height": H})
+
+    # JPEG quality 20 on a 24x16 image: luma DCT pulled towards the input's and clamped to its cell.
+    tables = {}
+    for q in [1, 10, 20, 50, 75, 90, 100]:
+        buf = io.BytesIO()
+        Image.new("RGB", (8, 8), (128, 128, 128)).save(buf, format="JPEG", quality=q)
+        tables[str(q)] = list(Image.open(io.BytesIO(buf.getvalue())).quantization[0])
+    std = [16, 11, 10, 16, 24, 40, 51, 61]
+    assert tables["50"][:8] == std, "PIL's tables are expected in natural order"
+    JW, JH, tau = 24, 16, 0.05
+    Q = np.array(tables["20"], np.float64).reshape(8, 8)
+    m = (torch.rand(3, JH, JW, generator=g) * 0.6 + 0.2).double().numpy()
+    y = (torch.rand(3, JH, JW, generator=g) * 0.6 + 0.2).double().numpy()
+    luma = lambda im: 255 * (0.299 * im[0] + 0.587 * im[1] + 0.114 * im[2]) - 128
+    lm, ly = luma(m), luma(y)
+    new = lm.copy()
+    t2, s2 = (tau * 255) ** 2, Q ** 2 / 12
+    for by in range(0, JH, 8):
+        for bx in range(0, JW, 8):
+            co = dctn(lm[by:by + 8, bx:bx + 8], norm="ortho")
+            ci = dctn(ly[by:by + 8, bx:bx + 8], norm="ortho")
+            v = (ci * t2 + co * s2) / (t2 + s2)
+            k = np.round(ci / Q)
+            new[by:by + 8, bx:bx + 8] = idctn(np.clip(v, (k - 0.5) * Q - 1, (k + 0.5) * Q + 1), norm="ortho")
+    x = np.clip(m + ((new - lm) / 255)[None], 0, 1)
+    out["jpeg.output"] = torch.from_numpy(m).float()
+    out["jpeg.input"] = torch.from_numpy(y).float()
+    out["jpeg.expected"] = torch.from_numpy(x).float()
+    cases.append({"prompt": "Dejpeg with quality 20", "tau": tau, "width": JW, "height": JH, "key": "jpeg"})
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in out.items()}, FIX / "ref" / "consistency.safetensors")
+    import PIL
+    (FIX / "ref" / "consistency.json").write_text(json.dumps({
+        "cases": cases, "jpeg_luma_tables": tables, "pillow": PIL.__version__, "opencv": cv2.__version__,
+        "numpy": np.__version__,
+    }, indent=1))
+
+
 def make_metrics():
     """PSNR/SSIM with scikit-image on real photo crops (8-bit and float), plus the distorted
     image they compare against (saved as PNG)."""
@@ -879,6 +986,7 @@ def main():
     make_degradations()
     make_train_step()
     make_colorfix()
+    make_consistency()
     make_metrics()
     make_lpips()
     make_clip()

@@ -179,6 +179,12 @@ pub struct spire_restore_params {
     /// Working memory beyond the loaded weights, bytes, or `SPIRE_MEMORY_AUTO` /
     /// `SPIRE_MEMORY_UNLIMITED`.
     pub memory_limit: u64,
+    /// Measurement consistency: trust in the model's output (σ on [0, 1] intensities) when
+    /// pulling it towards agreement with the input under the prompt's degradation; 0 = off.
+    pub consistency: f64,
+    /// Noise-matched start (1, default) or not (0): a prompt naming the input's noise σ starts
+    /// sampling from the input scaled to the timestep of that noise level.
+    pub match_noise: i32,
 }
 
 /// A borrowed image: `height` rows of `width` pixels, rows `stride` bytes apart.
@@ -452,6 +458,17 @@ unsafe fn options(
             SPIRE_MEMORY_UNLIMITED => MemoryLimit::Unlimited,
             b => MemoryLimit::Bytes(b),
         };
+        o.consistency = p.consistency;
+        o.match_noise = match p.match_noise {
+            0 => false,
+            1 => true,
+            v => {
+                return Err(Fail(
+                    SPIRE_ERROR_INVALID_ARGUMENT,
+                    format!("invalid argument `match_noise`: {v} is not 0 or 1"),
+                ))
+            }
+        };
     }
     if let Some(cb) = progress {
         let ud = user_data as usize;
@@ -610,6 +627,8 @@ unsafe fn write_params(params: *mut spire_restore_params, d: &RestoreOptions) {
                 MemoryLimit::Unlimited => SPIRE_MEMORY_UNLIMITED,
                 MemoryLimit::Bytes(b) => b,
             },
+            consistency: d.consistency,
+            match_noise: d.match_noise as i32,
         });
     }
 }

@@ -121,10 +121,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for img in &images {
         spire_core::io::save_image(out.join("clean").join(&img.name), &img.image)?;
     }
-    let base = RestoreOptions {
+    let mut base = RestoreOptions {
         upsample_input: false,
         ..restorer.default_options()
     };
+    // Overrides of the model's recommended options, to choose them on training photos.
+    if let Some(v) = arg("--consistency") {
+        base.consistency = v.parse()?;
+    }
+    if let Some(v) = arg("--match-noise") {
+        base.match_noise = v == "on";
+    }
+    if let Some(v) = arg("--color-fix") {
+        base.color_fix = spire_core::ColorFix::parse(&v).ok_or("--color-fix: none, wavelet or adain")?;
+    }
     for (r, (label, prompt)) in ROWS.iter().enumerate() {
         let p: RestorationPrompt = prompt.parse()?;
         let dir = out.join(format!("row{r}"));

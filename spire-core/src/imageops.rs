@@ -20,7 +20,7 @@ fn bicubic(x: f64) -> f64 {
 }
 
 /// For each output index: first input index and normalised weights (PIL `precompute_coeffs`).
-fn coeffs(in_size: usize, out_size: usize) -> Vec<(usize, Vec<f64>)> {
+pub(crate) fn coeffs(in_size: usize, out_size: usize) -> Vec<(usize, Vec<f64>)> {
     let scale = in_size as f64 / out_size as f64;
     let filterscale = scale.max(1.0);
     let support = 2.0 * filterscale;

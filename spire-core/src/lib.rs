@@ -7,6 +7,7 @@ mod simd;
 
 pub mod builtin;
 pub mod colorfix;
+pub mod consistency;
 pub mod degrade;
 pub mod device;
 pub mod error;

@@ -175,6 +175,19 @@ pub struct RestoreOptions {
     pub initial_latents: Option<Tensor>,
     /// Colour correction after decoding. Default: wavelet.
     pub color_fix: ColorFix,
+    /// Measurement consistency ([`consistency`](crate::consistency)): after decoding, the
+    /// output is pulled towards agreement with the input under the degradation the
+    /// restoration prompt names (blur, shrink, noise, JPEG), trusting the model's output to
+    /// this standard deviation on [0, 1] intensities — larger follows the input more where
+    /// the degradation kept information. 0 turns it off; it does nothing for the blind prompt,
+    /// a verbatim one or a noise clause alone. Runs before the colour fix. Default: 0.
+    pub consistency: f64,
+    /// Noise-matched start: when the restoration prompt names the input's noise σ (and no
+    /// upsampling), the model's autoencoder is linear (pixel shuffle) and the scheduler is
+    /// DDIM with `strength` < 1, the input is taken as the noised image it is — scaled to the
+    /// timestep whose noise level matches σ (at most the one `strength` would start from),
+    /// with no noise added — and sampling starts there. Default: on.
+    pub match_noise: bool,
     /// Latent tile size for sampling (the adaptor and backbone run on overlapping tiles whose
     /// predictions are blended with Gaussian weights); `None` picks it from `memory_limit`,
     /// tiling only when the whole latent does not fit. Default: none.
@@ -213,6 +226,8 @@ impl Default for RestoreOptions {
             seed: 0,
             initial_latents: None,
             color_fix: ColorFix::default(),
+            consistency: 0.0,
+            match_noise: true,
             tile_size: None,
             tile_overlap: 16,
             vae_tile_size: None,
@@ -243,6 +258,8 @@ impl fmt::Debug for RestoreOptions {
                 &self.initial_latents.as_ref().map(|t| t.dims().to_vec()),
             )
             .field("color_fix", &self.color_fix)
+            .field("consistency", &self.consistency)
+            .field("match_noise", &self.match_noise)
             .field("tile_size", &self.tile_size)
             .field("tile_overlap", &self.tile_overlap)
             .field("vae_tile_size", &self.vae_tile_size)
@@ -284,6 +301,7 @@ impl RestoreOptions {
         finite_nonneg("semantic_guidance", self.semantic_guidance)?;
         finite_nonneg("conditioning_scale", self.conditioning_scale)?;
         finite_nonneg("eta", self.eta)?;
+        finite_nonneg("consistency", self.consistency)?;
         if self.eta > 0.0 && self.scheduler.is_some_and(|s| s != SchedulerKind::Ddim) {
             return Err(Error::invalid_arg("eta", "only the DDIM scheduler takes eta"));
         }
@@ -382,6 +400,8 @@ pub struct ModelDefaults {
     pub conditioning_scale: Option<f64>,
     /// Colour correction after decoding.
     pub color_fix: Option<ColorFix>,
+    /// Measurement consistency (the trust in the model's output).
+    pub consistency: Option<f64>,
 }
 
 /// The keys of `spire.json`'s `defaults` object.
@@ -394,6 +414,7 @@ const DEFAULT_KEYS: &[&str] = &[
     "semantic_guidance",
     "conditioning_scale",
     "color_fix",
+    "consistency",
 ];
 
 impl ModelDefaults {
@@ -452,6 +473,7 @@ impl ModelDefaults {
                 "restoration_guidance" => out.restoration_guidance = Some(num()?),
                 "semantic_guidance" => out.semantic_guidance = Some(num()?),
                 "conditioning_scale" => out.conditioning_scale = Some(num()?),
+                "consistency" => out.consistency = Some(num()?),
                 _ => {
                     return Err(bad(format!(
                         "unknown key `defaults.{k}` (known: {})",
@@ -497,6 +519,9 @@ impl ModelDefaults {
         }
         if let Some(v) = self.color_fix {
             o.color_fix = v;
+        }
+        if let Some(v) = self.consistency {
+            o.consistency = v;
         }
     }
 }

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Tensor};
 
 use crate::colorfix;
+use crate::consistency;
 use crate::error::{Error, Result};
 use crate::image::{Image, ImageView, Planar};
 use crate::imageops;
@@ -30,7 +31,7 @@ use crate::model::adaptor::HintMode;
 use crate::model::{
     Adaptor, Autoencoder, ClipTextModel, ClipTokenizer, Control, Injection, LoadOptions, UNet2DConditionModel,
 };
-use crate::options::{ModelDefaults, Progress, RestoreOptions, Stage};
+use crate::options::{ModelDefaults, Progress, RestorationInput, RestoreOptions, Stage};
 use crate::rng;
 use crate::scheduler::{Ddim, Scheduler, SchedulerConfig, SchedulerKind};
 
@@ -446,6 +447,33 @@ impl Restorer {
         stack.encode(text, &self.inner.device, self.inner.dtype)
     }
 
+    /// The timestep whose noise matches the restoration prompt's noise σ, for a run that
+    /// would start at `t_start` (`None` when the match does not apply: the option is off, the
+    /// prompt names no noise or also a shrink — whose enlargement leaves the noise no longer
+    /// white — or the autoencoder is not linear, so pixel noise is not latent noise). At most
+    /// `t_start`: the strength bounds how far up the schedule the model is asked to work.
+    fn matched_timestep(&self, opts: &RestoreOptions, t_start: f64) -> Option<usize> {
+        if !opts.match_noise {
+            return None;
+        }
+        let RestorationInput::Prompt(p) = &opts.restoration_prompt else {
+            return None;
+        };
+        if p.upsample_scale().is_some() {
+            return None;
+        }
+        let sigma = (p.denoise_sigma()? as f64 * 100.0).round() / 100.0;
+        let scale = self.inner.vae.linear_latent_scale()?;
+        // Latents are (2x − 1)·scale per pixel: noise σ on [0, 1] is 2σ·scale in the latent.
+        let target = 2.0 * sigma * scale;
+        let ac = self.inner.scheduler.alphas_cumprod();
+        let last = (t_start.max(0.0) as usize).min(ac.len() - 1);
+        (0..=last).min_by(|&a, &b| {
+            let nsr = |t: usize| ((1.0 - ac[t] as f64) / ac[t] as f64).sqrt();
+            (nsr(a) - target).abs().total_cmp(&(nsr(b) - target).abs())
+        })
+    }
+
     /// Restores a batch of equal-size planar images (already enlarged); returns them cropped.
     fn run(&self, batch: &[&Planar], seeds: &[u64], opts: &RestoreOptions) -> Result<Vec<Planar>> {
         let m = &*self.inner;
@@ -577,7 +605,23 @@ impl Restorer {
         };
         let steps = sched.timesteps().len();
         let run = ((steps as f64 * opts.strength) as usize).min(steps);
-        let start = steps - run;
+        let mut start = steps - run;
+        // Noise-matched start: the input already is a noised image at the timestep whose noise
+        // matches the prompt's σ, so it is scaled, not noised, and sampling starts there.
+        let matched = if start > 0 && kind == SchedulerKind::Ddim && opts.initial_latents.is_none() {
+            self.matched_timestep(opts, sched.timesteps()[start])
+        } else {
+            None
+        };
+        if let Some(t_star) = matched {
+            let mut list = vec![t_star as f64];
+            list.extend(sched.timesteps().iter().copied().filter(|&t| t < t_star as f64));
+            sched = Box::new(Ddim::with_timesteps(&m.scheduler, list)?.with_eta(opts.eta));
+        }
+        let steps = sched.timesteps().len();
+        if matched.is_some() {
+            start = 0;
+        }
         let noise = match &opts.initial_latents {
             Some(l) => {
                 if l.dims() != [n, lc, lh, lw] {
@@ -596,7 +640,11 @@ impl Restorer {
                 Tensor::cat(&per, 0)?
             }
         };
-        let mut latents = if start == 0 {
+        let mut latents = if let Some(t_star) = matched {
+            let z = m.vae.encode_mean_tiled(&((&y * 2.0)? - 1.0)?, mem.encode)?;
+            let a = m.scheduler.alphas_cumprod()[t_star] as f64;
+            (m.vae.scale_latents(&z)?.to_dtype(DType::F32)? * a.sqrt())?
+        } else if start == 0 {
             (noise * sched.init_noise_sigma())?
         } else {
             let per: Vec<Tensor> = seeds
@@ -673,6 +721,9 @@ impl Restorer {
         for (k, p) in batch.iter().enumerate() {
             let img = &flat[k * 3 * pw * ph..(k + 1) * 3 * pw * ph];
             let mut rgb = imageops::crop(img, 3, pw, ph, w, h);
+            if let RestorationInput::Prompt(prompt) = &opts.restoration_prompt {
+                consistency::apply(&mut rgb, &p.rgb, w, h, prompt, opts.consistency)?;
+            }
             colorfix::apply(opts.color_fix, &mut rgb, &p.rgb, w, h);
             outs.push(Planar {
                 width: w,

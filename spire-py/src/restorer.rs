@@ -51,6 +51,8 @@ fn build_options(
     seed: Option<u64>,
     initial_latents: Option<&Bound<'_, PyAny>>,
     color_fix: Option<&str>,
+    consistency: Option<f64>,
+    match_noise: Option<bool>,
     tile_size: Option<usize>,
     tile_overlap: Option<usize>,
     vae_tile_size: Option<usize>,
@@ -139,6 +141,12 @@ fn build_options(
                 format!("unknown color fix `{c}` (\"none\", \"wavelet\", \"adain\")"),
             )
         })?;
+    }
+    if let Some(v) = consistency {
+        o.consistency = v;
+    }
+    if let Some(v) = match_noise {
+        o.match_noise = v;
     }
     o.tile_size = tile_size;
     if let Some(v) = tile_overlap {
@@ -241,7 +249,7 @@ impl PyRestorer {
         image, *, restoration_prompt=None, verbatim_restoration_prompt=None, semantic_prompt=None,
         negative_prompt=None, restoration_null_prompt=None, num_inference_steps=None, scheduler=None,
         eta=None, restoration_guidance=None, semantic_guidance=None, conditioning_scale=None, strength=None,
-        seed=None, initial_latents=None, color_fix=None, tile_size=None, tile_overlap=None,
+        seed=None, initial_latents=None, color_fix=None, consistency=None, match_noise=None, tile_size=None, tile_overlap=None,
         vae_tile_size=None, memory_limit=None, progress=None
     ))]
     #[allow(clippy::too_many_arguments)]
@@ -264,6 +272,8 @@ impl PyRestorer {
         seed: Option<u64>,
         initial_latents: Option<&Bound<'_, PyAny>>,
         color_fix: Option<&str>,
+        consistency: Option<f64>,
+        match_noise: Option<bool>,
         tile_size: Option<usize>,
         tile_overlap: Option<usize>,
         vae_tile_size: Option<usize>,
@@ -289,6 +299,8 @@ impl PyRestorer {
             seed,
             initial_latents,
             color_fix,
+            consistency,
+            match_noise,
             tile_size,
             tile_overlap,
             vae_tile_size,
@@ -307,7 +319,7 @@ impl PyRestorer {
         images, *, restoration_prompt=None, verbatim_restoration_prompt=None, semantic_prompt=None,
         negative_prompt=None, restoration_null_prompt=None, num_inference_steps=None, scheduler=None,
         eta=None, restoration_guidance=None, semantic_guidance=None, conditioning_scale=None, strength=None,
-        seed=None, initial_latents=None, color_fix=None, tile_size=None, tile_overlap=None,
+        seed=None, initial_latents=None, color_fix=None, consistency=None, match_noise=None, tile_size=None, tile_overlap=None,
         vae_tile_size=None, memory_limit=None, progress=None
     ))]
     #[allow(clippy::too_many_arguments)]
@@ -330,6 +342,8 @@ impl PyRestorer {
         seed: Option<u64>,
         initial_latents: Option<&Bound<'_, PyAny>>,
         color_fix: Option<&str>,
+        consistency: Option<f64>,
+        match_noise: Option<bool>,
         tile_size: Option<usize>,
         tile_overlap: Option<usize>,
         vae_tile_size: Option<usize>,
@@ -359,6 +373,8 @@ impl PyRestorer {
             seed,
             initial_latents,
             color_fix,
+            consistency,
+            match_noise,
             tile_size,
             tile_overlap,
             vae_tile_size,
@@ -409,6 +425,7 @@ impl PyRestorer {
             ("restoration_guidance", m.restoration_guidance),
             ("semantic_guidance", m.semantic_guidance),
             ("conditioning_scale", m.conditioning_scale),
+            ("consistency", m.consistency),
         ] {
             if let Some(v) = v {
                 d.set_item(k, v)?;

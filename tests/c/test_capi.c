@@ -107,6 +107,7 @@ int main(int argc, char **argv) {
     memset(&p, 0, sizeof p);
     CHECK(spire_restorer_default_params(r, &p) == SPIRE_OK);
     CHECK(p.struct_size == sizeof(spire_restore_params) && p.num_inference_steps == 20 && p.strength == 1.0);
+    CHECK(p.consistency == 0.0 && p.match_noise == 1);
     CHECK(spire_restorer_default_params(NULL, &p) == SPIRE_ERROR_NULL_POINTER);
     CHECK(spire_restorer_default_params(r, NULL) == SPIRE_ERROR_NULL_POINTER);
     p.num_inference_steps = 2;
@@ -153,6 +154,14 @@ int main(int argc, char **argv) {
     CHECK(spire_restorer_restore(r, &in, &p, NULL, NULL, &out) == SPIRE_ERROR_INVALID_ARGUMENT);
     CHECK(strstr(spire_last_error_message(), "strength") != NULL);
     p.strength = 1.0;
+    p.consistency = -0.5;
+    CHECK(spire_restorer_restore(r, &in, &p, NULL, NULL, &out) == SPIRE_ERROR_INVALID_ARGUMENT);
+    CHECK(strstr(spire_last_error_message(), "consistency") != NULL);
+    p.consistency = 0.0;
+    p.match_noise = 2;
+    CHECK(spire_restorer_restore(r, &in, &p, NULL, NULL, &out) == SPIRE_ERROR_INVALID_ARGUMENT);
+    CHECK(strstr(spire_last_error_message(), "match_noise") != NULL);
+    p.match_noise = 1;
     p.struct_size = 4;
     CHECK(spire_restorer_restore(r, &in, &p, NULL, NULL, &out) == SPIRE_ERROR_INVALID_ARGUMENT);
     spire_restore_params_init(&p);

@@ -137,6 +137,23 @@ def test_builtin_restores_without_files():
         r.restore(img, num_inference_steps=1)  # 1 × strength leaves no step
 
 
+def test_prompt_driven_consistency_and_noise_match():
+    r = spire.Restorer.builtin()
+    assert r.defaults["consistency"] > 0
+    rng = np.random.default_rng(0)
+    img = (rng.random((32, 40, 3)) * 0.5 + 0.25).astype(np.float32)
+    on = r.restore(img, restoration_prompt="Deblur with sigma 2.0")
+    off = r.restore(img, restoration_prompt="Deblur with sigma 2.0", consistency=0.0)
+    assert on.shape == off.shape == img.shape and np.abs(on - off).max() > 1e-3
+    # The noise-matched start adds no noise: the seed no longer matters.
+    a = r.restore(img, restoration_prompt="Denoise with sigma 0.10", seed=1)
+    b = r.restore(img, restoration_prompt="Denoise with sigma 0.10", seed=2)
+    c = r.restore(img, restoration_prompt="Denoise with sigma 0.10", seed=2, match_noise=False)
+    assert np.array_equal(a, b) and not np.array_equal(b, c)
+    with pytest.raises(spire.InvalidArgumentError, match="consistency"):
+        r.restore(img, restoration_prompt="Deblur with sigma 2.0", consistency=-1.0)
+
+
 def test_model_defaults_from_spire_json(tmp_path, restorer):
     # No spire.json: no recommendations, restore() starts from the library defaults.
     assert restorer.defaults == {}

@@ -28,6 +28,7 @@ const USAGE: &str = "usage:
   spire restore <in.png> <out.png> [--model DIR] [--prompt TEXT] [--caption TEXT] [--steps N]
                 [--seed N] [--scheduler ddim|dpm++2m|euler] [--restoration-guidance W]
                 [--semantic-guidance W] [--strength S] [--color-fix none|wavelet|adain]
+                [--consistency TAU] [--match-noise on|off]
                 [--memory-limit auto|unlimited|SIZE] [--tile-size LATENT_PX] [--tile-overlap LATENT_PX]
                 [--vae-tile-size PX]
   spire degrade <in.png> <out.png> [--pipeline parameterized|realesrgan] [--seed N]
@@ -93,6 +94,8 @@ fn restore(args: &[String]) -> Result<(), String> {
             "semantic-guidance",
             "strength",
             "color-fix",
+            "consistency",
+            "match-noise",
             "memory-limit",
             "tile-size",
             "tile-overlap",
@@ -133,6 +136,16 @@ fn restore(args: &[String]) -> Result<(), String> {
     }
     if let Some(c) = a.flags.get("color-fix") {
         o.color_fix = ColorFix::parse(c).ok_or_else(|| format!("--color-fix: unknown `{c}`"))?;
+    }
+    if let Some(v) = num(&a, "consistency")? {
+        o.consistency = v;
+    }
+    if let Some(v) = a.flags.get("match-noise") {
+        o.match_noise = match v.as_str() {
+            "on" => true,
+            "off" => false,
+            _ => return Err(format!("--match-noise: `{v}` is not on or off").into()),
+        };
     }
     if let Some(m) = a.flags.get("memory-limit") {
         o.memory_limit = spire_core::MemoryLimit::parse(m).map_err(fail)?;

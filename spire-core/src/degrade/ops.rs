@@ -49,7 +49,7 @@ impl Rgb {
 }
 
 /// Mirror index without repeating the edge (OpenCV `BORDER_REFLECT_101`, torch `reflect`).
-fn reflect101(i: isize, n: usize) -> usize {
+pub(crate) fn reflect101(i: isize, n: usize) -> usize {
     if n == 1 {
         return 0;
     }
@@ -422,6 +422,63 @@ pub fn jpeg(img: &Rgb, quality: u8) -> Result<Rgb> {
         height: h,
         data,
     })
+}
+
+/// The luma quantisation table [`jpeg`] encodes with at `quality`, in natural (row-major)
+/// order — read back from the codec's own output (its DQT segment), so it is the table used,
+/// whatever the encoder's scaling rule.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for a quality outside 1–100; [`Error::Internal`] if the codec's
+/// output has no 8-bit luma table.
+pub fn jpeg_luma_table(quality: u8) -> Result<[u16; 64]> {
+    if !(1..=100).contains(&quality) {
+        return Err(Error::invalid_arg(
+            "quality",
+            format!("JPEG quality must be 1–100, got {quality}"),
+        ));
+    }
+    let mut buf = Vec::new();
+    let mut enc = jpeg_encoder::Encoder::new(&mut buf, quality);
+    enc.set_sampling_factor(jpeg_encoder::SamplingFactor::R_4_2_0);
+    enc.encode(&[128u8; 3 * 64], 8, 8, jpeg_encoder::ColorType::Rgb)
+        .map_err(|e| Error::Internal(format!("JPEG encoding failed: {e}")))?;
+    // Zig-zag position → natural index (ITU T.81 figure A.6).
+    const ZIGZAG: [usize; 64] = [
+        0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20, 13,
+        6, 7, 14, 21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58, 59, 52, 45, 38,
+        31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63,
+    ];
+    let mut i = 2;
+    while i + 4 <= buf.len() {
+        if buf[i] != 0xFF {
+            break;
+        }
+        let marker = buf[i + 1];
+        let len = u16::from_be_bytes([buf[i + 2], buf[i + 3]]) as usize;
+        if marker == 0xDB {
+            // One or more tables: Pq/Tq byte then 64 (8-bit) values each.
+            let mut j = i + 4;
+            while j < i + 2 + len && j + 65 <= buf.len() {
+                let (pq, tq) = (buf[j] >> 4, buf[j] & 15);
+                if pq == 0 && tq == 0 {
+                    let mut t = [0u16; 64];
+                    for (z, &nat) in ZIGZAG.iter().enumerate() {
+                        t[nat] = buf[j + 1 + z] as u16;
+                    }
+                    return Ok(t);
+                }
+                j += if pq == 0 { 65 } else { 129 };
+            }
+        }
+        if marker == 0xDA {
+            break;
+        }
+        i += 2 + len;
+    }
+    Err(Error::Internal(
+        "the JPEG encoder wrote no 8-bit luma quantisation table".into(),
+    ))
 }
 
 /// Unsharp masking as basicsr's `USMSharp` (radius 51 → Gaussian σ 8, weight 0.5, threshold

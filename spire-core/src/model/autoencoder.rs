@@ -205,6 +205,15 @@ impl Autoencoder {
         (z / s)? + sh
     }
 
+    /// For a linear autoencoder (pixel shuffle), the factor from pixel intensities in
+    /// [−1, 1] to diffusion latents; `None` for a learned one.
+    pub fn linear_latent_scale(&self) -> Option<f64> {
+        match self {
+            Autoencoder::PixelShuffle(p) => Some(p.scaling_factor),
+            Autoencoder::Kl(_) => None,
+        }
+    }
+
     /// The `AutoencoderKL` config, if this is one.
     pub fn kl_config(&self) -> Option<&VaeConfig> {
         match self {

@@ -14,6 +14,9 @@ pub struct Ddim {
     step_ratio: usize,
     cfg: SchedulerConfig,
     eta: f64,
+    /// Steps go to the next listed timestep (after the last: to the end) instead of
+    /// `t − step_ratio`.
+    listed: bool,
 }
 
 impl Ddim {
@@ -60,7 +63,32 @@ impl Ddim {
             step_ratio: t / steps,
             cfg: cfg.clone(),
             eta: 0.0,
+            listed: false,
         })
+    }
+
+    /// DDIM over explicit timesteps (strictly decreasing, each below `num_train_timesteps`):
+    /// each step goes from one listed timestep to the next, the last one to the clean end.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming `timesteps` for an empty, unsorted or out-of-range list.
+    pub fn with_timesteps(cfg: &SchedulerConfig, timesteps: Vec<f64>) -> Result<Self> {
+        let t = cfg.num_train_timesteps;
+        if timesteps.is_empty()
+            || timesteps.windows(2).any(|w| w[1] >= w[0])
+            || timesteps
+                .iter()
+                .any(|&x| x < 0.0 || x as usize >= t || x.fract() != 0.0)
+        {
+            return Err(Error::invalid_arg(
+                "timesteps",
+                format!("must be whole numbers in 0..{t}, strictly decreasing, got {timesteps:?}"),
+            ));
+        }
+        let mut d = Self::new(cfg, 1)?;
+        d.timesteps = timesteps;
+        d.listed = true;
+        Ok(d)
     }
 
     /// Sets η (0 = deterministic DDIM, 1 = DDPM-like).
@@ -99,7 +127,11 @@ impl Scheduler for Ddim {
         noise: Option<&Tensor>,
     ) -> Result<Tensor> {
         let t = self.timesteps[i];
-        let prev_t = t - self.step_ratio as f64;
+        let prev_t = if self.listed {
+            self.timesteps.get(i + 1).copied().unwrap_or(-1.0)
+        } else {
+            t - self.step_ratio as f64
+        };
         let (a_t, a_prev) = (self.alpha(t), self.alpha(prev_t));
         let (mut x0, eps) = x0_and_eps(self.cfg.prediction_type, model_output, sample, a_t)?;
         if self.cfg.clip_sample.unwrap_or(true) {

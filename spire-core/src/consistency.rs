@@ -1,0 +1,559 @@
+//! Measurement consistency: the restoration prompt's numbers put to work after decoding.
+//!
+//! A prompt such as "Deblur with sigma 2.0; Upsample with scale 2.0; Denoise with sigma 0.05"
+//! names the degradation exactly as [`degrade::apply_prompt`](crate::degrade::apply_prompt)
+//! applies it: `y = U(D(B(x)) + n)` with `B` the Gaussian blur, `D` the antialiased bicubic
+//! shrink, `n` Gaussian noise and `U` the bicubic enlargement back to the output size (a JPEG
+//! clause quantises before `U`). The adaptor reads these numbers as text; here they are used
+//! as what they are, a forward model of the input. Given the model's output `m` and the
+//! (enlarged) input `y`, the result is the maximum a-posteriori image under that forward
+//! model with a Gaussian prior centred on the model's output,
+//!
+//! ```text
+//!     x = argmin ‖A x − ŷ‖² / σ² + ‖x − m‖² / τ²,     A = D·B,
+//! ```
+//!
+//! solved per channel by conjugate gradients with the exact adjoint of `A` (every part is a
+//! separable sparse matrix: PIL's bicubic weights, the blur with reflect-101 borders folded
+//! in). With a shrink, `ŷ` is the small image `y` was enlarged from (least squares through
+//! `U`; exact when the restorer enlarged it), so the noise is white at the prompt's σ; without
+//! one, `ŷ = y`. `σ` is the prompt's noise, or — when the prompt names none — Donoho's estimate
+//! from `ŷ`, and at least [`FLOOR`] (the input's own rounding). `τ` —
+//! [`RestoreOptions::consistency`](crate::RestoreOptions::consistency) — is how far the model's
+//! output is trusted to be from the truth: a large `τ` makes the result agree with the input
+//! wherever the degradation kept information, leaving the model's output only where it did not
+//! (DDNM's range/null-space split); a small `τ` keeps the model's output. A noise clause alone
+//! names no operator (the input is the only measurement, and the model has seen it): nothing
+//! is done.
+//!
+//! A JPEG clause on its own (no blur, shrink or noise before it) is used as the codec's
+//! constraint: in every full 8×8 block, each luma DCT coefficient is pulled towards the
+//! input's by the same MAP rule, with the quantisation error's variance `Q²/12` for `σ²`,
+//! and clamped to the quantisation cell the input's coefficient came from. With other clauses
+//! the JPEG error is counted as extra noise instead (its mean variance over the 64
+//! frequencies). The blind prompt leaves the output as is.
+
+use rayon::prelude::*;
+
+use crate::degrade::kernels::gaussian_1d;
+use crate::degrade::ops::{jpeg_luma_table, reflect101};
+use crate::error::{Error, Result};
+use crate::imageops;
+use crate::prompt::RestorationPrompt;
+
+/// The smallest input noise assumed, on [0, 1] intensities: 8-bit rounding and clipping.
+pub const FLOOR: f64 = 2.0 / 255.0;
+
+/// Conjugate-gradient iterations at most (it stops earlier, when the residual's norm is 1e-6
+/// of the right-hand side's: about 45 iterations for a noise-free 2-pixel blur).
+const MAX_ITERS: usize = 100;
+
+/// A 1-D linear map as sparse rows: `out[i] = Σ_k w_k · in[start_i + k]`.
+#[derive(Debug, Clone)]
+pub(crate) struct Axis {
+    n_in: usize,
+    rows: Vec<(usize, Vec<f64>)>,
+}
+
+impl Axis {
+    fn identity(n: usize) -> Self {
+        Self {
+            n_in: n,
+            rows: (0..n).map(|i| (i, vec![1.0])).collect(),
+        }
+    }
+
+    /// The Gaussian blur of [`ops::gaussian_blur`](crate::degrade::ops::gaussian_blur) along
+    /// one axis, with its reflect-101 border folded into the weights.
+    fn blur(n: usize, sigma: f64) -> Self {
+        let k = gaussian_1d(sigma);
+        let r = (k.len() / 2) as isize;
+        let rows = (0..n)
+            .map(|i| {
+                let mut dense = vec![0f64; n];
+                for (t, &w) in k.iter().enumerate() {
+                    dense[reflect101(i as isize + t as isize - r, n)] += w;
+                }
+                sparse(dense)
+            })
+            .collect();
+        Self { n_in: n, rows }
+    }
+
+    /// PIL's bicubic resize from `n_in` to `n_out` samples.
+    fn resize(n_in: usize, n_out: usize) -> Self {
+        Self {
+            n_in,
+            rows: imageops::coeffs(n_in, n_out),
+        }
+    }
+
+    fn n_out(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// `self ∘ inner`.
+    fn after(&self, inner: &Axis) -> Axis {
+        let rows = self
+            .rows
+            .iter()
+            .map(|(s, w)| {
+                let mut dense = vec![0f64; inner.n_in];
+                for (k, &wk) in w.iter().enumerate() {
+                    let (s2, w2) = &inner.rows[s + k];
+                    for (j, &v) in w2.iter().enumerate() {
+                        dense[s2 + j] += wk * v;
+                    }
+                }
+                sparse(dense)
+            })
+            .collect();
+        Axis {
+            n_in: inner.n_in,
+            rows,
+        }
+    }
+
+    fn transpose(&self) -> Axis {
+        let mut cols: Vec<Vec<(usize, f64)>> = vec![Vec::new(); self.n_in];
+        for (i, (s, w)) in self.rows.iter().enumerate() {
+            for (k, &v) in w.iter().enumerate() {
+                cols[s + k].push((i, v));
+            }
+        }
+        let rows = cols
+            .into_iter()
+            .map(|c| {
+                let mut dense = vec![0f64; self.n_out()];
+                for (i, v) in c {
+                    dense[i] += v;
+                }
+                sparse(dense)
+            })
+            .collect();
+        Axis {
+            n_in: self.n_out(),
+            rows,
+        }
+    }
+}
+
+/// Trims a dense row to its nonzero span.
+fn sparse(dense: Vec<f64>) -> (usize, Vec<f64>) {
+    let first = dense.iter().position(|&v| v != 0.0).unwrap_or(0);
+    let last = dense.iter().rposition(|&v| v != 0.0).map_or(first, |l| l + 1);
+    (first, dense[first..last].to_vec())
+}
+
+/// A separable operator on `h × w` planes: `ax` along rows (x), `ay` along columns (y).
+#[derive(Debug, Clone)]
+pub(crate) struct Separable {
+    ax: Axis,
+    ay: Axis,
+}
+
+impl Separable {
+    fn apply(&self, src: &[f64]) -> Vec<f64> {
+        let (w, h) = (self.ax.n_in, self.ay.n_in);
+        let ow = self.ax.n_out();
+        let mut tmp = vec![0f64; h * ow];
+        for y in 0..h {
+            let row = &src[y * w..(y + 1) * w];
+            for (x, (s, k)) in self.ax.rows.iter().enumerate() {
+                tmp[y * ow + x] = k.iter().zip(&row[*s..]).map(|(a, b)| a * b).sum();
+            }
+        }
+        let mut out = vec![0f64; self.ay.n_out() * ow];
+        for (y, (s, k)) in self.ay.rows.iter().enumerate() {
+            let orow = &mut out[y * ow..(y + 1) * ow];
+            for (j, &kk) in k.iter().enumerate() {
+                let r = &tmp[(s + j) * ow..(s + j + 1) * ow];
+                for (o, &v) in orow.iter_mut().zip(r) {
+                    *o += kk * v;
+                }
+            }
+        }
+        out
+    }
+
+    fn transpose(&self) -> Separable {
+        Separable {
+            ax: self.ax.transpose(),
+            ay: self.ay.transpose(),
+        }
+    }
+}
+
+/// The linear part of a prompt's degradation on a `w × h` image, and the standard deviation
+/// of the noise it leaves in the input.
+#[derive(Debug, Clone)]
+pub struct ForwardModel {
+    /// `D·B` (or `B`): the output to what the input was before enlarging and noise.
+    op: Separable,
+    /// `U`, the enlargement back to the output size, when the prompt shrinks.
+    enlarge: Option<Separable>,
+    sigma: f64,
+    /// Whether the prompt states the noise (else it is estimated from the input).
+    stated_noise: bool,
+    /// Luma quantisation table (natural order) when the JPEG constraint applies.
+    jpeg: Option<[u16; 64]>,
+}
+
+/// The prompt's decimals as the degradation pipeline reads them.
+fn exact(v: f32, unit: f64) -> f64 {
+    (v as f64 * unit).round() / unit
+}
+
+impl ForwardModel {
+    /// The forward model of `prompt` for a `w × h` output; `None` for the blind prompt.
+    ///
+    /// # Errors
+    /// [`Error::InvalidImage`] for an empty size; [`Error::Internal`] if the JPEG codec fails.
+    pub fn new(prompt: &RestorationPrompt, w: usize, h: usize) -> Result<Option<Self>> {
+        if w == 0 || h == 0 {
+            return Err(Error::InvalidImage(format!("{w}×{h} image")));
+        }
+        if prompt.is_blind() {
+            return Ok(None);
+        }
+        let (mut ax, mut ay) = (Axis::identity(w), Axis::identity(h));
+        if let Some(s) = prompt.deblur_sigma() {
+            let s = exact(s, 10.0);
+            ax = Axis::blur(w, s);
+            ay = Axis::blur(h, s);
+        }
+        let mut noise_var = prompt.denoise_sigma().map_or(0.0, |s| exact(s, 100.0).powi(2));
+        let mut jpeg = None;
+        if let Some(q) = prompt.dejpeg_quality() {
+            let table = jpeg_luma_table(q)?;
+            let alone = prompt.deblur_sigma().is_none()
+                && prompt.upsample_scale().is_none()
+                && prompt.denoise_sigma().is_none();
+            if alone {
+                jpeg = Some(table);
+            } else {
+                // Counted as noise: the mean quantisation error variance over the 64 frequencies.
+                noise_var +=
+                    table.iter().map(|&q| (q as f64).powi(2) / 12.0).sum::<f64>() / 64.0 / 255f64.powi(2);
+            }
+        }
+        let mut enlarge = None;
+        if let Some(f) = prompt.upsample_scale() {
+            let f = exact(f, 10.0);
+            let (sw, sh) = (
+                ((w as f64 / f).round() as usize).max(1),
+                ((h as f64 / f).round() as usize).max(1),
+            );
+            ax = Axis::resize(w, sw).after(&ax);
+            ay = Axis::resize(h, sh).after(&ay);
+            enlarge = Some(Separable {
+                ax: Axis::resize(sw, w),
+                ay: Axis::resize(sh, h),
+            });
+        }
+        if prompt.deblur_sigma().is_none() && enlarge.is_none() && jpeg.is_none() {
+            // Noise alone names no operator: the input is the only measurement and the model
+            // has already seen it; a Gaussian prior would only blend the noise back in.
+            return Ok(None);
+        }
+        Ok(Some(Self {
+            op: Separable { ax, ay },
+            enlarge,
+            sigma: noise_var.sqrt().max(FLOOR),
+            stated_noise: prompt.denoise_sigma().is_some(),
+            jpeg,
+        }))
+    }
+
+    /// The standard deviation of the input's noise assumed (at least [`FLOOR`]).
+    pub fn noise_sigma(&self) -> f64 {
+        self.sigma
+    }
+
+    /// Applies the linear part to one `h × w` plane.
+    /// (`U·D·B`: the deterministic part of the degradation, at the output size).
+    pub fn forward(&self, plane: &[f32]) -> Vec<f32> {
+        let v: Vec<f64> = plane.iter().map(|&v| v as f64).collect();
+        let v = self.op.apply(&v);
+        let v = match &self.enlarge {
+            Some(u) => u.apply(&v),
+            None => v,
+        };
+        v.into_iter().map(|v| v as f32).collect()
+    }
+}
+
+/// Pulls the model's output `output` (planar RGB, `w × h`, [0, 1]) towards agreement with the
+/// input `input` (same layout) under the degradation `prompt` names, trusting the output to
+/// `tau` (see the module docs). `tau = 0` or the blind prompt leaves it unchanged.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for a negative or non-finite `tau`; [`Error::InvalidImage`] if
+/// the buffers do not hold `3 × w × h` samples.
+pub fn apply(
+    output: &mut [f32],
+    input: &[f32],
+    w: usize,
+    h: usize,
+    prompt: &RestorationPrompt,
+    tau: f64,
+) -> Result<()> {
+    if !tau.is_finite() || tau < 0.0 {
+        return Err(Error::invalid_arg(
+            "consistency",
+            format!("must be a finite number ≥ 0, got {tau}"),
+        ));
+    }
+    let n = w * h;
+    if output.len() != 3 * n || input.len() != 3 * n {
+        return Err(Error::InvalidImage(format!(
+            "consistency needs two {w}×{h} RGB images, got {} and {} samples",
+            output.len(),
+            input.len()
+        )));
+    }
+    if tau == 0.0 {
+        return Ok(());
+    }
+    let Some(model) = ForwardModel::new(prompt, w, h)? else {
+        return Ok(());
+    };
+    if let Some(table) = &model.jpeg {
+        jpeg_luma(output, input, w, h, table, tau);
+        return Ok(());
+    }
+    let at = model.op.transpose();
+    let ut = model.enlarge.as_ref().map(Separable::transpose);
+    // The channels are independent problems: one per thread.
+    let solved: Vec<Vec<f64>> = (0..3)
+        .into_par_iter()
+        .map(|c| {
+            let m: Vec<f64> = output[c * n..(c + 1) * n].iter().map(|&v| v as f64).collect();
+            let y: Vec<f64> = input[c * n..(c + 1) * n].iter().map(|&v| v as f64).collect();
+            // With a shrink, the measurement is the small image the input was enlarged from
+            // (least squares through `U`, exact when the input was enlarged by the restorer),
+            // so the noise stays white at its stated σ.
+            let (y, mw, mh) = match (&model.enlarge, &ut) {
+                (Some(u), Some(ut)) => {
+                    let zero = vec![0f64; u.ax.n_in * u.ay.n_in];
+                    (solve(u, ut, &zero, &y, 1e-6), u.ax.n_in, u.ay.n_in)
+                }
+                _ => (y, w, h),
+            };
+            // A prompt without a noise clause does not promise a clean input: the noise is
+            // then estimated from the measurement itself.
+            let sigma = if model.stated_noise {
+                model.sigma
+            } else {
+                model.sigma.max(estimate_noise(&y, mw, mh))
+            };
+            solve(&model.op, &at, &m, &y, (sigma / tau).powi(2))
+        })
+        .collect();
+    for (c, x) in solved.into_iter().enumerate() {
+        for (o, v) in output[c * n..(c + 1) * n].iter_mut().zip(x) {
+            *o = (v as f32).clamp(0.0, 1.0);
+        }
+    }
+    Ok(())
+}
+
+/// Donoho's estimate of white Gaussian noise in an `h × w` plane: the median absolute
+/// finest-scale diagonal Haar coefficient over 0.6745 (the median of an even count is the
+/// mean of the middle two, as NumPy's).
+pub fn estimate_noise(plane: &[f64], w: usize, h: usize) -> f64 {
+    let mut d: Vec<f64> = Vec::with_capacity((w / 2) * (h / 2));
+    for y in (0..h - h % 2).step_by(2) {
+        for x in (0..w - w % 2).step_by(2) {
+            let (a, b) = (plane[y * w + x], plane[y * w + x + 1]);
+            let (c, e) = (plane[(y + 1) * w + x], plane[(y + 1) * w + x + 1]);
+            d.push(((a - b - c + e) / 2.0).abs());
+        }
+    }
+    if d.is_empty() {
+        return 0.0;
+    }
+    d.sort_unstable_by(|a, b| a.total_cmp(b));
+    let k = d.len() / 2;
+    let median = if d.len() % 2 == 1 {
+        d[k]
+    } else {
+        (d[k - 1] + d[k]) / 2.0
+    };
+    median / 0.6745
+}
+
+/// Conjugate gradients on `(AᵀA + λI) x = Aᵀy + λm`, from `x = m`.
+fn solve(a: &Separable, at: &Separable, m: &[f64], y: &[f64], lambda: f64) -> Vec<f64> {
+    let normal = |x: &[f64]| -> Vec<f64> {
+        let ax = a.apply(x);
+        at.apply(&ax)
+            .iter()
+            .zip(x)
+            .map(|(v, xi)| v + lambda * xi)
+            .collect()
+    };
+    let dot = |p: &[f64], q: &[f64]| p.iter().zip(q).map(|(a, b)| a * b).sum::<f64>();
+    let b: Vec<f64> = at.apply(y).iter().zip(m).map(|(v, mi)| v + lambda * mi).collect();
+    let mut x = m.to_vec();
+    let mut r: Vec<f64> = b.iter().zip(normal(&x)).map(|(bi, v)| bi - v).collect();
+    let mut p = r.clone();
+    let mut rr = dot(&r, &r);
+    let stop = 1e-12 * dot(&b, &b);
+    for _ in 0..MAX_ITERS {
+        if rr <= stop {
+            break;
+        }
+        let ap = normal(&p);
+        let alpha = rr / dot(&p, &ap);
+        for i in 0..x.len() {
+            x[i] += alpha * p[i];
+            r[i] -= alpha * ap[i];
+        }
+        let rr_new = dot(&r, &r);
+        let beta = rr_new / rr;
+        for i in 0..p.len() {
+            p[i] = r[i] + beta * p[i];
+        }
+        rr = rr_new;
+    }
+    x
+}
+
+/// The 8×8 orthonormal DCT-II matrix.
+fn dct_matrix() -> [[f64; 8]; 8] {
+    let mut m = [[0f64; 8]; 8];
+    for (k, row) in m.iter_mut().enumerate() {
+        let s = if k == 0 {
+            (1.0f64 / 8.0).sqrt()
+        } else {
+            (2.0f64 / 8.0).sqrt()
+        };
+        for (i, v) in row.iter_mut().enumerate() {
+            *v = s * (std::f64::consts::PI * (2 * i + 1) as f64 * k as f64 / 16.0).cos();
+        }
+    }
+    m
+}
+
+/// `M · B · Mᵀ` (forward) or `Mᵀ · B · M` (inverse) for an 8×8 block.
+#[allow(clippy::needless_range_loop)]
+fn dct8(b: &[[f64; 8]; 8], m: &[[f64; 8]; 8], inverse: bool) -> [[f64; 8]; 8] {
+    let get = |i: usize, j: usize| if inverse { m[j][i] } else { m[i][j] };
+    let mut t = [[0f64; 8]; 8];
+    for i in 0..8 {
+        for j in 0..8 {
+            t[i][j] = (0..8).map(|k| get(i, k) * b[k][j]).sum();
+        }
+    }
+    let mut o = [[0f64; 8]; 8];
+    for i in 0..8 {
+        for j in 0..8 {
+            o[i][j] = (0..8).map(|k| t[i][k] * get(j, k)).sum();
+        }
+    }
+    o
+}
+
+/// Luma (BT.601, as the JPEG codec converts) of pixel `p`, on the codec's 0–255 scale.
+fn luma(img: &[f32], n: usize, p: usize) -> f64 {
+    255.0 * (0.299 * img[p] as f64 + 0.587 * img[n + p] as f64 + 0.114 * img[2 * n + p] as f64)
+}
+
+/// The JPEG constraint on the luma of every full 8×8 block (module docs).
+fn jpeg_luma(output: &mut [f32], input: &[f32], w: usize, h: usize, table: &[u16; 64], tau: f64) {
+    let n = w * h;
+    let m = dct_matrix();
+    let t2 = (tau * 255.0).powi(2);
+    for by in 0..h / 8 {
+        for bx in 0..w / 8 {
+            let mut bo = [[0f64; 8]; 8];
+            let mut bi = [[0f64; 8]; 8];
+            for i in 0..8 {
+                for j in 0..8 {
+                    let p = (by * 8 + i) * w + bx * 8 + j;
+                    bo[i][j] = luma(output, n, p) - 128.0;
+                    bi[i][j] = luma(input, n, p) - 128.0;
+                }
+            }
+            let (co, ci) = (dct8(&bo, &m, false), dct8(&bi, &m, false));
+            let mut z = [[0f64; 8]; 8];
+            for i in 0..8 {
+                for j in 0..8 {
+                    let q = table[i * 8 + j] as f64;
+                    let s2 = q * q / 12.0;
+                    let v = (ci[i][j] * t2 + co[i][j] * s2) / (t2 + s2);
+                    // The cell the input's coefficient was quantised to, widened by one level
+                    // for the decoder's rounding and colour conversion.
+                    let k = (ci[i][j] / q).round();
+                    z[i][j] = v.clamp((k - 0.5) * q - 1.0, (k + 0.5) * q + 1.0);
+                }
+            }
+            let back = dct8(&z, &m, true);
+            for i in 0..8 {
+                for j in 0..8 {
+                    let p = (by * 8 + i) * w + bx * 8 + j;
+                    let d = ((back[i][j] - bo[i][j]) / 255.0) as f32;
+                    for c in 0..3 {
+                        output[c * n + p] = (output[c * n + p] + d).clamp(0.0, 1.0);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn pseudo(n: usize, seed: u64) -> Vec<f64> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 33) as f64 / (1u64 << 31) as f64) - 0.5
+            })
+            .collect()
+    }
+
+    #[test]
+    fn transpose_is_the_adjoint() {
+        // <A x, z> = <x, Aᵀ z> for blur + shrink + enlarge on an odd-sized image.
+        let p: RestorationPrompt = "Deblur with sigma 1.7; Upsample with scale 2.5".parse().unwrap();
+        let model = ForwardModel::new(&p, 37, 23).unwrap().unwrap();
+        let x = pseudo(37 * 23, 1);
+        let z = pseudo(37 * 23, 2);
+        let full = |v: &[f64]| model.enlarge.as_ref().unwrap().apply(&model.op.apply(v));
+        let full_t = |v: &[f64]| {
+            model
+                .op
+                .transpose()
+                .apply(&model.enlarge.as_ref().unwrap().transpose().apply(v))
+        };
+        let ax = full(&x);
+        let atz = full_t(&z);
+        let l: f64 = ax.iter().zip(&z).map(|(a, b)| a * b).sum();
+        let r: f64 = x.iter().zip(&atz).map(|(a, b)| a * b).sum();
+        assert!((l - r).abs() < 1e-9 * l.abs().max(1.0), "{l} vs {r}");
+    }
+
+    #[test]
+    fn dct_round_trips() {
+        let m = dct_matrix();
+        let v = pseudo(64, 3);
+        let mut b = [[0f64; 8]; 8];
+        for i in 0..64 {
+            b[i / 8][i % 8] = v[i];
+        }
+        let back = dct8(&dct8(&b, &m, false), &m, true);
+        for i in 0..8 {
+            for j in 0..8 {
+                assert!((back[i][j] - b[i][j]).abs() < 1e-12);
+            }
+        }
+    }
+}

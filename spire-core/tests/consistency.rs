@@ -1,0 +1,335 @@
+//! Measurement consistency (`spire_core::consistency`) and the noise-matched start.
+//!
+//! Parity: the MAP solve equals a dense NumPy solve whose operators were built by running
+//! PIL's bicubic resize and OpenCV's Gaussian blur on unit images, and the JPEG luma tables
+//! equal the ones libjpeg writes (fixtures from `scripts/make_fixtures.py consistency`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use common::{fixtures, reference};
+use spire_core::consistency::{apply, ForwardModel};
+use spire_core::degrade::{apply_prompt, ops, Rgb};
+use spire_core::{ErrorKind, ImageView, Progress, RestorationPrompt, RestoreOptions, Restorer, Stage};
+
+fn vec(t: &candle_core::Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1().unwrap()
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max)
+}
+
+fn psnr(a: &[f32], b: &[f32]) -> f64 {
+    let mse = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| ((x - y) as f64).powi(2))
+        .sum::<f64>()
+        / a.len() as f64;
+    10.0 * (1.0 / mse).log10()
+}
+
+/// A smooth test picture with edges, in [0.15, 0.85].
+fn picture(w: usize, h: usize) -> Rgb {
+    let mut d = vec![0f32; 3 * w * h];
+    for c in 0..3 {
+        for y in 0..h {
+            for x in 0..w {
+                let (u, v) = (x as f32 / w as f32, y as f32 / h as f32);
+                let edge = if (u - 0.5).abs() + (v - 0.4).abs() < 0.3 {
+                    0.25
+                } else {
+                    -0.1
+                };
+                let wave = 0.12 * ((u * 9.0 + c as f32).sin() * (v * 7.0).cos());
+                d[(c * h + y) * w + x] = (0.5 + edge + wave).clamp(0.15, 0.85);
+            }
+        }
+    }
+    Rgb::new(w, h, d).unwrap()
+}
+
+#[test]
+fn map_solve_equals_a_dense_numpy_solve() {
+    let r = reference("consistency");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("ref/consistency.json")).unwrap())
+            .unwrap();
+    for (i, case) in meta["cases"].as_array().unwrap().iter().enumerate() {
+        let key = case
+            .get("key")
+            .and_then(|k| k.as_str())
+            .map_or(format!("case{i}"), str::to_string);
+        let prompt: RestorationPrompt = case["prompt"].as_str().unwrap().parse().unwrap();
+        let (w, h) = (
+            case["width"].as_u64().unwrap() as usize,
+            case["height"].as_u64().unwrap() as usize,
+        );
+        let mut out = vec(&r[&format!("{key}.output")]);
+        let input = vec(&r[&format!("{key}.input")]);
+        apply(&mut out, &input, w, h, &prompt, case["tau"].as_f64().unwrap()).unwrap();
+        let want = vec(&r[&format!("{key}.expected")]);
+        let d = max_diff(&out, &want);
+        eprintln!("{}: max abs diff {d:e}", case["prompt"]);
+        assert!(d < 1e-5, "{}: max abs diff {d}", case["prompt"]);
+        // And it did something: the fixture's answer is not the model output.
+        assert!(max_diff(&want, &vec(&r[&format!("{key}.output")])) > 1e-2);
+    }
+}
+
+#[test]
+fn jpeg_tables_equal_libjpeg() {
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("ref/consistency.json")).unwrap())
+            .unwrap();
+    for (q, table) in meta["jpeg_luma_tables"].as_object().unwrap() {
+        let want: Vec<u16> = table
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u16)
+            .collect();
+        let got = ops::jpeg_luma_table(q.parse().unwrap()).unwrap();
+        assert_eq!(got.to_vec(), want, "quality {q}");
+    }
+    assert_eq!(
+        ops::jpeg_luma_table(0).unwrap_err().kind(),
+        ErrorKind::InvalidArgument
+    );
+}
+
+#[test]
+fn forward_model_is_the_degradation() {
+    // The operator the solve inverts is the degradation pipeline's own blur → shrink →
+    // enlarge, on an odd size (noise and JPEG excluded: they are not linear).
+    let (w, h) = (45, 31);
+    let x = picture(w, h);
+    for text in [
+        "Deblur with sigma 2.0",
+        "Upsample with scale 2.0",
+        "Deblur with sigma 1.3; Upsample with scale 2.5",
+        "Deblur with sigma 4.0; Upsample with scale 3.0",
+    ] {
+        let p: RestorationPrompt = text.parse().unwrap();
+        let y = apply_prompt(&x, &p, 0).unwrap();
+        let model = ForwardModel::new(&p, w, h).unwrap().unwrap();
+        let n = w * h;
+        let mut got = Vec::with_capacity(3 * n);
+        for c in 0..3 {
+            got.extend(model.forward(&x.data[c * n..(c + 1) * n]));
+        }
+        let d = max_diff(&got, &y.data);
+        assert!(d < 1e-5, "{text}: forward model differs from apply_prompt by {d}");
+    }
+}
+
+#[test]
+fn consistency_recovers_what_the_degradation_kept() {
+    // A deliberately wrong "model output" (the clean picture blurred much more) is pulled
+    // back: closer to the truth and far closer to agreeing with the input.
+    let (w, h) = (64, 48);
+    let c = picture(w, h);
+    let n = w * h;
+    for text in [
+        "Deblur with sigma 2.0",
+        "Upsample with scale 2.0",
+        "Deblur with sigma 1.5; Upsample with scale 2.0",
+    ] {
+        let p: RestorationPrompt = text.parse().unwrap();
+        let y = apply_prompt(&c, &p, 0).unwrap();
+        let m = ops::gaussian_blur(&c, 4.0);
+        let mut x = m.data.clone();
+        apply(&mut x, &y.data, w, h, &p, 0.1).unwrap();
+        let model = ForwardModel::new(&p, w, h).unwrap().unwrap();
+        let residual = |img: &[f32]| -> f64 {
+            (0..3)
+                .map(|ch| {
+                    let a = model.forward(&img[ch * n..(ch + 1) * n]);
+                    a.iter()
+                        .zip(&y.data[ch * n..(ch + 1) * n])
+                        .map(|(u, v)| ((u - v) as f64).powi(2))
+                        .sum::<f64>()
+                })
+                .sum::<f64>()
+                .sqrt()
+        };
+        let (before, after) = (psnr(&m.data, &c.data), psnr(&x, &c.data));
+        eprintln!(
+            "{text}: PSNR {before:.2} -> {after:.2} dB, residual {:.4} -> {:.4}",
+            residual(&m.data),
+            residual(&x)
+        );
+        assert!(after > before + 3.0, "{text}: {before:.2} -> {after:.2} dB");
+        assert!(residual(&x) < 0.1 * residual(&m.data), "{text}");
+    }
+}
+
+#[test]
+fn jpeg_constraint_moves_luma_into_the_input_cells() {
+    let (w, h) = (64, 48);
+    let c = picture(w, h);
+    let p: RestorationPrompt = "Dejpeg with quality 20".parse().unwrap();
+    let y = apply_prompt(&c, &p, 0).unwrap();
+    // A flat grey "model output": the constraint alone must restore the blocks' luma
+    // structure (only luma is constrained, so the colours stay grey).
+    let m = vec![0.5f32; 3 * w * h];
+    let mut x = m.clone();
+    apply(&mut x, &y.data, w, h, &p, 1.0).unwrap();
+    let (before, after) = (psnr(&m, &c.data), psnr(&x, &c.data));
+    eprintln!(
+        "JPEG q20 from flat grey: PSNR {before:.2} -> {after:.2} dB (input {:.2})",
+        psnr(&y.data, &c.data)
+    );
+    assert!(after > before + 8.0, "{before:.2} -> {after:.2} dB");
+}
+
+#[test]
+fn blind_noise_only_and_zero_leave_the_output_alone() {
+    let (w, h) = (24, 16);
+    let m = picture(w, h).data;
+    let y = ops::gaussian_blur(&picture(w, h), 2.0).data;
+    for (text, tau) in [
+        ("Remove all degradation", 0.1),
+        ("Denoise with sigma 0.10", 0.1),
+        ("Deblur with sigma 2.0", 0.0),
+    ] {
+        let mut x = m.clone();
+        apply(&mut x, &y, w, h, &text.parse().unwrap(), tau).unwrap();
+        assert_eq!(x, m, "{text} τ={tau}");
+    }
+}
+
+#[test]
+fn bad_arguments_are_named() {
+    let (w, h) = (8, 8);
+    let mut x = vec![0.5f32; 3 * w * h];
+    let y = x.clone();
+    let p: RestorationPrompt = "Deblur with sigma 1.0".parse().unwrap();
+    for tau in [-0.1, f64::NAN, f64::INFINITY] {
+        let e = apply(&mut x, &y, w, h, &p, tau).unwrap_err();
+        assert!(e.to_string().contains("consistency"), "{e}");
+    }
+    let e = apply(&mut x[..10], &y, w, h, &p, 0.1).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidImage);
+    let r = Restorer::builtin().unwrap();
+    let img = ImageView::rgb_f32(w, h, &y).unwrap();
+    let e = r
+        .restore(
+            &img,
+            &RestoreOptions {
+                consistency: -1.0,
+                ..r.default_options()
+            },
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("consistency"), "{e}");
+}
+
+/// Denoising steps a restore runs, from the progress events.
+fn steps_run(r: &Restorer, img: &ImageView, opts: RestoreOptions) -> (usize, Vec<f32>) {
+    let total = Arc::new(Mutex::new(0));
+    let t = total.clone();
+    let opts = RestoreOptions {
+        progress: Some(Arc::new(move |p: &Progress| {
+            if p.stage == Stage::Denoising {
+                *t.lock().unwrap() = p.total;
+            }
+            true
+        })),
+        ..opts
+    };
+    let out = r.restore(img, &opts).unwrap();
+    let n = *total.lock().unwrap();
+    (n, out.as_f32().unwrap().to_vec())
+}
+
+#[test]
+fn noise_matched_start_follows_the_prompt() {
+    // The built-in model recommends 2 DDIM steps from t = 49 (strength 0.05 of 40). A prompt
+    // naming σ = 0.04 starts at the timestep of that noise (t ≈ 4: one step, below the
+    // schedule's 24), σ = 0.10 at t ≈ 38 (two steps), σ = 0.24 is capped at t = 49.
+    let r = Restorer::builtin().unwrap();
+    let (w, h) = (64, 48);
+    let clean = picture(w, h);
+    let p: RestorationPrompt = "Denoise with sigma 0.10".parse().unwrap();
+    let y = apply_prompt(&clean, &p, 3).unwrap();
+    let interleaved: Vec<f32> = (0..w * h)
+        .flat_map(|i| (0..3).map(move |c| (c, i)))
+        .map(|(c, i)| y.data[c * w * h + i])
+        .collect();
+    let img = ImageView::rgb_f32(w, h, &interleaved).unwrap();
+    let base = RestoreOptions {
+        consistency: 0.0,
+        ..r.default_options()
+    };
+    let with = |text: &str, on: bool| RestoreOptions {
+        match_noise: on,
+        ..base.clone().with_restoration_text(text).unwrap()
+    };
+    assert_eq!(steps_run(&r, &img, with("Denoise with sigma 0.04", true)).0, 1);
+    let (n_on, out_on) = steps_run(&r, &img, with("Denoise with sigma 0.10", true));
+    let (n_off, out_off) = steps_run(&r, &img, with("Denoise with sigma 0.10", false));
+    assert_eq!((n_on, n_off), (2, 2));
+    assert_ne!(out_on, out_off);
+    let (n_cap, out_cap) = steps_run(&r, &img, with("Denoise with sigma 0.24", true));
+    assert_eq!(n_cap, 2);
+    // The start is deterministic (no noise is drawn): other seeds give the same image.
+    let (_, again) = steps_run(
+        &r,
+        &img,
+        RestoreOptions {
+            seed: 99,
+            ..with("Denoise with sigma 0.24", true)
+        },
+    );
+    assert_eq!(out_cap, again);
+    // A shrink makes the noise non-white: the strength path is kept.
+    let (_, a) = steps_run(
+        &r,
+        &img,
+        with("Upsample with scale 1.0; Denoise with sigma 0.10", true),
+    );
+    let (_, b) = steps_run(
+        &r,
+        &img,
+        with("Upsample with scale 1.0; Denoise with sigma 0.10", false),
+    );
+    assert_eq!(a, b);
+}
+
+#[test]
+fn listed_ddim_equals_ddim_on_the_same_timesteps() {
+    // The noise-matched start runs DDIM over an explicit list; on the list `Ddim::new` makes
+    // (parity-tested against diffusers) it must step identically, and it rejects bad lists.
+    use spire_core::scheduler::{Ddim, Scheduler};
+    let cfg = spire_core::SchedulerConfig::from_json_str(
+        r#"{"_class_name": "DDIMScheduler", "num_train_timesteps": 1000, "beta_start": 0.00085,
+            "beta_end": 0.012, "beta_schedule": "scaled_linear", "prediction_type": "sample",
+            "rescale_betas_zero_snr": true, "timestep_spacing": "trailing", "clip_sample": false,
+            "set_alpha_to_one": false}"#,
+    )
+    .unwrap();
+    let mut a = Ddim::new(&cfg, 40).unwrap();
+    let mut b = Ddim::with_timesteps(&cfg, a.timesteps().to_vec()).unwrap();
+    let dev = candle_core::Device::Cpu;
+    let x = candle_core::Tensor::arange(0f32, 24.0, &dev)
+        .unwrap()
+        .reshape((1, 2, 3, 4))
+        .unwrap();
+    let x = ((x / 24.0).unwrap() - 0.5).unwrap();
+    let pred = (x.clone() * 0.9).unwrap();
+    for i in 0..a.timesteps().len() {
+        let (pa, pb) = (
+            a.step(&pred, i, &x, None).unwrap(),
+            b.step(&pred, i, &x, None).unwrap(),
+        );
+        assert_eq!(vec(&pa), vec(&pb), "step {i}");
+    }
+    for bad in [vec![], vec![10.0, 20.0], vec![1000.0], vec![5.5]] {
+        let e = Ddim::with_timesteps(&cfg, bad).unwrap_err();
+        assert!(e.to_string().contains("timesteps"), "{e}");
+    }
+}
