@@ -48,6 +48,10 @@ pub const FLOOR: f64 = 2.0 / 255.0;
 /// of the right-hand side's: about 45 iterations for a noise-free 2-pixel blur).
 const MAX_ITERS: usize = 100;
 
+/// Above this many pixels the three channels are solved one after the other, so the solver's
+/// working memory (about nine f64 planes, 72 bytes a pixel) is held for one channel only.
+const PARALLEL_MAX_PIXELS: usize = 1 << 20;
+
 /// A 1-D linear map as sparse rows: `out[i] = Σ_k w_k · in[start_i + k]`.
 #[derive(Debug, Clone)]
 pub(crate) struct Axis {
@@ -154,26 +158,40 @@ pub(crate) struct Separable {
 
 impl Separable {
     fn apply(&self, src: &[f64]) -> Vec<f64> {
+        let mut tmp = Vec::new();
+        let mut out = vec![0f64; self.ay.n_out() * self.ax.n_out()];
+        self.apply_into(src, &mut tmp, &mut out);
+        out
+    }
+
+    /// `out = self · src`, with `tmp` as scratch (resized as needed).
+    fn apply_into(&self, src: &[f64], tmp: &mut Vec<f64>, out: &mut [f64]) {
         let (w, h) = (self.ax.n_in, self.ay.n_in);
         let ow = self.ax.n_out();
-        let mut tmp = vec![0f64; h * ow];
-        for y in 0..h {
-            let row = &src[y * w..(y + 1) * w];
-            for (x, (s, k)) in self.ax.rows.iter().enumerate() {
-                tmp[y * ow + x] = k.iter().zip(&row[*s..]).map(|(a, b)| a * b).sum();
-            }
-        }
-        let mut out = vec![0f64; self.ay.n_out() * ow];
-        for (y, (s, k)) in self.ay.rows.iter().enumerate() {
-            let orow = &mut out[y * ow..(y + 1) * ow];
-            for (j, &kk) in k.iter().enumerate() {
-                let r = &tmp[(s + j) * ow..(s + j + 1) * ow];
-                for (o, &v) in orow.iter_mut().zip(r) {
-                    *o += kk * v;
+        tmp.resize(h * ow, 0.0);
+        // Rows are independent in both passes; small images stay on one thread.
+        let min_rows = (1 << 14) / ow.max(1) + 1;
+        tmp.par_chunks_mut(ow)
+            .zip(src.par_chunks(w))
+            .with_min_len(min_rows)
+            .for_each(|(trow, row)| {
+                for (t, (s, k)) in trow.iter_mut().zip(&self.ax.rows) {
+                    *t = k.iter().zip(&row[*s..]).map(|(a, b)| a * b).sum();
                 }
-            }
-        }
-        out
+            });
+        let tmp = &*tmp;
+        out.par_chunks_mut(ow)
+            .zip(self.ay.rows.par_iter())
+            .with_min_len(min_rows)
+            .for_each(|(orow, (s, k))| {
+                orow.fill(0.0);
+                for (j, &kk) in k.iter().enumerate() {
+                    let r = &tmp[(s + j) * ow..(s + j + 1) * ow];
+                    for (o, &v) in orow.iter_mut().zip(r) {
+                        *o += kk * v;
+                    }
+                }
+            });
     }
 
     fn transpose(&self) -> Separable {
@@ -298,6 +316,18 @@ pub fn apply(
     prompt: &RestorationPrompt,
     tau: f64,
 ) -> Result<()> {
+    apply_with(output, input, w, h, prompt, tau, PARALLEL_MAX_PIXELS)
+}
+
+fn apply_with(
+    output: &mut [f32],
+    input: &[f32],
+    w: usize,
+    h: usize,
+    prompt: &RestorationPrompt,
+    tau: f64,
+    parallel_max_pixels: usize,
+) -> Result<()> {
     if !tau.is_finite() || tau < 0.0 {
         return Err(Error::invalid_arg(
             "consistency",
@@ -324,35 +354,49 @@ pub fn apply(
     }
     let at = model.op.transpose();
     let ut = model.enlarge.as_ref().map(Separable::transpose);
-    // The channels are independent problems: one per thread.
-    let solved: Vec<Vec<f64>> = (0..3)
-        .into_par_iter()
-        .map(|c| {
-            let m: Vec<f64> = output[c * n..(c + 1) * n].iter().map(|&v| v as f64).collect();
-            let y: Vec<f64> = input[c * n..(c + 1) * n].iter().map(|&v| v as f64).collect();
-            // With a shrink, the measurement is the small image the input was enlarged from
-            // (least squares through `U`, exact when the input was enlarged by the restorer),
-            // so the noise stays white at its stated σ.
-            let (y, mw, mh) = match (&model.enlarge, &ut) {
-                (Some(u), Some(ut)) => {
-                    let zero = vec![0f64; u.ax.n_in * u.ay.n_in];
-                    (solve(u, ut, &zero, &y, 1e-6), u.ax.n_in, u.ay.n_in)
-                }
-                _ => (y, w, h),
-            };
-            // A prompt without a noise clause does not promise a clean input: the noise is
-            // then estimated from the measurement itself.
-            let sigma = if model.stated_noise {
-                model.sigma
-            } else {
-                model.sigma.max(estimate_noise(&y, mw, mh))
-            };
-            solve(&model.op, &at, &m, &y, (sigma / tau).powi(2))
-        })
-        .collect();
-    for (c, x) in solved.into_iter().enumerate() {
-        for (o, v) in output[c * n..(c + 1) * n].iter_mut().zip(x) {
+    let solve_channel = |c: usize, m: Vec<f64>| -> Vec<f64> {
+        let y: Vec<f64> = input[c * n..(c + 1) * n].iter().map(|&v| v as f64).collect();
+        // With a shrink, the measurement is the small image the input was enlarged from
+        // (least squares through `U`, exact when the input was enlarged by the restorer), so
+        // the noise stays white at its stated σ.
+        let (y, mw, mh) = match (&model.enlarge, &ut) {
+            (Some(u), Some(ut)) => {
+                let zero = vec![0f64; u.ax.n_in * u.ay.n_in];
+                (solve(u, ut, &zero, &y, 1e-6), u.ax.n_in, u.ay.n_in)
+            }
+            _ => (y, w, h),
+        };
+        // A prompt without a noise clause does not promise a clean input: the noise is then
+        // estimated from the measurement itself.
+        let sigma = if model.stated_noise {
+            model.sigma
+        } else {
+            model.sigma.max(estimate_noise(&y, mw, mh))
+        };
+        solve(&model.op, &at, &m, &y, (sigma / tau).powi(2))
+    };
+    let take =
+        |out: &[f32], c: usize| -> Vec<f64> { out[c * n..(c + 1) * n].iter().map(|&v| v as f64).collect() };
+    let put = |out: &mut [f32], c: usize, x: Vec<f64>| {
+        for (o, v) in out[c * n..(c + 1) * n].iter_mut().zip(x) {
             *o = (v as f32).clamp(0.0, 1.0);
+        }
+    };
+    if n <= parallel_max_pixels {
+        // Small images: the channels are independent problems, one per thread.
+        let solved: Vec<Vec<f64>> = (0..3)
+            .into_par_iter()
+            .map(|c| solve_channel(c, take(output, c)))
+            .collect();
+        for (c, x) in solved.into_iter().enumerate() {
+            put(output, c, x);
+        }
+    } else {
+        // Large images one channel at a time (the solver runs its rows and chunks in
+        // parallel): it holds about nine f64 planes.
+        for c in 0..3 {
+            let x = solve_channel(c, take(output, c));
+            put(output, c, x);
         }
     }
     Ok(())
@@ -383,38 +427,64 @@ pub fn estimate_noise(plane: &[f64], w: usize, h: usize) -> f64 {
     median / 0.6745
 }
 
-/// Conjugate gradients on `(AᵀA + λI) x = Aᵀy + λm`, from `x = m`.
+/// Elements per partial sum: dot products add fixed chunks in a fixed order, so results do
+/// not depend on the number of threads.
+const CHUNK: usize = 1 << 12;
+
+fn dot(p: &[f64], q: &[f64]) -> f64 {
+    let parts: Vec<f64> = p
+        .par_chunks(CHUNK)
+        .zip(q.par_chunks(CHUNK))
+        .map(|(a, b)| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>())
+        .collect();
+    parts.iter().sum()
+}
+
+/// Conjugate gradients on `(AᵀA + λI) x = Aᵀy + λm`, from `x = m`. Every buffer is allocated
+/// once (for a 2048² plane each is 32 MB).
 fn solve(a: &Separable, at: &Separable, m: &[f64], y: &[f64], lambda: f64) -> Vec<f64> {
-    let normal = |x: &[f64]| -> Vec<f64> {
-        let ax = a.apply(x);
-        at.apply(&ax)
-            .iter()
-            .zip(x)
-            .map(|(v, xi)| v + lambda * xi)
-            .collect()
+    let n = m.len();
+    let (mut t1, mut t2) = (Vec::new(), Vec::new());
+    let mut mid = vec![0f64; a.ay.n_out() * a.ax.n_out()];
+    // out = (AᵀA + λI) x
+    let mut normal = |x: &[f64], out: &mut [f64]| {
+        a.apply_into(x, &mut t1, &mut mid);
+        at.apply_into(&mid, &mut t2, out);
+        out.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK))
+            .for_each(|(o, xs)| o.iter_mut().zip(xs).for_each(|(v, xi)| *v += lambda * xi));
     };
-    let dot = |p: &[f64], q: &[f64]| p.iter().zip(q).map(|(a, b)| a * b).sum::<f64>();
-    let b: Vec<f64> = at.apply(y).iter().zip(m).map(|(v, mi)| v + lambda * mi).collect();
+    let mut b = vec![0f64; n];
+    at.apply_into(y, &mut Vec::new(), &mut b);
+    b.par_iter_mut().zip(m).for_each(|(v, mi)| *v += lambda * mi);
     let mut x = m.to_vec();
-    let mut r: Vec<f64> = b.iter().zip(normal(&x)).map(|(bi, v)| bi - v).collect();
+    let mut r = vec![0f64; n];
+    normal(&x, &mut r);
+    r.par_iter_mut().zip(&b).for_each(|(ri, bi)| *ri = bi - *ri);
     let mut p = r.clone();
+    let mut ap = vec![0f64; n];
     let mut rr = dot(&r, &r);
     let stop = 1e-12 * dot(&b, &b);
     for _ in 0..MAX_ITERS {
         if rr <= stop {
             break;
         }
-        let ap = normal(&p);
+        normal(&p, &mut ap);
         let alpha = rr / dot(&p, &ap);
-        for i in 0..x.len() {
-            x[i] += alpha * p[i];
-            r[i] -= alpha * ap[i];
-        }
+        x.par_chunks_mut(CHUNK)
+            .zip(r.par_chunks_mut(CHUNK))
+            .zip(p.par_chunks(CHUNK).zip(ap.par_chunks(CHUNK)))
+            .for_each(|((xs, rs), (ps, aps))| {
+                for i in 0..xs.len() {
+                    xs[i] += alpha * ps[i];
+                    rs[i] -= alpha * aps[i];
+                }
+            });
         let rr_new = dot(&r, &r);
         let beta = rr_new / rr;
-        for i in 0..p.len() {
-            p[i] = r[i] + beta * p[i];
-        }
+        p.par_iter_mut()
+            .zip(&r)
+            .for_each(|(pi, ri)| *pi = ri + beta * *pi);
         rr = rr_new;
     }
     x
@@ -539,6 +609,22 @@ mod tests {
         let l: f64 = ax.iter().zip(&z).map(|(a, b)| a * b).sum();
         let r: f64 = x.iter().zip(&atz).map(|(a, b)| a * b).sum();
         assert!((l - r).abs() < 1e-9 * l.abs().max(1.0), "{l} vs {r}");
+    }
+
+    #[test]
+    fn channel_by_channel_equals_parallel() {
+        let p: RestorationPrompt = "Deblur with sigma 1.5; Upsample with scale 2.0".parse().unwrap();
+        let (w, h) = (30, 22);
+        let m: Vec<f32> = pseudo(3 * w * h, 4).iter().map(|v| (v + 0.5) as f32).collect();
+        let y: Vec<f32> = pseudo(3 * w * h, 5)
+            .iter()
+            .map(|v| (v * 0.5 + 0.5) as f32)
+            .collect();
+        let (mut a, mut b) = (m.clone(), m.clone());
+        apply_with(&mut a, &y, w, h, &p, 0.1, usize::MAX).unwrap();
+        apply_with(&mut b, &y, w, h, &p, 0.1, 0).unwrap();
+        assert_eq!(a, b);
+        assert_ne!(a, m);
     }
 
     #[test]
