@@ -60,7 +60,10 @@ for n, m in cn.named_modules():
     if n.endswith('attn2.to_k') or n.endswith('attn2.to_v'):
         m.reset_parameters()
 C0 = unet.config.block_out_channels[0]
-hint_conv = nn.Conv2d(48, C0, 3, padding=1)
+# Pixel-shuffle factor from the backbone's input channels (3·f²): 4 for the recipe, 2 for
+# tiny_backbone.py with FACTOR=2.
+FACTOR = int(round((unet.config.in_channels / 3) ** 0.5))
+hint_conv = nn.Conv2d(unet.config.in_channels, C0, 3, padding=1)
 if a.hint_init == 'zero':
     nn.init.zeros_(hint_conv.weight); nn.init.zeros_(hint_conv.bias)
 skip_ch = [C0]
@@ -126,7 +129,7 @@ def degrade(x, rng, ops=None):
 
 def lat(x):  # [B,H,W,3] in [0,1] -> latent
     t = torch.from_numpy(np.stack(x)).permute(0, 3, 1, 2) * 2 - 1
-    return (F.pixel_unshuffle(t, 4) * SCALE).to(DEV)
+    return (F.pixel_unshuffle(t, FACTOR) * SCALE).to(DEV)
 
 def ids(texts):
     return tok(texts, padding='max_length', max_length=77, truncation=True, return_tensors='pt').input_ids.to(DEV)
@@ -202,7 +205,7 @@ def evaluate():
                 zz = x0
         out['ddim10'] = zz
     rte.train()
-    to_img = lambda L: ((F.pixel_shuffle(L / SCALE, 4) + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
+    to_img = lambda L: ((F.pixel_shuffle(L / SCALE, FACTOR) + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
     res = {k: to_img(v) for k, v in out.items()}
     rows = {}
     for i, e in enumerate(EV):
