@@ -371,3 +371,26 @@ fn restoring_a_small_input_agrees_with_it_after_shrinking() {
     eprintln!("RMS of shrink(output) − input: {off:.4} without consistency, {on:.4} with");
     assert!(on < 0.3 * off, "{off} -> {on}");
 }
+
+#[test]
+fn odd_sizes_and_every_clause_run_without_panics() {
+    // Tiny and odd sizes (the shrink rounds to 1 pixel, blocks smaller than 8×8, blurs wider
+    // than the image) with every kind of clause: finite results in [0, 1], never a panic.
+    for (w, h) in [(1, 1), (2, 1), (7, 3), (9, 17), (16, 8)] {
+        let y: Vec<f32> = (0..3 * w * h).map(|i| (i % 13) as f32 / 13.0).collect();
+        for text in [
+            "Deblur with sigma 10.0",
+            "Upsample with scale 8.0",
+            "Deblur with sigma 3.0; Upsample with scale 3.5; Denoise with sigma 0.30; Dejpeg with quality 5",
+            "Dejpeg with quality 1",
+            "Dejpeg with quality 100",
+        ] {
+            let mut x: Vec<f32> = y.iter().map(|v| 1.0 - v).collect();
+            apply(&mut x, &y, w, h, &text.parse().unwrap(), 0.5).unwrap();
+            assert!(
+                x.iter().all(|v| v.is_finite() && (0.0..=1.0).contains(v)),
+                "{w}×{h} {text}"
+            );
+        }
+    }
+}
