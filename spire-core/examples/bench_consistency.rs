@@ -1,4 +1,4 @@
-//! Times measurement consistency (`spire_core::consistency::apply`, τ = 0.08) against the
+//! Times measurement consistency (`spire_core::consistency::apply`, the built-in model's τ) against the
 //! built-in model's whole restore of the same image in the same process (its recommended
 //! options, blind, so without consistency): the ratio is what consistency adds to a restore.
 //! The "model output" is the clean test image blurred (σ 3), the input its degradation by the
@@ -30,6 +30,7 @@ fn median(
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let runs: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(3);
     let r = Restorer::builtin()?;
+    let tau = r.default_options().consistency;
     for size in [512usize, 2048] {
         let n = size * size;
         let data: Vec<f32> = (0..3 * n)
@@ -66,7 +67,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let s = median(
                 || {
                     let mut out = m.data.clone();
-                    apply(&mut out, &y.data, size, size, &p, 0.08)?;
+                    apply(&mut out, &y.data, size, size, &p, tau)?;
                     Ok(())
                 },
                 runs,

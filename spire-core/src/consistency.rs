@@ -373,6 +373,21 @@ fn apply_with(
         } else {
             model.sigma.max(estimate_noise(&y, mw, mh))
         };
+        // With stated noise, the prior's spread is also bounded by what the residual shows
+        // (empirical Bayes): E‖A m − ŷ‖²/N = σ² + (the model's error seen through A), so when
+        // the model's output already agrees with the input within the noise, it is kept
+        // instead of being pulled towards the noisy input. (Without a noise clause the noise
+        // is small and the bound would only shrink τ where `A` hides part of the error.)
+        let tau = if model.stated_noise {
+            let am = model.op.apply(&m);
+            let r2 = am.iter().zip(&y).map(|(a, b)| (a - b).powi(2)).sum::<f64>() / am.len() as f64;
+            tau.min((r2 - sigma * sigma).max(0.0).sqrt())
+        } else {
+            tau
+        };
+        if tau < 1e-6 {
+            return m;
+        }
         solve(&model.op, &at, &m, &y, (sigma / tau).powi(2))
     };
     let take =
