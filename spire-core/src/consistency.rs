@@ -217,11 +217,6 @@ pub struct ForwardModel {
     jpeg: Option<[u16; 64]>,
 }
 
-/// The prompt's decimals as the degradation pipeline reads them.
-fn exact(v: f32, unit: f64) -> f64 {
-    (v as f64 * unit).round() / unit
-}
-
 impl ForwardModel {
     /// The forward model of `prompt` for a `w × h` output; `None` for the blind prompt.
     ///
@@ -235,12 +230,11 @@ impl ForwardModel {
             return Ok(None);
         }
         let (mut ax, mut ay) = (Axis::identity(w), Axis::identity(h));
-        if let Some(s) = prompt.deblur_sigma() {
-            let s = exact(s, 10.0);
+        if let Some(s) = prompt.deblur_sigma_f64() {
             ax = Axis::blur(w, s);
             ay = Axis::blur(h, s);
         }
-        let mut noise_var = prompt.denoise_sigma().map_or(0.0, |s| exact(s, 100.0).powi(2));
+        let mut noise_var = prompt.denoise_sigma_f64().map_or(0.0, |s| s * s);
         let mut jpeg = None;
         if let Some(q) = prompt.dejpeg_quality() {
             let table = jpeg_luma_table(q)?;
@@ -256,8 +250,7 @@ impl ForwardModel {
             }
         }
         let mut enlarge = None;
-        if let Some(f) = prompt.upsample_scale() {
-            let f = exact(f, 10.0);
+        if let Some(f) = prompt.upsample_scale_f64() {
             let (sw, sh) = (
                 ((w as f64 / f).round() as usize).max(1),
                 ((h as f64 / f).round() as usize).max(1),

@@ -183,6 +183,22 @@ impl RestorationPrompt {
         self.denoise_hundredths.map(|v| v as f32 / 100.0)
     }
 
+    /// The deblur σ as the decimal the text states (`2.3`, not the f32's 2.2999999523…): what
+    /// the degradation pipeline and measurement consistency compute with.
+    pub fn deblur_sigma_f64(&self) -> Option<f64> {
+        self.deblur_tenths.map(|v| v as f64 / 10.0)
+    }
+
+    /// The upsample factor as the decimal the text states.
+    pub fn upsample_scale_f64(&self) -> Option<f64> {
+        self.upsample_tenths.map(|v| v as f64 / 10.0)
+    }
+
+    /// The denoise σ as the decimal the text states.
+    pub fn denoise_sigma_f64(&self) -> Option<f64> {
+        self.denoise_hundredths.map(|v| v as f64 / 100.0)
+    }
+
     /// The JPEG quality, if present.
     pub fn dejpeg_quality(&self) -> Option<u8> {
         self.dejpeg_quality
@@ -347,6 +363,16 @@ mod tests {
 
     fn p(s: &str) -> RestorationPrompt {
         RestorationPrompt::parse(s).unwrap_or_else(|e| panic!("{s:?}: {e}"))
+    }
+
+    #[test]
+    fn f64_values_are_the_stated_decimals() {
+        let q = p("Deblur with sigma 2.3; Upsample with scale 3.7; Denoise with sigma 0.07");
+        assert_eq!(q.deblur_sigma_f64(), Some(2.3));
+        assert_eq!(q.upsample_scale_f64(), Some(3.7));
+        assert_eq!(q.denoise_sigma_f64(), Some(0.07));
+        assert_ne!(q.deblur_sigma().map(f64::from), Some(2.3));
+        assert_eq!(p("Remove all degradation").denoise_sigma_f64(), None);
     }
 
     #[test]

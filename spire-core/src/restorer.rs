@@ -462,7 +462,7 @@ impl Restorer {
         if p.upsample_scale().is_some() {
             return None;
         }
-        let sigma = (p.denoise_sigma()? as f64 * 100.0).round() / 100.0;
+        let sigma = p.denoise_sigma_f64()?;
         let scale = self.inner.vae.linear_latent_scale()?;
         // Latents are (2x − 1)·scale per pixel: noise σ on [0, 1] is 2σ·scale in the latent.
         let target = 2.0 * sigma * scale;

@@ -145,21 +145,18 @@ pub fn parameterized(x: &Rgb, seed: u64, cfg: &ParamConfig) -> Result<(Rgb, Rest
 pub fn apply_prompt(x: &Rgb, prompt: &RestorationPrompt, seed: u64) -> Result<Rgb> {
     let (w, h) = (x.width, x.height);
     let mut y = Rgb::new(w, h, x.data.clone())?;
-    // The prompt stores tenths and hundredths; recover the exact decimal values.
-    let exact = |v: f32, unit: f64| (v as f64 * unit).round() / unit;
-    if let Some(s) = prompt.deblur_sigma() {
-        y = ops::gaussian_blur(&y, exact(s, 10.0));
+    if let Some(s) = prompt.deblur_sigma_f64() {
+        y = ops::gaussian_blur(&y, s);
     }
-    if let Some(f) = prompt.upsample_scale() {
-        let f = exact(f, 10.0);
+    if let Some(f) = prompt.upsample_scale_f64() {
         let (sw, sh) = (
             ((w as f64 / f).round() as usize).max(1),
             ((h as f64 / f).round() as usize).max(1),
         );
         y = ops::resize_bicubic(&y, sw, sh);
     }
-    if let Some(s) = prompt.denoise_sigma() {
-        y = ops::add_gaussian_noise(&y, exact(s, 100.0), false, seed);
+    if let Some(s) = prompt.denoise_sigma_f64() {
+        y = ops::add_gaussian_noise(&y, s, false, seed);
     }
     if let Some(q) = prompt.dejpeg_quality() {
         y = ops::jpeg(&y, q)?;
