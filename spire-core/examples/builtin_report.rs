@@ -63,23 +63,10 @@ fn gray(img: &Image) -> (usize, usize, Vec<f64>) {
     (img.width, img.height, g)
 }
 
-/// Donoho's noise estimate: median |HH| / 0.6745 of the finest Haar diagonal band.
+/// Donoho's noise estimate of the luma (the one measurement consistency uses).
 fn noise_sigma(img: &Image) -> f64 {
     let (w, h, g) = gray(img);
-    let mut hh: Vec<f64> = Vec::new();
-    for y in (0..h - 1).step_by(2) {
-        for x in (0..w - 1).step_by(2) {
-            let (a, b, c, d) = (
-                g[y * w + x],
-                g[y * w + x + 1],
-                g[(y + 1) * w + x],
-                g[(y + 1) * w + x + 1],
-            );
-            hh.push(((a - b - c + d) / 2.0).abs());
-        }
-    }
-    hh.sort_by(f64::total_cmp);
-    hh[hh.len() / 2] / 0.6745
+    spire_core::consistency::estimate_noise(&g, w, h)
 }
 
 /// Mean gradient magnitude (central differences) of the luma.

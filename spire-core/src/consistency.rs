@@ -48,10 +48,6 @@ pub const FLOOR: f64 = 2.0 / 255.0;
 /// of the right-hand side's: about 45 iterations for a noise-free 2-pixel blur).
 const MAX_ITERS: usize = 100;
 
-/// Above this many pixels the three channels are solved one after the other, so the solver's
-/// working memory (about nine f64 planes, 72 bytes a pixel) is held for one channel only.
-const PARALLEL_MAX_PIXELS: usize = 1 << 20;
-
 /// A 1-D linear map as sparse rows: `out[i] = Σ_k w_k · in[start_i + k]`.
 #[derive(Debug, Clone)]
 pub(crate) struct Axis {
@@ -276,11 +272,6 @@ impl ForwardModel {
         }))
     }
 
-    /// The standard deviation of the input's noise assumed (at least [`FLOOR`]).
-    pub fn noise_sigma(&self) -> f64 {
-        self.sigma
-    }
-
     /// Applies the linear part to one `h × w` plane.
     /// (`U·D·B`: the deterministic part of the degradation, at the output size).
     pub fn forward(&self, plane: &[f32]) -> Vec<f32> {
@@ -309,18 +300,6 @@ pub fn apply(
     prompt: &RestorationPrompt,
     tau: f64,
 ) -> Result<()> {
-    apply_with(output, input, w, h, prompt, tau, PARALLEL_MAX_PIXELS)
-}
-
-fn apply_with(
-    output: &mut [f32],
-    input: &[f32],
-    w: usize,
-    h: usize,
-    prompt: &RestorationPrompt,
-    tau: f64,
-    parallel_max_pixels: usize,
-) -> Result<()> {
     if !tau.is_finite() || tau < 0.0 {
         return Err(Error::invalid_arg(
             "consistency",
@@ -346,18 +325,21 @@ fn apply_with(
         return Ok(());
     }
     let at = model.op.transpose();
-    let ut = model.enlarge.as_ref().map(Separable::transpose);
-    let solve_channel = |c: usize, m: Vec<f64>| -> Vec<f64> {
+    let enlarge = model.enlarge.as_ref().map(|u| (u, u.transpose()));
+    // One channel at a time (the solver runs its rows and chunks in parallel), so about nine
+    // f64 planes are held at once.
+    for c in 0..3 {
+        let m: Vec<f64> = output[c * n..(c + 1) * n].iter().map(|&v| v as f64).collect();
         let y: Vec<f64> = input[c * n..(c + 1) * n].iter().map(|&v| v as f64).collect();
         // With a shrink, the measurement is the small image the input was enlarged from
         // (least squares through `U`, exact when the input was enlarged by the restorer), so
         // the noise stays white at its stated σ.
-        let (y, mw, mh) = match (&model.enlarge, &ut) {
-            (Some(u), Some(ut)) => {
+        let (y, mw, mh) = match &enlarge {
+            Some((u, ut)) => {
                 let zero = vec![0f64; u.ax.n_in * u.ay.n_in];
                 (solve(u, ut, &zero, &y, 1e-6), u.ax.n_in, u.ay.n_in)
             }
-            _ => (y, w, h),
+            None => (y, w, h),
         };
         // A prompt without a noise clause does not promise a clean input: the noise is then
         // estimated from the measurement itself.
@@ -379,32 +361,11 @@ fn apply_with(
             tau
         };
         if tau < 1e-6 {
-            return m;
+            continue;
         }
-        solve(&model.op, &at, &m, &y, (sigma / tau).powi(2))
-    };
-    let take =
-        |out: &[f32], c: usize| -> Vec<f64> { out[c * n..(c + 1) * n].iter().map(|&v| v as f64).collect() };
-    let put = |out: &mut [f32], c: usize, x: Vec<f64>| {
-        for (o, v) in out[c * n..(c + 1) * n].iter_mut().zip(x) {
+        let x = solve(&model.op, &at, &m, &y, (sigma / tau).powi(2));
+        for (o, v) in output[c * n..(c + 1) * n].iter_mut().zip(x) {
             *o = (v as f32).clamp(0.0, 1.0);
-        }
-    };
-    if n <= parallel_max_pixels {
-        // Small images: the channels are independent problems, one per thread.
-        let solved: Vec<Vec<f64>> = (0..3)
-            .into_par_iter()
-            .map(|c| solve_channel(c, take(output, c)))
-            .collect();
-        for (c, x) in solved.into_iter().enumerate() {
-            put(output, c, x);
-        }
-    } else {
-        // Large images one channel at a time (the solver runs its rows and chunks in
-        // parallel): it holds about nine f64 planes.
-        for c in 0..3 {
-            let x = solve_channel(c, take(output, c));
-            put(output, c, x);
         }
     }
     Ok(())
@@ -617,22 +578,6 @@ mod tests {
         let l: f64 = ax.iter().zip(&z).map(|(a, b)| a * b).sum();
         let r: f64 = x.iter().zip(&atz).map(|(a, b)| a * b).sum();
         assert!((l - r).abs() < 1e-9 * l.abs().max(1.0), "{l} vs {r}");
-    }
-
-    #[test]
-    fn channel_by_channel_equals_parallel() {
-        let p: RestorationPrompt = "Deblur with sigma 1.5; Upsample with scale 2.0".parse().unwrap();
-        let (w, h) = (30, 22);
-        let m: Vec<f32> = pseudo(3 * w * h, 4).iter().map(|v| (v + 0.5) as f32).collect();
-        let y: Vec<f32> = pseudo(3 * w * h, 5)
-            .iter()
-            .map(|v| (v * 0.5 + 0.5) as f32)
-            .collect();
-        let (mut a, mut b) = (m.clone(), m.clone());
-        apply_with(&mut a, &y, w, h, &p, 0.1, usize::MAX).unwrap();
-        apply_with(&mut b, &y, w, h, &p, 0.1, 0).unwrap();
-        assert_eq!(a, b);
-        assert_ne!(a, m);
     }
 
     #[test]

@@ -447,15 +447,23 @@ impl Restorer {
         stack.encode(text, &self.inner.device, self.inner.dtype)
     }
 
-    /// The timestep whose noise matches the restoration prompt's noise σ, for a run that
-    /// would start at `t_start` (`None` when the match does not apply: the option is off, the
-    /// prompt names no noise or also a shrink — whose enlargement leaves the noise no longer
-    /// white — or the autoencoder is not linear, so pixel noise is not latent noise). At most
-    /// `t_start`: the strength bounds how far up the schedule the model is asked to work.
-    fn matched_timestep(&self, opts: &RestoreOptions, t_start: f64) -> Option<usize> {
-        if !opts.match_noise {
+    /// The timestep whose noise matches the restoration prompt's noise σ, and its ᾱ, for a run
+    /// that would start from the noised input at `t_start` (`None` when the match does not
+    /// apply: the option is off, the run starts from pure noise or explicit initial latents,
+    /// the scheduler is not DDIM, the prompt names no noise or also a shrink — whose
+    /// enlargement leaves the noise no longer white — or the autoencoder is not linear, so
+    /// pixel noise is not latent noise). At most `t_start`: the strength bounds how far up the
+    /// schedule the model is asked to work.
+    fn matched_timestep(
+        &self,
+        opts: &RestoreOptions,
+        kind: SchedulerKind,
+        t_start: Option<f64>,
+    ) -> Option<(usize, f64)> {
+        if !opts.match_noise || kind != SchedulerKind::Ddim || opts.initial_latents.is_some() {
             return None;
         }
+        let t_start = t_start?;
         let RestorationInput::Prompt(p) = &opts.restoration_prompt else {
             return None;
         };
@@ -468,10 +476,9 @@ impl Restorer {
         let target = 2.0 * sigma * scale;
         let ac = self.inner.scheduler.alphas_cumprod();
         let last = (t_start.max(0.0) as usize).min(ac.len() - 1);
-        (0..=last).min_by(|&a, &b| {
-            let nsr = |t: usize| ((1.0 - ac[t] as f64) / ac[t] as f64).sqrt();
-            (nsr(a) - target).abs().total_cmp(&(nsr(b) - target).abs())
-        })
+        let miss = |t: usize| (((1.0 - ac[t] as f64) / ac[t] as f64).sqrt() - target).abs();
+        let t = (0..=last).min_by(|&a, &b| miss(a).total_cmp(&miss(b)))?;
+        Some((t, ac[t] as f64))
     }
 
     /// Restores a batch of equal-size planar images (already enlarged); returns them cropped.
@@ -580,22 +587,9 @@ impl Restorer {
             0,
         )?;
 
-        let hint = match m.adaptor.hint_mode() {
-            HintMode::Latent => {
-                let mean = m.vae.encode_mean_tiled(&((&y * 2.0)? - 1.0)?, mem.encode)?;
-                m.vae.scale_latents(&mean)?
-            }
-            HintMode::Pixel => y.clone(),
-        };
-        let hint = if plan.r_used.len() > 1 {
-            Tensor::cat(&vec![&hint; plan.r_used.len()], 0)?
-        } else {
-            hint
-        };
-
-        // The scheduler and the starting latents.
+        // The scheduler and where sampling starts.
         let kind = opts.scheduler.unwrap_or(m.scheduler.kind);
-        let mut sched: Box<dyn Scheduler> = if kind == SchedulerKind::Ddim {
+        let sched: Box<dyn Scheduler> = if kind == SchedulerKind::Ddim {
             Box::new(Ddim::new(&m.scheduler, opts.num_inference_steps)?.with_eta(opts.eta))
         } else {
             if opts.eta > 0.0 {
@@ -603,61 +597,79 @@ impl Restorer {
             }
             m.scheduler.build(kind, opts.num_inference_steps)?
         };
-        let steps = sched.timesteps().len();
-        let run = ((steps as f64 * opts.strength) as usize).min(steps);
-        let mut start = steps - run;
+        let scheduled = sched.timesteps().len();
+        let start = scheduled - ((scheduled as f64 * opts.strength) as usize).min(scheduled);
         // Noise-matched start: the input already is a noised image at the timestep whose noise
-        // matches the prompt's σ, so it is scaled, not noised, and sampling starts there.
-        let matched = if start > 0 && kind == SchedulerKind::Ddim && opts.initial_latents.is_none() {
-            self.matched_timestep(opts, sched.timesteps()[start])
+        // matches the prompt's σ, so it is scaled, not noised, and DDIM runs from there through
+        // the scheduled timesteps below it.
+        let matched = self.matched_timestep(opts, kind, (start > 0).then(|| sched.timesteps()[start]));
+        let (mut sched, start) = match matched {
+            Some((t_star, _)) => {
+                let mut list = vec![t_star as f64];
+                list.extend(sched.timesteps().iter().copied().filter(|&t| t < t_star as f64));
+                let d: Box<dyn Scheduler> =
+                    Box::new(Ddim::with_timesteps(&m.scheduler, list)?.with_eta(opts.eta));
+                (d, 0)
+            }
+            None => (sched, start),
+        };
+        let steps = sched.timesteps().len();
+
+        // The input's latent mean, encoded once for the latent hint and the matched start.
+        let y_latent = if m.adaptor.hint_mode() == HintMode::Latent || matched.is_some() {
+            let mean = m.vae.encode_mean_tiled(&((&y * 2.0)? - 1.0)?, mem.encode)?;
+            Some(m.vae.scale_latents(&mean)?)
         } else {
             None
         };
-        if let Some(t_star) = matched {
-            let mut list = vec![t_star as f64];
-            list.extend(sched.timesteps().iter().copied().filter(|&t| t < t_star as f64));
-            sched = Box::new(Ddim::with_timesteps(&m.scheduler, list)?.with_eta(opts.eta));
-        }
-        let steps = sched.timesteps().len();
-        if matched.is_some() {
-            start = 0;
-        }
-        let noise = match &opts.initial_latents {
-            Some(l) => {
-                if l.dims() != [n, lc, lh, lw] {
-                    return Err(Error::invalid_arg(
-                        "initial_latents",
-                        format!("has shape {:?}, this image needs {:?}", l.dims(), [n, lc, lh, lw]),
-                    ));
+        let hint = match (m.adaptor.hint_mode(), &y_latent) {
+            (HintMode::Latent, Some(z)) => z.clone(),
+            (HintMode::Latent, None) => return Err(Error::Internal("latent hint not encoded".into())),
+            (HintMode::Pixel, _) => y.clone(),
+        };
+        let hint = if plan.r_used.len() > 1 {
+            Tensor::cat(&vec![&hint; plan.r_used.len()], 0)?
+        } else {
+            hint
+        };
+
+        let noise = || -> Result<Tensor> {
+            match &opts.initial_latents {
+                Some(l) => {
+                    if l.dims() != [n, lc, lh, lw] {
+                        return Err(Error::invalid_arg(
+                            "initial_latents",
+                            format!("has shape {:?}, this image needs {:?}", l.dims(), [n, lc, lh, lw]),
+                        ));
+                    }
+                    Ok(l.to_device(dev)?.to_dtype(DType::F32)?)
                 }
-                l.to_device(dev)?.to_dtype(DType::F32)?
-            }
-            None => {
-                let per: Vec<Tensor> = seeds
-                    .iter()
-                    .map(|&s| rng::randn(s, (1, lc, lh, lw), dev))
-                    .collect::<candle_core::Result<_>>()?;
-                Tensor::cat(&per, 0)?
+                None => {
+                    let per: Vec<Tensor> = seeds
+                        .iter()
+                        .map(|&s| rng::randn(s, (1, lc, lh, lw), dev))
+                        .collect::<candle_core::Result<_>>()?;
+                    Ok(Tensor::cat(&per, 0)?)
+                }
             }
         };
-        let mut latents = if let Some(t_star) = matched {
-            let z = m.vae.encode_mean_tiled(&((&y * 2.0)? - 1.0)?, mem.encode)?;
-            let a = m.scheduler.alphas_cumprod()[t_star] as f64;
-            (m.vae.scale_latents(&z)?.to_dtype(DType::F32)? * a.sqrt())?
-        } else if start == 0 {
-            (noise * sched.init_noise_sigma())?
-        } else {
-            let per: Vec<Tensor> = seeds
-                .iter()
-                .map(|&s| rng::randn(stream(s, STREAM_VAE), (1, lc, lh, lw), dev))
-                .collect::<candle_core::Result<_>>()?;
-            let z = m.vae.encode_sample_tiled(
-                &((&y * 2.0)? - 1.0)?,
-                &Tensor::cat(&per, 0)?.to_dtype(dt)?,
-                mem.encode,
-            )?;
-            let x0 = m.vae.scale_latents(&z)?.to_dtype(DType::F32)?;
-            sched.add_noise(&x0, &noise, start)?
+        let mut latents = match (matched, &y_latent) {
+            (Some((_, alpha_bar)), Some(z)) => (z.to_dtype(DType::F32)? * alpha_bar.sqrt())?,
+            (Some(_), None) => return Err(Error::Internal("input latent not encoded".into())),
+            (None, _) if start == 0 => (noise()? * sched.init_noise_sigma())?,
+            (None, _) => {
+                let per: Vec<Tensor> = seeds
+                    .iter()
+                    .map(|&s| rng::randn(stream(s, STREAM_VAE), (1, lc, lh, lw), dev))
+                    .collect::<candle_core::Result<_>>()?;
+                let z = m.vae.encode_sample_tiled(
+                    &((&y * 2.0)? - 1.0)?,
+                    &Tensor::cat(&per, 0)?.to_dtype(dt)?,
+                    mem.encode,
+                )?;
+                let x0 = m.vae.scale_latents(&z)?.to_dtype(DType::F32)?;
+                sched.add_noise(&x0, &noise()?, start)?
+            }
         };
 
         let total = steps - start;
