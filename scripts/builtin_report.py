@@ -132,13 +132,20 @@ def main(out: Path):
         ax.axhline(base["clean_noise"], color="C0", ls=":", lw=1, label="clean: noise")
         ax.axhline(base["clean_sharpness"], color="C1", ls=":", lw=1, label="clean: sharpness")
         ax.set_xlabel(f"\"{kind.capitalize()} with sigma s\": s")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left")
+        # Residual blur on its own axis: the σ of the clean photo's Gaussian blur closest to
+        # the result (noise does not count as sharpness there).
+        ax2 = ax.twinx()
+        ax2.plot(s, [r["residual_blur"] for r in w], "^-", color="C2", label="residual blur σ (right)")
+        ax2.axhline(base["residual_blur"], color="C2", ls="--", lw=1, label="input: residual blur")
+        ax2.set_ylim(0, max(base["residual_blur"], max(r["residual_blur"] for r in w)) * 1.15)
+        ax2.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     fig.savefig(IMG / "builtin-walk.png", dpi=80)
     for kind in ["denoise", "deblur"]:
         w = [r for r in walk if r["walk"] == kind]
-        print(kind, [(r["s"], round(r["noise"], 4), round(r["sharpness"], 4), round(r["psnr"], 2)) for r in w])
-    print("input: noise", base["noise"], "sharpness", base["sharpness"], "clean:", base["clean_noise"], base["clean_sharpness"])
+        print(kind, "(s, noise, sharpness, residual blur, PSNR)", [(r["s"], round(r["noise"], 4), round(r["sharpness"], 4), r["residual_blur"], round(r["psnr"], 2)) for r in w])
+    print("input: noise", base["noise"], "sharpness", base["sharpness"], "residual blur", base["residual_blur"], "clean:", base["clean_noise"], base["clean_sharpness"])
 
     # Loss curves.
     sched = ROOT / "target" / "spire-tiny" / "scheduler" / "scheduler_config.json"

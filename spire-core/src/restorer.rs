@@ -337,6 +337,13 @@ impl Restorer {
         self.inner.vae.downscale_factor()
     }
 
+    /// Channels of the latent image (4 for SD; 3·f² for a pixel-shuffle autoencoder of factor
+    /// f): with [`vae_scale_factor`](Self::vae_scale_factor), the shape of
+    /// [`RestoreOptions::initial_latents`] for an image, `[1, latent_channels, h / f, w / f]`.
+    pub fn latent_channels(&self) -> usize {
+        self.inner.vae.latent_channels()
+    }
+
     /// Images are padded to a multiple of this many pixels (VAE × UNet down-sampling).
     pub fn size_multiple(&self) -> usize {
         self.vae_scale_factor() * self.inner.unet.config().downscale_factor()

@@ -55,8 +55,9 @@ fn flat_image_has_no_seams() {
     let img = ImageView::rgb_f32(w, h, &px).unwrap();
     // Zero initial noise: the run starts from the flat input itself (scaled to t = 49), so
     // what the model returns is not random texture, and any structure is the tiling's.
+    let f = r.vae_scale_factor();
     let zeros = candle_core::Tensor::zeros(
-        (1, 48, h / 4, w / 4),
+        (1, r.latent_channels(), h / f, w / f),
         candle_core::DType::F32,
         &candle_core::Device::Cpu,
     )

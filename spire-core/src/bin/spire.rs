@@ -243,10 +243,14 @@ fn train_cmd(args: &[String]) -> Result<(), String> {
     })
     .map_err(fail)?;
     eprintln!();
+    let loss = if summary.final_loss.is_nan() {
+        "— (no steps left to run)".to_string()
+    } else {
+        format!("{:.4}", summary.final_loss)
+    };
     println!(
-        "done: {} parameters, final loss {:.4}, {} wall time → {}",
+        "done: {} parameters, final loss {loss}, {} wall time → {}",
         summary.params,
-        summary.final_loss,
         fmt_secs(summary.seconds),
         summary.output.display()
     );

@@ -45,6 +45,10 @@ pub enum TrainMode {
     Adaptor,
 }
 
+fn default_true() -> bool {
+    true
+}
+
 fn default_one() -> usize {
     1
 }
@@ -122,6 +126,11 @@ pub struct TrainConfig {
     /// EMA decay of the exported weights (none: export the raw weights).
     #[serde(default)]
     pub ema_decay: Option<f64>,
+    /// diffusers' EMA warm-up (decay `min(d, (1 + k)/(10 + k))`; see [`Ema`]). `false` keeps
+    /// the constant decay from the initial weights of runs before 2026-11-27 — only to
+    /// reproduce weights trained then (the built-in model's recipe). Default: true.
+    #[serde(default = "default_true")]
+    pub ema_warmup: bool,
     /// Crop size in pixels.
     pub crop: usize,
     /// Crops cover `crop × s` pixels of the photo, s uniform in this range.
@@ -256,7 +265,8 @@ pub struct TrainSummary {
     pub output: PathBuf,
     /// Trainable parameters.
     pub params: usize,
-    /// Final mean loss (last 50 steps).
+    /// Final mean loss (last 50 steps of this invocation; NaN when it ran none, e.g. a resume
+    /// of a finished run, which only exports).
     pub final_loss: f64,
     /// Wall time of this invocation, seconds.
     pub seconds: f64,
@@ -344,7 +354,6 @@ pub fn train(cfg: &TrainConfig, on_event: &mut dyn FnMut(&TrainEvent) -> bool) -
     };
     let params = run.store.num_params();
     let mut opt = AdamW::new(run.store.vars(), cfg.optimizer)?;
-    let mut ema = cfg.ema_decay.map(|d| Ema::new(&run.store.vars(), d));
     let tag = match cfg.mode {
         TrainMode::Backbone => "backbone",
         TrainMode::Adaptor => "adaptor",
@@ -352,6 +361,7 @@ pub fn train(cfg: &TrainConfig, on_event: &mut dyn FnMut(&TrainEvent) -> bool) -
     let ckpt = cfg.output.join(format!("checkpoint-{tag}.safetensors"));
     let state_path = cfg.output.join(format!("train_state-{tag}.json"));
     let mut start = 0;
+    let mut saved = None;
     if ckpt.is_file() && state_path.is_file() {
         let state: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(&state_path).map_err(|e| Error::io(&state_path, e))?,
@@ -367,8 +377,17 @@ pub fn train(cfg: &TrainConfig, on_event: &mut dyn FnMut(&TrainEvent) -> bool) -
             v.set(src)?;
         }
         opt.load_state(&t, start)?;
-        if let Some(e) = ema.as_mut() {
-            e.load(&t);
+        saved = Some(t);
+    }
+    // The average starts from the (resumed) weights; a checkpoint written with EMA on carries
+    // its average and update count, one written with EMA off starts a fresh average there.
+    let mut ema = match cfg.ema_decay {
+        Some(d) => Some(Ema::new(&run.store.vars(), d)?.with_warmup(cfg.ema_warmup)),
+        None => None,
+    };
+    if let (Some(e), Some(t)) = (ema.as_mut(), saved.as_ref()) {
+        if t.keys().any(|k| k.starts_with("ema.")) {
+            e.load(t, start);
         }
     }
     let mut log = LossLog::open(&cfg.output.join(format!("loss-{tag}.csv")), start)?;
@@ -453,7 +472,11 @@ pub fn train(cfg: &TrainConfig, on_event: &mut dyn FnMut(&TrainEvent) -> bool) -
     Ok(TrainSummary {
         output: cfg.output.clone(),
         params,
-        final_loss: recent.iter().sum::<f64>() / recent.len().max(1) as f64,
+        final_loss: if recent.is_empty() {
+            f64::NAN
+        } else {
+            recent.iter().sum::<f64>() / recent.len() as f64
+        },
         seconds: t0.elapsed().as_secs_f64(),
     })
 }
