@@ -247,18 +247,21 @@ mod tests {
 
     #[test]
     fn ema_forgets_the_initialisation() {
-        // diffusers 0.42.1 gives exactly 1.0 here; a constant decay from the initial value
-        // would keep 0.999^1500 ≈ 22 % of it (23.0).
+        // The first update sees 100 (the weights after one step, close to the initialisation),
+        // the other 1499 see 1: with the warm-up the 100 is forgotten (diffusers 0.42.1 gives
+        // 1.0 to 1e-9 here); a constant decay would keep 0.999^1499 ≈ 22 % of it (23.0, the
+        // next test).
         let vars = scalar(100.0);
         let mut e = Ema::new(&vars, 0.999).unwrap();
+        e.update(&vars).unwrap();
         vars[0]
             .1
             .set(&Tensor::new(&[1f64], &candle_core::Device::Cpu).unwrap())
             .unwrap();
-        for _ in 0..1500 {
+        for _ in 1..1500 {
             e.update(&vars).unwrap();
         }
-        assert!((value(&e) - 1.0).abs() < 1e-12, "{}", value(&e));
+        assert!((value(&e) - 1.0).abs() < 1e-9, "{}", value(&e));
     }
 
     #[test]
