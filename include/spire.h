@@ -569,7 +569,8 @@ void spire_image_free(struct spire_image *image);
 spire_status spire_image_load(const char *path, struct spire_image **out);
 
 /**
- * Writes an image as PNG (or JPEG for a `.jpg`/`.jpeg` path). Thread-safe.
+ * Writes an image as PNG (`.png`) or JPEG (`.jpg`/`.jpeg`); another extension is
+ * `SPIRE_ERROR_INVALID_ARGUMENT` naming the path. Thread-safe.
  *
  * # Safety
  * `path` is a NUL-terminated string; `image` describes readable memory.

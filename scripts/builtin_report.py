@@ -146,6 +146,19 @@ def main(out: Path):
         w = [r for r in walk if r["walk"] == kind]
         print(kind, "(s, noise, sharpness, residual blur, PSNR)", [(r["s"], round(r["noise"], 4), round(r["sharpness"], 4), r["residual_blur"], round(r["psnr"], 2)) for r in w])
     print("input: noise", base["noise"], "sharpness", base["sharpness"], "residual blur", base["residual_blur"], "clean:", base["clean_noise"], base["clean_sharpness"])
+    # The walk's acceptance: residual noise falls as the denoise σ grows (not rising anywhere)
+    # while the residual blur does not rise above the input's; the residual blur falls as the
+    # deblur σ grows (sharpness rises).
+    def monotone(v, falling):
+        d = [b - a for a, b in zip(v, v[1:])]
+        return all(x <= 0 for x in d) if falling else all(x >= 0 for x in d)
+    dn = [r for r in walk if r["walk"] == "denoise"]
+    db = [r for r in walk if r["walk"] == "deblur"]
+    print("walk: denoise noise non-increasing:", monotone([r["noise"] for r in dn], True),
+          "| denoise residual blur within 0.2 of the input's:",
+          all(abs(r["residual_blur"] - base["residual_blur"]) <= 0.2 for r in dn),
+          "| deblur residual blur non-increasing:", monotone([r["residual_blur"] for r in db], True),
+          "strictly falling:", all(b < a for a, b in zip([r["residual_blur"] for r in db], [r["residual_blur"] for r in db][1:])))
 
     # Loss curves.
     sched = ROOT / "target" / "spire-tiny" / "scheduler" / "scheduler_config.json"

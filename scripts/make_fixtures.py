@@ -560,7 +560,8 @@ def make_colorfix():
 def make_consistency():
     """Measurement consistency (spire_core::consistency) against a dense NumPy solve whose
     operators are built by running the reference implementations on unit images: PIL's
-    float bicubic resize and OpenCV's reflect-101 Gaussian blur. Also the JPEG luma
+    float bicubic resize and OpenCV's reflect-101 Gaussian blur; the JPEG constraint on luma and
+    4:2:0 chroma (SciPy's DCT, PIL's bilinear enlargement). Also the JPEG luma and chroma
     quantisation tables libjpeg (through PIL) writes at several qualities."""
     import io
     import cv2
@@ -639,12 +640,15 @@ def make_consistency():
         out[f"case{i}.expected"] = torch.from_numpy(x).float()
         cases.append({"prompt": prompt, "tau": tau, "width": W, "height": H})
 
-    # JPEG quality 20 on a 24x16 image: luma DCT pulled towards the input's and clamped to its cell.
-    tables = {}
+    # JPEG quality 20 on a 24x16 image: luma DCT pulled towards the input's and clamped to its
+    # cell, then the chroma likewise at half resolution.
+    tables, chroma_tables = {}, {}
     for q in [1, 10, 20, 50, 75, 90, 100]:
         buf = io.BytesIO()
         Image.new("RGB", (8, 8), (128, 128, 128)).save(buf, format="JPEG", quality=q)
-        tables[str(q)] = list(Image.open(io.BytesIO(buf.getvalue())).quantization[0])
+        qt = Image.open(io.BytesIO(buf.getvalue())).quantization
+        tables[str(q)] = list(qt[0])
+        chroma_tables[str(q)] = list(qt[1])
     std = [16, 11, 10, 16, 24, 40, 51, 61]
     assert tables["50"][:8] == std, "PIL's tables are expected in natural order"
     JW, JH, tau = 24, 16, 0.05
@@ -663,6 +667,32 @@ def make_consistency():
             k = np.round(ci / Q)
             new[by:by + 8, bx:bx + 8] = idctn(np.clip(v, (k - 0.5) * Q - 1, (k + 0.5) * Q + 1), norm="ortho")
     x = np.clip(m + ((new - lm) / 255)[None], 0, 1)
+    # Then the chroma in the codec's 4:2:0 grid: 2x2 averages of Cb and Cr, every full 8x8
+    # block pulled and clamped with the chroma table, enlarged back by PIL's bilinear resize,
+    # and recombined with the (luma-constrained) luma.
+    Qc = np.array(chroma_tables["20"], np.float64).reshape(8, 8)
+    s2c = Qc ** 2 / 12
+    def ycc(im):
+        r, gg, b = 255 * im[0], 255 * im[1], 255 * im[2]
+        return (0.299 * r + 0.587 * gg + 0.114 * b,
+                -0.168736 * r - 0.331264 * gg + 0.5 * b,
+                0.5 * r - 0.418688 * gg - 0.081312 * b)
+    yx, cbx, crx = ycc(x)
+    _, cby, cry = ycc(y)
+    half = lambda p: p.reshape(JH // 2, 2, JW // 2, 2).mean((1, 3))
+    planes = []
+    for po, pi in [(cbx, cby), (crx, cry)]:
+        ho, hi = half(po), half(pi)
+        for by in range(0, JH // 2 - 7, 8):
+            for bx in range(0, JW // 2 - 7, 8):
+                co = dctn(ho[by:by + 8, bx:bx + 8], norm="ortho")
+                ci = dctn(hi[by:by + 8, bx:bx + 8], norm="ortho")
+                v = (ci * t2 + co * s2c) / (t2 + s2c)
+                k = np.round(ci / Qc)
+                ho[by:by + 8, bx:bx + 8] = idctn(np.clip(v, (k - 0.5) * Qc - 1, (k + 0.5) * Qc + 1), norm="ortho")
+        planes.append(np.asarray(Image.fromarray(ho.astype(np.float32), "F").resize((JW, JH), Image.BILINEAR), np.float64))
+    cb, cr = planes
+    x = np.clip(np.stack([yx + 1.402 * cr, yx - 0.344136 * cb - 0.714136 * cr, yx + 1.772 * cb]) / 255, 0, 1)
     out["jpeg.output"] = torch.from_numpy(m).float()
     out["jpeg.input"] = torch.from_numpy(y).float()
     out["jpeg.expected"] = torch.from_numpy(x).float()
@@ -671,7 +701,7 @@ def make_consistency():
     save_file({k: v.contiguous() for k, v in out.items()}, FIX / "ref" / "consistency.safetensors")
     import PIL
     (FIX / "ref" / "consistency.json").write_text(json.dumps({
-        "cases": cases, "jpeg_luma_tables": tables, "pillow": PIL.__version__, "opencv": cv2.__version__,
+        "cases": cases, "jpeg_luma_tables": tables, "jpeg_chroma_tables": chroma_tables, "pillow": PIL.__version__, "opencv": cv2.__version__,
         "numpy": np.__version__,
     }, indent=1))
 

@@ -12,7 +12,10 @@ Used for the measurements in docs/builtin-model.md; not part of the recipe.
 
 Variants (environment): FACTOR pixel-shuffle factor (default 4); NGROUPS GroupNorm groups;
 TMAX train only on timesteps below it (default 1000); SCALE latent scaling factor (default 1); LOWFRAC draw that fraction of the samples
-below LOWT (default 100) instead. OUT gets unet/, scheduler/, text_encoder/ and the
+below LOWT (default 100) instead; BATCH batch size (default 8); LRSCHED `const` (default) or
+`cosine` (diffusers' cosine decay to 0 after WARMUP steps, default 0); EVALCROPS crops per
+held-out photo in the x0 probe (default 1: the 4 crops of the documented numbers; 4 adds three
+more places per photo). OUT gets unet/, scheduler/, text_encoder/ and the
 restoration_text_encoder/ config of adaptor.json: a backbone folder for tiny_adaptor.py.
 Needs torch, diffusers, transformers, opencv-python, pillow.
 """
@@ -86,27 +89,37 @@ def to_x0(p, xt, t):
     return ac.sqrt() * xt - (1 - ac).sqrt() * p
 
 
-xv = F.pixel_unshuffle(torch.stack([torch.from_numpy(im[100:164, 100:164] * 2 - 1).permute(2, 0, 1) for im in held]), factor).to(DEV) * scale
+places = [(100, 100), (40, 200), (200, 40), (160, 160)][: int(os.environ.get("EVALCROPS", "1"))]
+xv = F.pixel_unshuffle(torch.stack([torch.from_numpy(im[y:y + 64, x:x + 64] * 2 - 1).permute(2, 0, 1)
+                                    for (y, x) in places for im in held]), factor).to(DEV) * scale
 nv = torch.randn(xv.shape, generator=torch.Generator().manual_seed(0)).to(DEV)
 opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.01)
+B = int(os.environ.get("BATCH", "8"))
+warm = int(os.environ.get("WARMUP", "0"))
+if os.environ.get("LRSCHED", "const") == "cosine":
+    from diffusers.optimization import get_cosine_schedule_with_warmup
+    lrs = get_cosine_schedule_with_warmup(opt, warm, steps)
+else:
+    lrs = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: min(1.0, (k + 1) / warm) if warm else 1.0)
 start = time.time()
 for step in range(steps):
-    x0 = F.pixel_unshuffle(torch.from_numpy(np.stack([crop() for _ in range(8)])).permute(0, 3, 1, 2), factor).to(DEV) * scale
+    x0 = F.pixel_unshuffle(torch.from_numpy(np.stack([crop() for _ in range(B)])).permute(0, 3, 1, 2), factor).to(DEV) * scale
     noise = torch.randn_like(x0)
-    t = torch.randint(0, tmax, (8,))
+    t = torch.randint(0, tmax, (B,))
     if "LOWFRAC" in os.environ:
-        low = torch.rand(8) < float(os.environ["LOWFRAC"])
-        t = torch.where(low, torch.randint(0, int(os.environ.get("LOWT", "100")), (8,)), t)
+        low = torch.rand(B) < float(os.environ["LOWFRAC"])
+        t = torch.where(low, torch.randint(0, int(os.environ.get("LOWT", "100")), (B,)), t)
     t = t.to(DEV)
     xt = sched.add_noise(x0, noise, t)
     target = {"sample": x0, "epsilon": noise}.get(pred)
     if target is None:
         target = sched.get_velocity(x0, noise, t)
-    loss = ((unet(xt, t, encoder_hidden_states=ctx.expand(8, -1, -1)).sample - target) ** 2).mean()
+    loss = ((unet(xt, t, encoder_hidden_states=ctx.expand(B, -1, -1)).sample - target) ** 2).mean()
     opt.zero_grad()
     loss.backward()
     opt.step()
-    if step % 1000 == 0:
+    lrs.step()
+    if step % 1000 == 0 or step == steps - 1:
         unet.eval()
         res = []
         with torch.no_grad():

@@ -985,7 +985,8 @@ pub unsafe extern "C" fn spire_image_load(path: *const c_char, out: *mut *mut sp
     })
 }
 
-/// Writes an image as PNG (or JPEG for a `.jpg`/`.jpeg` path). Thread-safe.
+/// Writes an image as PNG (`.png`) or JPEG (`.jpg`/`.jpeg`); another extension is
+/// `SPIRE_ERROR_INVALID_ARGUMENT` naming the path. Thread-safe.
 ///
 /// # Safety
 /// `path` is a NUL-terminated string; `image` describes readable memory.

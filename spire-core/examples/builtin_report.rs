@@ -112,7 +112,7 @@ impl BlurFit {
         }
     }
 
-    /// The 0.1 grid, then 0.01 around its best.
+    /// The 0.1 grid, then 0.01 and 0.001 around the best.
     fn fit(&self, img: &Image) -> Result<f64, Box<dyn std::error::Error>> {
         let o = img.view().to_planar_rgb()?;
         let (w, h, m) = (self.clean.width, self.clean.height, 12);
@@ -135,13 +135,16 @@ impl BlurFit {
                 best = (k as f64 / 10.0, e);
             }
         }
-        let coarse = best.0;
-        for k in (-9..=9).filter(|&k| k != 0) {
-            let s = coarse + k as f64 / 100.0;
-            if s > 0.0 {
-                let e = err(&Self::blur(&self.clean, s));
-                if e < best.1 {
-                    best = (s, e);
+        // Then 0.01 and 0.001 around the best so far.
+        for step in [0.01, 0.001] {
+            let centre = best.0;
+            for k in (-9..=9).filter(|&k| k != 0) {
+                let s = centre + k as f64 * step;
+                if s > 0.0 {
+                    let e = err(&Self::blur(&self.clean, s));
+                    if e < best.1 {
+                        best = (s, e);
+                    }
                 }
             }
         }
@@ -239,7 +242,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&wdir)?;
     spire_core::io::save_image(wdir.join("degraded.png"), &y)?;
     println!(
-        "{{\"kind\":\"walk_input\",\"noise\":{:.5},\"sharpness\":{:.5},\"residual_blur\":{:.2},\"clean_noise\":{:.5},\"clean_sharpness\":{:.5}}}",
+        "{{\"kind\":\"walk_input\",\"noise\":{:.5},\"sharpness\":{:.5},\"residual_blur\":{:.3},\"clean_noise\":{:.5},\"clean_sharpness\":{:.5}}}",
         noise_sigma(&y),
         sharpness(&y),
         fit.fit(&y)?,
@@ -260,7 +263,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let o = restorer.restore(&y.view(), &base.clone().with_restoration_text(&text)?)?;
             spire_core::io::save_image(wdir.join(format!("{kind}_{s:.2}.png")), &o)?;
             println!(
-                "{{\"kind\":\"walk\",\"walk\":\"{kind}\",\"s\":{s},\"noise\":{:.5},\"sharpness\":{:.5},\"residual_blur\":{:.2},\"psnr\":{:.4}}}",
+                "{{\"kind\":\"walk\",\"walk\":\"{kind}\",\"s\":{s},\"noise\":{:.5},\"sharpness\":{:.5},\"residual_blur\":{:.3},\"psnr\":{:.4}}}",
                 noise_sigma(&o),
                 sharpness(&o),
                 fit.fit(&o)?,

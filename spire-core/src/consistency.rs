@@ -36,7 +36,7 @@
 use rayon::prelude::*;
 
 use crate::degrade::kernels::gaussian_1d;
-use crate::degrade::ops::{jpeg_luma_table, reflect101};
+use crate::degrade::ops::{jpeg_chroma_table, jpeg_luma_table, reflect101};
 use crate::error::{Error, Result};
 use crate::imageops;
 use crate::prompt::RestorationPrompt;
@@ -210,7 +210,8 @@ pub struct ForwardModel {
     /// Whether the prompt states the noise (else it is estimated from the input).
     stated_noise: bool,
     /// Luma quantisation table (natural order) when the JPEG constraint applies.
-    jpeg: Option<[u16; 64]>,
+    /// Luma and chroma quantisation tables of a JPEG clause on its own.
+    jpeg: Option<([u16; 64], [u16; 64])>,
 }
 
 impl ForwardModel {
@@ -238,7 +239,7 @@ impl ForwardModel {
                 && prompt.upsample_scale().is_none()
                 && prompt.denoise_sigma().is_none();
             if alone {
-                jpeg = Some(table);
+                jpeg = Some((table, jpeg_chroma_table(q)?));
             } else {
                 // Counted as noise: the mean quantisation error variance over the 64 frequencies.
                 noise_var +=
@@ -320,8 +321,9 @@ pub fn apply(
     let Some(model) = ForwardModel::new(prompt, w, h)? else {
         return Ok(());
     };
-    if let Some(table) = &model.jpeg {
-        jpeg_luma(output, input, w, h, table, tau);
+    if let Some((luma_table, chroma_table)) = &model.jpeg {
+        jpeg_luma(output, input, w, h, luma_table, tau);
+        jpeg_chroma(output, input, w, h, chroma_table, tau);
         return Ok(());
     }
     let at = model.op.transpose();
@@ -515,19 +517,7 @@ fn jpeg_luma(output: &mut [f32], input: &[f32], w: usize, h: usize, table: &[u16
                     bi[i][j] = luma(input, n, p) - 128.0;
                 }
             }
-            let (co, ci) = (dct8(&bo, &m, false), dct8(&bi, &m, false));
-            let mut z = [[0f64; 8]; 8];
-            for i in 0..8 {
-                for j in 0..8 {
-                    let q = table[i * 8 + j] as f64;
-                    let s2 = q * q / 12.0;
-                    let v = (ci[i][j] * t2 + co[i][j] * s2) / (t2 + s2);
-                    // The cell the input's coefficient was quantised to, widened by one level
-                    // for the decoder's rounding and colour conversion.
-                    let k = (ci[i][j] / q).round();
-                    z[i][j] = v.clamp((k - 0.5) * q - 1.0, (k + 0.5) * q + 1.0);
-                }
-            }
+            let z = pull_block(&dct8(&bo, &m, false), &dct8(&bi, &m, false), table, t2);
             let back = dct8(&z, &m, true);
             for i in 0..8 {
                 for j in 0..8 {
@@ -537,6 +527,108 @@ fn jpeg_luma(output: &mut [f32], input: &[f32], w: usize, h: usize, table: &[u16
                         output[c * n + p] = (output[c * n + p] + d).clamp(0.0, 1.0);
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Pulls and clamps the DCT coefficients of one 8×8 block `co` (the model's) towards those of
+/// the input `ci` with quantisation table `table` (module docs): the MAP estimate under the
+/// quantisation error's variance `Q²/12`, clamped to the cell the input's coefficient came
+/// from, widened by one level for the decoder's rounding and colour conversion.
+fn pull_block(co: &[[f64; 8]; 8], ci: &[[f64; 8]; 8], table: &[u16; 64], t2: f64) -> [[f64; 8]; 8] {
+    let mut z = [[0f64; 8]; 8];
+    for i in 0..8 {
+        for j in 0..8 {
+            let q = table[i * 8 + j] as f64;
+            let s2 = q * q / 12.0;
+            let v = (ci[i][j] * t2 + co[i][j] * s2) / (t2 + s2);
+            let k = (ci[i][j] / q).round();
+            z[i][j] = v.clamp((k - 0.5) * q - 1.0, (k + 0.5) * q + 1.0);
+        }
+    }
+    z
+}
+
+/// The JPEG constraint on the chroma, in the codec's 4:2:0 sampling. The codec keeps Cb and Cr
+/// only as 2×2 averages, so the model's chroma is taken to that grid, every full 8×8 block of
+/// it is pulled and clamped like the luma (with the chroma table), and the result is enlarged
+/// back with a bilinear filter (half-pixel centres, edges clamped): the codec kept no chroma
+/// detail finer than the grid, and the smooth enlargement is a better guess there than the
+/// model's own (measured: docs/builtin-model.md). The luma is left as it is; an odd last row or
+/// column keeps the model's chroma.
+fn jpeg_chroma(output: &mut [f32], input: &[f32], w: usize, h: usize, table: &[u16; 64], tau: f64) {
+    let (n, hw, hh) = (w * h, w / 2, h / 2);
+    if hw == 0 || hh == 0 {
+        return;
+    }
+    let m = dct_matrix();
+    let t2 = (tau * 255.0).powi(2);
+    // BT.601 full-range chroma on the 0–255 scale, as the codec converts.
+    let cb = |img: &[f32], p: usize| {
+        255.0 * (-0.168736 * img[p] as f64 - 0.331264 * img[n + p] as f64 + 0.5 * img[2 * n + p] as f64)
+    };
+    let cr = |img: &[f32], p: usize| {
+        255.0 * (0.5 * img[p] as f64 - 0.418688 * img[n + p] as f64 - 0.081312 * img[2 * n + p] as f64)
+    };
+    let half = |img: &[f32], f: &dyn Fn(&[f32], usize) -> f64| -> Vec<f64> {
+        let mut v = vec![0f64; hw * hh];
+        for y in 0..hh {
+            for x in 0..hw {
+                let p = 2 * y * w + 2 * x;
+                v[y * hw + x] = (f(img, p) + f(img, p + 1) + f(img, p + w) + f(img, p + w + 1)) / 4.0;
+            }
+        }
+        v
+    };
+    let mut planes = Vec::with_capacity(2);
+    for f in [&cb as &dyn Fn(&[f32], usize) -> f64, &cr] {
+        let (mut ho, hi) = (half(output, f), half(input, f));
+        for by in 0..hh / 8 {
+            for bx in 0..hw / 8 {
+                let mut bo = [[0f64; 8]; 8];
+                let mut bi = [[0f64; 8]; 8];
+                for i in 0..8 {
+                    for j in 0..8 {
+                        let q = (by * 8 + i) * hw + bx * 8 + j;
+                        bo[i][j] = ho[q];
+                        bi[i][j] = hi[q];
+                    }
+                }
+                let z = pull_block(&dct8(&bo, &m, false), &dct8(&bi, &m, false), table, t2);
+                let back = dct8(&z, &m, true);
+                for i in 0..8 {
+                    for j in 0..8 {
+                        ho[(by * 8 + i) * hw + bx * 8 + j] = back[i][j];
+                    }
+                }
+            }
+        }
+        planes.push(ho);
+    }
+    // Bilinear enlargement by 2 with half-pixel centres: source coordinate (x + 0.5)/2 − 0.5.
+    let tap = |x: usize, nh: usize| -> (usize, usize, f64) {
+        let s = (x as f64 + 0.5) / 2.0 - 0.5;
+        let s = s.clamp(0.0, (nh - 1) as f64);
+        let i0 = s.floor() as usize;
+        let i1 = (i0 + 1).min(nh - 1);
+        (i0, i1, s - i0 as f64)
+    };
+    for y in 0..2 * hh {
+        let (y0, y1, fy) = tap(y, hh);
+        for x in 0..2 * hw {
+            let (x0, x1, fx) = tap(x, hw);
+            let at = |v: &[f64]| {
+                let top = v[y0 * hw + x0] * (1.0 - fx) + v[y0 * hw + x1] * fx;
+                let bottom = v[y1 * hw + x0] * (1.0 - fx) + v[y1 * hw + x1] * fx;
+                top * (1.0 - fy) + bottom * fy
+            };
+            let p = y * w + x;
+            let yy = luma(output, n, p);
+            let (b, r) = (at(&planes[0]), at(&planes[1]));
+            let rgb = [yy + 1.402 * r, yy - 0.344136 * b - 0.714136 * r, yy + 1.772 * b];
+            for (c, v) in rgb.iter().enumerate() {
+                output[c * n + p] = ((v / 255.0) as f32).clamp(0.0, 1.0);
             }
         }
     }

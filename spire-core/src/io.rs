@@ -72,14 +72,57 @@ fn decode_png(path: &Path, bytes: &[u8]) -> Result<Image> {
     })
 }
 
-/// Writes an image as PNG, or as JPEG (quality 95) when the extension is `.jpg`/`.jpeg`.
+/// The file formats [`save_image`] writes, chosen by the file name's extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageFormat {
+    /// `.png` (8 bits per sample, lossless).
+    Png,
+    /// `.jpg` or `.jpeg` (quality 95; no alpha).
+    Jpeg,
+}
+
+impl ImageFormat {
+    /// The format for `path`'s extension (case-insensitive).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the path when the extension is neither `.png`, `.jpg`
+    /// nor `.jpeg` (a file called `out.tif` would otherwise hold PNG bytes).
+    pub fn from_path(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        match ext.as_str() {
+            "png" => Ok(ImageFormat::Png),
+            "jpg" | "jpeg" => Ok(ImageFormat::Jpeg),
+            _ => Err(Error::invalid_arg(
+                "path",
+                format!(
+                    "{}: cannot write {} (the extension picks the format: .png, .jpg or .jpeg)",
+                    path.display(),
+                    if ext.is_empty() {
+                        "a file without an extension".to_string()
+                    } else {
+                        format!("`.{ext}`")
+                    }
+                ),
+            )),
+        }
+    }
+}
+
+/// Writes an image as PNG (`.png`) or JPEG at quality 95 (`.jpg`/`.jpeg`), by extension.
 /// Float images are converted to 8 bits.
 ///
 /// # Errors
-/// [`Error::Io`] if the file cannot be written; [`Error::InvalidArgument`] for an image JPEG
-/// cannot hold (alpha, larger than 65535).
+/// [`Error::InvalidArgument`] for another extension (see [`ImageFormat::from_path`]) or an
+/// image JPEG cannot hold (alpha, larger than 65535); [`Error::Io`] if the file cannot be
+/// written.
 pub fn save_image(path: impl AsRef<Path>, image: &Image) -> Result<()> {
     let path = path.as_ref();
+    let format = ImageFormat::from_path(path)?;
     let data: Vec<u8> = match &image.data {
         ImageData::U8(v) => v.clone(),
         ImageData::F32(v) => v
@@ -87,13 +130,8 @@ pub fn save_image(path: impl AsRef<Path>, image: &Image) -> Result<()> {
             .map(|x| (x.clamp(0.0, 1.0) * 255.0).round() as u8)
             .collect(),
     };
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or("")
-        .to_ascii_lowercase();
     let mut out = Vec::new();
-    if ext == "jpg" || ext == "jpeg" {
+    if format == ImageFormat::Jpeg {
         let ct = match image.color {
             ColorType::Gray => jpeg_encoder::ColorType::Luma,
             ColorType::Rgb => jpeg_encoder::ColorType::Rgb,
@@ -146,6 +184,16 @@ mod tests {
         assert_eq!((back.width, back.height, back.color), (30, 20, ColorType::Rgb));
         std::fs::write(dir.path().join("x.png"), b"not an image").unwrap_or_else(|e| panic!("{e}"));
         assert!(load_image(dir.path().join("x.png")).is_err());
+        for bad in ["a.tif", "a", "a.png.bak"] {
+            let e = save_image(dir.path().join(bad), &img).unwrap_err();
+            assert_eq!(e.kind(), crate::ErrorKind::InvalidArgument);
+            assert!(e.to_string().contains(bad), "{e}");
+            assert!(!dir.path().join(bad).exists());
+        }
+        assert_eq!(
+            ImageFormat::from_path("X.JPEG").unwrap_or_else(|e| panic!("{e}")),
+            ImageFormat::Jpeg
+        );
         assert_eq!(
             load_image(dir.path().join("missing.png")).unwrap_err().kind(),
             crate::ErrorKind::Io

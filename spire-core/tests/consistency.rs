@@ -1,8 +1,10 @@
 //! Measurement consistency (`spire_core::consistency`) and the noise-matched start.
 //!
 //! Parity: the MAP solve equals a dense NumPy solve whose operators were built by running
-//! PIL's bicubic resize and OpenCV's Gaussian blur on unit images, and the JPEG luma tables
-//! equal the ones libjpeg writes (fixtures from `scripts/make_fixtures.py consistency`).
+//! PIL's bicubic resize and OpenCV's Gaussian blur on unit images, the JPEG constraint equals a
+//! NumPy/SciPy one (luma, then 4:2:0 chroma enlarged by PIL's bilinear resize), and the JPEG
+//! luma and chroma tables equal the ones libjpeg writes (fixtures from
+//! `scripts/make_fixtures.py consistency`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -85,18 +87,58 @@ fn jpeg_tables_equal_libjpeg() {
     let meta: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fixtures().join("ref/consistency.json")).unwrap())
             .unwrap();
-    for (q, table) in meta["jpeg_luma_tables"].as_object().unwrap() {
-        let want: Vec<u16> = table
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as u16)
-            .collect();
-        let got = ops::jpeg_luma_table(q.parse().unwrap()).unwrap();
-        assert_eq!(got.to_vec(), want, "quality {q}");
+    type Table = fn(u8) -> spire_core::Result<[u16; 64]>;
+    for (key, table_of) in [
+        ("jpeg_luma_tables", ops::jpeg_luma_table as Table),
+        ("jpeg_chroma_tables", ops::jpeg_chroma_table as Table),
+    ] {
+        for (q, table) in meta[key].as_object().unwrap() {
+            let want: Vec<u16> = table
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u16)
+                .collect();
+            let got = table_of(q.parse().unwrap()).unwrap();
+            assert_eq!(got.to_vec(), want, "{key}, quality {q}");
+        }
     }
     assert_eq!(
         ops::jpeg_luma_table(0).unwrap_err().kind(),
+        ErrorKind::InvalidArgument
+    );
+    // The chroma table at quality 20 and 50, natural order, as Pillow 13.0.0 (libjpeg) writes
+    // it (`Image.open(buf).quantization[1]` after `save(buf, "JPEG", quality=q)`): its top-left
+    // 4×4 corner, the rest at the table's maximum.
+    let corner = |rows: [[u16; 4]; 4], rest: u16| {
+        let mut t = [rest; 64];
+        for (i, row) in rows.iter().enumerate() {
+            t[i * 8..i * 8 + 4].copy_from_slice(row);
+        }
+        t
+    };
+    let q20 = corner(
+        [
+            [43, 45, 60, 118],
+            [45, 53, 65, 165],
+            [60, 65, 140, 248],
+            [118, 165, 248, 248],
+        ],
+        248,
+    );
+    assert_eq!(ops::jpeg_chroma_table(20).unwrap(), q20);
+    let q50 = corner(
+        [
+            [17, 18, 24, 47],
+            [18, 21, 26, 66],
+            [24, 26, 56, 99],
+            [47, 66, 99, 99],
+        ],
+        99,
+    );
+    assert_eq!(ops::jpeg_chroma_table(50).unwrap(), q50);
+    assert_eq!(
+        ops::jpeg_chroma_table(101).unwrap_err().kind(),
         ErrorKind::InvalidArgument
     );
 }
@@ -168,13 +210,13 @@ fn consistency_recovers_what_the_degradation_kept() {
 }
 
 #[test]
-fn jpeg_constraint_moves_luma_into_the_input_cells() {
+fn jpeg_constraint_moves_luma_and_chroma_into_the_input_cells() {
     let (w, h) = (64, 48);
     let c = picture(w, h);
     let p: RestorationPrompt = "Dejpeg with quality 20".parse().unwrap();
     let y = apply_prompt(&c, &p, 0).unwrap();
-    // A flat grey "model output": the constraint alone must restore the blocks' luma
-    // structure (only luma is constrained, so the colours stay grey).
+    // A flat grey "model output": the constraint alone must restore the blocks' luma and
+    // (half-resolution) chroma structure.
     let m = vec![0.5f32; 3 * w * h];
     let mut x = m.clone();
     apply(&mut x, &y.data, w, h, &p, 1.0).unwrap();
@@ -184,6 +226,46 @@ fn jpeg_constraint_moves_luma_into_the_input_cells() {
         psnr(&y.data, &c.data)
     );
     assert!(after > before + 8.0, "{before:.2} -> {after:.2} dB");
+}
+
+#[test]
+fn jpeg_constraint_drops_chroma_detail_finer_than_the_codec_kept() {
+    // 4:2:0 keeps Cb and Cr as 2×2 averages: a model output with a pixel checkerboard in its
+    // chroma only (luma untouched) is detail the codec cannot have seen, and the constraint
+    // must remove it, leaving the luma alone up to the luma step's own small pull.
+    let (w, h) = (64, 48);
+    let c = picture(w, h);
+    let p: RestorationPrompt = "Dejpeg with quality 20".parse().unwrap();
+    let y = apply_prompt(&c, &p, 0).unwrap();
+    let n = w * h;
+    let mut m = c.data.clone();
+    let g = -(0.299 + 0.114) / 0.587; // keeps the luma: 0.299·1 + 0.587·g + 0.114·1 = 0
+    for yy in 0..h {
+        for x in 0..w {
+            let s = if (x + yy) % 2 == 0 { 0.05 } else { -0.05 };
+            let i = yy * w + x;
+            m[i] += s;
+            m[n + i] += s * g;
+            m[2 * n + i] += s;
+        }
+    }
+    let luma = |v: &[f32], i: usize| 0.299 * v[i] + 0.587 * v[n + i] + 0.114 * v[2 * n + i];
+    let mut x = m.clone();
+    apply(&mut x, &y.data, w, h, &p, 0.3).unwrap();
+    // The same output without the checkerboard: same luma, so the luma step does the same.
+    let mut xc = c.data.clone();
+    apply(&mut xc, &y.data, w, h, &p, 0.3).unwrap();
+    let (before, after, input) = (psnr(&m, &c.data), psnr(&x, &c.data), psnr(&y.data, &c.data));
+    eprintln!("chroma checkerboard: PSNR {before:.2} -> {after:.2} dB (JPEG input {input:.2})");
+    assert!(after > before + 3.0, "{before:.2} -> {after:.2} dB");
+    assert!(
+        after > input,
+        "{after:.2} dB, not above the JPEG input's {input:.2}"
+    );
+    let dl = (0..n)
+        .map(|i| (luma(&x, i) - luma(&xc, i)).abs())
+        .fold(0f32, f32::max);
+    assert!(dl < 1e-3, "the chroma step moved the luma by {dl}");
 }
 
 #[test]

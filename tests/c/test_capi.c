@@ -201,6 +201,13 @@ int main(int argc, char **argv) {
         v.format = out->format;
         v.data = out->data;
         CHECK(spire_image_save(path, &v) == SPIRE_OK);
+        {
+            /* The extension picks the format; another one is refused, naming the path. */
+            char tif[1100];
+            snprintf(tif, sizeof tif, "%s/degraded.tif", argv[2]);
+            CHECK(spire_image_save(tif, &v) == SPIRE_ERROR_INVALID_ARGUMENT);
+            CHECK(strstr(spire_last_error_message(), "degraded.tif") != NULL);
+        }
     }
     CHECK(spire_image_load(path, &loaded) == SPIRE_OK);
     CHECK(loaded->width == out->width && memcmp(loaded->data, out->data, out->stride * out->height) == 0);

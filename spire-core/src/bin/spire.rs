@@ -25,9 +25,10 @@ use std::sync::Arc;
 use spire_core::{ColorFix, Error, LoadOptions, RestorationPrompt, Restorer, SchedulerKind};
 
 const USAGE: &str = "usage:
-  spire restore <in.png> <out.png> [--model DIR] [--prompt TEXT] [--caption TEXT] [--steps N]
-                [--seed N] [--scheduler ddim|dpm++2m|euler] [--restoration-guidance W]
-                [--semantic-guidance W] [--strength S] [--color-fix none|wavelet|adain]
+  spire restore <in.png|jpg> <out.png|jpg> [--model DIR] [--prompt TEXT] [--caption TEXT]
+                [--negative-prompt TEXT] [--steps N] [--seed N] [--scheduler ddim|dpm++2m|euler]
+                [--restoration-guidance W] [--semantic-guidance W] [--conditioning-scale S]
+                [--strength S] [--color-fix none|wavelet|adain]
                 [--consistency TAU] [--match-noise on|off]
                 [--memory-limit auto|unlimited|SIZE] [--tile-size LATENT_PX] [--tile-overlap LATENT_PX]
                 [--vae-tile-size PX]
@@ -38,7 +39,8 @@ const USAGE: &str = "usage:
              [--seed N] [--steps N] [--rows paper|plain] [--lpips FILE] [--clip DIR]
              [--inception FILE] [--out DIR] [--save-images yes]
   spire --version
-Options not given take the model's recommended values (spire.json), then the library's.";
+Options not given take the model's recommended values (spire.json), then the library's
+(docs/restoring.md lists them). The output's extension picks PNG or JPEG.";
 
 struct Args {
     positional: Vec<String>,
@@ -92,6 +94,8 @@ fn restore(args: &[String]) -> Result<(), String> {
             "scheduler",
             "restoration-guidance",
             "semantic-guidance",
+            "conditioning-scale",
+            "negative-prompt",
             "strength",
             "color-fix",
             "consistency",
@@ -127,6 +131,12 @@ fn restore(args: &[String]) -> Result<(), String> {
     }
     if let Some(v) = num(&a, "semantic-guidance")? {
         o.semantic_guidance = v;
+    }
+    if let Some(v) = num(&a, "conditioning-scale")? {
+        o.conditioning_scale = v;
+    }
+    if let Some(n) = a.flags.get("negative-prompt") {
+        o.negative_prompt = n.clone();
     }
     if let Some(v) = num(&a, "strength")? {
         o.strength = v;
@@ -172,6 +182,7 @@ fn restore(args: &[String]) -> Result<(), String> {
         true
     }));
     let img = spire_core::io::load_image(input).map_err(fail)?;
+    check_output(output)?;
     let t = std::time::Instant::now();
     let out = restorer.restore(&img.view(), &o).map_err(fail)?;
     spire_core::io::save_image(output, &out).map_err(fail)?;
@@ -185,6 +196,18 @@ fn restore(args: &[String]) -> Result<(), String> {
         o.restoration_prompt.text()
     );
     Ok(())
+}
+
+/// Fails before the work, not after it, when `output` cannot be written: an extension
+/// `save_image` does not know or a folder that does not exist.
+fn check_output(output: &str) -> Result<(), String> {
+    spire_core::io::ImageFormat::from_path(output).map_err(fail)?;
+    match std::path::Path::new(output).parent() {
+        Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => {
+            Err(format!("{output}: the folder {} does not exist", dir.display()))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn degrade_cmd(args: &[String]) -> Result<(), String> {
@@ -378,6 +401,11 @@ fn export_cmd(args: &[String]) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // `spire help`, `spire --help` and `spire <command> --help` all print the usage.
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
     let result = match args.first().map(String::as_str) {
         Some("restore") => restore(&args[1..]),
         Some("degrade") => degrade_cmd(&args[1..]),
@@ -388,7 +416,7 @@ fn main() -> ExitCode {
             println!("spire {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
-        Some("--help") | Some("-h") | None => {
+        Some("help") | None => {
             println!("{USAGE}");
             Ok(())
         }

@@ -432,6 +432,20 @@ pub fn jpeg(img: &Rgb, quality: u8) -> Result<Rgb> {
 /// [`Error::InvalidArgument`] for a quality outside 1–100; [`Error::Internal`] if the codec's
 /// output has no 8-bit luma table.
 pub fn jpeg_luma_table(quality: u8) -> Result<[u16; 64]> {
+    jpeg_table(quality, 0)
+}
+
+/// The chroma (Cb and Cr) quantisation table [`jpeg`] encodes with at `quality`, natural order,
+/// read back from the codec's output like [`jpeg_luma_table`].
+///
+/// # Errors
+/// As [`jpeg_luma_table`].
+pub fn jpeg_chroma_table(quality: u8) -> Result<[u16; 64]> {
+    jpeg_table(quality, 1)
+}
+
+/// Quantisation table `tq` (0 luma, 1 chroma) of the codec's output at `quality`.
+fn jpeg_table(quality: u8, tq_wanted: u8) -> Result<[u16; 64]> {
     if !(1..=100).contains(&quality) {
         return Err(Error::invalid_arg(
             "quality",
@@ -461,7 +475,7 @@ pub fn jpeg_luma_table(quality: u8) -> Result<[u16; 64]> {
             let mut j = i + 4;
             while j < i + 2 + len && j + 65 <= buf.len() {
                 let (pq, tq) = (buf[j] >> 4, buf[j] & 15);
-                if pq == 0 && tq == 0 {
+                if pq == 0 && tq == tq_wanted {
                     let mut t = [0u16; 64];
                     for (z, &nat) in ZIGZAG.iter().enumerate() {
                         t[nat] = buf[j + 1 + z] as u16;
@@ -476,9 +490,10 @@ pub fn jpeg_luma_table(quality: u8) -> Result<[u16; 64]> {
         }
         i += 2 + len;
     }
-    Err(Error::Internal(
-        "the JPEG encoder wrote no 8-bit luma quantisation table".into(),
-    ))
+    Err(Error::Internal(format!(
+        "the JPEG encoder wrote no 8-bit {} quantisation table",
+        if tq_wanted == 0 { "luma" } else { "chroma" }
+    )))
 }
 
 /// Unsharp masking as basicsr's `USMSharp` (radius 51 → Gaussian σ 8, weight 0.5, threshold

@@ -1,0 +1,164 @@
+//! The `spire` command line: help and version, a restore and a degrade with the built-in model,
+//! and the errors a user sees for bad arguments (each names the file, option or clause).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use spire_core::{ColorType, Image, ImageData};
+
+fn spire(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_spire"))
+        .args(args)
+        .output()
+        .expect("run the spire binary")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Exits non-zero with `spire: ...` on stderr containing every `needle`.
+fn fails_with(args: &[&str], needles: &[&str]) {
+    let o = spire(args);
+    let err = text(&o.stderr);
+    assert!(!o.status.success(), "{args:?} succeeded; stderr: {err}");
+    assert!(err.starts_with("spire: "), "{args:?}: stderr `{err}`");
+    for n in needles {
+        assert!(err.contains(n), "{args:?}: stderr `{err}` does not name `{n}`");
+    }
+}
+
+fn write_png(path: &Path, w: usize, h: usize) {
+    let img = Image {
+        width: w,
+        height: h,
+        color: ColorType::Rgb,
+        data: ImageData::U8(common::test_rgb8(w, h)),
+    };
+    spire_core::io::save_image(path, &img).unwrap();
+}
+
+#[test]
+fn help_and_version() {
+    for args in [&["help"][..], &["--help"], &["-h"], &["restore", "--help"], &[]] {
+        let o = spire(args);
+        assert!(o.status.success(), "{args:?}: {}", text(&o.stderr));
+        assert!(
+            text(&o.stdout).starts_with("usage:"),
+            "{args:?}: {}",
+            text(&o.stdout)
+        );
+    }
+    let o = spire(&["--version"]);
+    assert!(o.status.success());
+    assert_eq!(
+        text(&o.stdout).trim(),
+        format!("spire {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn restores_and_degrades_a_png_with_the_builtin_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, degraded, out) = (
+        dir.path().join("in.png"),
+        dir.path().join("deg.png"),
+        dir.path().join("out.png"),
+    );
+    write_png(&input, 40, 36);
+    let o = spire(&[
+        "degrade",
+        input.to_str().unwrap(),
+        degraded.to_str().unwrap(),
+        "--seed",
+        "3",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let d = spire_core::io::load_image(&degraded).unwrap();
+    assert_eq!((d.width, d.height), (40, 36));
+
+    let restore = |to: &Path| {
+        spire(&[
+            "restore",
+            degraded.to_str().unwrap(),
+            to.to_str().unwrap(),
+            "--prompt",
+            "Denoise with sigma 0.1",
+            "--steps",
+            "20",
+            "--seed",
+            "7",
+        ])
+    };
+    let o = restore(&out);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("\"Denoise with sigma 0.10\""),
+        "{}",
+        text(&o.stdout)
+    );
+    let r = spire_core::io::load_image(&out).unwrap();
+    assert_eq!((r.width, r.height, r.color), (40, 36, ColorType::Rgb));
+    assert_ne!(r.data, d.data, "the restoration returned its input");
+
+    // Same seed and options, same file.
+    let again = dir.path().join("again.png");
+    let o = restore(&again);
+    assert!(o.status.success());
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&again).unwrap());
+}
+
+#[test]
+fn bad_arguments_name_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.png");
+    write_png(&input, 16, 16);
+    let (i, o) = (input.to_str().unwrap(), dir.path().join("o.png"));
+    let o = o.to_str().unwrap();
+    let missing = dir.path().join("nope.png");
+    fails_with(&["frobnicate"], &["unknown command `frobnicate`", "usage:"]);
+    fails_with(&["restore", i], &["restore needs <in> and <out>"]);
+    fails_with(&["restore", i, o, "--colour", "x"], &["unknown option --colour"]);
+    fails_with(&["restore", i, o, "--steps"], &["--steps needs a value"]);
+    fails_with(&["restore", i, o, "--steps", "many"], &["--steps", "`many`"]);
+    fails_with(
+        &["restore", i, o, "--scheduler", "heun"],
+        &["--scheduler", "`heun`"],
+    );
+    fails_with(
+        &["restore", i, o, "--color-fix", "sepia"],
+        &["--color-fix", "`sepia`"],
+    );
+    fails_with(
+        &["restore", i, o, "--match-noise", "maybe"],
+        &["--match-noise", "`maybe`"],
+    );
+    fails_with(
+        &["restore", i, o, "--prompt", "Deblur with sigma two"],
+        &["Deblur with sigma two"],
+    );
+    fails_with(&["restore", missing.to_str().unwrap(), o], &["nope.png"]);
+    fails_with(
+        &[
+            "restore",
+            i,
+            o,
+            "--model",
+            dir.path().join("no-model").to_str().unwrap(),
+        ],
+        &["no-model"],
+    );
+    // Not an image: the file is named.
+    let junk = dir.path().join("junk.png");
+    std::fs::write(&junk, b"not a picture").unwrap();
+    fails_with(&["restore", junk.to_str().unwrap(), o], &["junk.png"]);
+    fails_with(
+        &["degrade", i, o, "--pipeline", "bokeh"],
+        &["--pipeline", "`bokeh`"],
+    );
+    fails_with(&["train", "--config", missing.to_str().unwrap()], &["nope.png"]);
+    assert!(!Path::new(o).exists(), "a failed run wrote its output");
+}
