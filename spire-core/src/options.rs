@@ -185,8 +185,9 @@ pub struct RestoreOptions {
     /// Noise-matched start: when the restoration prompt names the input's noise σ (and no
     /// upsampling), the model's autoencoder is linear (pixel shuffle) and the scheduler is
     /// DDIM with `strength` < 1, the input is taken as the noised image it is — scaled to the
-    /// timestep whose noise level matches σ (at most the one `strength` would start from),
-    /// with no noise added — and sampling starts there. Default: on.
+    /// timestep whose noise level matches σ (anywhere on the schedule, also above the one
+    /// `strength` would start from), with no noise added — and sampling starts there.
+    /// Default: on.
     pub match_noise: bool,
     /// Latent tile size for sampling (the adaptor and backbone run on overlapping tiles whose
     /// predictions are blended with Gaussian weights); `None` picks it from `memory_limit`,

@@ -459,8 +459,9 @@ impl Restorer {
     /// apply: the option is off, the run starts from pure noise or explicit initial latents,
     /// the scheduler is not DDIM, the prompt names no noise or also a shrink — whose
     /// enlargement leaves the noise no longer white — or the autoencoder is not linear, so
-    /// pixel noise is not latent noise). At most `t_start`: the strength bounds how far up the
-    /// schedule the model is asked to work.
+    /// pixel noise is not latent noise). Anywhere on the schedule, also above `t_start`: the
+    /// stated noise says where the input is, and a larger σ asks for a stronger restoration
+    /// (capping it at the strength's timestep made every σ above it restore alike).
     fn matched_timestep(
         &self,
         opts: &RestoreOptions,
@@ -470,7 +471,8 @@ impl Restorer {
         if !opts.match_noise || kind != SchedulerKind::Ddim || opts.initial_latents.is_some() {
             return None;
         }
-        let t_start = t_start?;
+        // Only for runs that restore from the input (strength < 1).
+        t_start?;
         let RestorationInput::Prompt(p) = &opts.restoration_prompt else {
             return None;
         };
@@ -482,9 +484,8 @@ impl Restorer {
         // Latents are (2x − 1)·scale per pixel: noise σ on [0, 1] is 2σ·scale in the latent.
         let target = 2.0 * sigma * scale;
         let ac = self.inner.scheduler.alphas_cumprod();
-        let last = (t_start.max(0.0) as usize).min(ac.len() - 1);
         let miss = |t: usize| (((1.0 - ac[t] as f64) / ac[t] as f64).sqrt() - target).abs();
-        let t = (0..=last).min_by(|&a, &b| miss(a).total_cmp(&miss(b)))?;
+        let t = (0..ac.len()).min_by(|&a, &b| miss(a).total_cmp(&miss(b)))?;
         Some((t, ac[t] as f64))
     }
 

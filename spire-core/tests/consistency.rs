@@ -332,7 +332,8 @@ fn steps_run(r: &Restorer, img: &ImageView, opts: RestoreOptions) -> (usize, Vec
 fn noise_matched_start_follows_the_prompt() {
     // The built-in model recommends 2 DDIM steps from t = 49 (strength 0.05 of 40). A prompt
     // naming σ = 0.04 starts at the timestep of that noise (t ≈ 4: one step, below the
-    // schedule's 24), σ = 0.10 at t ≈ 38 (two steps), σ = 0.24 is capped at t = 49.
+    // schedule's 24), σ = 0.10 at t ≈ 38 (two steps), and σ = 0.24 above the strength's
+    // t = 49: the stated noise decides where the input is on the schedule.
     let r = Restorer::builtin().unwrap();
     let (w, h) = (64, 48);
     let clean = picture(w, h);
@@ -357,7 +358,11 @@ fn noise_matched_start_follows_the_prompt() {
     assert_eq!((n_on, n_off), (2, 2));
     assert_ne!(out_on, out_off);
     let (n_cap, out_cap) = steps_run(&r, &img, with("Denoise with sigma 0.24", true));
-    assert_eq!(n_cap, 2);
+    eprintln!("σ 0.24: {n_cap} steps");
+    assert!(
+        n_cap > 2,
+        "σ 0.24 ran {n_cap} steps, as from the strength's t = 49"
+    );
     // The start is deterministic (no noise is drawn): other seeds give the same image.
     let (_, again) = steps_run(
         &r,
