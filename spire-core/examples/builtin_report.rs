@@ -85,7 +85,7 @@ fn sharpness(img: &Image) -> f64 {
     s / ((w - 2) * (h - 2)) as f64
 }
 
-/// Residual blur: the σ (0–5, to 0.01) of the Gaussian blur of the clean photo that is
+/// Residual blur: the σ (0–5, to 0.001) of the Gaussian blur of the clean photo that is
 /// closest to a result in mean squared error over the interior (12-pixel margin). Unlike the
 /// mean gradient, noise left in the result does not read as sharpness: it is independent of
 /// the clean photo and adds the same amount to every σ's error.

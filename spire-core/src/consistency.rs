@@ -36,7 +36,7 @@
 use rayon::prelude::*;
 
 use crate::degrade::kernels::gaussian_1d;
-use crate::degrade::ops::{jpeg_chroma_table, jpeg_luma_table, reflect101};
+use crate::degrade::ops::{axis_taps, jpeg_chroma_table, jpeg_luma_table, reflect101, Interp};
 use crate::error::{Error, Result};
 use crate::imageops;
 use crate::prompt::RestorationPrompt;
@@ -501,127 +501,108 @@ fn luma(img: &[f32], n: usize, p: usize) -> f64 {
     255.0 * (0.299 * img[p] as f64 + 0.587 * img[n + p] as f64 + 0.114 * img[2 * n + p] as f64)
 }
 
-/// The JPEG constraint on the luma of every full 8×8 block (module docs).
-fn jpeg_luma(output: &mut [f32], input: &[f32], w: usize, h: usize, table: &[u16; 64], tau: f64) {
-    let n = w * h;
+/// Pulls every full 8×8 block of `plane` (`w × h`, the codec's 0–255 scale centred on 0)
+/// towards the same block of `reference` in the DCT domain (module docs): per coefficient the
+/// MAP estimate under the quantisation error's variance `Q²/12` (`table`), clamped to the cell
+/// the reference's coefficient came from, widened by one level for the decoder's rounding and
+/// colour conversion. Samples outside full blocks are left as they are.
+fn constrain_blocks(plane: &mut [f64], reference: &[f64], w: usize, h: usize, table: &[u16; 64], t2: f64) {
     let m = dct_matrix();
-    let t2 = (tau * 255.0).powi(2);
     for by in 0..h / 8 {
         for bx in 0..w / 8 {
+            let at = |i: usize, j: usize| (by * 8 + i) * w + bx * 8 + j;
             let mut bo = [[0f64; 8]; 8];
             let mut bi = [[0f64; 8]; 8];
             for i in 0..8 {
                 for j in 0..8 {
-                    let p = (by * 8 + i) * w + bx * 8 + j;
-                    bo[i][j] = luma(output, n, p) - 128.0;
-                    bi[i][j] = luma(input, n, p) - 128.0;
+                    bo[i][j] = plane[at(i, j)];
+                    bi[i][j] = reference[at(i, j)];
                 }
             }
-            let z = pull_block(&dct8(&bo, &m, false), &dct8(&bi, &m, false), table, t2);
+            let (co, ci) = (dct8(&bo, &m, false), dct8(&bi, &m, false));
+            let mut z = [[0f64; 8]; 8];
+            for i in 0..8 {
+                for j in 0..8 {
+                    let q = table[i * 8 + j] as f64;
+                    let s2 = q * q / 12.0;
+                    let v = (ci[i][j] * t2 + co[i][j] * s2) / (t2 + s2);
+                    let k = (ci[i][j] / q).round();
+                    z[i][j] = v.clamp((k - 0.5) * q - 1.0, (k + 0.5) * q + 1.0);
+                }
+            }
             let back = dct8(&z, &m, true);
             for i in 0..8 {
                 for j in 0..8 {
-                    let p = (by * 8 + i) * w + bx * 8 + j;
-                    let d = ((back[i][j] - bo[i][j]) / 255.0) as f32;
-                    for c in 0..3 {
-                        output[c * n + p] = (output[c * n + p] + d).clamp(0.0, 1.0);
-                    }
+                    plane[at(i, j)] = back[i][j];
                 }
             }
         }
     }
 }
 
-/// Pulls and clamps the DCT coefficients of one 8×8 block `co` (the model's) towards those of
-/// the input `ci` with quantisation table `table` (module docs): the MAP estimate under the
-/// quantisation error's variance `Q²/12`, clamped to the cell the input's coefficient came
-/// from, widened by one level for the decoder's rounding and colour conversion.
-fn pull_block(co: &[[f64; 8]; 8], ci: &[[f64; 8]; 8], table: &[u16; 64], t2: f64) -> [[f64; 8]; 8] {
-    let mut z = [[0f64; 8]; 8];
-    for i in 0..8 {
-        for j in 0..8 {
-            let q = table[i * 8 + j] as f64;
-            let s2 = q * q / 12.0;
-            let v = (ci[i][j] * t2 + co[i][j] * s2) / (t2 + s2);
-            let k = (ci[i][j] / q).round();
-            z[i][j] = v.clamp((k - 0.5) * q - 1.0, (k + 0.5) * q + 1.0);
+/// The JPEG constraint on the luma (module docs): the change is added to all three channels,
+/// which leaves the chroma as it was.
+fn jpeg_luma(output: &mut [f32], input: &[f32], w: usize, h: usize, table: &[u16; 64], tau: f64) {
+    let n = w * h;
+    let before: Vec<f64> = (0..n).map(|p| luma(output, n, p) - 128.0).collect();
+    let reference: Vec<f64> = (0..n).map(|p| luma(input, n, p) - 128.0).collect();
+    let mut after = before.clone();
+    constrain_blocks(&mut after, &reference, w, h, table, (tau * 255.0).powi(2));
+    for y in 0..h / 8 * 8 {
+        for x in 0..w / 8 * 8 {
+            let p = y * w + x;
+            let d = ((after[p] - before[p]) / 255.0) as f32;
+            for c in 0..3 {
+                output[c * n + p] = (output[c * n + p] + d).clamp(0.0, 1.0);
+            }
         }
     }
-    z
 }
 
 /// The JPEG constraint on the chroma, in the codec's 4:2:0 sampling. The codec keeps Cb and Cr
-/// only as 2×2 averages, so the model's chroma is taken to that grid, every full 8×8 block of
-/// it is pulled and clamped like the luma (with the chroma table), and the result is enlarged
-/// back with a bilinear filter (half-pixel centres, edges clamped): the codec kept no chroma
-/// detail finer than the grid, and the smooth enlargement is a better guess there than the
-/// model's own (measured: docs/builtin-model.md). The luma is left as it is; an odd last row or
-/// column keeps the model's chroma.
+/// only as 2×2 averages, so the model's chroma is taken to that grid, constrained like the luma
+/// (with the chroma table), and enlarged back bilinearly (half-pixel centres, as the
+/// degradations' `Interp::Bilinear`): the codec kept no chroma detail finer than the grid, and
+/// the smooth enlargement is a better guess there than the model's own (measured:
+/// docs/builtin-model.md). The luma is kept; an odd last row or column keeps the model's chroma.
 fn jpeg_chroma(output: &mut [f32], input: &[f32], w: usize, h: usize, table: &[u16; 64], tau: f64) {
     let (n, hw, hh) = (w * h, w / 2, h / 2);
     if hw == 0 || hh == 0 {
         return;
     }
-    let m = dct_matrix();
-    let t2 = (tau * 255.0).powi(2);
     // BT.601 full-range chroma on the 0–255 scale, as the codec converts.
-    let cb = |img: &[f32], p: usize| {
-        255.0 * (-0.168736 * img[p] as f64 - 0.331264 * img[n + p] as f64 + 0.5 * img[2 * n + p] as f64)
-    };
-    let cr = |img: &[f32], p: usize| {
-        255.0 * (0.5 * img[p] as f64 - 0.418688 * img[n + p] as f64 - 0.081312 * img[2 * n + p] as f64)
-    };
-    let half = |img: &[f32], f: &dyn Fn(&[f32], usize) -> f64| -> Vec<f64> {
+    const CB: [f64; 3] = [-0.168736, -0.331264, 0.5];
+    const CR: [f64; 3] = [0.5, -0.418688, -0.081312];
+    let half = |img: &[f32], k: &[f64; 3]| -> Vec<f64> {
+        let at = |p: usize| 255.0 * (0..3).map(|c| k[c] * img[c * n + p] as f64).sum::<f64>();
         let mut v = vec![0f64; hw * hh];
         for y in 0..hh {
             for x in 0..hw {
                 let p = 2 * y * w + 2 * x;
-                v[y * hw + x] = (f(img, p) + f(img, p + 1) + f(img, p + w) + f(img, p + w + 1)) / 4.0;
+                v[y * hw + x] = (at(p) + at(p + 1) + at(p + w) + at(p + w + 1)) / 4.0;
             }
         }
         v
     };
-    let mut planes = Vec::with_capacity(2);
-    for f in [&cb as &dyn Fn(&[f32], usize) -> f64, &cr] {
-        let (mut ho, hi) = (half(output, f), half(input, f));
-        for by in 0..hh / 8 {
-            for bx in 0..hw / 8 {
-                let mut bo = [[0f64; 8]; 8];
-                let mut bi = [[0f64; 8]; 8];
-                for i in 0..8 {
-                    for j in 0..8 {
-                        let q = (by * 8 + i) * hw + bx * 8 + j;
-                        bo[i][j] = ho[q];
-                        bi[i][j] = hi[q];
-                    }
-                }
-                let z = pull_block(&dct8(&bo, &m, false), &dct8(&bi, &m, false), table, t2);
-                let back = dct8(&z, &m, true);
-                for i in 0..8 {
-                    for j in 0..8 {
-                        ho[(by * 8 + i) * hw + bx * 8 + j] = back[i][j];
-                    }
-                }
-            }
-        }
-        planes.push(ho);
-    }
-    // Bilinear enlargement by 2 with half-pixel centres: source coordinate (x + 0.5)/2 − 0.5.
-    let tap = |x: usize, nh: usize| -> (usize, usize, f64) {
-        let s = (x as f64 + 0.5) / 2.0 - 0.5;
-        let s = s.clamp(0.0, (nh - 1) as f64);
-        let i0 = s.floor() as usize;
-        let i1 = (i0 + 1).min(nh - 1);
-        (i0, i1, s - i0 as f64)
-    };
-    for y in 0..2 * hh {
-        let (y0, y1, fy) = tap(y, hh);
-        for x in 0..2 * hw {
-            let (x0, x1, fx) = tap(x, hw);
+    let t2 = (tau * 255.0).powi(2);
+    let planes: Vec<Vec<f64>> = [CB, CR]
+        .iter()
+        .map(|k| {
+            let mut plane = half(output, k);
+            constrain_blocks(&mut plane, &half(input, k), hw, hh, table, t2);
+            plane
+        })
+        .collect();
+    let (tx, ty) = (
+        axis_taps(Interp::Bilinear, hw, 2 * hw),
+        axis_taps(Interp::Bilinear, hh, 2 * hh),
+    );
+    for (y, ry) in ty.iter().enumerate() {
+        for (x, rx) in tx.iter().enumerate() {
             let at = |v: &[f64]| {
-                let top = v[y0 * hw + x0] * (1.0 - fx) + v[y0 * hw + x1] * fx;
-                let bottom = v[y1 * hw + x0] * (1.0 - fx) + v[y1 * hw + x1] * fx;
-                top * (1.0 - fy) + bottom * fy
+                ry.iter()
+                    .map(|&(sy, wy)| wy * rx.iter().map(|&(sx, wx)| wx * v[sy * hw + sx]).sum::<f64>())
+                    .sum::<f64>()
             };
             let p = y * w + x;
             let yy = luma(output, n, p);

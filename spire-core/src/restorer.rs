@@ -455,24 +455,22 @@ impl Restorer {
     }
 
     /// The timestep whose noise matches the restoration prompt's noise σ, and its ᾱ, for a run
-    /// that would start from the noised input at `t_start` (`None` when the match does not
-    /// apply: the option is off, the run starts from pure noise or explicit initial latents,
+    /// that restores from the input (`from_input`: `strength` < 1; `None` when the match does
+    /// not apply: the option is off, the run starts from pure noise or explicit initial latents,
     /// the scheduler is not DDIM, the prompt names no noise or also a shrink — whose
     /// enlargement leaves the noise no longer white — or the autoencoder is not linear, so
-    /// pixel noise is not latent noise). Anywhere on the schedule, also above `t_start`: the
-    /// stated noise says where the input is, and a larger σ asks for a stronger restoration
+    /// pixel noise is not latent noise). Anywhere on the schedule, also above the strength's
+    /// timestep: the stated noise says where the input is, and a larger σ asks for a stronger restoration
     /// (capping it at the strength's timestep made every σ above it restore alike).
     fn matched_timestep(
         &self,
         opts: &RestoreOptions,
         kind: SchedulerKind,
-        t_start: Option<f64>,
+        from_input: bool,
     ) -> Option<(usize, f64)> {
-        if !opts.match_noise || kind != SchedulerKind::Ddim || opts.initial_latents.is_some() {
+        if !opts.match_noise || kind != SchedulerKind::Ddim || opts.initial_latents.is_some() || !from_input {
             return None;
         }
-        // Only for runs that restore from the input (strength < 1).
-        t_start?;
         let RestorationInput::Prompt(p) = &opts.restoration_prompt else {
             return None;
         };
@@ -610,7 +608,7 @@ impl Restorer {
         // Noise-matched start: the input already is a noised image at the timestep whose noise
         // matches the prompt's σ, so it is scaled, not noised, and DDIM runs from there through
         // the scheduled timesteps below it.
-        let matched = self.matched_timestep(opts, kind, (start > 0).then(|| sched.timesteps()[start]));
+        let matched = self.matched_timestep(opts, kind, start > 0);
         let (mut sched, start) = match matched {
             Some((t_star, _)) => {
                 let mut list = vec![t_star as f64];

@@ -182,7 +182,7 @@ fn cubic_weights(t: f64) -> [f64; 4] {
 }
 
 /// One axis of an interpolation: for each output index, (source indices, weights).
-fn axis_taps(mode: Interp, n_in: usize, n_out: usize) -> Vec<Vec<(usize, f64)>> {
+pub(crate) fn axis_taps(mode: Interp, n_in: usize, n_out: usize) -> Vec<Vec<(usize, f64)>> {
     let scale = n_in as f64 / n_out as f64;
     (0..n_out)
         .map(|i| match mode {
