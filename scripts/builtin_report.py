@@ -144,7 +144,7 @@ def main(out: Path):
     fig.savefig(IMG / "builtin-walk.png", dpi=80)
     for kind in ["denoise", "deblur"]:
         w = [r for r in walk if r["walk"] == kind]
-        print(kind, "(s, noise, sharpness, residual blur, PSNR)", [(r["s"], round(r["noise"], 4), round(r["sharpness"], 4), r["residual_blur"], round(r["psnr"], 2)) for r in w])
+        print(kind, "(s, noise, sharpness, residual blur, gradient gain, PSNR)", [(r["s"], round(r["noise"], 4), round(r["sharpness"], 4), r["residual_blur"], round(r.get("gradient_gain", float("nan")), 3), round(r["psnr"], 2)) for r in w])
     print("input: noise", base["noise"], "sharpness", base["sharpness"], "residual blur", base["residual_blur"], "clean:", base["clean_noise"], base["clean_sharpness"])
     # The walk's acceptance: residual noise falls as the denoise σ grows (not rising anywhere)
     # while the residual blur does not rise above the input's; the residual blur falls as the
@@ -158,7 +158,9 @@ def main(out: Path):
           "| denoise residual blur within 0.2 of the input's:",
           all(abs(r["residual_blur"] - base["residual_blur"]) <= 0.2 for r in dn),
           "| deblur residual blur non-increasing:", monotone([r["residual_blur"] for r in db], True),
-          "strictly falling:", all(b < a for a, b in zip([r["residual_blur"] for r in db], [r["residual_blur"] for r in db][1:])))
+          "strictly falling:", all(b < a for a, b in zip([r["residual_blur"] for r in db], [r["residual_blur"] for r in db][1:])),
+          "| deblur gradient gain non-decreasing:",
+          monotone([r["gradient_gain"] for r in db], False) if all("gradient_gain" in r for r in db) else "n/a")
 
     # Loss curves.
     sched = ROOT / "target" / "spire-tiny" / "scheduler" / "scheduler_config.json"

@@ -7,12 +7,14 @@
 //! 2. The prompt-space walk: one blurry and noisy photo restored with "Denoise with sigma s"
 //!    and "Deblur with sigma s" for a range of s, with the residual noise (Donoho's MAD of the
 //!    finest diagonal Haar band), the sharpness (mean gradient magnitude) and the residual blur
-//!    (the σ of the Gaussian blur of the clean photo closest to the result) of each result.
+//!    (the σ of the Gaussian blur of the clean photo closest to the result) and the gradient
+//!    gain (the slope of its gradients on the clean photo's) of each result.
 //!
 //! One JSON line per result on stdout; images under `--out` (default target/builtin-report).
 //!
 //!     cargo run --release --example builtin_report -- [--model DIR] [--out DIR] [--photos a.png,b.png]
 //!         [--strength S] [--steps N] [--consistency TAU] [--match-noise on|off] [--color-fix KIND]
+//!         [--walk-photo NAME]   (the walk's photo, default coffee.png; it must be among --photos)
 
 use std::path::PathBuf;
 
@@ -83,6 +85,26 @@ fn sharpness(img: &Image) -> f64 {
         }
     }
     s / ((w - 2) * (h - 2)) as f64
+}
+
+/// Gradient gain: the least-squares slope of a result's luma gradients (forward differences,
+/// 12-pixel margin) on the clean photo's — 1 is as sharp as the clean photo, below 1 blurrier,
+/// above 1 over-sharpened. Noise independent of the clean photo adds nothing to it in
+/// expectation, so unlike the mean gradient it does not count noise as sharpness.
+fn gradient_gain(img: &Image, clean: &Image) -> f64 {
+    let ((w, h, g), (_, _, c)) = (gray(img), gray(clean));
+    let m = 12;
+    let (mut num, mut den) = (0.0, 0.0);
+    for y in m..h - m {
+        for x in m..w - m {
+            let i = y * w + x;
+            let (gx, gy) = (g[i + 1] - g[i], g[i + w] - g[i]);
+            let (cx, cy) = (c[i + 1] - c[i], c[i + w] - c[i]);
+            num += gx * cx + gy * cy;
+            den += cx * cx + cy * cy;
+        }
+    }
+    num / den
 }
 
 /// Residual blur: the σ (0–5, to 0.001) of the Gaussian blur of the clean photo that is
@@ -230,10 +252,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     // The prompt-space walk on one blurry and noisy photo.
-    let walk_img = images
-        .iter()
-        .find(|i| i.name == "coffee.png")
-        .ok_or("coffee.png missing")?;
+    let walk_name = arg("--walk-photo").unwrap_or_else(|| "coffee.png".into());
+    let walk_img = images.iter().find(|i| i.name == walk_name).ok_or(format!(
+        "--walk-photo {walk_name}: not among the photos (see --photos)"
+    ))?;
     let x = Rgb::new(256, 256, walk_img.image.view().to_planar_rgb()?)?;
     let fit = BlurFit::new(&x);
     let degradation: RestorationPrompt = "Deblur with sigma 2.0; Denoise with sigma 0.12".parse()?;
@@ -242,10 +264,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&wdir)?;
     spire_core::io::save_image(wdir.join("degraded.png"), &y)?;
     println!(
-        "{{\"kind\":\"walk_input\",\"noise\":{:.5},\"sharpness\":{:.5},\"residual_blur\":{:.3},\"clean_noise\":{:.5},\"clean_sharpness\":{:.5}}}",
+        "{{\"kind\":\"walk_input\",\"noise\":{:.5},\"sharpness\":{:.5},\"residual_blur\":{:.3},\"gradient_gain\":{:.4},\"clean_noise\":{:.5},\"clean_sharpness\":{:.5}}}",
         noise_sigma(&y),
         sharpness(&y),
         fit.fit(&y)?,
+        gradient_gain(&y, &walk_img.image),
         noise_sigma(&walk_img.image),
         sharpness(&walk_img.image)
     );
@@ -263,10 +286,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let o = restorer.restore(&y.view(), &base.clone().with_restoration_text(&text)?)?;
             spire_core::io::save_image(wdir.join(format!("{kind}_{s:.2}.png")), &o)?;
             println!(
-                "{{\"kind\":\"walk\",\"walk\":\"{kind}\",\"s\":{s},\"noise\":{:.5},\"sharpness\":{:.5},\"residual_blur\":{:.3},\"psnr\":{:.4}}}",
+                "{{\"kind\":\"walk\",\"walk\":\"{kind}\",\"s\":{s},\"noise\":{:.5},\"sharpness\":{:.5},\"residual_blur\":{:.3},\"gradient_gain\":{:.4},\"psnr\":{:.4}}}",
                 noise_sigma(&o),
                 sharpness(&o),
                 fit.fit(&o)?,
+                gradient_gain(&o, &walk_img.image),
                 metrics::psnr(&o.view(), &walk_img.image.view())?
             );
         }

@@ -211,3 +211,43 @@ fn max_timestep_bounds_the_timesteps_and_recipe_defaults_are_checked() {
     assert_ne!(uniform, low, "max_timestep must change the timesteps");
     assert_eq!(low, run("l2", Some(10)), "same seed, same weights");
 }
+
+#[test]
+fn degraded_start_is_validated_and_changes_the_adaptor_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("photos");
+    photos(&data);
+    let model = tmp.path().join("model");
+    train(&backbone(&data, &model, 2), &mut |_| true).unwrap();
+    // Out of range, or on the backbone (which has no degraded image), refused by name.
+    for (cfg, value) in [
+        (
+            serde_json::to_value(adaptor(&data, &tmp.path().join("x"), &model, 1)).unwrap(),
+            1.5,
+        ),
+        (
+            serde_json::to_value(backbone(&data, &tmp.path().join("x"), 1)).unwrap(),
+            0.5,
+        ),
+    ] {
+        let mut j = cfg;
+        j["degraded_start"] = serde_json::json!(value);
+        let path = tmp.path().join("degraded_start.json");
+        std::fs::write(&path, j.to_string()).unwrap();
+        let err = TrainConfig::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains("degraded_start"), "{err}");
+    }
+    let run = |name: &str, fraction: f64| {
+        let out = tmp.path().join(name);
+        let mut cfg = adaptor(&data, &out, &model, 2);
+        cfg.degraded_start = fraction;
+        train(&cfg, &mut |_| true).unwrap();
+        weights(&out.join("adaptor/diffusion_pytorch_model.safetensors"))
+    };
+    let (clean, degraded, again) = (run("c", 0.0), run("d", 1.0), run("d2", 1.0));
+    assert_ne!(
+        clean, degraded,
+        "degraded_start must change what the adaptor learns from"
+    );
+    assert_eq!(degraded, again, "same seed, same weights");
+}

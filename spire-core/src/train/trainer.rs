@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::data::Dataset;
 use super::optim::{AdamW, AdamWConfig, Ema};
-use super::step::{adaptor_loss, backbone_loss};
+use super::step::{adaptor_loss, adaptor_loss_from, backbone_loss};
 use super::vars::VarStore;
 use crate::degrade::{self, ops, ParamConfig, RealEsrganConfig, Rgb};
 use crate::error::{Error, Result};
@@ -165,6 +165,14 @@ pub struct TrainConfig {
     /// give both stages the same bound and put the matching strength in `defaults`.
     #[serde(default)]
     pub max_timestep: Option<usize>,
+    /// Adaptor: fraction of the samples noised from the degraded image's latent instead of the
+    /// clean one (default 0), the prediction target still the clean image. A model that
+    /// restores from the input noised part-way (`max_timestep`) starts from exactly such a
+    /// latent; trained only on noised clean latents, whose low-noise timesteps already hold the
+    /// answer, the adaptor learns to pass the latent through and to ignore the degraded image
+    /// and the prompt (docs/builtin-model.md).
+    #[serde(default)]
+    pub degraded_start: f64,
     /// Adaptor mode: the restore options the model recommends, written to its `spire.json`
     /// (keys of [`ModelDefaults`](crate::ModelDefaults), e.g. `{"strength": 0.4}`).
     #[serde(default)]
@@ -216,6 +224,15 @@ impl TrainConfig {
         }
         if !(0.0..=1.0).contains(&self.low_noise_fraction) {
             return Err(Error::invalid_arg("low_noise_fraction", "must be in [0, 1]"));
+        }
+        if !(0.0..=1.0).contains(&self.degraded_start) {
+            return Err(Error::invalid_arg("degraded_start", "must be in [0, 1]"));
+        }
+        if self.degraded_start > 0.0 && self.mode != TrainMode::Adaptor {
+            return Err(Error::invalid_arg(
+                "degraded_start",
+                "applies to adaptor training only",
+            ));
         }
         if self.low_noise_below == 0 {
             return Err(Error::invalid_arg("low_noise_below", "must be at least 1"));
@@ -787,9 +804,32 @@ impl Run {
                 }
                 let x0 = self.latents(&clean)?;
                 let noise = rng::randn(stream(cfg.seed, key, 2), x0.shape(), &Device::Cpu)?;
-                let hint = match adaptor.hint_mode() {
-                    HintMode::Latent => self.latents(&degraded)?,
-                    HintMode::Pixel => ((to_tensor(&degraded)? + 1.0)? / 2.0)?,
+                // Drawn only when enabled, so recipes without it keep their random streams.
+                let from_degraded: Vec<bool> = if cfg.degraded_start > 0.0 {
+                    (0..b).map(|_| rng.chance(cfg.degraded_start)).collect()
+                } else {
+                    vec![false; b]
+                };
+                let y_lat = if adaptor.hint_mode() == HintMode::Latent || from_degraded.contains(&true) {
+                    Some(self.latents(&degraded)?)
+                } else {
+                    None
+                };
+                let hint = match (adaptor.hint_mode(), &y_lat) {
+                    (HintMode::Latent, Some(z)) => z.clone(),
+                    (HintMode::Latent, None) => {
+                        return Err(Error::Internal("degraded latents missing".into()))
+                    }
+                    (HintMode::Pixel, _) => ((to_tensor(&degraded)? + 1.0)? / 2.0)?,
+                };
+                let start = match &y_lat {
+                    Some(z) if from_degraded.contains(&true) => {
+                        let mask: Vec<f32> =
+                            from_degraded.iter().map(|&d| if d { 1.0 } else { 0.0 }).collect();
+                        let mask = Tensor::from_vec(mask, (b, 1, 1, 1), &Device::Cpu)?;
+                        Some(((&x0 + (z - &x0)?.broadcast_mul(&mask)?)?).detach())
+                    }
+                    _ => None,
                 };
                 let ctx_s = text.forward(&self.tokens.ids(&caps)?)?.last_hidden_state;
                 let ids_r = self.tokens.ids(&prompts)?;
@@ -797,18 +837,33 @@ impl Run {
                     Some((enc, _)) => enc.forward(&ids_r)?.last_hidden_state,
                     None => text.forward(&ids_r)?.last_hidden_state,
                 };
-                adaptor_loss(
-                    unet,
-                    adaptor,
-                    &self.sched,
-                    &x0,
-                    &noise,
-                    &ts,
-                    &ctx_s,
-                    &ctx_r,
-                    &hint,
-                    1.0,
-                )
+                match &start {
+                    None => adaptor_loss(
+                        unet,
+                        adaptor,
+                        &self.sched,
+                        &x0,
+                        &noise,
+                        &ts,
+                        &ctx_s,
+                        &ctx_r,
+                        &hint,
+                        1.0,
+                    ),
+                    Some(s) => adaptor_loss_from(
+                        unet,
+                        adaptor,
+                        &self.sched,
+                        &x0,
+                        s,
+                        &noise,
+                        &ts,
+                        &ctx_s,
+                        &ctx_r,
+                        &hint,
+                        1.0,
+                    ),
+                }
             }
         }
     }
