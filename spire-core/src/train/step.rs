@@ -28,16 +28,16 @@ pub fn adaptor_loss(
     hint: &Tensor,
     scale: f64,
 ) -> Result<Tensor> {
-    let x_t = sched.add_noise(x0, noise, timesteps)?;
-    let target = sched.target(x0, noise, timesteps)?;
-    adaptor_mse(unet, adaptor, &x_t, &target, timesteps, ctx_s, ctx_r, hint, scale)
+    adaptor_loss_from(
+        unet, adaptor, sched, x0, x0, noise, timesteps, ctx_s, ctx_r, hint, scale,
+    )
 }
 
 /// The adaptor objective from another starting latent: `start` (per sample, e.g. the degraded
 /// image's latent) is noised to `t`, and the target is still the clean `x0`'s. The noise the
 /// target sees is then what takes `√ᾱ_t·x₀` to `x_t`:
 /// `ε' = ε + √ᾱ_t/√(1−ᾱ_t)·(start − x₀)` (for x₀-prediction the target is `x0` either way).
-/// With `start = x0` this is [`adaptor_loss`].
+/// With `start` the tensor `x0` itself this is [`adaptor_loss`], computed the same way.
 #[allow(clippy::too_many_arguments)]
 pub fn adaptor_loss_from(
     unet: &UNet2DConditionModel,
@@ -53,7 +53,10 @@ pub fn adaptor_loss_from(
     scale: f64,
 ) -> Result<Tensor> {
     let (x_t, target) = noised_from(sched, x0, start, noise, timesteps)?;
-    adaptor_mse(unet, adaptor, &x_t, &target, timesteps, ctx_s, ctx_r, hint, scale)
+    let ts: Vec<f32> = timesteps.iter().map(|&t| t as f32).collect();
+    let control = adaptor.forward(&x_t, &ts, ctx_r, hint, scale)?;
+    let pred = unet.forward(&x_t, &ts, ctx_s, Some(&control))?;
+    Ok((pred - target)?.sqr()?.mean_all()?)
 }
 
 /// `start` noised to each sample's timestep, and the target of the clean `x0` from there.
@@ -65,6 +68,9 @@ fn noised_from(
     timesteps: &[usize],
 ) -> Result<(Tensor, Tensor)> {
     let x_t = sched.add_noise(start, noise, timesteps)?;
+    if start.id() == x0.id() {
+        return Ok((x_t, sched.target(x0, noise, timesteps)?));
+    }
     if sched.prediction_type == PredictionType::Sample {
         return Ok((x_t, x0.clone()));
     }
@@ -83,24 +89,6 @@ fn noised_from(
     let eps = (noise + (start - x0)?.broadcast_mul(&k)?)?;
     let target = sched.target(x0, &eps, timesteps)?;
     Ok((x_t, target))
-}
-
-#[allow(clippy::too_many_arguments)]
-fn adaptor_mse(
-    unet: &UNet2DConditionModel,
-    adaptor: &Adaptor,
-    x_t: &Tensor,
-    target: &Tensor,
-    timesteps: &[usize],
-    ctx_s: &Tensor,
-    ctx_r: &Tensor,
-    hint: &Tensor,
-    scale: f64,
-) -> Result<Tensor> {
-    let ts: Vec<f32> = timesteps.iter().map(|&t| t as f32).collect();
-    let control = adaptor.forward(x_t, &ts, ctx_r, hint, scale)?;
-    let pred = unet.forward(x_t, &ts, ctx_s, Some(&control))?;
-    Ok((pred - target)?.sqr()?.mean_all()?)
 }
 
 /// The backbone objective: the UNet (with a text context) predicts the target.

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::data::Dataset;
 use super::optim::{AdamW, AdamWConfig, Ema};
-use super::step::{adaptor_loss, adaptor_loss_from, backbone_loss};
+use super::step::{adaptor_loss_from, backbone_loss};
 use super::vars::VarStore;
 use crate::degrade::{self, ops, ParamConfig, RealEsrganConfig, Rgb};
 use crate::error::{Error, Result};
@@ -810,7 +810,8 @@ impl Run {
                 } else {
                     vec![false; b]
                 };
-                let y_lat = if adaptor.hint_mode() == HintMode::Latent || from_degraded.contains(&true) {
+                let any_degraded = from_degraded.contains(&true);
+                let y_lat = if adaptor.hint_mode() == HintMode::Latent || any_degraded {
                     Some(self.latents(&degraded)?)
                 } else {
                     None
@@ -822,14 +823,16 @@ impl Run {
                     }
                     (HintMode::Pixel, _) => ((to_tensor(&degraded)? + 1.0)? / 2.0)?,
                 };
+                // Per sample, the clean latent or the degraded one; `x0` itself when none is
+                // degraded (the plain objective).
                 let start = match &y_lat {
-                    Some(z) if from_degraded.contains(&true) => {
+                    Some(z) if any_degraded => {
                         let mask: Vec<f32> =
                             from_degraded.iter().map(|&d| if d { 1.0 } else { 0.0 }).collect();
                         let mask = Tensor::from_vec(mask, (b, 1, 1, 1), &Device::Cpu)?;
-                        Some(((&x0 + (z - &x0)?.broadcast_mul(&mask)?)?).detach())
+                        ((&x0 + (z - &x0)?.broadcast_mul(&mask)?)?).detach()
                     }
-                    _ => None,
+                    _ => x0.clone(),
                 };
                 let ctx_s = text.forward(&self.tokens.ids(&caps)?)?.last_hidden_state;
                 let ids_r = self.tokens.ids(&prompts)?;
@@ -837,33 +840,19 @@ impl Run {
                     Some((enc, _)) => enc.forward(&ids_r)?.last_hidden_state,
                     None => text.forward(&ids_r)?.last_hidden_state,
                 };
-                match &start {
-                    None => adaptor_loss(
-                        unet,
-                        adaptor,
-                        &self.sched,
-                        &x0,
-                        &noise,
-                        &ts,
-                        &ctx_s,
-                        &ctx_r,
-                        &hint,
-                        1.0,
-                    ),
-                    Some(s) => adaptor_loss_from(
-                        unet,
-                        adaptor,
-                        &self.sched,
-                        &x0,
-                        s,
-                        &noise,
-                        &ts,
-                        &ctx_s,
-                        &ctx_r,
-                        &hint,
-                        1.0,
-                    ),
-                }
+                adaptor_loss_from(
+                    unet,
+                    adaptor,
+                    &self.sched,
+                    &x0,
+                    &start,
+                    &noise,
+                    &ts,
+                    &ctx_s,
+                    &ctx_r,
+                    &hint,
+                    1.0,
+                )
             }
         }
     }
