@@ -310,6 +310,31 @@ def make_spire_adaptor(unet):
     (out / "config.json").write_text(json.dumps(cfg, indent=2, default=list))
 
 
+def make_controlnet_prompt_embedding():
+    """A tiny ControlNet with diffusers' `class_embed_type="projection"` (SPIRE's prompt
+    embedding): the restoration prompt's pooled embedding, `class_labels = pooled`, through
+    `class_embedding` into the time embedding."""
+    from diffusers import ControlNetModel, UNet2DConditionModel
+    unet = UNet2DConditionModel.from_pretrained(FIX / "tiny-sd1" / "unet").eval()
+    base = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 16, 16))
+    cfg = {k: v for k, v in dict(base.config).items() if not k.startswith("_")}
+    cfg.update(class_embed_type="projection", projection_class_embeddings_input_dim=32)
+    torch.manual_seed(55)
+    cn = randomize(ControlNetModel(**cfg), 550).eval()
+    cn.save_pretrained(FIX / "tiny-controlnet-pe", safe_serialization=True)
+    sample = rand(56, 2, 4, 16, 16)
+    ctx = rand(57, 2, 77, 32)
+    cond = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(58))
+    pooled = rand(59, 2, 32)
+    t = torch.tensor([40.0, 900.0])
+    with torch.no_grad():
+        down, mid = cn(sample, t, encoder_hidden_states=ctx, controlnet_cond=cond, conditioning_scale=0.7,
+                       class_labels=pooled, return_dict=False)
+    ref = {"sample": sample, "timesteps": t, "context": ctx, "pooled": pooled, "cond": cond, "mid": mid}
+    ref.update({f"down.{i}": d for i, d in enumerate(down)})
+    save_ref("controlnet-pe", ref)
+
+
 PIPELINE_PROMPT = "a red motorcycle in a workshop"
 
 
@@ -438,7 +463,13 @@ TRAIN_GRADS = [
 ]
 
 
-def make_train_step():
+def make_train_step_prompt_embedding():
+    """`make_train_step` with the adaptor's prompt embedding (`class_embed_type="projection"`,
+    `class_labels` = a pooled restoration embedding): its own adaptor folder and reference."""
+    make_train_step(prompt_embedding=True)
+
+
+def make_train_step(prompt_embedding=False):
     """One adaptor training step in PyTorch: the SPIRE adaptor (ControlNet body, latent hint,
     modulation) on the frozen tiny SD1 UNet, ε-prediction MSE, gradients, one AdamW step.
 
@@ -456,7 +487,25 @@ def make_train_step():
     sched = DDPMScheduler.from_pretrained(sd / "scheduler")
     w = load_file(FIX / "tiny-spire-adaptor" / "diffusion_pytorch_model.safetensors")
     cn = ControlNetModel.from_unet(unet)
-    body = {k: v for k, v in w.items() if k.split(".")[0] in ("conv_in", "time_embedding", "down_blocks", "mid_block")}
+    parts = ("conv_in", "time_embedding", "down_blocks", "mid_block")
+    if prompt_embedding:
+        from diffusers.models.embeddings import TimestepEmbedding
+        from safetensors.torch import save_file
+        temb = unet.time_embedding.linear_2.out_features
+        ge = torch.Generator().manual_seed(910)
+        w["class_embedding.linear_1.weight"] = 0.1 * torch.randn(temb, 32, generator=ge)
+        w["class_embedding.linear_1.bias"] = 0.1 * torch.randn(temb, generator=ge)
+        w["class_embedding.linear_2.weight"] = 0.05 * torch.randn(temb, temb, generator=ge)
+        w["class_embedding.linear_2.bias"] = 0.05 * torch.randn(temb, generator=ge)
+        out_dir = FIX / "tiny-spire-adaptor-pe"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in w.items()}, out_dir / "diffusion_pytorch_model.safetensors")
+        cfg = json.loads((FIX / "tiny-spire-adaptor" / "config.json").read_text())
+        cfg.update(class_embed_type="projection", projection_class_embeddings_input_dim=32)
+        (out_dir / "config.json").write_text(json.dumps(cfg, indent=2))
+        cn.class_embedding = TimestepEmbedding(32, temb)
+        parts = parts + ("class_embedding",)
+    body = {k: v for k, v in w.items() if k.split(".")[0] in parts}
     cn.load_state_dict(body, strict=False)
     cn.controlnet_cond_embedding = nn.Identity()
     n_skips = len(cn.controlnet_down_blocks)
@@ -474,6 +523,7 @@ def make_train_step():
     ctx_s = torch.randn(2, 77, 32, generator=g)
     ctx_r = torch.randn(2, 77, 32, generator=g)
     hint = torch.randn(2, 4, 16, 16, generator=g)
+    pooled_r = torch.randn(2, 32, generator=g) if prompt_embedding else None
     scale = 0.8
     x_t = sched.add_noise(x0, noise, t)
 
@@ -481,7 +531,8 @@ def make_train_step():
         return torch.nn.functional.conv2d(x, extra[f"{name}.weight"], extra[f"{name}.bias"], padding=padding)
 
     cond = conv(hint, "latent_hint_conv", 1)
-    down, mid = cn(x_t, t, encoder_hidden_states=ctx_r, controlnet_cond=cond, conditioning_scale=1.0, return_dict=False)
+    down, mid = cn(x_t, t, encoder_hidden_states=ctx_r, controlnet_cond=cond, conditioning_scale=1.0,
+                   class_labels=pooled_r, return_dict=False)
 
     with torch.no_grad():
         emb = unet.time_embedding(unet.time_proj(t).to(x_t.dtype))
@@ -503,13 +554,17 @@ def make_train_step():
     loss.backward()
     out = {"x0": x0, "noise": noise, "t": t.float(), "ctx_s": ctx_s, "ctx_r": ctx_r, "hint": hint,
            "loss": loss.detach().reshape(1)}
-    for k in TRAIN_GRADS:
+    names = TRAIN_GRADS
+    if prompt_embedding:
+        out["pooled_r"] = pooled_r
+        names = TRAIN_GRADS + ["class_embedding.linear_1.weight", "class_embedding.linear_2.bias"]
+    for k in names:
         out[f"grad.{k}"] = params[k].grad.detach().clone()
     opt = torch.optim.AdamW(list(params.values()), lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
     opt.step()
-    for k in TRAIN_GRADS:
+    for k in names:
         out[f"after.{k}"] = params[k].detach().clone()
-    save_ref("train-step", out)
+    save_ref("train-step-pe" if prompt_embedding else "train-step", out)
 
 
 def make_colorfix():
@@ -939,7 +994,7 @@ def main():
     from transformers import CLIPTextModel, CLIPTokenizer
 
     if FIX.exists():
-        for sub in ["tiny-sd1", "tiny-sd2", "tiny-controlnet", "tiny-spire-adaptor", "tiny-clip", "ref", "tokenizer"]:
+        for sub in ["tiny-sd1", "tiny-sd2", "tiny-controlnet", "tiny-controlnet-pe", "tiny-spire-adaptor", "tiny-spire-adaptor-pe", "tiny-clip", "ref", "tokenizer"]:
             shutil.rmtree(FIX / sub, ignore_errors=True)
     FIX.mkdir(parents=True, exist_ok=True)
 
@@ -1011,6 +1066,7 @@ def main():
     ref.update({f"down.{i}": d for i, d in enumerate(down)})
     save_ref("controlnet", ref)
     make_spire_adaptor(unet)
+    make_controlnet_prompt_embedding()
 
     # ---- model_index / scheduler for the tiny pipelines
     for flavour, pred in [("tiny-sd1", "epsilon"), ("tiny-sd2", "v_prediction")]:
@@ -1027,6 +1083,7 @@ def main():
     make_pipeline()
     make_degradations()
     make_train_step()
+    make_train_step_prompt_embedding()
     make_colorfix()
     make_consistency()
     make_metrics()

@@ -7,9 +7,15 @@ fusion f*(1+gamma)+beta at every skip and the mid block, its own restoration-pro
 prompt dropout 0.2 — trained on pairs from an OpenCV/PIL transcription of the parameterized
 degradation. Every 500 steps it prints, on 40 held-out 64x64 crops, the PSNR of the degraded
 input, of one step from pure noise (t = 999) blind and with the true prompt, and of a 10-step
-DDIM from pure noise. Used for the measurements in docs/builtin-model.md; not part of the recipe.
+DDIM from pure noise, and a prompt-space walk of the network alone: 16 held-out crops blurred
+(sigma 2) and noised (0.12), restored in one step with "Deblur with sigma s", s = 1..4, with the
+gradient gain of each (the slope of the output's luma gradients on the clean crop's).
+Used for the measurements in docs/builtin-model.md; not part of the recipe.
 
     python scripts/explore/tiny_adaptor.py --model BACKBONE_DIR [--steps N] [--lr LR] [--hint_init zero|default]
+        [--temb 0|1|2|3]   prompt embedding into the adaptor's time embedding (diffusers class_embed_type
+                           "projection"): 1 the pooled output (as spire-core), 2 the token mean, 3 the last token
+        [--deg_p P]        noise that fraction of the samples from the degraded latent (degraded_start)
 
 BACKBONE_DIR: a folder with unet/, scheduler/, text_encoder/, restoration_text_encoder/ (e.g. one
 written by tiny_backbone.py). Needs torch, diffusers, transformers, opencv-python, pillow.
@@ -36,6 +42,8 @@ ap.add_argument('--tmin', type=int, default=0)
 ap.add_argument('--tmax', type=int, default=1000, help='train on timesteps in [tmin, tmax)')
 ap.add_argument('--strength', type=float, default=1.0, help='evaluate from the input noised to t = strength*1000-1 (SPIRE.md 2.4)')
 ap.add_argument('--steps_eval', type=int, default=10, help='DDIM steps of the multi-step evaluation')
+ap.add_argument('--temb', type=int, default=0, help='add the pooled restoration embedding to the adaptor time embedding')
+ap.add_argument('--deg_p', type=float, default=0.0)
 ap.add_argument('--xt_from', default='clean', choices=['clean', 'degraded'],
                 help='train on x_t noised from the clean image (diffusion) or from the degraded one (as restoring from the noised input does)')
 a = ap.parse_args()
@@ -60,6 +68,13 @@ for n, m in cn.named_modules():
     if n.endswith('attn2.to_k') or n.endswith('attn2.to_v'):
         m.reset_parameters()
 C0 = unet.config.block_out_channels[0]
+from diffusers.models.embeddings import TimestepEmbedding
+TEMB = unet.time_embedding.linear_2.out_features
+if a.temb:
+    ce = TimestepEmbedding(rte.config.hidden_size, TEMB)
+    nn.init.zeros_(ce.linear_2.weight); nn.init.zeros_(ce.linear_2.bias)
+    cn.class_embedding = ce
+
 # Pixel-shuffle factor from the backbone's input channels (3·f²): 4 for the recipe, 2 for
 # tiny_backbone.py with FACTOR=2.
 FACTOR = int(round((unet.config.in_channels / 3) ** 0.5))
@@ -136,7 +151,8 @@ def ids(texts):
 
 def forward(xt, t, ctx_s, ctx_r, hint):
     cond = hint_conv(hint)
-    down, mid = cn(xt, t, encoder_hidden_states=ctx_r, controlnet_cond=cond, conditioning_scale=1.0, return_dict=False)
+    ctx_r, pooled = ctx_r
+    down, mid = cn(xt, t, encoder_hidden_states=ctx_r, controlnet_cond=cond, conditioning_scale=1.0, return_dict=False, class_labels={1: pooled, 2: ctx_r.mean(1), 3: ctx_r[:, -1]}.get(a.temb))
     with torch.no_grad():
         emb = unet.time_embedding(unet.time_proj(t).to(xt.dtype))
         h = unet.conv_in(xt); skips = [h]
@@ -177,8 +193,8 @@ def evaluate():
     rte.eval()
     with torch.no_grad():
         X = lat([e[0] for e in EV]); Y = lat([e[1] for e in EV])
-        cr = rte(ids([e[2] for e in EV])).last_hidden_state
-        cb = rte(ids(['Remove all degradation'] * len(EV))).last_hidden_state
+        o_ = rte(ids([e[2] for e in EV])); cr = (o_.last_hidden_state, o_.pooler_output)
+        o_ = rte(ids(['Remove all degradation'] * len(EV))); cb = (o_.last_hidden_state, o_.pooler_output)
         cs = empty_s.expand(len(EV), -1, -1)
         g = torch.Generator().manual_seed(5)
         z = torch.randn(X.shape, generator=g).to(DEV)
@@ -214,9 +230,39 @@ def evaluate():
     for k, r in rows.items():
         print(f"  {k:32s} degraded {np.mean(r[0]):.2f} blind1 {np.mean(r[1]):.2f} true1 {np.mean(r[2]):.2f} ddim10 {np.mean(r[3]):.2f}", flush=True)
 
+WK = []
+wrng = random.Random(77)
+for im in tests:
+    for _ in range(4):
+        h, w, _ = im.shape; y0 = wrng.randint(0, h - 64); x0 = wrng.randint(0, w - 64)
+        c = im[y0:y0 + 64, x0:x0 + 64]
+        d, _p = degrade(c, wrng, {'blur': 2.0, 'noise': 0.12})
+        WK.append((c, d))
+def gg(o, c):
+    g = lambda v: np.concatenate([np.diff(v.mean(-1), axis=0).ravel(), np.diff(v.mean(-1), axis=1).ravel()])
+    go, gc = g(o), g(c)
+    return float((go * gc).sum() / (gc * gc).sum())
+def walk():
+    rte.eval()
+    with torch.no_grad():
+        X = lat([e[0] for e in WK]); Y = lat([e[1] for e in WK])
+        cs = empty_s.expand(len(WK), -1, -1)
+        g = torch.Generator().manual_seed(5)
+        z = torch.randn(X.shape, generator=g).to(DEV)
+        t0_ = int(round(a.strength * 1000)) - 1
+        t = torch.full((len(WK),), t0_, device=DEV)
+        z = s.add_noise(Y, z, t)
+        line = []
+        for sg_ in [1.0, 2.0, 3.0, 4.0]:
+            o_ = rte(ids([f'Deblur with sigma {sg_:.1f}'] * len(WK)))
+            x0 = to_x0(forward(z, t, cs, (o_.last_hidden_state, o_.pooler_output), Y), z, t)
+            im_ = ((F.pixel_shuffle(x0 / SCALE, FACTOR) + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
+            line.append(f"s{sg_:.0f} gg {np.mean([gg(im_[i], WK[i][0]) for i in range(len(WK))]):.4f} psnr {np.mean([psnr(im_[i], WK[i][0]) for i in range(len(WK))]):.2f}")
+        print('  walk input gg', round(np.mean([gg(e[1], e[0]) for e in WK]), 4), ' | '.join(line), flush=True)
+    rte.train()
 t0 = time.time()
 B = 8
-evaluate()
+evaluate(); walk()
 for step in range(1, a.steps + 1):
     xs, ys, ps, cs_ = [], [], [], []
     for _ in range(B):
@@ -228,9 +274,9 @@ for step in range(1, a.steps + 1):
     X, Y = lat(xs), lat(ys)
     with torch.no_grad():
         ctx_s = te(ids(cs_)).last_hidden_state
-    ctx_r = rte(ids(ps)).last_hidden_state
+    o_ = rte(ids(ps)); ctx_r = (o_.last_hidden_state, o_.pooler_output)
     noise = torch.randn_like(X); t = torch.randint(a.tmin, a.tmax, (B,)).to(DEV)
-    if a.xt_from == 'degraded':
+    if a.xt_from == 'degraded' or (a.deg_p > 0 and rng.random() < a.deg_p):
         # x_t as at restore time; the target is whatever decodes to the clean X from this x_t.
         xt = s.add_noise(Y, noise, t)
         ac = s.alphas_cumprod[t.cpu()].view(-1, 1, 1, 1).to(DEV); al, sg = ac.sqrt(), (1 - ac).sqrt()
@@ -242,4 +288,4 @@ for step in range(1, a.steps + 1):
     loss = F.mse_loss(forward(xt, t, ctx_s, ctx_r, Y), tgt)
     opt.zero_grad(); loss.backward(); opt.step()
     if step % 100 == 0: print(step, round(loss.item(), 4), round(time.time() - t0), flush=True)
-    if step % 500 == 0: evaluate()
+    if step % 500 == 0: evaluate(); walk()

@@ -52,10 +52,19 @@ impl TextStack {
 
     /// `[1, 77, hidden]` embedding of `text`.
     fn encode(&self, text: &str, device: &Device, dtype: DType) -> Result<Tensor> {
+        Ok(self.encode_pooled(text, device, dtype)?.0)
+    }
+
+    /// The `[1, 77, hidden]` embedding of `text` and its `[1, hidden]` pooled embedding.
+    fn encode_pooled(&self, text: &str, device: &Device, dtype: DType) -> Result<(Tensor, Tensor)> {
         let ids = self.tokenizer.encode(text)?;
         let n = ids.len();
         let ids = Tensor::from_vec(ids, (1, n), device)?;
-        Ok(self.encoder.forward(&ids)?.last_hidden_state.to_dtype(dtype)?)
+        let out = self.encoder.forward(&ids)?;
+        Ok((
+            out.last_hidden_state.to_dtype(dtype)?,
+            out.pooled.to_dtype(dtype)?,
+        ))
     }
 }
 
@@ -550,6 +559,7 @@ impl Restorer {
             }
         }
         let mut r_ctx: Vec<Option<Tensor>> = vec![None, None];
+        let mut r_pooled: Vec<Option<Tensor>> = vec![None, None];
         let mut s_ctx: Vec<Option<Tensor>> = vec![None, None];
         for &(r, s, _) in &plan.passes {
             if r_ctx[r].is_none() {
@@ -558,7 +568,10 @@ impl Restorer {
                 } else {
                     &c_r
                 };
-                r_ctx[r] = Some(self.encode_restoration_prompt(text)?);
+                let stack = self.inner.restoration_text.as_ref().unwrap_or(&self.inner.text);
+                let (hidden, pooled) = stack.encode_pooled(text, &self.inner.device, self.inner.dtype)?;
+                r_ctx[r] = Some(hidden);
+                r_pooled[r] = Some(pooled);
             }
             if s_ctx[s].is_none() {
                 let text = if s == 0 {
@@ -575,15 +588,19 @@ impl Restorer {
                 .ok_or_else(|| Error::Internal("context not encoded".into()))?;
             Ok(Tensor::cat(&vec![t; n], 0)?)
         };
-        // Adaptor batch: one block of n per distinct restoration context.
-        let adaptor_ctx = Tensor::cat(
-            &plan
-                .r_used
-                .iter()
-                .map(|&r| ctx(&r_ctx, r))
-                .collect::<Result<Vec<_>>>()?,
-            0,
-        )?;
+        // Adaptor batch: one block of n per distinct restoration context (and its pooled
+        // embedding, for an adaptor with a prompt embedding).
+        let per_r = |v: &[Option<Tensor>]| -> Result<Tensor> {
+            Ok(Tensor::cat(
+                &plan
+                    .r_used
+                    .iter()
+                    .map(|&r| ctx(v, r))
+                    .collect::<Result<Vec<_>>>()?,
+                0,
+            )?)
+        };
+        let adaptor_ctx = (per_r(&r_ctx)?, per_r(&r_pooled)?);
         let unet_ctx = Tensor::cat(
             &plan
                 .passes
@@ -797,7 +814,7 @@ impl Inner {
         x_in: &Tensor,
         t: f32,
         hint: &Tensor,
-        adaptor_ctx: &Tensor,
+        adaptor_ctx: &(Tensor, Tensor),
         unet_ctx: &Tensor,
         plan: &Passes,
         n: usize,
@@ -809,7 +826,14 @@ impl Inner {
         } else {
             x_in.clone()
         };
-        let control = self.adaptor.forward(&x_adaptor, &[t], adaptor_ctx, hint, scale)?;
+        let control = self.adaptor.forward(
+            &x_adaptor,
+            &[t],
+            &adaptor_ctx.0,
+            Some(&adaptor_ctx.1),
+            hint,
+            scale,
+        )?;
         let control = expand_control(&control, plan, n)?;
         let x_unet = if plan.passes.len() > 1 {
             Tensor::cat(&vec![x_in; plan.passes.len()], 0)?

@@ -50,7 +50,7 @@ fn fresh_modulation_adaptor_leaves_backbone_bit_identical() {
         let (adaptor, _vars) = fresh_adaptor(&unet, &w, mode);
         let hint = hint_for(mode, 3, 16, 16);
         let control = adaptor
-            .forward(&r["sample"], &ts, &r["context"], &hint, 1.0)
+            .forward(&r["sample"], &ts, &r["context"], None, &hint, 1.0)
             .unwrap();
         assert_eq!(control.down.len(), unet.num_skips());
         // The adaptor's weights are training variables here, which switches LayerNorm and
@@ -111,7 +111,7 @@ fn gamma_and_beta_receive_gradients_through_the_backbone() {
     let ts = timesteps(&r["timesteps"]);
     let hint = hint_for(HintMode::Latent, 3, 16, 16);
     let control = adaptor
-        .forward(&r["sample"], &ts, &r["context"], &hint, 1.0)
+        .forward(&r["sample"], &ts, &r["context"], None, &hint, 1.0)
         .unwrap();
     let out = unet
         .forward(&r["sample"], &ts, &r["context"], Some(&control))
@@ -172,10 +172,10 @@ fn conditioning_scale_scales_gamma_and_beta() {
     let ts = timesteps(&r["timesteps"]);
     let hint = hint_for(HintMode::Latent, 3, 16, 16);
     let c1 = adaptor
-        .forward(&r["sample"], &ts, &r["context"], &hint, 1.0)
+        .forward(&r["sample"], &ts, &r["context"], None, &hint, 1.0)
         .unwrap();
     let c05 = adaptor
-        .forward(&r["sample"], &ts, &r["context"], &hint, 0.5)
+        .forward(&r["sample"], &ts, &r["context"], None, &hint, 0.5)
         .unwrap();
     for (a, b) in c1.down.iter().zip(&c05.down) {
         let (Injection::Modulate { gamma: g1, beta: b1 }, Injection::Modulate { gamma: g2, beta: b2 }) =

@@ -108,7 +108,7 @@ fn controlnet_as_pixel_additive_adaptor_equals_diffusers() {
     let cn = Adaptor::from_dir(&fixtures().join("tiny-controlnet"), &opts()).unwrap();
     let ts = timesteps(&r["timesteps"]);
     let control = cn
-        .forward(&r["sample"], &ts, &r["context"], &r["cond"], 0.7)
+        .forward(&r["sample"], &ts, &r["context"], None, &r["cond"], 0.7)
         .unwrap();
     assert_eq!(control.down.len(), 6);
     for (i, inj) in control.down.iter().enumerate() {
@@ -131,6 +131,85 @@ fn controlnet_as_pixel_additive_adaptor_equals_diffusers() {
     // And the residuals matter: without them the output differs.
     let plain = unet.forward(&r["sample"], &ts, &r["context"], None).unwrap();
     assert!(common::max_abs_diff(&plain, &r["unet_out"]) > 1e-3);
+}
+
+/// SPIRE's prompt embedding is diffusers' `class_embed_type="projection"` fed the pooled
+/// restoration-prompt embedding.
+#[test]
+fn controlnet_prompt_embedding_equals_diffusers_projection_class_embedding() {
+    let r = reference("controlnet-pe");
+    let dir = fixtures().join("tiny-controlnet-pe");
+    let cn = Adaptor::from_dir(&dir, &opts()).unwrap();
+    assert!(cn.config().prompt_embedding);
+    let ts = timesteps(&r["timesteps"]);
+    let control = cn
+        .forward(
+            &r["sample"],
+            &ts,
+            &r["context"],
+            Some(&r["pooled"]),
+            &r["cond"],
+            0.7,
+        )
+        .unwrap();
+    let down = |c: &Control, i: usize| -> Tensor {
+        let Injection::Add(t) = &c.down[i] else {
+            panic!("additive expected")
+        };
+        t.clone()
+    };
+    for i in 0..control.down.len() {
+        assert_close(
+            &format!("controlnet-pe down {i}"),
+            &down(&control, i),
+            &r[&format!("down.{i}")],
+            TOL,
+        );
+    }
+    let Some(Injection::Add(mid)) = &control.mid else {
+        panic!("mid")
+    };
+    assert_close("controlnet-pe mid", mid, &r["mid"], TOL);
+    // The embedding reads the prompt: another pooled embedding changes even the first skip
+    // signal, which sees no cross-attention; without one the adaptor says what it needs.
+    let other = (&r["pooled"] * 0.5).unwrap();
+    let moved = cn
+        .forward(&r["sample"], &ts, &r["context"], Some(&other), &r["cond"], 0.7)
+        .unwrap();
+    assert!(common::max_abs_diff(&down(&moved, 1), &down(&control, 1)) > 1e-3);
+    let err = cn
+        .forward(&r["sample"], &ts, &r["context"], None, &r["cond"], 0.7)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("pooled"), "{err}");
+
+    // The config round-trips, and a wrong projection width is named.
+    let text = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    let cfg = spire_core::model::AdaptorConfig::from_json_str(&text).unwrap();
+    let back = spire_core::model::AdaptorConfig::from_json_str(&cfg.to_json().to_string()).unwrap();
+    assert_eq!(back, cfg);
+    let bad = text.replace(
+        "\"projection_class_embeddings_input_dim\": 32",
+        "\"projection_class_embeddings_input_dim\": 31",
+    );
+    let err = spire_core::model::AdaptorConfig::from_json_str(&bad)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("projection_class_embeddings_input_dim") && err.contains("32"),
+        "{err}"
+    );
+    let bad = text.replace(
+        "\"class_embed_type\": \"projection\"",
+        "\"class_embed_type\": \"timestep\"",
+    );
+    let err = spire_core::model::AdaptorConfig::from_json_str(&bad)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("class_embed_type") && err.contains("timestep"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! One adaptor training step equals PyTorch's (fixture from `scripts/make_fixtures.py`): the
 //! loss, the gradients of several adaptor tensors (fusion heads, hint conv, body convs, time
-//! embedding), and their values after one AdamW step.
+//! embedding; with a prompt embedding also its `class_embedding`), and their values after one
+//! AdamW step.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -38,12 +39,23 @@ fn rel(a: &Tensor, b: &Tensor) -> f32 {
 
 #[test]
 fn adaptor_step_equals_pytorch() {
-    let r = reference("train-step");
+    step_equals_pytorch("train-step", "tiny-spire-adaptor", false, 178, &NAMES);
+}
+
+#[test]
+fn adaptor_step_with_prompt_embedding_equals_pytorch() {
+    let mut names = NAMES.to_vec();
+    names.extend(["class_embedding.linear_1.weight", "class_embedding.linear_2.bias"]);
+    step_equals_pytorch("train-step-pe", "tiny-spire-adaptor-pe", true, 182, &names);
+}
+
+fn step_equals_pytorch(reference_name: &str, adaptor_dir: &str, pooled: bool, n_vars: usize, names: &[&str]) {
+    let r = reference(reference_name);
     let unet =
         UNet2DConditionModel::from_dir(&fixtures().join("tiny-sd1/unet"), &LoadOptions::default()).unwrap();
     let sched =
         SchedulerConfig::from_file(&fixtures().join("tiny-sd1/scheduler/scheduler_config.json")).unwrap();
-    let adir = fixtures().join("tiny-spire-adaptor");
+    let adir = fixtures().join(adaptor_dir);
     let weights: HashMap<String, Tensor> =
         candle_core::safetensors::load(adir.join("diffusion_pytorch_model.safetensors"), &Device::Cpu)
             .unwrap();
@@ -51,7 +63,7 @@ fn adaptor_step_equals_pytorch() {
     let cfg = AdaptorConfig::from_json_str(&cfg_text).unwrap();
     let store = VarStore::new(0, &Device::Cpu).with_source(move |k| weights.get(k).cloned());
     let adaptor = Adaptor::new(&cfg, store.var_builder()).unwrap();
-    assert_eq!(store.len(), 178, "every adaptor tensor is a variable");
+    assert_eq!(store.len(), n_vars, "every adaptor tensor is a variable");
 
     let t: Vec<usize> = r["t"]
         .to_vec1::<f32>()
@@ -68,6 +80,7 @@ fn adaptor_step_equals_pytorch() {
         &t,
         &r["ctx_s"],
         &r["ctx_r"],
+        pooled.then(|| &r["pooled_r"]),
         &r["hint"],
         0.8,
     )
@@ -86,7 +99,7 @@ fn adaptor_step_equals_pytorch() {
             by_name.insert(name, g.clone());
         }
     }
-    for name in NAMES {
+    for &name in names {
         let g = by_name
             .get(name)
             .unwrap_or_else(|| panic!("no gradient for {name}"));
@@ -107,7 +120,7 @@ fn adaptor_step_equals_pytorch() {
     )
     .unwrap();
     opt.step(&by_name).unwrap();
-    for name in NAMES {
+    for &name in names {
         let v = store.get(name).unwrap();
         let d = common::max_abs_diff(v.as_tensor(), &r[&format!("after.{name}")]);
         // The first Adam step moves each weight by about lr·g/(|g| + ε): where |g| is near

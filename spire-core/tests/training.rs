@@ -251,3 +251,53 @@ fn degraded_start_is_validated_and_changes_the_adaptor_run() {
     );
     assert_eq!(degraded, again, "same seed, same weights");
 }
+
+#[test]
+fn prompt_embedding_trains_from_zero_and_the_model_restores() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("photos");
+    photos(&data);
+    let model = tmp.path().join("model");
+    train(&backbone(&data, &model, 2), &mut |_| true).unwrap();
+    // Only the adaptor has a prompt embedding.
+    let mut j = serde_json::to_value(backbone(&data, &tmp.path().join("x"), 1)).unwrap();
+    j["prompt_embedding"] = serde_json::json!(true);
+    let path = tmp.path().join("pe.json");
+    std::fs::write(&path, j.to_string()).unwrap();
+    let err = TrainConfig::from_file(&path).unwrap_err().to_string();
+    assert!(err.contains("prompt_embedding"), "{err}");
+
+    let out = tmp.path().join("pe");
+    let mut cfg = adaptor(&data, &out, &model, 2);
+    cfg.prompt_embedding = Some(true);
+    train(&cfg, &mut |_| true).unwrap();
+    let text = std::fs::read_to_string(out.join("adaptor/config.json")).unwrap();
+    let c: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(c["class_embed_type"], "projection");
+    assert_eq!(c["projection_class_embeddings_input_dim"], 16);
+    let w = weights(&out.join("adaptor/diffusion_pytorch_model.safetensors"));
+    let get = |k: &str| &w.iter().find(|(n, _)| n == k).unwrap_or_else(|| panic!("{k}")).1;
+    // linear_2 starts at zero (the embedding adds nothing at first) and training moves it.
+    assert!(get("class_embedding.linear_2.weight").iter().any(|v| *v != 0.0));
+    assert_eq!(get("class_embedding.linear_1.weight").len(), 16 * 64);
+
+    // The folder and its built-in export load and restore.
+    let r = spire_core::Restorer::from_pretrained(&out, &Default::default()).unwrap();
+    let b = spire_core::builtin::load(&spire_core::builtin::export(&out).unwrap(), "test").unwrap();
+    let px = common::test_rgb8(20, 12);
+    let view = spire_core::ImageView::rgb8(20, 12, &px).unwrap();
+    let opts = |text: &str| {
+        spire_core::RestoreOptions {
+            num_inference_steps: 2,
+            strength: 0.5,
+            consistency: 0.0,
+            ..Default::default()
+        }
+        .with_restoration_text(text)
+        .unwrap()
+    };
+    for restorer in [&r, &b] {
+        let a = restorer.restore(&view, &opts("Deblur with sigma 1.0")).unwrap();
+        assert_eq!((a.width, a.height), (20, 12));
+    }
+}

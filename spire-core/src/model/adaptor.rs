@@ -11,13 +11,21 @@
 //! `modulation_down_blocks.{i}.gamma|beta` and `modulation_mid_block.gamma|beta`, applied as
 //! `f ⊙ (1 + s·γ) + s·β`). With `pixel` + `additive` any diffusers `ControlNetModel` checkpoint
 //! loads unchanged.
+//!
+//! Prompt embedding (optional, `"class_embed_type": "projection"`): the restoration prompt's
+//! pooled embedding (the text encoder's `pooler_output`: its end-of-text token) goes through a
+//! `class_embedding` (diffusers `TimestepEmbedding`, its `linear_2` starting at zero) and is
+//! added to the time embedding, so the prompt reaches every resnet of the body — also the
+//! first, full-resolution block, which has no cross-attention. It is diffusers'
+//! `ControlNetModel` with `class_embed_type="projection"` and `class_labels = pooled`.
 
 use candle_core::{Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::blocks::{DownBlock, MidBlock};
 use super::config::{Json, UNetConfig};
-use super::nn::{conv2d, zero_conv2d, Conv2d};
+use super::embeddings::TimestepEmbedding;
+use super::nn::{conv2d, zero_conv2d, Activation, Conv2d};
 use super::unet::{down_blocks, mid_block, Control, Injection, TimeEmbed};
 use crate::train::VarStore;
 
@@ -74,13 +82,50 @@ pub struct AdaptorConfig {
     pub conditioning_embedding_out_channels: Vec<usize>,
     /// Image channels of the pixel hint.
     pub conditioning_channels: usize,
+    /// The restoration prompt's pooled embedding added to the time embedding (module docs).
+    pub prompt_embedding: bool,
 }
 
 impl AdaptorConfig {
     /// Reads `adaptor/config.json` (a diffusers `ControlNetModel` config, plus our optional
     /// `hint_mode` and `fusion` keys; without them it is a plain ControlNet: pixel, additive).
     pub(crate) fn from_json(j: &Json) -> crate::Result<Self> {
-        let body = UNetConfig::from_json(j, true)?;
+        let prompt_embedding = match j.str_or("class_embed_type", "")? {
+            "" => false,
+            "projection" => true,
+            other => {
+                return Err(j.err(
+                    "class_embed_type",
+                    format!("`{other}` is not supported (only \"projection\", for the prompt embedding)"),
+                ))
+            }
+        };
+        // The body is a plain UNet down path; the class embedding is read here.
+        let mut plain = j.map.clone();
+        plain.remove("class_embed_type");
+        let projection_dim = plain.remove("projection_class_embeddings_input_dim");
+        let body = UNetConfig::from_json(
+            &Json {
+                path: j.path,
+                map: plain,
+            },
+            true,
+        )?;
+        if prompt_embedding {
+            let ctx = body.cross_attention_dim[0];
+            match projection_dim.as_ref().and_then(|v| v.as_u64()) {
+                Some(d) if d as usize == ctx => {}
+                _ => {
+                    return Err(j.err(
+                        "projection_class_embeddings_input_dim",
+                        format!(
+                            "must equal the restoration context's width {ctx} (cross_attention_dim), got {}",
+                            projection_dim.map_or("nothing".to_string(), |v| v.to_string())
+                        ),
+                    ))
+                }
+            }
+        }
         let hint_mode = match j.str_or("hint_mode", "pixel")? {
             "latent" => HintMode::Latent,
             "pixel" => HintMode::Pixel,
@@ -112,6 +157,7 @@ impl AdaptorConfig {
             body,
             hint_mode,
             fusion,
+            prompt_embedding,
         })
     }
 
@@ -132,6 +178,7 @@ impl AdaptorConfig {
             hint_channels,
             conditioning_embedding_out_channels: vec![16, 32, 96, 256],
             conditioning_channels: 3,
+            prompt_embedding: false,
         }
     }
 
@@ -143,7 +190,7 @@ impl AdaptorConfig {
             .iter()
             .map(|&c| if c { "CrossAttnDownBlock2D" } else { "DownBlock2D" })
             .collect();
-        serde_json::json!({
+        let mut j = serde_json::json!({
             "_class_name": "ControlNetModel",
             "in_channels": b.in_channels,
             "block_out_channels": b.block_out_channels,
@@ -167,7 +214,12 @@ impl AdaptorConfig {
             "hint_mode": self.hint_mode.as_str(),
             "fusion": self.fusion.as_str(),
             "hint_channels": self.hint_channels,
-        })
+        });
+        if self.prompt_embedding {
+            j["class_embed_type"] = "projection".into();
+            j["projection_class_embeddings_input_dim"] = b.cross_attention_dim[0].into();
+        }
+        j
     }
 
     /// Channels of every skip feature, in order, then the mid block's.
@@ -249,6 +301,7 @@ enum Heads {
 pub struct Adaptor {
     conv_in: Conv2d,
     time: TimeEmbed,
+    class_embedding: Option<TimestepEmbedding>,
     hint: Hint,
     down_blocks: Vec<DownBlock>,
     mid_block: Option<MidBlock>,
@@ -313,6 +366,16 @@ impl Adaptor {
         Ok(Self {
             conv_in: conv2d(body.in_channels, c0, 3, 1, 1, vb.pp("conv_in"))?,
             time: TimeEmbed::new(body, &vb)?,
+            class_embedding: if cfg.prompt_embedding {
+                Some(TimestepEmbedding::new_zero_out(
+                    body.cross_attention_dim[0],
+                    body.time_embed_dim(),
+                    Activation::Silu,
+                    vb.pp("class_embedding"),
+                )?)
+            } else {
+                None
+            },
             hint,
             down_blocks: down_blocks(body, &vb)?,
             mid_block: mid_block(body, &vb)?,
@@ -348,18 +411,34 @@ impl Adaptor {
         self.config.hint_mode
     }
 
+    /// Whether [`Adaptor::forward`] needs the pooled restoration-prompt embedding.
+    pub fn needs_pooled(&self) -> bool {
+        self.class_embedding.is_some()
+    }
+
     /// Runs the adaptor on the noisy latent `sample` at `timesteps` with the restoration-prompt
-    /// `context` and the `hint` (batch 1 is broadcast), scaling its signals by `scale`.
+    /// `context` (`[b, tokens, d]`) and `pooled` embedding (`[b, d]`; needed only when the
+    /// adaptor has a prompt embedding, ignored otherwise) and the `hint` (batch 1 is
+    /// broadcast), scaling its signals by `scale`.
     pub fn forward(
         &self,
         sample: &Tensor,
         timesteps: &[f32],
         context: &Tensor,
+        pooled: Option<&Tensor>,
         hint: &Tensor,
         scale: f64,
     ) -> Result<Control> {
         let (b, _, _, _) = sample.dims4()?;
-        let temb = self.time.forward(timesteps, b, sample)?;
+        let mut temb = self.time.forward(timesteps, b, sample)?;
+        if let Some(ce) = &self.class_embedding {
+            let Some(pooled) = pooled else {
+                candle_core::bail!(
+                    "this adaptor has a prompt embedding (class_embed_type \"projection\") and needs the pooled restoration-prompt embedding"
+                );
+            };
+            temb = temb.broadcast_add(&ce.forward(&pooled.to_dtype(temb.dtype())?)?)?;
+        }
         let h = self.conv_in.forward(sample)?;
         let cond = match &self.hint {
             Hint::Latent(conv) => conv.forward(hint)?,

@@ -4,7 +4,7 @@
 use candle_core::{Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::nn::{linear, Activation, Linear};
+use super::nn::{linear, zero_linear, Activation, Linear};
 
 /// diffusers `Timesteps`: `[sin(t·f_i), cos(t·f_i)]` with `f_i = exp(-ln(10000)·i/(half − shift))`,
 /// optionally flipped to `[cos, sin]`.
@@ -68,6 +68,18 @@ impl TimestepEmbedding {
         Ok(Self {
             linear_1: linear(d_in, d_out, true, vb.pp("linear_1"))?,
             linear_2: linear(d_out, d_out, true, vb.pp("linear_2"))?,
+            act,
+        })
+    }
+}
+
+impl TimestepEmbedding {
+    /// As [`TimestepEmbedding::new`], with `linear_2` starting at zero when it is a fresh
+    /// training variable, so the embedding adds nothing until it is trained.
+    pub(crate) fn new_zero_out(d_in: usize, d_out: usize, act: Activation, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            linear_1: linear(d_in, d_out, true, vb.pp("linear_1"))?,
+            linear_2: zero_linear(d_out, d_out, vb.pp("linear_2"))?,
             act,
         })
     }

@@ -184,6 +184,15 @@ impl Module for Linear {
     }
 }
 
+/// `nn.Linear(d_in, d_out)` that a fresh training variable starts at zero (a checkpoint's
+/// values are read as usual).
+pub(crate) fn zero_linear(d_in: usize, d_out: usize, vb: VarBuilder) -> Result<Linear> {
+    Ok(Linear {
+        weight: vb.get_with_hints((d_out, d_in), "weight", Init::Const(0.))?,
+        bias: Some(vb.get_with_hints(d_out, "bias", Init::Const(0.))?),
+    })
+}
+
 /// `nn.Linear(d_in, d_out, bias)`.
 pub(crate) fn linear(d_in: usize, d_out: usize, bias: bool, vb: VarBuilder) -> Result<Linear> {
     let bound = 1.0 / (d_in as f64).sqrt();

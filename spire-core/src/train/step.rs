@@ -13,7 +13,8 @@ use crate::scheduler::{PredictionType, SchedulerConfig};
 /// The adaptor objective: the frozen backbone with the adaptor's signals predicts the target.
 ///
 /// `x0`: scaled clean latents; `noise`: ε of the same shape; `timesteps`: one per sample;
-/// `ctx_s`: the backbone's (semantic) context; `ctx_r`: the adaptor's (restoration) context;
+/// `ctx_s`: the backbone's (semantic) context; `ctx_r`: the adaptor's (restoration) context
+/// and `pooled_r` its pooled embedding (for an adaptor with a prompt embedding);
 /// `hint`: the degraded image in the adaptor's hint form.
 #[allow(clippy::too_many_arguments)]
 pub fn adaptor_loss(
@@ -25,11 +26,12 @@ pub fn adaptor_loss(
     timesteps: &[usize],
     ctx_s: &Tensor,
     ctx_r: &Tensor,
+    pooled_r: Option<&Tensor>,
     hint: &Tensor,
     scale: f64,
 ) -> Result<Tensor> {
     adaptor_loss_from(
-        unet, adaptor, sched, x0, x0, noise, timesteps, ctx_s, ctx_r, hint, scale,
+        unet, adaptor, sched, x0, x0, noise, timesteps, ctx_s, ctx_r, pooled_r, hint, scale,
     )
 }
 
@@ -49,12 +51,13 @@ pub fn adaptor_loss_from(
     timesteps: &[usize],
     ctx_s: &Tensor,
     ctx_r: &Tensor,
+    pooled_r: Option<&Tensor>,
     hint: &Tensor,
     scale: f64,
 ) -> Result<Tensor> {
     let (x_t, target) = noised_from(sched, x0, start, noise, timesteps)?;
     let ts: Vec<f32> = timesteps.iter().map(|&t| t as f32).collect();
-    let control = adaptor.forward(&x_t, &ts, ctx_r, hint, scale)?;
+    let control = adaptor.forward(&x_t, &ts, ctx_r, pooled_r, hint, scale)?;
     let pred = unet.forward(&x_t, &ts, ctx_s, Some(&control))?;
     Ok((pred - target)?.sqr()?.mean_all()?)
 }

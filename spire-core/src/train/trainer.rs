@@ -109,6 +109,10 @@ pub struct TrainConfig {
     /// Adaptor mode: `"modulation"` (default) or `"additive"`.
     #[serde(default)]
     pub fusion: Option<String>,
+    /// Adaptor mode: add the restoration prompt's embedding to the adaptor's time embedding
+    /// (`class_embed_type` "projection", see [`crate::model::Adaptor`]); default off.
+    #[serde(default)]
+    pub prompt_embedding: Option<bool>,
     /// Adaptor mode: config of a dedicated restoration-prompt encoder trained with the adaptor
     /// (default: the frozen backbone encoder reads `c_r`).
     #[serde(default)]
@@ -231,6 +235,12 @@ impl TrainConfig {
         if self.degraded_start > 0.0 && self.mode != TrainMode::Adaptor {
             return Err(Error::invalid_arg(
                 "degraded_start",
+                "applies to adaptor training only",
+            ));
+        }
+        if self.prompt_embedding.is_some() && self.mode != TrainMode::Adaptor {
+            return Err(Error::invalid_arg(
+                "prompt_embedding",
                 "applies to adaptor training only",
             ));
         }
@@ -675,6 +685,7 @@ impl Run {
             }
         };
         let mut acfg = AdaptorConfig::from_unet(unet.config(), hint, fusion, vae.latent_channels());
+        acfg.prompt_embedding = cfg.prompt_embedding.unwrap_or(false);
         let r_text_cfg = cfg.restoration_text_encoder.clone();
         let r_tcfg = match &r_text_cfg {
             Some(v) => Some(ClipTextConfig::from_json(&Json::from_value(
@@ -836,9 +847,9 @@ impl Run {
                 };
                 let ctx_s = text.forward(&self.tokens.ids(&caps)?)?.last_hidden_state;
                 let ids_r = self.tokens.ids(&prompts)?;
-                let ctx_r = match r_text {
-                    Some((enc, _)) => enc.forward(&ids_r)?.last_hidden_state,
-                    None => text.forward(&ids_r)?.last_hidden_state,
+                let out_r = match r_text {
+                    Some((enc, _)) => enc.forward(&ids_r)?,
+                    None => text.forward(&ids_r)?,
                 };
                 adaptor_loss_from(
                     unet,
@@ -849,7 +860,8 @@ impl Run {
                     &noise,
                     &ts,
                     &ctx_s,
-                    &ctx_r,
+                    &out_r.last_hidden_state,
+                    Some(&out_r.pooled),
                     &hint,
                     1.0,
                 )
