@@ -88,7 +88,7 @@ fn restores_and_degrades_a_png_with_the_builtin_model() {
             "--prompt",
             "Denoise with sigma 0.1",
             "--steps",
-            "20",
+            "50",
             "--seed",
             "7",
         ])

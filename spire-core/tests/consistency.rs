@@ -330,10 +330,10 @@ fn steps_run(r: &Restorer, img: &ImageView, opts: RestoreOptions) -> (usize, Vec
 
 #[test]
 fn noise_matched_start_follows_the_prompt() {
-    // The built-in model recommends 2 DDIM steps from t = 49 (strength 0.05 of 40). A prompt
-    // naming σ = 0.04 starts at the timestep of that noise (t ≈ 4: one step, below the
-    // schedule's 24), σ = 0.10 at t ≈ 38 (two steps), and σ = 0.24 above the strength's
-    // t = 49: the stated noise decides where the input is on the schedule.
+    // With 2 DDIM steps from t = 49 (strength 0.05 of 40; set here, whatever the model
+    // recommends), a prompt naming σ = 0.04 starts at the timestep of that noise (t ≈ 4: one
+    // step, below the schedule's 24), σ = 0.10 at t ≈ 38 (two steps), and σ = 0.24 above the
+    // strength's t = 49: the stated noise decides where the input is on the schedule.
     let r = Restorer::builtin().unwrap();
     let (w, h) = (64, 48);
     let clean = picture(w, h);
@@ -346,6 +346,8 @@ fn noise_matched_start_follows_the_prompt() {
     let img = ImageView::rgb_f32(w, h, &interleaved).unwrap();
     let base = RestoreOptions {
         consistency: 0.0,
+        strength: 0.05,
+        num_inference_steps: 40,
         ..r.default_options()
     };
     let with = |text: &str, on: bool| RestoreOptions {

@@ -49,7 +49,7 @@ fn flat_image_has_no_seams() {
     let (w, h) = (256, 192);
     let px: Vec<f32> = (0..w * h).flat_map(|_| [0.55f32, 0.4, 0.3]).collect();
     let img = ImageView::rgb_f32(w, h, &px).unwrap();
-    // Zero initial noise: the run starts from the flat input itself (scaled to t = 49), so
+    // Zero initial noise: the run starts from the flat input itself (scaled to the start t), so
     // what the model returns is not random texture, and any structure is the tiling's.
     let f = r.vae_scale_factor();
     let zeros = candle_core::Tensor::zeros(
@@ -128,10 +128,14 @@ fn flat_image_has_no_seams() {
         et * 255.0,
         eu * 255.0
     );
+    // Across a border the tiled result may differ as much as the untiled one does at the same
+    // places (the network's own texture on a flat input: 0.65–1.3/255 with the fifth and sixth
+    // weights), plus half a level; a seam (the fourth weights: 4–5/255) fails.
     assert!(
-        jt < 1.0 / 255.0,
-        "seam: pixels across a tile border differ by {:.2}/255",
-        jt * 255.0
+        jt <= ju.max(1.0 / 255.0) + 0.5 / 255.0,
+        "seam: pixels across a tile border differ by {:.2}/255 (untiled, same places: {:.2}/255)",
+        jt * 255.0,
+        ju * 255.0
     );
     // At the image's edge, tiling must add nothing to the network's own edge effect.
     assert!(

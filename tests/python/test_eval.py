@@ -54,8 +54,8 @@ def test_module_cli(photos, tmp_path):
 
 def test_module_cli_with_the_builtin_model(photos, tmp_path):
     out = tmp_path / "builtin"
-    # 20 steps at the built-in model's recommended strength (0.05): one step runs.
-    cmd = [sys.executable, "-m", "spire.eval", "--data", str(photos), "--size", "32", "--steps", "20",
+    # 50 steps at the built-in model's recommended strength (0.02): one step runs.
+    cmd = [sys.executable, "-m", "spire.eval", "--data", str(photos), "--size", "32", "--steps", "50",
            "--rows", "plain", "--out", str(out)]
     p = subprocess.run(cmd, capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
