@@ -314,11 +314,20 @@ impl RestoreOptions {
         }
         let run = (self.num_inference_steps as f64 * self.strength) as usize;
         if run == 0 {
+            // The smallest step count that runs one step at this strength, and the smallest
+            // strength that does at this step count (the same rounding as `run`).
+            let mut min_steps = (1.0 / self.strength).ceil().max(1.0) as usize;
+            while ((min_steps as f64 * self.strength) as usize) == 0 {
+                min_steps += 1;
+            }
+            // 1/steps, rounded up to 3 decimals so that it survives the rounding above.
+            let min_strength = ((1000.0 / self.num_inference_steps.max(1) as f64).ceil() / 1000.0).min(1.0);
             return Err(Error::invalid_arg(
                 "strength",
                 format!(
-                    "{} × {} steps leaves no step to run; raise strength or num_inference_steps",
-                    self.strength, self.num_inference_steps
+                    "{} × {} steps leaves no step to run; use at least {min_steps} steps at this \
+                     strength, or a strength of at least {min_strength} with {} steps",
+                    self.strength, self.num_inference_steps, self.num_inference_steps
                 ),
             ));
         }
@@ -370,6 +379,45 @@ mod tests {
         for bad in ["", "lots", "2 XB", "-1G", "0", "1e9", "G"] {
             let e = MemoryLimit::parse(bad).unwrap_err();
             assert!(e.to_string().contains("memory_limit"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn too_few_steps_says_what_would_run_one() {
+        for (strength, steps, want_steps, want_strength) in [
+            (0.02, 20, "50 steps", "0.05 with 20"),
+            (0.05, 2, "20 steps", "0.5 with 2"),
+            (0.3, 1, "4 steps", "1 with 1"),
+            (0.02, 49, "50 steps", "0.021 with 49"),
+        ] {
+            let o = RestoreOptions {
+                strength,
+                num_inference_steps: steps,
+                ..Default::default()
+            };
+            let e = o.validate().unwrap_err().to_string();
+            assert!(
+                e.contains("strength") && e.contains(want_steps) && e.contains(want_strength),
+                "{e}"
+            );
+            // Both suggestions do run a step.
+            let n: usize = want_steps.split(' ').next().unwrap().parse().unwrap();
+            assert!(RestoreOptions {
+                num_inference_steps: n,
+                ..o.clone()
+            }
+            .validate()
+            .is_ok());
+            let s: f64 = want_strength.split(' ').next().unwrap().parse().unwrap();
+            assert!(
+                RestoreOptions {
+                    strength: s,
+                    ..o.clone()
+                }
+                .validate()
+                .is_ok(),
+                "{s} × {steps}"
+            );
         }
     }
 }
