@@ -459,8 +459,13 @@ impl Restorer {
     /// # Errors
     /// As [`Restorer::encode_semantic_prompt`].
     pub fn encode_restoration_prompt(&self, text: &str) -> Result<Tensor> {
+        Ok(self.encode_restoration_pooled(text)?.0)
+    }
+
+    /// [`Restorer::encode_restoration_prompt`] and the prompt's pooled embedding.
+    fn encode_restoration_pooled(&self, text: &str) -> Result<(Tensor, Tensor)> {
         let stack = self.inner.restoration_text.as_ref().unwrap_or(&self.inner.text);
-        stack.encode(text, &self.inner.device, self.inner.dtype)
+        stack.encode_pooled(text, &self.inner.device, self.inner.dtype)
     }
 
     /// The timestep whose noise matches the restoration prompt's noise σ, and its ᾱ, for a run
@@ -568,8 +573,7 @@ impl Restorer {
                 } else {
                     &c_r
                 };
-                let stack = self.inner.restoration_text.as_ref().unwrap_or(&self.inner.text);
-                let (hidden, pooled) = stack.encode_pooled(text, &self.inner.device, self.inner.dtype)?;
+                let (hidden, pooled) = self.encode_restoration_pooled(text)?;
                 r_ctx[r] = Some(hidden);
                 r_pooled[r] = Some(pooled);
             }

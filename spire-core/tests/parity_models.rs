@@ -183,33 +183,29 @@ fn controlnet_prompt_embedding_equals_diffusers_projection_class_embedding() {
         .to_string();
     assert!(err.contains("pooled"), "{err}");
 
-    // The config round-trips, and a wrong projection width is named.
+    // The config round-trips; a wrong projection width or class embedding type is named.
     let text = std::fs::read_to_string(dir.join("config.json")).unwrap();
     let cfg = spire_core::model::AdaptorConfig::from_json_str(&text).unwrap();
     let back = spire_core::model::AdaptorConfig::from_json_str(&cfg.to_json().to_string()).unwrap();
     assert_eq!(back, cfg);
-    let bad = text.replace(
-        "\"projection_class_embeddings_input_dim\": 32",
-        "\"projection_class_embeddings_input_dim\": 31",
-    );
-    let err = spire_core::model::AdaptorConfig::from_json_str(&bad)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("projection_class_embeddings_input_dim") && err.contains("32"),
-        "{err}"
-    );
-    let bad = text.replace(
-        "\"class_embed_type\": \"projection\"",
-        "\"class_embed_type\": \"timestep\"",
-    );
-    let err = spire_core::model::AdaptorConfig::from_json_str(&bad)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("class_embed_type") && err.contains("timestep"),
-        "{err}"
-    );
+    for (from, to, needles) in [
+        (
+            "\"projection_class_embeddings_input_dim\": 32",
+            "\"projection_class_embeddings_input_dim\": 31",
+            ["projection_class_embeddings_input_dim", "32"],
+        ),
+        (
+            "\"class_embed_type\": \"projection\"",
+            "\"class_embed_type\": \"timestep\"",
+            ["class_embed_type", "timestep"],
+        ),
+    ] {
+        assert!(text.contains(from), "{from}");
+        let err = spire_core::model::AdaptorConfig::from_json_str(&text.replace(from, to))
+            .unwrap_err()
+            .to_string();
+        assert!(needles.iter().all(|n| err.contains(n)), "{err}");
+    }
 }
 
 #[test]

@@ -52,6 +52,15 @@ fn adaptor(data: &Path, out: &Path, model: &Path, steps: usize) -> TrainConfig {
     serde_json::from_value(j).unwrap()
 }
 
+/// The error reading `recipe` with `field` set to `value` gives (it must be refused).
+fn refusal(dir: &Path, recipe: &TrainConfig, field: &str, value: serde_json::Value) -> String {
+    let mut j = serde_json::to_value(recipe).unwrap();
+    j[field] = value;
+    let path = dir.join(format!("{field}.json"));
+    std::fs::write(&path, j.to_string()).unwrap();
+    TrainConfig::from_file(&path).unwrap_err().to_string()
+}
+
 fn weights(path: &Path) -> Vec<(String, Vec<f32>)> {
     let mut t: Vec<_> = candle_core::safetensors::load(path, &candle_core::Device::Cpu)
         .unwrap()
@@ -157,11 +166,12 @@ fn low_noise_timesteps_are_validated_and_change_the_run() {
         ("low_noise_fraction", serde_json::json!(1.5)),
         ("low_noise_below", serde_json::json!(0)),
     ] {
-        let mut j = serde_json::to_value(backbone(&data, &tmp.path().join("x"), 2)).unwrap();
-        j[field] = value;
-        let path = tmp.path().join(format!("{field}.json"));
-        std::fs::write(&path, j.to_string()).unwrap();
-        let err = TrainConfig::from_file(&path).unwrap_err().to_string();
+        let err = refusal(
+            tmp.path(),
+            &backbone(&data, &tmp.path().join("x"), 2),
+            field,
+            value,
+        );
         assert!(err.contains(field), "{err}");
     }
     // Every timestep below 10: a different run from the uniform one, and still deterministic.
@@ -189,11 +199,12 @@ fn max_timestep_bounds_the_timesteps_and_recipe_defaults_are_checked() {
         ("defaults", serde_json::json!({"strength": 2.0}), "strength"),
         ("defaults", serde_json::json!({"stepz": 2}), "defaults.stepz"),
     ] {
-        let mut j = serde_json::to_value(backbone(&data, &tmp.path().join("x"), 2)).unwrap();
-        j[field] = value;
-        let path = tmp.path().join(format!("{field}.json"));
-        std::fs::write(&path, j.to_string()).unwrap();
-        let err = TrainConfig::from_file(&path).unwrap_err().to_string();
+        let err = refusal(
+            tmp.path(),
+            &backbone(&data, &tmp.path().join("x"), 2),
+            field,
+            value,
+        );
         assert!(err.contains(needle), "{err}");
     }
     let run = |name: &str, max: Option<usize>| {
@@ -221,20 +232,10 @@ fn degraded_start_is_validated_and_changes_the_adaptor_run() {
     train(&backbone(&data, &model, 2), &mut |_| true).unwrap();
     // Out of range, or on the backbone (which has no degraded image), refused by name.
     for (cfg, value) in [
-        (
-            serde_json::to_value(adaptor(&data, &tmp.path().join("x"), &model, 1)).unwrap(),
-            1.5,
-        ),
-        (
-            serde_json::to_value(backbone(&data, &tmp.path().join("x"), 1)).unwrap(),
-            0.5,
-        ),
+        (adaptor(&data, &tmp.path().join("x"), &model, 1), 1.5),
+        (backbone(&data, &tmp.path().join("x"), 1), 0.5),
     ] {
-        let mut j = cfg;
-        j["degraded_start"] = serde_json::json!(value);
-        let path = tmp.path().join("degraded_start.json");
-        std::fs::write(&path, j.to_string()).unwrap();
-        let err = TrainConfig::from_file(&path).unwrap_err().to_string();
+        let err = refusal(tmp.path(), &cfg, "degraded_start", serde_json::json!(value));
         assert!(err.contains("degraded_start"), "{err}");
     }
     let run = |name: &str, fraction: f64| {
@@ -260,11 +261,8 @@ fn prompt_embedding_trains_from_zero_and_the_model_restores() {
     let model = tmp.path().join("model");
     train(&backbone(&data, &model, 2), &mut |_| true).unwrap();
     // Only the adaptor has a prompt embedding.
-    let mut j = serde_json::to_value(backbone(&data, &tmp.path().join("x"), 1)).unwrap();
-    j["prompt_embedding"] = serde_json::json!(true);
-    let path = tmp.path().join("pe.json");
-    std::fs::write(&path, j.to_string()).unwrap();
-    let err = TrainConfig::from_file(&path).unwrap_err().to_string();
+    let recipe = backbone(&data, &tmp.path().join("x"), 1);
+    let err = refusal(tmp.path(), &recipe, "prompt_embedding", serde_json::json!(true));
     assert!(err.contains("prompt_embedding"), "{err}");
 
     let out = tmp.path().join("pe");

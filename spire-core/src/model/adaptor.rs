@@ -411,11 +411,6 @@ impl Adaptor {
         self.config.hint_mode
     }
 
-    /// Whether [`Adaptor::forward`] needs the pooled restoration-prompt embedding.
-    pub fn needs_pooled(&self) -> bool {
-        self.class_embedding.is_some()
-    }
-
     /// Runs the adaptor on the noisy latent `sample` at `timesteps` with the restoration-prompt
     /// `context` (`[b, tokens, d]`) and `pooled` embedding (`[b, d]`; needed only when the
     /// adaptor has a prompt embedding, ignored otherwise) and the `hint` (batch 1 is

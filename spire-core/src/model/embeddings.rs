@@ -71,9 +71,7 @@ impl TimestepEmbedding {
             act,
         })
     }
-}
 
-impl TimestepEmbedding {
     /// As [`TimestepEmbedding::new`], with `linear_2` starting at zero when it is a fresh
     /// training variable, so the embedding adds nothing until it is trained.
     pub(crate) fn new_zero_out(d_in: usize, d_out: usize, act: Activation, vb: VarBuilder) -> Result<Self> {
