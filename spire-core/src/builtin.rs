@@ -5,7 +5,8 @@
 //! tokenizer file as a metadata string under its path (`unet/config.json`,
 //! `tokenizer/vocab.json`, …). [`export`] packs a model folder; [`Restorer::builtin`] reads
 //! the file compiled into the library (`assets/spire-tiny.safetensors`), so it needs no files
-//! at run time.
+//! at run time. [`unpack`] writes a built-in file back out as a model folder (f32 weights), so
+//! the built-in model can be trained further, e.g. a new adaptor on its backbone.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -93,11 +94,11 @@ pub fn export(dir: &Path) -> Result<Vec<u8>> {
     safetensors::serialize(tensors, Some(meta)).map_err(|e| Error::Internal(format!("serialize: {e}")))
 }
 
-/// Builds a restorer from bytes in the built-in format.
-///
-/// # Errors
-/// [`Error::ModelLoad`] if the bytes are not a valid built-in file.
-pub fn load(bytes: &[u8], name: &str) -> Result<Restorer> {
+/// Reads the tensors and text files of a built-in file, checking its format; tensors keep
+/// their f16 bytes, grouped by component.
+type Parts = (HashMap<String, String>, HashMap<String, HashMap<String, Tensor>>);
+
+fn read(bytes: &[u8], name: &str) -> Result<Parts> {
     let bad = |m: String| Error::model_load(name, m);
     let (_, meta) = safetensors::SafeTensors::read_metadata(bytes)
         .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
@@ -115,13 +116,74 @@ pub fn load(bytes: &[u8], name: &str) -> Result<Restorer> {
             return Err(bad(format!("tensor `{k}` is not f16")));
         }
         let t = Tensor::from_raw_buffer(view.data(), DType::F16, view.shape(), &Device::Cpu)
-            .and_then(|t| t.to_dtype(DType::F32))
             .map_err(|e| bad(format!("tensor `{k}`: {e}")))?;
         by_comp
             .entry(comp.to_string())
             .or_default()
             .insert(key.to_string(), t);
     }
+    Ok((text, by_comp))
+}
+
+/// Writes a built-in file (`bytes`, named `name` in errors) out as a model folder at `dir`:
+/// every text file under its path and every component's weights as f32
+/// `<component>/<stem>.safetensors` (the first stem [`export`] reads), so that [`export`] of
+/// the folder gives the same tensors and texts back, and the folder loads with
+/// [`Restorer::from_dir`] and trains with `spire train`. Existing files are overwritten.
+///
+/// # Errors
+/// [`Error::ModelLoad`] if the bytes are not a valid built-in file; [`Error::Io`] naming the
+/// file that could not be written.
+pub fn unpack(bytes: &[u8], name: &str, dir: &Path) -> Result<()> {
+    let (text, by_comp) = read(bytes, name)?;
+    let write = |rel: &str, data: &[u8]| -> Result<()> {
+        let p = dir.join(rel);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
+        std::fs::write(&p, data).map_err(|e| Error::io(&p, e))
+    };
+    for (rel, body) in &text {
+        if rel != "format" {
+            if !TEXT.contains(&rel.as_str()) {
+                return Err(Error::model_load(name, format!("unknown text file `{rel}`")));
+            }
+            write(rel, body.as_bytes())?;
+        }
+    }
+    for (comp, tensors) in by_comp {
+        let stem = WEIGHTS
+            .iter()
+            .find(|(c, _)| *c == comp)
+            .map(|(_, stems)| stems[0])
+            .ok_or_else(|| Error::model_load(name, format!("unknown component `{comp}`")))?;
+        let mut f32s: Vec<(String, Tensor)> = tensors
+            .into_iter()
+            .map(|(k, t)| Ok((k, t.to_dtype(DType::F32)?)))
+            .collect::<Result<_>>()?;
+        f32s.sort_by(|a, b| a.0.cmp(&b.0));
+        let data = safetensors::serialize(f32s, None)
+            .map_err(|e| Error::Internal(format!("serialize {comp}: {e}")))?;
+        write(&format!("{comp}/{stem}.safetensors"), &data)?;
+    }
+    Ok(())
+}
+
+/// The built-in file compiled into this build of the library, if it has one.
+pub fn builtin_bytes() -> Option<&'static [u8]> {
+    #[cfg(spire_builtin)]
+    return Some(BYTES);
+    #[cfg(not(spire_builtin))]
+    None
+}
+
+/// Builds a restorer from bytes in the built-in format.
+///
+/// # Errors
+/// [`Error::ModelLoad`] if the bytes are not a valid built-in file.
+pub fn load(bytes: &[u8], name: &str) -> Result<Restorer> {
+    let bad = |m: String| Error::model_load(name, m);
+    let (text, by_comp) = read(bytes, name)?;
     let get = |f: &str| text.get(f).ok_or_else(|| bad(format!("no `{f}`")));
     let json = |f: &str| -> Result<serde_json::Value> {
         serde_json::from_str(get(f)?).map_err(|e| bad(format!("{f}: {e}")))
@@ -129,8 +191,10 @@ pub fn load(bytes: &[u8], name: &str) -> Result<Restorer> {
     let vb = |comp: &str| -> Result<VarBuilder<'static>> {
         let m = by_comp
             .get(comp)
-            .cloned()
-            .ok_or_else(|| bad(format!("no `{comp}` weights")))?;
+            .ok_or_else(|| bad(format!("no `{comp}` weights")))?
+            .iter()
+            .map(|(k, t)| Ok((k.clone(), t.to_dtype(DType::F32)?)))
+            .collect::<Result<HashMap<_, _>>>()?;
         Ok(VarBuilder::from_tensors(m, DType::F32, &Device::Cpu))
     };
     let p = Path::new(name);

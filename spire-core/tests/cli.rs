@@ -162,3 +162,48 @@ fn bad_arguments_name_what_is_wrong() {
     fails_with(&["train", "--config", missing.to_str().unwrap()], &["nope.png"]);
     assert!(!Path::new(o).exists(), "a failed run wrote its output");
 }
+
+#[test]
+fn unpacks_the_builtin_model_into_a_folder_that_restores() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("tiny");
+    let o = spire(&["unpack-builtin", dir.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(dir.join("unet/diffusion_pytorch_model.safetensors").is_file());
+    let (inp, out) = (tmp.path().join("in.png"), tmp.path().join("out.png"));
+    write_png(&inp, 24, 16);
+    let o = spire(&[
+        "restore",
+        inp.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--model",
+        dir.to_str().unwrap(),
+        "--prompt",
+        "Denoise with sigma 0.05",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(out.is_file());
+    // Bad invocations name what is wrong.
+    fails_with(&["unpack-builtin"], &["unpack-builtin needs <out-dir>"]);
+    fails_with(&["unpack-builtin", "x", "--to", "y"], &["--to"]);
+    let junk = tmp.path().join("junk.safetensors");
+    std::fs::write(&junk, "junk").unwrap();
+    fails_with(
+        &[
+            "unpack-builtin",
+            tmp.path().join("j").to_str().unwrap(),
+            "--from",
+            junk.to_str().unwrap(),
+        ],
+        &["junk.safetensors"],
+    );
+    fails_with(
+        &[
+            "unpack-builtin",
+            "x",
+            "--from",
+            tmp.path().join("missing.st").to_str().unwrap(),
+        ],
+        &["missing.st"],
+    );
+}

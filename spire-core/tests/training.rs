@@ -299,3 +299,32 @@ fn prompt_embedding_trains_from_zero_and_the_model_restores() {
         assert_eq!((a.width, a.height), (20, 12));
     }
 }
+
+#[test]
+fn an_adaptor_trains_on_the_unpacked_builtin_backbone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("photos");
+    photos(&data);
+    let base = tmp.path().join("spire-tiny");
+    spire_core::builtin::unpack(spire_core::builtin::builtin_bytes().unwrap(), "builtin", &base).unwrap();
+    let out = tmp.path().join("mine");
+    train(&adaptor(&data, &out, &base, 1), &mut |_| true).unwrap();
+    // The new folder has the built-in backbone and the new adaptor, and restores.
+    assert_eq!(
+        weights(&out.join("unet/diffusion_pytorch_model.safetensors")),
+        weights(&base.join("unet/diffusion_pytorch_model.safetensors"))
+    );
+    let r = spire_core::Restorer::from_pretrained(&out, &Default::default()).unwrap();
+    let px = common::test_rgb8(20, 12);
+    let o = spire_core::RestoreOptions {
+        num_inference_steps: 2,
+        strength: 0.5,
+        ..Default::default()
+    }
+    .with_restoration_text("Denoise with sigma 0.1")
+    .unwrap();
+    let img = r
+        .restore(&spire_core::ImageView::rgb8(20, 12, &px).unwrap(), &o)
+        .unwrap();
+    assert_eq!((img.width, img.height), (20, 12));
+}

@@ -8,6 +8,7 @@
 //! spire degrade <in> <out> [--pipeline parameterized|realesrgan] [--seed N]
 //! spire train --config recipe.json
 //! spire export-builtin <model-dir> <out.safetensors>
+//! spire unpack-builtin <out-dir> [--from built-in.safetensors]
 //! spire eval --data DIR [--captions captions.tsv] [--only a.png,b.png] [--model DIR] [--size 256]
 //!            [--seed N] [--steps N] [--rows paper|plain] [--lpips FILE] [--clip DIR]
 //!            [--inception FILE] [--out DIR] [--save-images]
@@ -35,6 +36,7 @@ const USAGE: &str = "usage:
   spire degrade <in.png> <out.png> [--pipeline parameterized|realesrgan] [--seed N]
   spire train --config recipe.json
   spire export-builtin <model-dir> <out.safetensors>
+  spire unpack-builtin <out-dir> [--from built-in.safetensors]
   spire eval --data DIR [--captions captions.tsv] [--only a.png,b.png] [--model DIR] [--size 256]
              [--seed N] [--steps N] [--rows paper|plain] [--lpips FILE] [--clip DIR]
              [--inception FILE] [--out DIR] [--save-images yes]
@@ -399,6 +401,25 @@ fn export_cmd(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+fn unpack_cmd(args: &[String]) -> Result<(), String> {
+    let a = parse(args, &["from"])?;
+    let [dir] = a.positional.as_slice() else {
+        return Err("unpack-builtin needs <out-dir> (and optionally --from FILE)".into());
+    };
+    let (bytes, name) = match a.flags.get("from") {
+        Some(f) => (std::fs::read(f).map_err(|e| format!("{f}: {e}"))?, f.clone()),
+        None => (
+            spire_core::builtin::builtin_bytes()
+                .ok_or("this build has no built-in model; pass --from FILE")?
+                .to_vec(),
+            "builtin:spire-tiny".to_string(),
+        ),
+    };
+    spire_core::builtin::unpack(&bytes, &name, std::path::Path::new(dir)).map_err(fail)?;
+    println!("wrote the model folder {dir} (from {name})");
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     // `spire help`, `spire --help` and `spire <command> --help` all print the usage.
@@ -411,6 +432,7 @@ fn main() -> ExitCode {
         Some("degrade") => degrade_cmd(&args[1..]),
         Some("train") => train_cmd(&args[1..]),
         Some("export-builtin") => export_cmd(&args[1..]),
+        Some("unpack-builtin") => unpack_cmd(&args[1..]),
         Some("eval") => eval_cmd(&args[1..]),
         Some("--version") | Some("-V") => {
             println!("spire {}", env!("CARGO_PKG_VERSION"));
