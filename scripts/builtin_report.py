@@ -8,7 +8,8 @@ Adds classical baselines computed with scikit-image on the same degraded images 
 upsampling — the degraded input itself; NL-means for noise and JPEG; Richardson–Lucy with the
 true Gaussian PSF for blur), prints the Markdown table, and draws docs/img/builtin-walk.png
 (prompt-space walk: images and measured curves), docs/img/builtin-table.png (one photo per row)
-and docs/img/builtin-loss.png (training loss, from target/spire-tiny/loss-*.csv).
+and docs/img/builtin-loss-{backbone,adaptor}.png (training loss, from target/spire-tiny/loss-*.csv
+or the committed recipes/spire-tiny/logs/).
 Needs numpy, scikit-image, PyWavelets (for the noise estimate), pillow, matplotlib.
 """
 from __future__ import annotations
@@ -166,23 +167,27 @@ def main(out: Path):
     sched = ROOT / "target" / "spire-tiny" / "scheduler" / "scheduler_config.json"
     target = {"epsilon": "ε", "v_prediction": "v", "sample": "x₀"}.get(
         json.loads(sched.read_text()).get("prediction_type", "epsilon") if sched.exists() else "?", "?")
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
-    for ax, tag in zip(axes, ["backbone", "adaptor"]):
-        p = ROOT / "target" / "spire-tiny" / f"loss-{tag}.csv"
-        if not p.exists():
+    # One figure per stage, from the run's log in target/spire-tiny or the committed copy in
+    # recipes/spire-tiny/logs/; a stage without a log keeps its committed figure.
+    for tag in ["backbone", "adaptor"]:
+        p = next((q for q in [ROOT / "target" / "spire-tiny" / f"loss-{tag}.csv",
+                              ROOT / "recipes" / "spire-tiny" / "logs" / f"loss-{tag}.csv"] if q.exists()), None)
+        if p is None:
+            print(f"no loss-{tag}.csv: docs/img/builtin-loss-{tag}.png kept")
             continue
         rows_ = list(csv.DictReader(p.open()))
         step = np.array([float(r["step"]) for r in rows_])
         loss = np.array([float(r["loss"]) for r in rows_])
         k = max(1, len(loss) // 100)
         smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
+        fig, ax = plt.subplots(figsize=(5, 3.2))
         ax.plot(step, loss, color="0.8", lw=0.5)
         ax.plot(step[k - 1:], smooth, color="C0")
         ax.set_title(f"{tag} ({target}-prediction MSE)")
         ax.set_xlabel("step")
         ax.set_ylim(0, np.percentile(loss, 99.5))
-    fig.tight_layout()
-    fig.savefig(IMG / "builtin-loss.png", dpi=80)
+        fig.tight_layout()
+        fig.savefig(IMG / f"builtin-loss-{tag}.png", dpi=80)
 
 
 if __name__ == "__main__":

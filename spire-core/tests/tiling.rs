@@ -129,7 +129,7 @@ fn flat_image_has_no_seams() {
         eu * 255.0
     );
     // Across a border the tiled result may differ as much as the untiled one does at the same
-    // places (the network's own texture on a flat input: 0.65–1.3/255 with the fifth and sixth
+    // places (the network's own texture on a flat input: 0.65–1.33/255 with the fifth to seventh
     // weights), plus half a level; a seam (the fourth weights: 4–5/255) fails.
     assert!(
         jt <= ju.max(1.0 / 255.0) + 0.5 / 255.0,
