@@ -94,10 +94,11 @@ pub fn export(dir: &Path) -> Result<Vec<u8>> {
     safetensors::serialize(tensors, Some(meta)).map_err(|e| Error::Internal(format!("serialize: {e}")))
 }
 
-/// Reads the tensors and text files of a built-in file, checking its format; tensors keep
-/// their f16 bytes, grouped by component.
+/// A built-in file's text files by path, and its f16 tensors by component and key.
 type Parts = (HashMap<String, String>, HashMap<String, HashMap<String, Tensor>>);
 
+/// Reads the tensors and text files of a built-in file, checking its format; tensors keep
+/// their f16 values, grouped by component.
 fn read(bytes: &[u8], name: &str) -> Result<Parts> {
     let bad = |m: String| Error::model_load(name, m);
     let (_, meta) = safetensors::SafeTensors::read_metadata(bytes)
@@ -129,13 +130,30 @@ fn read(bytes: &[u8], name: &str) -> Result<Parts> {
 /// every text file under its path and every component's weights as f32
 /// `<component>/<stem>.safetensors` (the first stem [`export`] reads), so that [`export`] of
 /// the folder gives the same tensors and texts back, and the folder loads with
-/// [`Restorer::from_dir`] and trains with `spire train`. Existing files are overwritten.
+/// [`Restorer::from_pretrained`] and trains with `spire train`. Existing files are overwritten;
+/// nothing is written unless every text file and component is one the format knows (so no
+/// name in the file can point outside `dir`).
 ///
 /// # Errors
 /// [`Error::ModelLoad`] if the bytes are not a valid built-in file; [`Error::Io`] naming the
 /// file that could not be written.
 pub fn unpack(bytes: &[u8], name: &str, dir: &Path) -> Result<()> {
     let (text, by_comp) = read(bytes, name)?;
+    if let Some(rel) = text
+        .keys()
+        .find(|r| *r != "format" && !TEXT.contains(&r.as_str()))
+    {
+        return Err(Error::model_load(name, format!("unknown text file `{rel}`")));
+    }
+    let stem = |comp: &str| {
+        WEIGHTS
+            .iter()
+            .find(|(c, _)| *c == comp)
+            .map(|(_, stems)| stems[0])
+    };
+    if let Some(comp) = by_comp.keys().find(|c| stem(c).is_none()) {
+        return Err(Error::model_load(name, format!("unknown component `{comp}`")));
+    }
     let write = |rel: &str, data: &[u8]| -> Result<()> {
         let p = dir.join(rel);
         if let Some(parent) = p.parent() {
@@ -143,20 +161,10 @@ pub fn unpack(bytes: &[u8], name: &str, dir: &Path) -> Result<()> {
         }
         std::fs::write(&p, data).map_err(|e| Error::io(&p, e))
     };
-    for (rel, body) in &text {
-        if rel != "format" {
-            if !TEXT.contains(&rel.as_str()) {
-                return Err(Error::model_load(name, format!("unknown text file `{rel}`")));
-            }
-            write(rel, body.as_bytes())?;
-        }
+    for (rel, body) in text.iter().filter(|(r, _)| *r != "format") {
+        write(rel, body.as_bytes())?;
     }
     for (comp, tensors) in by_comp {
-        let stem = WEIGHTS
-            .iter()
-            .find(|(c, _)| *c == comp)
-            .map(|(_, stems)| stems[0])
-            .ok_or_else(|| Error::model_load(name, format!("unknown component `{comp}`")))?;
         let mut f32s: Vec<(String, Tensor)> = tensors
             .into_iter()
             .map(|(k, t)| Ok((k, t.to_dtype(DType::F32)?)))
@@ -164,6 +172,7 @@ pub fn unpack(bytes: &[u8], name: &str, dir: &Path) -> Result<()> {
         f32s.sort_by(|a, b| a.0.cmp(&b.0));
         let data = safetensors::serialize(f32s, None)
             .map_err(|e| Error::Internal(format!("serialize {comp}: {e}")))?;
+        let stem = stem(&comp).unwrap_or("model");
         write(&format!("{comp}/{stem}.safetensors"), &data)?;
     }
     Ok(())

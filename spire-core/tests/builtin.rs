@@ -103,6 +103,23 @@ fn unpack_refuses_what_is_not_a_builtin_file_and_names_the_problem() {
     .unwrap();
     let e = spire_core::builtin::unpack(&plain, "plain.safetensors", tmp.path()).unwrap_err();
     assert!(e.to_string().contains("spire-builtin/1"), "{e}");
+    // Names the format does not know are refused before anything is written: a text file
+    // whose path would leave the folder, and an unknown component.
+    let z = || candle_core::Tensor::zeros(2, candle_core::DType::F16, &candle_core::Device::Cpu).unwrap();
+    let out = tmp.path().join("out");
+    for (meta_key, tensor_key, needle) in [
+        ("../evil.json", "unet/w", "unknown text file `../evil.json`"),
+        ("unet/config.json", "evil/w", "unknown component `evil`"),
+    ] {
+        let meta = std::collections::HashMap::from([
+            ("format".to_string(), "spire-builtin/1".to_string()),
+            (meta_key.to_string(), "{}".to_string()),
+        ]);
+        let bytes = safetensors::serialize([(tensor_key, z())], Some(meta)).unwrap();
+        let e = spire_core::builtin::unpack(&bytes, "bad.safetensors", &out).unwrap_err();
+        assert!(e.to_string().contains(needle), "{e}");
+        assert!(!out.exists() && !tmp.path().join("evil.json").exists());
+    }
     // An output path that is a file: the error names what could not be written.
     let file = tmp.path().join("file");
     std::fs::write(&file, "x").unwrap();
