@@ -145,14 +145,13 @@ pub fn unpack(bytes: &[u8], name: &str, dir: &Path) -> Result<()> {
     {
         return Err(Error::model_load(name, format!("unknown text file `{rel}`")));
     }
-    let stem = |comp: &str| {
-        WEIGHTS
-            .iter()
-            .find(|(c, _)| *c == comp)
-            .map(|(_, stems)| stems[0])
-    };
-    if let Some(comp) = by_comp.keys().find(|c| stem(c).is_none()) {
-        return Err(Error::model_load(name, format!("unknown component `{comp}`")));
+    // Each component with the weight-file stem `export` reads first.
+    let mut comps = Vec::with_capacity(by_comp.len());
+    for (comp, tensors) in by_comp {
+        let Some((_, stems)) = WEIGHTS.iter().find(|(c, _)| *c == comp) else {
+            return Err(Error::model_load(name, format!("unknown component `{comp}`")));
+        };
+        comps.push((comp, stems[0], tensors));
     }
     let write = |rel: &str, data: &[u8]| -> Result<()> {
         let p = dir.join(rel);
@@ -164,7 +163,7 @@ pub fn unpack(bytes: &[u8], name: &str, dir: &Path) -> Result<()> {
     for (rel, body) in text.iter().filter(|(r, _)| *r != "format") {
         write(rel, body.as_bytes())?;
     }
-    for (comp, tensors) in by_comp {
+    for (comp, stem, tensors) in comps {
         let mut f32s: Vec<(String, Tensor)> = tensors
             .into_iter()
             .map(|(k, t)| Ok((k, t.to_dtype(DType::F32)?)))
@@ -172,7 +171,6 @@ pub fn unpack(bytes: &[u8], name: &str, dir: &Path) -> Result<()> {
         f32s.sort_by(|a, b| a.0.cmp(&b.0));
         let data = safetensors::serialize(f32s, None)
             .map_err(|e| Error::Internal(format!("serialize {comp}: {e}")))?;
-        let stem = stem(&comp).unwrap_or("model");
         write(&format!("{comp}/{stem}.safetensors"), &data)?;
     }
     Ok(())

@@ -61,6 +61,16 @@ fn refusal(dir: &Path, recipe: &TrainConfig, field: &str, value: serde_json::Val
     TrainConfig::from_file(&path).unwrap_err().to_string()
 }
 
+/// Restores the 20×12 test image with `r` and checks the result's size.
+fn restore_small(r: &spire_core::Restorer, o: &spire_core::RestoreOptions) -> spire_core::Image {
+    let px = common::test_rgb8(20, 12);
+    let img = r
+        .restore(&spire_core::ImageView::rgb8(20, 12, &px).unwrap(), o)
+        .unwrap();
+    assert_eq!((img.width, img.height), (20, 12));
+    img
+}
+
 fn weights(path: &Path) -> Vec<(String, Vec<f32>)> {
     let mut t: Vec<_> = candle_core::safetensors::load(path, &candle_core::Device::Cpu)
         .unwrap()
@@ -96,17 +106,13 @@ fn backbone_then_adaptor_train_and_restore() {
     let r = spire_core::Restorer::from_pretrained(&out, &Default::default()).unwrap();
     assert_eq!(r.default_options().strength, 0.5);
     assert_eq!(r.default_options().num_inference_steps, 4);
-    let px = common::test_rgb8(20, 12);
     let o = spire_core::RestoreOptions {
         num_inference_steps: 2,
         ..Default::default()
     }
     .with_restoration_text("Denoise with sigma 0.1")
     .unwrap();
-    let img = r
-        .restore(&spire_core::ImageView::rgb8(20, 12, &px).unwrap(), &o)
-        .unwrap();
-    assert_eq!((img.width, img.height), (20, 12));
+    let img = restore_small(&r, &o);
     // The built-in format round-trips it.
     let bytes = spire_core::builtin::export(&out).unwrap();
     let b = spire_core::builtin::load(&bytes, "test").unwrap();
@@ -120,9 +126,7 @@ fn backbone_then_adaptor_train_and_restore() {
     train(&adaptor(&data, &plain, &out, 1), &mut |_| true).unwrap();
     let p = spire_core::Restorer::from_pretrained(&plain, &Default::default()).unwrap();
     assert!(p.defaults().is_empty());
-    let img2 = b
-        .restore(&spire_core::ImageView::rgb8(20, 12, &px).unwrap(), &o)
-        .unwrap();
+    let img2 = restore_small(&b, &o);
     let d = img
         .as_u8()
         .unwrap()
@@ -282,21 +286,16 @@ fn prompt_embedding_trains_from_zero_and_the_model_restores() {
     // The folder and its built-in export load and restore.
     let r = spire_core::Restorer::from_pretrained(&out, &Default::default()).unwrap();
     let b = spire_core::builtin::load(&spire_core::builtin::export(&out).unwrap(), "test").unwrap();
-    let px = common::test_rgb8(20, 12);
-    let view = spire_core::ImageView::rgb8(20, 12, &px).unwrap();
-    let opts = |text: &str| {
-        spire_core::RestoreOptions {
-            num_inference_steps: 2,
-            strength: 0.5,
-            consistency: 0.0,
-            ..Default::default()
-        }
-        .with_restoration_text(text)
-        .unwrap()
-    };
+    let o = spire_core::RestoreOptions {
+        num_inference_steps: 2,
+        strength: 0.5,
+        consistency: 0.0,
+        ..Default::default()
+    }
+    .with_restoration_text("Deblur with sigma 1.0")
+    .unwrap();
     for restorer in [&r, &b] {
-        let a = restorer.restore(&view, &opts("Deblur with sigma 1.0")).unwrap();
-        assert_eq!((a.width, a.height), (20, 12));
+        restore_small(restorer, &o);
     }
 }
 
@@ -315,7 +314,6 @@ fn an_adaptor_trains_on_the_unpacked_builtin_backbone() {
         weights(&base.join("unet/diffusion_pytorch_model.safetensors"))
     );
     let r = spire_core::Restorer::from_pretrained(&out, &Default::default()).unwrap();
-    let px = common::test_rgb8(20, 12);
     let o = spire_core::RestoreOptions {
         num_inference_steps: 2,
         strength: 0.5,
@@ -323,8 +321,5 @@ fn an_adaptor_trains_on_the_unpacked_builtin_backbone() {
     }
     .with_restoration_text("Denoise with sigma 0.1")
     .unwrap();
-    let img = r
-        .restore(&spire_core::ImageView::rgb8(20, 12, &px).unwrap(), &o)
-        .unwrap();
-    assert_eq!((img.width, img.height), (20, 12));
+    restore_small(&r, &o);
 }

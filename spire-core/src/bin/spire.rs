@@ -406,16 +406,19 @@ fn unpack_cmd(args: &[String]) -> Result<(), String> {
     let [dir] = a.positional.as_slice() else {
         return Err("unpack-builtin needs <out-dir> (and optionally --from FILE)".into());
     };
-    let (bytes, name) = match a.flags.get("from") {
-        Some(f) => (std::fs::read(f).map_err(|e| format!("{f}: {e}"))?, f.clone()),
+    let file;
+    let (bytes, name): (&[u8], &str) = match a.flags.get("from") {
+        Some(f) => {
+            file = std::fs::read(f).map_err(|e| format!("{f}: {e}"))?;
+            (&file, f)
+        }
         None => (
             spire_core::builtin::builtin_bytes()
-                .ok_or("this build has no built-in model; pass --from FILE")?
-                .to_vec(),
-            "builtin:spire-tiny".to_string(),
+                .ok_or("this build has no built-in model; pass --from FILE")?,
+            "builtin:spire-tiny",
         ),
     };
-    spire_core::builtin::unpack(&bytes, &name, std::path::Path::new(dir)).map_err(fail)?;
+    spire_core::builtin::unpack(bytes, name, std::path::Path::new(dir)).map_err(fail)?;
     println!("wrote the model folder {dir} (from {name})");
     Ok(())
 }
