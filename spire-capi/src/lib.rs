@@ -73,6 +73,8 @@ pub const SPIRE_ERROR_BUFFER_TOO_SMALL: spire_status = 10;
 pub const SPIRE_ERROR_PANIC: spire_status = 11;
 /// A string argument is not valid UTF-8.
 pub const SPIRE_ERROR_INVALID_UTF8: spire_status = 12;
+/// A computation produced NaN or infinity (the message names the stage), instead of an image.
+pub const SPIRE_ERROR_NUMERICAL: spire_status = 13;
 
 /// Pixel layout of an image buffer. Values are explicit and append-only.
 pub type spire_pixel_format = u32;
@@ -256,6 +258,7 @@ fn status_of(e: &Error) -> spire_status {
         ErrorKind::ModelLoad => SPIRE_ERROR_MODEL_LOAD,
         ErrorKind::Unsupported => SPIRE_ERROR_UNSUPPORTED,
         ErrorKind::Device => SPIRE_ERROR_DEVICE,
+        ErrorKind::Numerical => SPIRE_ERROR_NUMERICAL,
         ErrorKind::Cancelled => SPIRE_ERROR_CANCELLED,
         _ => SPIRE_ERROR_INTERNAL,
     }
@@ -513,6 +516,7 @@ pub extern "C" fn spire_status_str(status: spire_status) -> *const c_char {
         SPIRE_ERROR_BUFFER_TOO_SMALL => "buffer too small\0",
         SPIRE_ERROR_PANIC => "panic inside libspire\0",
         SPIRE_ERROR_INVALID_UTF8 => "invalid UTF-8\0",
+        SPIRE_ERROR_NUMERICAL => "numerical error (NaN or infinity)\0",
         _ => "unknown status\0",
     };
     s.as_ptr().cast()

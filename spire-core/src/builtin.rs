@@ -18,7 +18,7 @@ use candle_nn::VarBuilder;
 use crate::error::{Error, Result};
 use crate::model::adaptor::AdaptorConfig;
 use crate::model::config::{ClipTextConfig, Json, UNetConfig};
-use crate::model::{Adaptor, Autoencoder, ClipTextModel, ClipTokenizer, UNet2DConditionModel};
+use crate::model::{Adaptor, Autoencoder, ClipTextModel, ClipTokenizer, LoadOptions, UNet2DConditionModel};
 use crate::restorer::{Restorer, RestorerParts};
 use crate::scheduler::SchedulerConfig;
 
@@ -189,6 +189,19 @@ pub fn builtin_bytes() -> Option<&'static [u8]> {
 /// # Errors
 /// [`Error::ModelLoad`] if the bytes are not a valid built-in file.
 pub fn load(bytes: &[u8], name: &str) -> Result<Restorer> {
+    load_with(bytes, name, &LoadOptions::default())
+}
+
+/// [`load`] onto `opts.device` in `opts.dtype`, with `opts.fused_kernels` (the variant and
+/// adaptor paths do not apply to a built-in file).
+///
+/// # Errors
+/// As [`load`]; [`Error::Device`] if the weights cannot be moved to the device.
+pub fn load_with(bytes: &[u8], name: &str, opts: &LoadOptions) -> Result<Restorer> {
+    crate::model::kernels::building_with(opts.fused_kernels, || load_inner(bytes, name, opts))
+}
+
+fn load_inner(bytes: &[u8], name: &str, opts: &LoadOptions) -> Result<Restorer> {
     let bad = |m: String| Error::model_load(name, m);
     let (text, by_comp) = read(bytes, name)?;
     let get = |f: &str| text.get(f).ok_or_else(|| bad(format!("no `{f}`")));
@@ -200,9 +213,12 @@ pub fn load(bytes: &[u8], name: &str) -> Result<Restorer> {
             .get(comp)
             .ok_or_else(|| bad(format!("no `{comp}` weights")))?
             .iter()
-            .map(|(k, t)| Ok((k.clone(), t.to_dtype(DType::F32)?)))
+            .map(|(k, t)| {
+                let t = t.to_dtype(opts.dtype)?.to_device(&opts.device);
+                Ok((k.clone(), t.map_err(|e| Error::Device(format!("{name}: {e}")))?))
+            })
             .collect::<Result<HashMap<_, _>>>()?;
-        Ok(VarBuilder::from_tensors(m, DType::F32, &Device::Cpu))
+        Ok(VarBuilder::from_tensors(m, opts.dtype, &opts.device))
     };
     let p = Path::new(name);
     let build = |e: candle_core::Error| bad(e.to_string());
@@ -268,8 +284,8 @@ pub fn load(bytes: &[u8], name: &str) -> Result<Restorer> {
         adaptor: Adaptor::new(&acfg, vb("adaptor")?).map_err(build)?,
         scheduler: sched,
         defaults,
-        device: Device::Cpu,
-        dtype: DType::F32,
+        device: opts.device.clone(),
+        dtype: opts.dtype,
         name: name.to_string(),
     })
 }
@@ -290,6 +306,25 @@ impl Restorer {
     /// # Errors
     /// [`Error::Unsupported`] if this build was made without the model file.
     pub fn builtin() -> Result<Restorer> {
+        Self::builtin_with(&LoadOptions::default())
+    }
+
+    /// [`Restorer::builtin`] on another device, dtype or kernel setting
+    /// ([`LoadOptions::device`], [`LoadOptions::dtype`], [`LoadOptions::fused_kernels`]). The
+    /// default options return the shared process-wide handle; others load a new copy (the
+    /// model is small: a 7.9 MB file).
+    ///
+    /// # Errors
+    /// As [`Restorer::builtin`]; [`Error::Device`] if the device fails.
+    pub fn builtin_with(opts: &LoadOptions) -> Result<Restorer> {
+        let d = LoadOptions::default();
+        if !(opts.device.same_device(&d.device)
+            && opts.dtype == d.dtype
+            && opts.fused_kernels == d.fused_kernels)
+        {
+            #[cfg(spire_builtin)]
+            return load_with(BYTES, "builtin:spire-tiny", opts);
+        }
         static CELL: OnceLock<std::result::Result<Restorer, String>> = OnceLock::new();
         #[cfg(spire_builtin)]
         let r = CELL.get_or_init(|| load(BYTES, "builtin:spire-tiny").map_err(|e| e.to_string()));

@@ -8,31 +8,47 @@ use crate::error::{Error, Result};
 /// `"cpu"`, `"cuda"`, `"cuda:N"`, `"metal"`, `"metal:N"` → a candle device.
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] for an unknown name; [`Error::Device`] if the device cannot be
-/// opened (not compiled in, or no such GPU).
+/// [`Error::Device`] naming the device for an unknown name, a bad index, a back end this build
+/// was made without (with the feature to build it with), or a device that cannot be opened
+/// (no driver, no such GPU).
 pub fn parse_device(name: &str) -> Result<Device> {
     let n = name.trim().to_ascii_lowercase();
     let (kind, index) = match n.split_once(':') {
         Some((k, i)) => {
-            let i = i
-                .parse::<usize>()
-                .map_err(|_| Error::invalid_arg("device", format!("bad device index in `{name}`")))?;
+            let i = i.parse::<usize>().map_err(|_| {
+                Error::Device(format!(
+                    "bad device index in `{name}` (cpu, cuda, cuda:N, metal, metal:N)"
+                ))
+            })?;
             (k.to_string(), i)
         }
         None => (n.clone(), 0),
     };
+    let open = |feature: &str, compiled: bool, r: candle_core::Result<Device>| {
+        if !compiled {
+            return Err(Error::Device(format!(
+                "device `{name}`: this build of spire has no `{feature}` support; rebuild it with \
+                 the `{feature}` feature (cargo build --features {feature}; docs/gpu.md)"
+            )));
+        }
+        r.map_err(|e| Error::Device(format!("cannot open `{name}`: {e}")))
+    };
     match kind.as_str() {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" | "gpu" => {
-            Device::new_cuda(index).map_err(|e| Error::Device(format!("cannot open `{name}`: {e}")))
-        }
-        "metal" | "mps" => {
-            Device::new_metal(index).map_err(|e| Error::Device(format!("cannot open `{name}`: {e}")))
-        }
-        _ => Err(Error::invalid_arg(
-            "device",
-            format!("unknown device `{name}` (cpu, cuda, cuda:N, metal)"),
-        )),
+        "cpu" if index == 0 => Ok(Device::Cpu),
+        "cuda" | "gpu" => open("cuda", cfg!(feature = "cuda"), Device::new_cuda(index)),
+        "metal" | "mps" => open("metal", cfg!(feature = "metal"), Device::new_metal(index)),
+        _ => Err(Error::Device(format!(
+            "unknown device `{name}` (cpu, cuda, cuda:N, metal, metal:N)"
+        ))),
+    }
+}
+
+/// The name [`parse_device`] reads back for `device` (`"cpu"`, `"cuda:0"`, `"metal:0"`).
+pub fn device_name(device: &Device) -> String {
+    match device.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".into(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
     }
 }
 
@@ -49,5 +65,22 @@ pub fn parse_dtype(name: &str) -> Result<DType> {
             "dtype",
             format!("unknown dtype `{name}` (float32, float16, bfloat16)"),
         )),
+    }
+}
+
+/// Bytes the automatic memory budget may plan with on `device`: the free memory of a CUDA
+/// GPU (`cuMemGetInfo`, what other processes and this one already hold is taken out), and the
+/// host's available memory on the CPU and on Metal (Apple silicon's GPU shares the system
+/// memory). `None` when unknown.
+pub fn available_memory(device: &Device) -> Option<u64> {
+    match device {
+        #[cfg(feature = "cuda")]
+        Device::Cuda(d) => d
+            .cuda_stream()
+            .context()
+            .mem_get_info()
+            .ok()
+            .map(|(free, _total)| free as u64),
+        _ => crate::tiling::available_memory(),
     }
 }

@@ -57,6 +57,11 @@ pub enum Error {
     /// The compute device failed (out of memory, driver error, device not compiled in).
     #[error("device error: {0}")]
     Device(String),
+    /// A computation produced NaN or infinity: the message names the stage ("the latents
+    /// after denoising step 3", "the decoded image") and the likely cause. Returned instead of
+    /// an image that would be silently black or noise.
+    #[error("numerical error: {0}")]
+    Numerical(String),
     /// The progress callback asked to stop.
     #[error("cancelled by the progress callback")]
     Cancelled,
@@ -81,6 +86,8 @@ pub enum ErrorKind {
     Unsupported,
     /// [`Error::Device`].
     Device,
+    /// [`Error::Numerical`].
+    Numerical,
     /// [`Error::Cancelled`].
     Cancelled,
     /// [`Error::Internal`].
@@ -97,6 +104,7 @@ impl Error {
             Error::ModelLoad { .. } => ErrorKind::ModelLoad,
             Error::Unsupported(_) => ErrorKind::Unsupported,
             Error::Device(_) => ErrorKind::Device,
+            Error::Numerical(_) => ErrorKind::Numerical,
             Error::Cancelled => ErrorKind::Cancelled,
             Error::Internal(_) => ErrorKind::Internal,
         }

@@ -309,14 +309,14 @@ struct Scorer {
 }
 
 impl Scorer {
-    fn load(w: &MetricWeights, notes: &mut Vec<String>) -> Result<Self> {
-        let dev = candle_core::Device::Cpu;
-        let lpips = w.lpips.as_ref().map(|p| Lpips::load(p, &dev)).transpose()?;
-        let clip = w.clip.as_ref().map(|p| Clip::from_dir(p, &dev)).transpose()?;
+    /// The metric networks, on `dev` (the restorer's device).
+    fn load(w: &MetricWeights, dev: &candle_core::Device, notes: &mut Vec<String>) -> Result<Self> {
+        let lpips = w.lpips.as_ref().map(|p| Lpips::load(p, dev)).transpose()?;
+        let clip = w.clip.as_ref().map(|p| Clip::from_dir(p, dev)).transpose()?;
         let inception = w
             .inception
             .as_ref()
-            .map(|p| FidInception::load(p, &dev))
+            .map(|p| FidInception::load(p, dev))
             .transpose()?;
         if lpips.is_none() {
             notes.push(
@@ -412,7 +412,7 @@ pub fn evaluate(
         return Err(Error::invalid_arg("images", "no test images"));
     }
     let mut notes = Vec::new();
-    let scorer = Scorer::load(&cfg.weights, &mut notes)?;
+    let scorer = Scorer::load(&cfg.weights, restorer.device(), &mut notes)?;
     if images.iter().all(|i| i.caption.is_empty()) {
         notes.push("No captions: semantic prompts are empty and CLIP-T is unavailable.".into());
     }

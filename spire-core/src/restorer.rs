@@ -198,6 +198,17 @@ fn stream(seed: u64, purpose: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// [`Error::Numerical`] with `what()` when `t` holds NaN or infinity. One pass: `t − t` is 0
+/// for every finite value and NaN otherwise, so its sum is exactly 0 or NaN.
+fn check_finite(t: &Tensor, what: impl FnOnce() -> String) -> Result<()> {
+    let s = (t - t)?.sum_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+    if s == 0.0 {
+        Ok(())
+    } else {
+        Err(Error::Numerical(what()))
+    }
+}
+
 const STREAM_VAE: u64 = 1;
 const STREAM_STEP: u64 = 2;
 
@@ -334,6 +345,17 @@ impl Restorer {
     /// The compute device.
     pub fn device(&self) -> &Device {
         &self.inner.device
+    }
+
+    /// The dtype the denoising networks compute in ([`LoadOptions::dtype`]).
+    pub fn dtype(&self) -> DType {
+        self.inner.dtype
+    }
+
+    /// The autoencoder (an `AutoencoderKL` reports its own dtype: f32 for a `force_upcast`
+    /// model loaded in f16).
+    pub fn autoencoder(&self) -> &Autoencoder {
+        &self.inner.vae
     }
 
     /// The scheduler configuration of the model.
@@ -745,12 +767,30 @@ impl Restorer {
                 None
             };
             latents = sched.step(&eps, i, &latents, step_noise.as_ref())?;
+            check_finite(&latents, || {
+                format!(
+                    "the latents after denoising step {} of {total} are not finite (NaN or \
+                     infinity in the model's output; weights or options out of range?)",
+                    i + 1 - start
+                )
+            })?;
             report(Stage::Denoising, i + 1 - start, total)?;
         }
 
         report(Stage::Decoding, 0, 1)?;
-        let z = m.vae.unscale_latents(&latents.to_dtype(dt)?)?;
+        // f32 latents in, f32 image out: the autoencoder computes in its own dtype (f32 for a
+        // `force_upcast` model loaded in f16), so its output is never narrowed to f16.
+        let z = m.vae.unscale_latents(&latents)?;
         let x = m.vae.decode_tiled(&z, mem.decode)?;
+        check_finite(&x, || match &m.vae {
+            Autoencoder::Kl(v) => format!(
+                "the decoded image is not finite: the autoencoder ran in {:?} and overflowed \
+                 (Stable Diffusion's VAE needs float32: keep `force_upcast` in vae/config.json, \
+                 or load in float32 or bfloat16)",
+                v.dtype()
+            ),
+            Autoencoder::PixelShuffle(_) => "the decoded image is not finite".into(),
+        })?;
         let x = ((x / 2.0)? + 0.5)?
             .clamp(0f32, 1f32)?
             .to_dtype(DType::F32)?
@@ -895,7 +935,9 @@ impl Inner {
         let adaptor_item = px * (skip * (1.0 + signals) + 8.0 * c0 + ff);
         let threads = candle_core::utils::get_num_threads() as f64;
         let attn = threads * 64.0 * (px / widest_attn) * 2.0;
-        (4.0 * (n_unet as f64 * per_item + n_ad as f64 * adaptor_item + attn)) as u64
+        // Activations in the model's dtype; attention scores are always f32.
+        let b = self.dtype.size_in_bytes() as f64;
+        (b * (n_unet as f64 * per_item + n_ad as f64 * adaptor_item) + 4.0 * attn) as u64
     }
 
     /// Plans the run's memory: the latent tiling for sampling and the autoencoder's tiling,
@@ -922,7 +964,9 @@ impl Inner {
         let budget = match opts.memory_limit {
             MemoryLimit::Unlimited => u64::MAX,
             MemoryLimit::Bytes(b) => b,
-            MemoryLimit::Auto => crate::tiling::available_memory().map_or(u64::MAX, |a| a / 4 * 3),
+            MemoryLimit::Auto => {
+                crate::device::available_memory(&self.device).map_or(u64::MAX, |a| a / 4 * 3)
+            }
         };
         let too_small = |need: u64| {
             Error::invalid_arg(

@@ -7,7 +7,7 @@
 //! so the same seed and tiling give the same result; a single tile covering the latent is
 //! exactly the untiled computation.
 
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 
 use crate::error::{Error, Result};
 
@@ -119,35 +119,32 @@ impl TilePlan {
                 .collect()
         };
         let (gy, gx) = (g(th), g(tw));
-        let mut acc = vec![0f32; n * c * h * w];
+        // The weights are geometry, made once on the host; the data stays on `x`'s device (a
+        // GPU's latents are cut, blended and stitched there), accumulated in f32.
+        let dev = x.device();
+        let gw: Vec<f32> = gy.iter().flat_map(|&a| gx.iter().map(move |&b| a * b)).collect();
         let mut wsum = vec![0f32; h * w];
         for &y0 in &self.ys {
             for &x0 in &self.xs {
+                for (yy, row) in gw.chunks(tw).enumerate() {
+                    let dst = &mut wsum[(y0 + yy) * w + x0..(y0 + yy) * w + x0 + tw];
+                    dst.iter_mut().zip(row).for_each(|(d, &v)| *d += v);
+                }
+            }
+        }
+        let gw = Tensor::from_vec(gw, (1, 1, th, tw), dev)?;
+        let mut acc = Tensor::zeros((n, c, h, w), DType::F32, dev)?;
+        for &y0 in &self.ys {
+            for &x0 in &self.xs {
                 let crop = x.narrow(2, y0, th)?.narrow(3, x0, tw)?.contiguous()?;
-                let out = f(&crop, y0, x0)?;
-                let v: Vec<f32> = out.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()?;
-                for b in 0..n * c {
-                    for yy in 0..th {
-                        let row = &v[(b * th + yy) * tw..(b * th + yy + 1) * tw];
-                        let dst = &mut acc[(b * h + y0 + yy) * w + x0..(b * h + y0 + yy) * w + x0 + tw];
-                        for ((d, &s), &wx) in dst.iter_mut().zip(row).zip(&gx) {
-                            *d += s * gy[yy] * wx;
-                        }
-                    }
-                }
-                for yy in 0..th {
-                    for (xx, &wx) in gx.iter().enumerate() {
-                        wsum[(y0 + yy) * w + x0 + xx] += gy[yy] * wx;
-                    }
-                }
+                let out = f(&crop, y0, x0)?.to_dtype(DType::F32)?.broadcast_mul(&gw)?;
+                let placed = out
+                    .pad_with_zeros(2, y0, h - y0 - th)?
+                    .pad_with_zeros(3, x0, w - x0 - tw)?;
+                acc = (acc + placed)?;
             }
         }
-        for b in 0..n * c {
-            for (a, &s) in acc[b * h * w..(b + 1) * h * w].iter_mut().zip(&wsum) {
-                *a /= s;
-            }
-        }
-        Ok(Tensor::from_vec(acc, (n, c, h, w), x.device())?)
+        Ok(acc.broadcast_div(&Tensor::from_vec(wsum, (1, 1, h, w), dev)?)?)
     }
 }
 

@@ -323,3 +323,123 @@ fn an_adaptor_trains_on_the_unpacked_builtin_backbone() {
     .unwrap();
     restore_small(&r, &o);
 }
+
+/// Loss rows of a run's `loss-<mode>.csv`.
+fn losses(out: &Path, mode: &str) -> Vec<f64> {
+    std::fs::read_to_string(out.join(format!("loss-{mode}.csv")))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(1).unwrap().parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn bf16_mixed_precision_trains_like_f32() {
+    use spire_core::train::MixedPrecision;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("photos");
+    photos(&data);
+    let run = |name: &str, mp: MixedPrecision| {
+        let out = tmp.path().join(name);
+        let mut cfg = backbone(&data, &out, 16);
+        cfg.mixed_precision = mp;
+        cfg.validate_every = 8;
+        train(&cfg, &mut |_| true).unwrap();
+        (out.clone(), losses(&out, "backbone"))
+    };
+    let (_, full) = run("f32", MixedPrecision::No);
+    let (out, mixed) = run("bf16", MixedPrecision::Bf16);
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let (first, last) = (mean(&mixed[..4]), mean(&mixed[12..]));
+    eprintln!(
+        "bf16 loss {first:.4} → {last:.4}; f32 {:.4} → {:.4}",
+        mean(&full[..4]),
+        mean(&full[12..])
+    );
+    assert!(last < 0.8 * first, "bf16 loss did not fall: {mixed:?}");
+    // It really computed in bf16: the same stream of batches, other rounding.
+    assert_ne!(mixed, full, "the bf16 run is bit-identical to the f32 one");
+    assert!(
+        (last - mean(&full[12..])).abs() < 0.1 * mean(&full[12..]),
+        "bf16 {mixed:?} vs f32 {full:?}"
+    );
+    // Master weights stay f32: the exported model is f32 and restores.
+    let w = candle_core::safetensors::load(
+        out.join("unet/diffusion_pytorch_model.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    assert!(w.values().all(|t| t.dtype() == candle_core::DType::F32));
+    assert!(
+        out.join("val/backbone_000008.png").is_file(),
+        "bf16 validation image"
+    );
+    // An adaptor trains in bf16 on the frozen backbone (loaded in bf16, autoencoder f32).
+    let mut a = adaptor(&data, &tmp.path().join("bf16-adaptor"), &out, 2);
+    a.mixed_precision = MixedPrecision::Bf16;
+    let s = train(&a, &mut |_| true).unwrap();
+    assert!(s.final_loss.is_finite());
+    // A device the build does not have is refused by name before any work.
+    let bad = refusal(tmp.path(), &a, "device", "cuda:0".into());
+    assert!(bad.contains("cuda:0") && bad.contains("--features cuda"), "{bad}");
+    let bad = refusal(tmp.path(), &a, "mixed_precision", "fp8".into());
+    assert!(bad.contains("mixed_precision") || bad.contains("fp8"), "{bad}");
+}
+
+/// The child half of the test below: trains the adaptor recipe named by the environment.
+fn child_adaptor_run() -> bool {
+    let Ok(out) = std::env::var("SPIRE_TEST_CHILD_OUT") else {
+        return false;
+    };
+    let data = std::path::PathBuf::from(std::env::var("SPIRE_TEST_CHILD_DATA").unwrap());
+    let model = std::path::PathBuf::from(std::env::var("SPIRE_TEST_CHILD_MODEL").unwrap());
+    assert!(
+        !spire_core::model::fused_default(),
+        "the child runs with the kernels off"
+    );
+    train(&adaptor(&data, Path::new(&out), &model, 3), &mut |_| true).unwrap();
+    true
+}
+
+#[test]
+fn a_run_with_the_fused_kernels_off_equals_one_with_them_on() {
+    if child_adaptor_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("photos");
+    photos(&data);
+    let model = tmp.path().join("model");
+    train(&backbone(&data, &model, 2), &mut |_| true).unwrap();
+    let on = tmp.path().join("on");
+    train(&adaptor(&data, &on, &model, 3), &mut |_| true).unwrap();
+    // The same run in a process whose layers are all built with the kernels off.
+    let off = tmp.path().join("off");
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_run_with_the_fused_kernels_off_equals_one_with_them_on",
+            "--nocapture",
+        ])
+        .env("SPIRE_FUSED_KERNELS", "0")
+        .env("SPIRE_TEST_CHILD_OUT", &off)
+        .env("SPIRE_TEST_CHILD_DATA", &data)
+        .env("SPIRE_TEST_CHILD_MODEL", &model)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let file = "adaptor/diffusion_pytorch_model.safetensors";
+    let (a, b) = (weights(&on.join(file)), weights(&off.join(file)));
+    assert_eq!(a.len(), b.len());
+    let mut worst = 0f32;
+    for ((ka, va), (kb, vb)) in a.iter().zip(&b) {
+        assert_eq!(ka, kb);
+        for (x, y) in va.iter().zip(vb) {
+            worst = worst.max((x - y).abs());
+        }
+    }
+    eprintln!("adaptor weights after 3 steps, kernels on vs off: max abs diff {worst:e}");
+    assert!(worst < 1e-4, "{worst}");
+    assert_eq!(losses(&on, "adaptor").len(), 3);
+}

@@ -14,6 +14,7 @@ const CLASSES: &[(&str, &[&str], &str)] = &[
     ("ModelLoadError", &[], "A model file exists but cannot be used: corrupt, truncated, missing tensor, wrong shape, bad config."),
     ("UnsupportedError", &[], "The model or option asks for something this version does not implement."),
     ("DeviceError", &["RuntimeError"], "The compute device failed (out of memory, driver error, not compiled in)."),
+    ("NumericalError", &["ArithmeticError"], "A computation produced NaN or infinity; the message names the stage (also an ArithmeticError)."),
     ("CancelledError", &[], "The progress callback asked to stop."),
     ("InternalError", &["RuntimeError"], "A bug in spire: please report it."),
 ];
@@ -75,6 +76,7 @@ pub(crate) fn to_py(err: Error) -> PyErr {
             ErrorKind::ModelLoad => "ModelLoadError",
             ErrorKind::Unsupported => "UnsupportedError",
             ErrorKind::Device => "DeviceError",
+            ErrorKind::Numerical => "NumericalError",
             ErrorKind::Cancelled => "CancelledError",
             _ => "InternalError",
         };

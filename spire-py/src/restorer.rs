@@ -202,6 +202,18 @@ fn run_error(err: spire_core::Error, slot: &ErrSlot) -> PyErr {
     to_py(err)
 }
 
+/// Load options from the device and dtype names the Python API takes.
+fn load_options(device: Option<&str>, dtype: Option<&str>) -> PyResult<LoadOptions> {
+    let mut opts = LoadOptions::default();
+    if let Some(d) = device {
+        opts.device = spire_core::device::parse_device(d).map_err(to_py)?;
+    }
+    if let Some(d) = dtype {
+        opts.dtype = spire_core::device::parse_dtype(d).map_err(to_py)?;
+    }
+    Ok(opts)
+}
+
 impl PyRestorer {
     /// The core handle.
     pub(crate) fn core(&self) -> &Restorer {
@@ -211,10 +223,16 @@ impl PyRestorer {
 
 #[pymethods]
 impl PyRestorer {
-    /// The built-in spire-tiny model (embedded in the library; loaded once per process).
+    /// The built-in spire-tiny model (embedded in the library; loaded once per process), on
+    /// `device` ("cpu", "cuda", "cuda:N", "metal") in `dtype` ("float32", "float16",
+    /// "bfloat16").
     #[staticmethod]
-    fn builtin(py: Python<'_>) -> PyResult<Self> {
-        let inner = py.detach(|| guard(Restorer::builtin)).map_err(to_py)?;
+    #[pyo3(signature = (*, device=None, dtype=None))]
+    fn builtin(py: Python<'_>, device: Option<&str>, dtype: Option<&str>) -> PyResult<Self> {
+        let opts = load_options(device, dtype)?;
+        let inner = py
+            .detach(|| guard(|| Restorer::builtin_with(&opts)))
+            .map_err(to_py)?;
         Ok(Self { inner })
     }
 
@@ -229,13 +247,7 @@ impl PyRestorer {
         variant: Option<String>,
         adaptor: Option<PathBuf>,
     ) -> PyResult<Self> {
-        let mut opts = LoadOptions::default();
-        if let Some(d) = device {
-            opts.device = spire_core::device::parse_device(d).map_err(to_py)?;
-        }
-        if let Some(d) = dtype {
-            opts.dtype = spire_core::device::parse_dtype(d).map_err(to_py)?;
-        }
+        let mut opts = load_options(device, dtype)?;
         opts.variant = variant;
         opts.adaptor = adaptor;
         let inner = py

@@ -91,7 +91,14 @@ int main(int argc, char **argv) {
     CHECK(spire_restorer_new(model, &lo, &r) == SPIRE_OK && r != NULL);
     CHECK(spire_last_error_message()[0] == '\0');
     lo.device = "tpu";
-    CHECK(spire_restorer_new(model, &lo, &r2) == SPIRE_ERROR_INVALID_ARGUMENT && r2 == NULL);
+    CHECK(spire_restorer_new(model, &lo, &r2) == SPIRE_ERROR_DEVICE && r2 == NULL);
+    CHECK(strstr(spire_last_error_message(), "tpu") != NULL);
+    /* This library is built without the `cuda` feature: the error says how to get it. */
+    lo.device = "cuda:0";
+    CHECK(spire_restorer_new(model, &lo, &r2) == SPIRE_ERROR_DEVICE && r2 == NULL);
+    CHECK(strstr(spire_last_error_message(), "cuda:0") != NULL);
+    CHECK(strstr(spire_last_error_message(), "--features cuda") != NULL);
+    lo.device = NULL;
 
     /* Restore a strided RGB8 image. */
     pixels = make_rgb(W, H, stride);

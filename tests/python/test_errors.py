@@ -87,8 +87,15 @@ def test_corrupt_weights_are_model_load_errors(tmp_path):
 
 
 def test_bad_device_and_dtype():
-    with pytest.raises(spire.InvalidArgumentError, match="device"):
+    with pytest.raises(spire.DeviceError, match="unknown device `tpu`"):
         spire.Restorer.from_pretrained(FIX / "tiny-sd1", device="tpu")
+    # The test build has no GPU back end: the error names the device and the feature to build.
+    for dev in ["cuda", "cuda:1", "metal"]:
+        feature = dev.split(":")[0]
+        with pytest.raises(spire.DeviceError, match=f"`{dev}`.*--features {feature}"):
+            spire.Restorer.from_pretrained(FIX / "tiny-sd1", device=dev)
+        with pytest.raises(spire.DeviceError, match=f"--features {feature}"):
+            spire.Restorer.builtin(device=dev)
     with pytest.raises(spire.InvalidArgumentError, match="dtype"):
         spire.Restorer.from_pretrained(FIX / "tiny-sd1", dtype="int8")
 

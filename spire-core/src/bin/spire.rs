@@ -5,13 +5,14 @@
 //!               [--scheduler ddim|dpm++2m|euler] [--restoration-guidance W] [--semantic-guidance W]
 //!               [--strength S] [--color-fix none|wavelet|adain] [--memory-limit auto|unlimited|2GiB]
 //!               [--tile-size N] [--tile-overlap N] [--vae-tile-size PX]
+//!               [--device cpu|cuda[:N]|metal] [--dtype f32|f16|bf16] [--threads N]
 //! spire degrade <in> <out> [--pipeline parameterized|realesrgan] [--seed N]
-//! spire train --config recipe.json
+//! spire train --config recipe.json [--device D] [--dtype f32|bf16] [--threads N]
 //! spire export-builtin <model-dir> <out.safetensors>
 //! spire unpack-builtin <out-dir> [--from built-in.safetensors]
 //! spire eval --data DIR [--captions captions.tsv] [--only a.png,b.png] [--model DIR] [--size 256]
 //!            [--seed N] [--steps N] [--rows paper|plain] [--lpips FILE] [--clip DIR]
-//!            [--inception FILE] [--out DIR] [--save-images]
+//!            [--inception FILE] [--out DIR] [--save-images] [--device D] [--dtype T] [--threads N]
 //! ```
 //!
 //! Without `--model`, `restore` uses the built-in model. Options not given take the model's
@@ -32,17 +33,23 @@ const USAGE: &str = "usage:
                 [--strength S] [--color-fix none|wavelet|adain]
                 [--consistency TAU] [--match-noise on|off]
                 [--memory-limit auto|unlimited|SIZE] [--tile-size LATENT_PX] [--tile-overlap LATENT_PX]
-                [--vae-tile-size PX]
+                [--vae-tile-size PX] [--device cpu|cuda[:N]|metal] [--dtype f32|f16|bf16]
+                [--threads N]
   spire degrade <in.png> <out.png> [--pipeline parameterized|realesrgan] [--seed N]
-  spire train --config recipe.json
+  spire train --config recipe.json [--device D] [--dtype f32|bf16] [--threads N]
   spire export-builtin <model-dir> <out.safetensors>
   spire unpack-builtin <out-dir> [--from built-in.safetensors]
   spire eval --data DIR [--captions captions.tsv] [--only a.png,b.png] [--model DIR] [--size 256]
              [--seed N] [--steps N] [--rows paper|plain] [--lpips FILE] [--clip DIR]
-             [--inception FILE] [--out DIR] [--save-images yes]
+             [--inception FILE] [--out DIR] [--save-images yes] [--device D] [--dtype T]
+             [--threads N]
   spire --version
 Options not given take the model's recommended values (spire.json), then the library's
-(docs/restoring.md lists them). The output's extension picks PNG or JPEG.";
+(docs/restoring.md lists them). The output's extension picks PNG or JPEG.
+--device picks where the model runs (a GPU needs a build with the `cuda` or `metal` feature,
+docs/gpu.md); --dtype the weights' precision (f16/bf16 halve the memory; the autoencoder stays
+f32 where it would overflow); --threads the CPU threads (default: all cores).
+SPIRE_FUSED_KERNELS=0 in the environment turns the fused CPU kernels off (candle's ops instead).";
 
 struct Args {
     positional: Vec<String>,
@@ -84,10 +91,56 @@ fn fail(e: Error) -> String {
     e.to_string()
 }
 
+/// The flags every model-running command takes.
+const DEVICE_FLAGS: [&str; 3] = ["device", "dtype", "threads"];
+
+fn with_device_flags<'a>(flags: &[&'a str]) -> Vec<&'a str> {
+    flags.iter().copied().chain(DEVICE_FLAGS).collect()
+}
+
+/// `--threads N`: the CPU threads of candle's kernels and ours (rayon's pool). Set before any
+/// work starts.
+fn apply_threads(a: &Args) -> Result<(), String> {
+    if let Some(n) = num::<usize>(a, "threads")? {
+        if n == 0 {
+            return Err("--threads: must be at least 1".into());
+        }
+        // candle reads the variable on every call; rayon's global pool is built once.
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .map_err(|e| format!("--threads: {e}"))?;
+    }
+    Ok(())
+}
+
+/// `--device` and `--dtype` → load options.
+fn load_options(a: &Args) -> Result<LoadOptions, String> {
+    let mut lo = LoadOptions::default();
+    if let Some(d) = a.flags.get("device") {
+        lo.device = spire_core::device::parse_device(d).map_err(|e| format!("--device: {e}"))?;
+    }
+    if let Some(d) = a.flags.get("dtype") {
+        lo.dtype = spire_core::device::parse_dtype(d).map_err(|e| format!("--dtype: {e}"))?;
+    }
+    Ok(lo)
+}
+
+/// `--model DIR` (or the built-in model) loaded with `--device` / `--dtype`.
+fn load_restorer(a: &Args) -> Result<Restorer, String> {
+    apply_threads(a)?;
+    let lo = load_options(a)?;
+    match a.flags.get("model") {
+        Some(m) => Restorer::from_pretrained(m, &lo).map_err(fail),
+        None => Restorer::builtin_with(&lo).map_err(fail),
+    }
+}
+
 fn restore(args: &[String]) -> Result<(), String> {
     let a = parse(
         args,
-        &[
+        &with_device_flags(&[
             "model",
             "prompt",
             "caption",
@@ -106,15 +159,12 @@ fn restore(args: &[String]) -> Result<(), String> {
             "tile-size",
             "tile-overlap",
             "vae-tile-size",
-        ],
+        ]),
     )?;
     let [input, output] = a.positional.as_slice() else {
         return Err("restore needs <in> and <out>".into());
     };
-    let restorer = match a.flags.get("model") {
-        Some(m) => Restorer::from_pretrained(m, &LoadOptions::default()).map_err(fail)?,
-        None => Restorer::builtin().map_err(fail)?,
-    };
+    let restorer = load_restorer(&a)?;
     let mut o = restorer.default_options();
     if let Some(p) = a.flags.get("prompt") {
         o.restoration_prompt = RestorationPrompt::parse(p).map_err(fail)?.into();
@@ -237,14 +287,34 @@ fn fmt_secs(s: f64) -> String {
 }
 
 fn train_cmd(args: &[String]) -> Result<(), String> {
-    let a = parse(args, &["config"])?;
+    use spire_core::train::MixedPrecision;
+    let a = parse(args, &with_device_flags(&["config"]))?;
+    apply_threads(&a)?;
     let path = PathBuf::from(a.flags.get("config").ok_or("train needs --config recipe.json")?);
-    let cfg = spire_core::train::TrainConfig::from_file(&path).map_err(fail)?;
+    let mut cfg = spire_core::train::TrainConfig::from_file(&path).map_err(fail)?;
+    if let Some(d) = a.flags.get("device") {
+        spire_core::device::parse_device(d).map_err(|e| format!("--device: {e}"))?;
+        cfg.device = d.clone();
+    }
+    if let Some(d) = a.flags.get("dtype") {
+        let dt = spire_core::device::parse_dtype(d).map_err(|e| format!("--dtype: {e}"))?;
+        cfg.mixed_precision = match dt {
+            candle_core::DType::F32 => MixedPrecision::No,
+            candle_core::DType::BF16 => MixedPrecision::Bf16,
+            _ => {
+                return Err(format!(
+                    "--dtype: training takes f32 or bf16 (mixed precision), not `{d}`"
+                ))
+            }
+        };
+    }
     eprintln!(
-        "training {:?} → {} ({} steps)",
+        "training {:?} → {} ({} steps on {}, mixed precision {:?})",
         cfg.mode,
         cfg.output.display(),
-        cfg.steps
+        cfg.steps,
+        cfg.device,
+        cfg.mixed_precision
     );
     let summary = spire_core::train::train(&cfg, &mut |e: &spire_core::train::TrainEvent| {
         let width = 30;
@@ -286,7 +356,7 @@ fn eval_cmd(args: &[String]) -> Result<(), String> {
     use spire_core::eval::{self, EvalConfig, EvalSetting, MetricWeights};
     let a = parse(
         args,
-        &[
+        &with_device_flags(&[
             "data",
             "captions",
             "only",
@@ -300,7 +370,7 @@ fn eval_cmd(args: &[String]) -> Result<(), String> {
             "inception",
             "out",
             "save-images",
-        ],
+        ]),
     )?;
     if !a.positional.is_empty() {
         return Err(format!("eval takes only options, got `{}`", a.positional[0]));
@@ -320,10 +390,7 @@ fn eval_cmd(args: &[String]) -> Result<(), String> {
                 .collect()
         })
         .unwrap_or_default();
-    let restorer = match a.flags.get("model") {
-        Some(m) => Restorer::from_pretrained(m, &LoadOptions::default()).map_err(fail)?,
-        None => Restorer::builtin().map_err(fail)?,
-    };
+    let restorer = load_restorer(&a)?;
     let mut cfg = EvalConfig {
         options: restorer.default_options(),
         ..EvalConfig::default()

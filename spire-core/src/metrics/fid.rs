@@ -60,10 +60,24 @@ impl BasicConv {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let (ph, pw) = self.pad;
         let y = if ph == pw {
-            crate::model::nn::conv2d_raw(x, &self.weight, &self.bias, self.stride, ph)?
+            crate::model::nn::conv2d_raw(
+                crate::model::kernels::fused_default(),
+                x,
+                &self.weight,
+                &self.bias,
+                self.stride,
+                ph,
+            )?
         } else {
             let x = x.pad_with_zeros(2, ph, ph)?.pad_with_zeros(3, pw, pw)?;
-            crate::model::nn::conv2d_raw(&x, &self.weight, &self.bias, self.stride, 0)?
+            crate::model::nn::conv2d_raw(
+                crate::model::kernels::fused_default(),
+                &x,
+                &self.weight,
+                &self.bias,
+                self.stride,
+                0,
+            )?
         };
         y.relu()
     }

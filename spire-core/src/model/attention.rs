@@ -15,8 +15,15 @@ use super::nn::{
 /// Scores are computed in f32 whatever the storage dtype. When the score matrix of one call
 /// would exceed ~256 MiB, queries are processed in slices so memory stays bounded on large
 /// latents; the result is the same.
-pub(crate) fn scaled_dot_product(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
-    if kernels::fast_path(&[q, k, v]) {
+/// The fused kernel runs when `fused` (the calling layer's switch) and the inputs allow it.
+pub(crate) fn scaled_dot_product(
+    fused: bool,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scale: f64,
+) -> Result<Tensor> {
+    if kernels::fast_path(fused, &[q, k, v]) {
         return kernels::attention(q, k, v, scale);
     }
     let dtype = q.dtype();
@@ -100,7 +107,7 @@ impl Attention {
         let q = self.split_heads(&self.to_q.forward(xs)?)?;
         let k = self.split_heads(&self.to_k.forward(ctx)?)?;
         let v = self.split_heads(&self.to_v.forward(ctx)?)?;
-        let out = scaled_dot_product(&q, &k, &v, self.scale)?;
+        let out = scaled_dot_product(self.to_q.fused(), &q, &k, &v, self.scale)?;
         let (bh, n, d) = out.dims3()?;
         let b = bh / self.heads;
         let out = out
@@ -132,7 +139,7 @@ impl FeedForward {
 impl Module for FeedForward {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let h = self.proj_in.forward(xs)?;
-        if kernels::fast_path(&[&h]) {
+        if kernels::fast_path(self.proj_in.fused(), &[&h]) {
             return self.proj_out.forward(&kernels::geglu(&h)?);
         }
         let half = h.dim(D::Minus1)? / 2;
@@ -317,7 +324,7 @@ impl SpatialAttention {
         let q = self.to_q.forward(&xs)?;
         let k = self.to_k.forward(&xs)?;
         let v = self.to_v.forward(&xs)?;
-        let out = scaled_dot_product(&q, &k, &v, self.scale)?;
+        let out = scaled_dot_product(self.to_q.fused(), &q, &k, &v, self.scale)?;
         let out = self.to_out.forward(&out)?;
         out.transpose(1, 2)?.reshape((b, c, h, w))? + residual
     }

@@ -50,7 +50,14 @@ impl PixelShuffle {
     }
 }
 
-/// Either autoencoder, behind one interface.
+/// Runs `f` on `x` cast to the autoencoder's own dtype (float32 for a `force_upcast` model
+/// loaded in float16) and casts the result back to `x`'s dtype.
+fn in_own_dtype(v: &AutoencoderKL, x: &Tensor, f: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+    f(&x.to_dtype(v.dtype())?)?.to_dtype(x.dtype())
+}
+
+/// Either autoencoder, behind one interface. Its methods take and return tensors of any float
+/// dtype: an `AutoencoderKL` computes in its own (see [`AutoencoderKL::from_dir`]).
 #[derive(Debug, Clone)]
 pub enum Autoencoder {
     /// diffusers `AutoencoderKL`.
@@ -114,8 +121,8 @@ impl Autoencoder {
     /// tiles when `tiling` is given (the result equals the untiled one up to float error).
     pub fn encode_mean_tiled(&self, x: &Tensor, tiling: Option<VaeTiling>) -> Result<Tensor> {
         match (self, tiling) {
-            (Autoencoder::Kl(v), None) => Ok(v.encode(x)?.mean),
-            (Autoencoder::Kl(v), Some(t)) => Ok(v.encode_tiled(x, t)?.mean),
+            (Autoencoder::Kl(v), None) => in_own_dtype(v, x, |x| Ok(v.encode(x)?.mean)),
+            (Autoencoder::Kl(v), Some(t)) => in_own_dtype(v, x, |x| Ok(v.encode_tiled(x, t)?.mean)),
             (Autoencoder::PixelShuffle(p), _) => p.unshuffle(x),
         }
     }
@@ -134,8 +141,12 @@ impl Autoencoder {
         tiling: Option<VaeTiling>,
     ) -> Result<Tensor> {
         match (self, tiling) {
-            (Autoencoder::Kl(v), None) => v.encode(x)?.sample_with(noise),
-            (Autoencoder::Kl(v), Some(t)) => v.encode_tiled(x, t)?.sample_with(noise),
+            (Autoencoder::Kl(v), None) => {
+                in_own_dtype(v, x, |x| v.encode(x)?.sample_with(&noise.to_dtype(v.dtype())?))
+            }
+            (Autoencoder::Kl(v), Some(t)) => in_own_dtype(v, x, |x| {
+                v.encode_tiled(x, t)?.sample_with(&noise.to_dtype(v.dtype())?)
+            }),
             (Autoencoder::PixelShuffle(p), _) => p.unshuffle(x),
         }
     }
@@ -148,8 +159,8 @@ impl Autoencoder {
     /// [`Autoencoder::decode`], tiled as [`Autoencoder::encode_mean_tiled`].
     pub fn decode_tiled(&self, z: &Tensor, tiling: Option<VaeTiling>) -> Result<Tensor> {
         match (self, tiling) {
-            (Autoencoder::Kl(v), None) => v.decode(z),
-            (Autoencoder::Kl(v), Some(t)) => v.decode_tiled(z, t),
+            (Autoencoder::Kl(v), None) => in_own_dtype(v, z, |z| v.decode(z)),
+            (Autoencoder::Kl(v), Some(t)) => in_own_dtype(v, z, |z| v.decode_tiled(z, t)),
             (Autoencoder::PixelShuffle(p), _) => p.shuffle(z),
         }
     }

@@ -419,6 +419,10 @@ pub struct VaeConfig {
     pub use_quant_conv: bool,
     /// `post_quant_conv` present.
     pub use_post_quant_conv: bool,
+    /// diffusers' `force_upcast` (default true): the autoencoder overflows in float16, so a
+    /// model loaded in float16 keeps this component in float32 (bfloat16 has f32's range and
+    /// is kept as asked, as in diffusers).
+    pub force_upcast: bool,
 }
 
 impl VaeConfig {
@@ -465,6 +469,7 @@ impl VaeConfig {
             mid_block_add_attention: j.bool_or("mid_block_add_attention", true)?,
             use_quant_conv: j.bool_or("use_quant_conv", true)?,
             use_post_quant_conv: j.bool_or("use_post_quant_conv", true)?,
+            force_upcast: j.bool_or("force_upcast", true)?,
             block_out_channels,
         })
     }
@@ -484,6 +489,7 @@ impl VaeConfig {
             mid_block_add_attention: true,
             use_quant_conv: true,
             use_post_quant_conv: true,
+            force_upcast: true,
         }
     }
 

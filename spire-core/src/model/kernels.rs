@@ -3,7 +3,8 @@
 //! layers (bias fused into the GEMM), GEGLU, and attention (query blocks: GEMM, softmax in
 //! place, GEMM, with bounded scratch memory).
 //!
-//! They run only when every input is an f32 CPU tensor that is not part of a gradient graph;
+//! They run only when every input is an f32 CPU tensor that is not part of a gradient graph,
+//! and the layer's switch is on ([`crate::LoadOptions::fused_kernels`], `SPIRE_FUSED_KERNELS`);
 //! otherwise the callers in [`super::nn`] use candle's differentiable operations, which compute
 //! the same function. Element loops are compiled three times (AVX-512, AVX2+FMA, baseline) and
 //! picked at run time, so one binary is fast on every x86-64 machine.
@@ -11,10 +12,67 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-/// Whether the fused kernels may be used for these tensors.
-pub(crate) fn fast_path(ts: &[&Tensor]) -> bool {
-    ts.iter()
-        .all(|t| t.device().is_cpu() && t.dtype() == DType::F32 && !t.track_op())
+/// Whether the fused kernels are on when nothing else says: yes, unless the environment
+/// variable `SPIRE_FUSED_KERNELS` is `0`, `off`, `false` or `no` (read once per process). The
+/// test script runs the parity tests both ways with it, so the candle path that GPUs take is
+/// proven on the CPU.
+pub fn fused_default() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        !matches!(
+            std::env::var("SPIRE_FUSED_KERNELS")
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+                .as_str(),
+            "0" | "off" | "false" | "no"
+        )
+    })
+}
+
+thread_local! {
+    static BUILDING: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` (a model constructor) with the layers it creates set to use the fused kernels or
+/// not; outside such a scope new layers follow [`fused_default`]. Scopes nest.
+pub(crate) fn building_with<T>(fused: bool, f: impl FnOnce() -> T) -> T {
+    struct Restore(Option<bool>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            BUILDING.with(|b| b.set(self.0));
+        }
+    }
+    let _restore = Restore(BUILDING.with(|b| b.replace(Some(fused))));
+    f()
+}
+
+/// Whether a layer created now may use the fused kernels (see [`building_with`]).
+pub(crate) fn fused_for_new_layer() -> bool {
+    BUILDING.with(|b| b.get()).unwrap_or_else(fused_default)
+}
+
+thread_local! {
+    static DISPATCHED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// How many layer calls on this thread have taken a fused kernel so far: lets a test prove
+/// which path a model took (the dispatch is decided on the calling thread).
+#[doc(hidden)]
+pub fn fused_dispatches_on_this_thread() -> u64 {
+    DISPATCHED.with(|d| d.get())
+}
+
+/// Whether the fused kernels run for these tensors in a layer whose switch is `enabled`.
+pub(crate) fn fast_path(enabled: bool, ts: &[&Tensor]) -> bool {
+    let fused = enabled
+        && ts
+            .iter()
+            .all(|t| t.device().is_cpu() && t.dtype() == DType::F32 && !t.track_op());
+    if fused {
+        DISPATCHED.with(|d| d.set(d.get() + 1));
+    }
+    fused
 }
 
 fn data<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {

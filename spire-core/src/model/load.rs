@@ -32,6 +32,11 @@ pub struct LoadOptions {
     /// The adaptor folder, when it is not the model's `adaptor/` (or `controlnet/`) subfolder;
     /// e.g. a diffusers `ControlNetModel` folder used with a plain Stable Diffusion folder.
     pub adaptor: Option<std::path::PathBuf>,
+    /// Whether the layers may use the fused f32 CPU kernels (on by default, unless the
+    /// environment sets `SPIRE_FUSED_KERNELS=0`). Off, every layer runs candle's operations —
+    /// the path a GPU takes — which compute the same function; the parity tests run both ways.
+    /// No effect off the CPU or outside f32.
+    pub fused_kernels: bool,
 }
 
 impl Default for LoadOptions {
@@ -41,6 +46,7 @@ impl Default for LoadOptions {
             dtype: DType::F32,
             variant: None,
             adaptor: None,
+            fused_kernels: super::kernels::fused_default(),
         }
     }
 }
@@ -78,7 +84,8 @@ pub(crate) fn build<T>(
     f: impl FnOnce(VarBuilder<'static>) -> candle_core::Result<T>,
 ) -> Result<T> {
     let vb = var_builder(store, opts.dtype, &opts.device);
-    f(vb).map_err(|e| Error::model_load(dir, e.to_string()))
+    super::kernels::building_with(opts.fused_kernels, || f(vb))
+        .map_err(|e| Error::model_load(dir, e.to_string()))
 }
 
 impl UNet2DConditionModel {
@@ -100,10 +107,24 @@ impl AutoencoderKL {
     ///
     /// # Errors
     /// As [`UNet2DConditionModel::from_dir`].
+    ///
+    /// A float16 load of a config with `force_upcast` (the default) builds the autoencoder in
+    /// float32, as diffusers' pipelines upcast it: SD's VAE overflows in float16. Its methods
+    /// take and return tensors of any float dtype ([`crate::model::Autoencoder`]).
     pub fn from_dir(dir: &Path, opts: &LoadOptions) -> Result<Self> {
         let cfg_path = dir.join("config.json");
         let c = open_component(dir, &cfg_path, &["diffusion_pytorch_model"], opts)?;
         let cfg = VaeConfig::from_json(&c.json)?;
+        let upcast;
+        let opts = if opts.dtype == DType::F16 && cfg.force_upcast {
+            upcast = LoadOptions {
+                dtype: DType::F32,
+                ..opts.clone()
+            };
+            &upcast
+        } else {
+            opts
+        };
         build(dir, c.store, opts, |vb| Self::new(&cfg, vb))
     }
 }

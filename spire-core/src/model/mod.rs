@@ -20,6 +20,9 @@ pub use adaptor::{Adaptor, AdaptorConfig, Fusion, HintMode};
 pub use autoencoder::{Autoencoder, PixelShuffle};
 pub use clip::{ClipTextModel, ClipTextOutput, ClipVisionModel};
 pub use config::{ClipTextConfig, ClipVisionConfig, UNetConfig, VaeConfig};
+pub use kernels::fused_default;
+#[doc(hidden)]
+pub use kernels::fused_dispatches_on_this_thread;
 pub use load::LoadOptions;
 pub use tokenizer::ClipTokenizer;
 pub use unet::{Control, Injection, UNet2DConditionModel};

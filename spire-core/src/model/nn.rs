@@ -2,7 +2,8 @@
 //! with PyTorch's layouts and default initialisations.
 //!
 //! Each layer runs a fused CPU kernel from [`super::kernels`] when its inputs are plain f32 CPU
-//! tensors, and candle's differentiable operations otherwise (GPU, other dtypes, training).
+//! tensors, and candle's differentiable operations otherwise (GPU, other dtypes, training, or
+//! the kernels switched off — the switch is read when the layer is made).
 //! Constructors take a `VarBuilder` already pushed to the layer's checkpoint prefix;
 //! initialisation hints matter only when the builder creates fresh variables (training).
 
@@ -60,6 +61,7 @@ pub struct Conv2d {
     bias: Tensor,
     stride: usize,
     padding: usize,
+    fused: bool,
 }
 
 impl Conv2d {
@@ -71,21 +73,39 @@ impl Conv2d {
 
 impl Module for Conv2d {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        conv2d_raw(xs, &self.weight, &self.bias, self.stride, self.padding)
+        conv2d_raw(
+            self.fused,
+            xs,
+            &self.weight,
+            &self.bias,
+            self.stride,
+            self.padding,
+        )
     }
 }
 
 /// Convolution with bias of `xs` by `weight` (`[c_out, c_in, kh, kw]`), symmetric zero
-/// padding: the fused kernel on f32 CPU tensors, candle's otherwise.
+/// padding: the fused kernel on f32 CPU tensors when `fused`, candle's otherwise.
 pub(crate) fn conv2d_raw(
+    fused: bool,
     xs: &Tensor,
     weight: &Tensor,
     bias: &Tensor,
     stride: usize,
     padding: usize,
 ) -> Result<Tensor> {
-    if kernels::fast_path(&[xs, weight, bias]) {
+    if kernels::fast_path(fused, &[xs, weight, bias]) {
         return kernels::conv2d(xs, weight, bias, stride, padding);
+    }
+    if xs.device().is_cpu() && xs.dtype() == DType::BF16 {
+        // candle 0.11's CPU convolution has no bf16 GEMM (its matmul widens, its conv fails):
+        // widen to f32, convolve, round back — bf16 storage, f32 arithmetic. GPUs run bf16.
+        let y = xs
+            .to_dtype(DType::F32)?
+            .conv2d(&weight.to_dtype(DType::F32)?, padding, stride, 1, 1)?;
+        return y
+            .broadcast_add(&bias.to_dtype(DType::F32)?.reshape((1, (), 1, 1))?)?
+            .to_dtype(DType::BF16);
     }
     let y = xs.conv2d(weight, padding, stride, 1, 1)?;
     y.broadcast_add(&bias.reshape((1, (), 1, 1))?)
@@ -126,6 +146,7 @@ pub(crate) fn conv2d(
         bias,
         stride,
         padding,
+        fused: kernels::fused_for_new_layer(),
     })
 }
 
@@ -144,6 +165,7 @@ pub(crate) fn zero_conv2d(
         bias,
         stride: 1,
         padding,
+        fused: kernels::fused_for_new_layer(),
     })
 }
 
@@ -152,20 +174,30 @@ pub(crate) fn zero_conv2d(
 pub struct Linear {
     weight: Tensor,
     bias: Option<Tensor>,
+    fused: bool,
 }
 
 impl Linear {
     /// From a `[out, in]` weight and optional bias.
     pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Self { weight, bias }
+        Self {
+            weight,
+            bias,
+            fused: kernels::fused_for_new_layer(),
+        }
+    }
+
+    /// Whether this layer may use the fused CPU kernels (read when it was made).
+    pub(crate) fn fused(&self) -> bool {
+        self.fused
     }
 }
 
 impl Module for Linear {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let fast = match &self.bias {
-            Some(b) => kernels::fast_path(&[xs, &self.weight, b]),
-            None => kernels::fast_path(&[xs, &self.weight]),
+            Some(b) => kernels::fast_path(self.fused, &[xs, &self.weight, b]),
+            None => kernels::fast_path(self.fused, &[xs, &self.weight]),
         };
         if fast {
             let empty;
@@ -187,10 +219,10 @@ impl Module for Linear {
 /// `nn.Linear(d_in, d_out)` that a fresh training variable starts at zero (a checkpoint's
 /// values are read as usual).
 pub(crate) fn zero_linear(d_in: usize, d_out: usize, vb: VarBuilder) -> Result<Linear> {
-    Ok(Linear {
-        weight: vb.get_with_hints((d_out, d_in), "weight", Init::Const(0.))?,
-        bias: Some(vb.get_with_hints(d_out, "bias", Init::Const(0.))?),
-    })
+    Ok(Linear::new(
+        vb.get_with_hints((d_out, d_in), "weight", Init::Const(0.))?,
+        Some(vb.get_with_hints(d_out, "bias", Init::Const(0.))?),
+    ))
 }
 
 /// `nn.Linear(d_in, d_out, bias)`.
@@ -216,7 +248,7 @@ pub(crate) fn linear(d_in: usize, d_out: usize, bias: bool, vb: VarBuilder) -> R
     } else {
         None
     };
-    Ok(Linear { weight, bias })
+    Ok(Linear::new(weight, bias))
 }
 
 /// `nn.GroupNorm(groups, channels, eps, affine=True)`.
@@ -226,12 +258,13 @@ pub struct GroupNorm {
     bias: Tensor,
     groups: usize,
     eps: f64,
+    fused: bool,
 }
 
 impl GroupNorm {
     /// GroupNorm followed by SiLU (one fused pass on the CPU).
     pub fn forward_silu(&self, xs: &Tensor) -> Result<Tensor> {
-        if kernels::fast_path(&[xs, &self.weight, &self.bias]) {
+        if kernels::fast_path(self.fused, &[xs, &self.weight, &self.bias]) {
             return kernels::group_norm(xs, &self.weight, &self.bias, self.groups, self.eps, true);
         }
         self.forward(xs)?.silu()
@@ -256,7 +289,7 @@ impl GroupNorm {
         act: Activation,
     ) -> Result<Tensor> {
         let silu = act == Activation::Silu;
-        let fused = kernels::fast_path(&[xs, &self.weight, &self.bias]);
+        let fused = kernels::fast_path(self.fused, &[xs, &self.weight, &self.bias]);
         let y = if fused {
             kernels::group_norm_with_stats(xs, &self.weight, &self.bias, self.groups, stats.to_vec(), silu)?
         } else {
@@ -295,7 +328,7 @@ impl GroupNorm {
 
 impl Module for GroupNorm {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        if kernels::fast_path(&[xs, &self.weight, &self.bias]) {
+        if kernels::fast_path(self.fused, &[xs, &self.weight, &self.bias]) {
             return kernels::group_norm(xs, &self.weight, &self.bias, self.groups, self.eps, false);
         }
         let c = xs.dim(1)?;
@@ -316,6 +349,7 @@ pub(crate) fn group_norm(groups: usize, channels: usize, eps: f64, vb: VarBuilde
         bias,
         groups,
         eps,
+        fused: kernels::fused_for_new_layer(),
     })
 }
 
@@ -336,11 +370,16 @@ impl Module for LayerNorm {
         if !(xs.track_op() || self.weight.track_op() || self.bias.track_op()) {
             return self.inner.forward(&xs.contiguous()?);
         }
-        let n = xs.dim(D::Minus1)? as f64;
-        let mean = (xs.sum_keepdim(D::Minus1)? / n)?;
-        let xc = xs.broadcast_sub(&mean)?;
+        // Statistics in f32 whatever the dtype (as candle's fused kernel and PyTorch's
+        // autocast do), so bf16 training normalises as f32 does.
+        let dtype = xs.dtype();
+        let x = xs.to_dtype(DType::F32)?;
+        let n = x.dim(D::Minus1)? as f64;
+        let mean = (x.sum_keepdim(D::Minus1)? / n)?;
+        let xc = x.broadcast_sub(&mean)?;
         let var = (xc.sqr()?.sum_keepdim(D::Minus1)? / n)?;
         xc.broadcast_div(&(var + self.eps)?.sqrt()?)?
+            .to_dtype(dtype)?
             .broadcast_mul(&self.weight)?
             .broadcast_add(&self.bias)
     }

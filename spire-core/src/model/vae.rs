@@ -178,6 +178,7 @@ pub struct AutoencoderKL {
     pub(crate) quant_conv: Option<Conv2d>,
     pub(crate) post_quant_conv: Option<Conv2d>,
     config: VaeConfig,
+    dtype: candle_core::DType,
 }
 
 impl AutoencoderKL {
@@ -198,12 +199,18 @@ impl AutoencoderKL {
                 None
             },
             config: cfg.clone(),
+            dtype: vb.dtype(),
         })
     }
 
     /// The architecture.
     pub fn config(&self) -> &VaeConfig {
         &self.config
+    }
+
+    /// The dtype of the weights (what it computes in).
+    pub fn dtype(&self) -> candle_core::DType {
+        self.dtype
     }
 
     /// Encodes images in [-1, 1] (`[batch, 3, h, w]`) to the latent distribution (unscaled).

@@ -8,5 +8,5 @@ mod trainer;
 mod vars;
 
 pub use optim::{AdamW, AdamWConfig, Ema};
-pub use trainer::{train, TrainConfig, TrainEvent, TrainMode, TrainSummary};
+pub use trainer::{train, MixedPrecision, TrainConfig, TrainEvent, TrainMode, TrainSummary};
 pub use vars::VarStore;

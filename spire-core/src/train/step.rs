@@ -57,9 +57,13 @@ pub fn adaptor_loss_from(
 ) -> Result<Tensor> {
     let (x_t, target) = noised_from(sched, x0, start, noise, timesteps)?;
     let ts: Vec<f32> = timesteps.iter().map(|&t| t as f32).collect();
-    let control = adaptor.forward(&x_t, &ts, ctx_r, pooled_r, hint, scale)?;
+    // The models compute in their contexts' dtype (bf16 under mixed precision); the noising,
+    // the target and the loss stay f32.
+    let dt = ctx_s.dtype();
+    let x_t = x_t.to_dtype(dt)?;
+    let control = adaptor.forward(&x_t, &ts, ctx_r, pooled_r, &hint.to_dtype(dt)?, scale)?;
     let pred = unet.forward(&x_t, &ts, ctx_s, Some(&control))?;
-    Ok((pred - target)?.sqr()?.mean_all()?)
+    mse(&pred, &target)
 }
 
 /// `start` noised to each sample's timestep, and the target of the clean `x0` from there.
@@ -106,8 +110,16 @@ pub fn backbone_loss(
     let x_t = sched.add_noise(x0, noise, timesteps)?;
     let target = sched.target(x0, noise, timesteps)?;
     let ts: Vec<f32> = timesteps.iter().map(|&t| t as f32).collect();
-    let pred = unet.forward(&x_t, &ts, ctx, None)?;
-    Ok((pred - target)?.sqr()?.mean_all()?)
+    let pred = unet.forward(&x_t.to_dtype(ctx.dtype())?, &ts, ctx, None)?;
+    mse(&pred, &target)
+}
+
+/// Mean squared error in f32 (a bf16 prediction is widened first, as PyTorch's autocast does
+/// for `mse_loss`).
+fn mse(pred: &Tensor, target: &Tensor) -> Result<Tensor> {
+    Ok((pred.to_dtype(candle_core::DType::F32)? - target)?
+        .sqr()?
+        .mean_all()?)
 }
 
 #[cfg(test)]

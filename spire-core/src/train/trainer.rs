@@ -49,6 +49,33 @@ fn default_true() -> bool {
     true
 }
 
+fn default_device() -> String {
+    "cpu".into()
+}
+
+/// Mixed precision, named as in 🤗 Accelerate's `mixed_precision`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MixedPrecision {
+    /// Everything in f32.
+    #[default]
+    No,
+    /// f32 master weights, optimizer state and EMA; the forward and backward passes in bf16
+    /// (the models are rebuilt from bf16 casts of the weights each step, and the gradients
+    /// arrive in f32). Noising, targets and the loss stay f32.
+    Bf16,
+}
+
+impl MixedPrecision {
+    /// The dtype the models compute in.
+    pub fn compute_dtype(self) -> DType {
+        match self {
+            MixedPrecision::No => DType::F32,
+            MixedPrecision::Bf16 => DType::BF16,
+        }
+    }
+}
+
 fn default_one() -> usize {
     1
 }
@@ -193,6 +220,15 @@ pub struct TrainConfig {
     /// Validation photos (names in `data`, used even when excluded from training).
     #[serde(default)]
     pub validation: Vec<String>,
+    /// The device to train on: `"cpu"` (default), `"cuda"`, `"cuda:N"`, `"metal"` (the CLI's
+    /// `--device` overrides it). Every tensor of the run — models, optimizer state, EMA —
+    /// lives there; the seeded noise is drawn on the CPU and moved, so a run is the same
+    /// random stream on every device.
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// `"no"` (default) or `"bf16"` ([`MixedPrecision`]).
+    #[serde(default)]
+    pub mixed_precision: MixedPrecision,
 }
 
 impl TrainConfig {
@@ -247,6 +283,7 @@ impl TrainConfig {
         if self.low_noise_below == 0 {
             return Err(Error::invalid_arg("low_noise_below", "must be at least 1"));
         }
+        crate::device::parse_device(&self.device)?;
         if self.max_timestep == Some(0) {
             return Err(Error::invalid_arg("max_timestep", "must be at least 1"));
         }
@@ -325,14 +362,14 @@ fn copy_dir(src: &Path, dst: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Planar crops → `[b, 3, h, w]` in [-1, 1].
-fn to_tensor(images: &[Rgb]) -> Result<Tensor> {
+/// Planar crops → `[b, 3, h, w]` in [-1, 1], on `device`.
+fn to_tensor(images: &[Rgb], device: &Device) -> Result<Tensor> {
     let (w, h) = (images[0].width, images[0].height);
     let mut v = Vec::with_capacity(images.len() * 3 * w * h);
     for i in images {
         v.extend(i.data.iter().map(|x| x * 2.0 - 1.0));
     }
-    Ok(Tensor::from_vec(v, (images.len(), 3, h, w), &Device::Cpu)?)
+    Ok(Tensor::from_vec(v, (images.len(), 3, h, w), device)?)
 }
 
 /// Tensors of `store` under `prefix.` with the prefix removed, as f32 safetensors.
@@ -354,13 +391,13 @@ struct Tokens {
 }
 
 impl Tokens {
-    fn ids(&self, texts: &[String]) -> Result<Tensor> {
+    fn ids(&self, texts: &[String], device: &Device) -> Result<Tensor> {
         let mut v = Vec::new();
         for t in texts {
             v.extend(self.tok.encode(t)?);
         }
         let n = self.tok.max_len();
-        Ok(Tensor::from_vec(v, (texts.len(), n), &Device::Cpu)?)
+        Ok(Tensor::from_vec(v, (texts.len(), n), device)?)
     }
 }
 
@@ -372,12 +409,13 @@ impl Tokens {
 /// [`Error::Cancelled`] if `on_event` stopped the run.
 pub fn train(cfg: &TrainConfig, on_event: &mut dyn FnMut(&TrainEvent) -> bool) -> Result<TrainSummary> {
     cfg.validate()?;
+    let device = crate::device::parse_device(&cfg.device)?;
     let t0 = Instant::now();
     let data = Dataset::from_folder(&cfg.data, cfg.captions.as_deref(), &cfg.exclude)?;
     std::fs::create_dir_all(&cfg.output).map_err(|e| Error::io(&cfg.output, e))?;
     let run = match cfg.mode {
-        TrainMode::Backbone => Run::backbone(cfg, &data)?,
-        TrainMode::Adaptor => Run::adaptor(cfg)?,
+        TrainMode::Backbone => Run::backbone(cfg, &data, &device)?,
+        TrainMode::Adaptor => Run::adaptor(cfg, &device)?,
     };
     let params = run.store.num_params();
     let mut opt = AdamW::new(run.store.vars(), cfg.optimizer)?;
@@ -395,7 +433,7 @@ pub fn train(cfg: &TrainConfig, on_event: &mut dyn FnMut(&TrainEvent) -> bool) -
         )
         .map_err(|e| Error::model_load(&state_path, e.to_string()))?;
         start = state["step"].as_u64().unwrap_or(0) as usize;
-        let t = candle_core::safetensors::load(&ckpt, &Device::Cpu)
+        let t = candle_core::safetensors::load(&ckpt, &device)
             .map_err(|e| Error::model_load(&ckpt, e.to_string()))?;
         for (k, v) in run.store.vars() {
             let src = t
@@ -572,6 +610,10 @@ impl LossLog {
 
 /// The models of one run.
 struct Run {
+    /// Where every tensor of the run lives.
+    device: Device,
+    /// The dtype the models compute in ([`MixedPrecision::compute_dtype`]).
+    compute: DType,
     store: VarStore,
     sched: SchedulerConfig,
     vae: Autoencoder,
@@ -595,7 +637,7 @@ enum Kind {
 }
 
 impl Run {
-    fn backbone(cfg: &TrainConfig, data: &Dataset) -> Result<Self> {
+    fn backbone(cfg: &TrainConfig, data: &Dataset, device: &Device) -> Result<Self> {
         let out = &cfg.output;
         let unet_cfg = cfg.unet.clone().unwrap_or_default();
         let text_cfg = cfg.text_encoder.clone().unwrap_or_default();
@@ -620,7 +662,7 @@ impl Run {
         let probe: Vec<Rgb> = (0..64)
             .map(|_| data.sample(&mut rng, cfg.crop, cfg.scale).image)
             .collect();
-        let z = ps.unshuffle(&to_tensor(&probe)?)?;
+        let z = ps.unshuffle(&to_tensor(&probe, device)?)?;
         let mean = z.mean_all()?.to_scalar::<f32>()? as f64;
         let std = ((z - mean)?.sqr()?.mean_all()?.to_scalar::<f32>()? as f64).sqrt();
         let (scaling, shift) = match cfg.latent_scale {
@@ -641,11 +683,13 @@ impl Run {
         )?;
         write_json(&out.join("unet/config.json"), &unet_cfg)?;
         write_json(&out.join("text_encoder/config.json"), &text_cfg)?;
-        let store = VarStore::new(cfg.seed, &Device::Cpu);
+        let store = VarStore::new(cfg.seed, device);
         let vb = store.var_builder();
         let unet = UNet2DConditionModel::new(&ucfg, vb.pp("unet"))?;
         let text = ClipTextModel::new(&tcfg, vb.pp("text_encoder"))?;
         Ok(Self {
+            device: device.clone(),
+            compute: cfg.mixed_precision.compute_dtype(),
             store,
             sched,
             vae: Autoencoder::PixelShuffle(vae),
@@ -654,12 +698,22 @@ impl Run {
         })
     }
 
-    fn adaptor(cfg: &TrainConfig) -> Result<Self> {
+    fn adaptor(cfg: &TrainConfig, device: &Device) -> Result<Self> {
         let dir = cfg.model.clone().unwrap_or_else(|| cfg.output.clone());
-        let lo = LoadOptions::default();
-        let unet = UNet2DConditionModel::from_dir(&dir.join("unet"), &lo)?;
+        let compute = cfg.mixed_precision.compute_dtype();
+        // The frozen backbone computes in the run's dtype; the autoencoder stays f32 (as
+        // diffusers' `force_upcast`: the latents are the targets).
+        let lo = LoadOptions {
+            device: device.clone(),
+            ..LoadOptions::default()
+        };
+        let frozen = LoadOptions {
+            dtype: compute,
+            ..lo.clone()
+        };
+        let unet = UNet2DConditionModel::from_dir(&dir.join("unet"), &frozen)?;
         let vae = Autoencoder::from_dir(&dir.join("vae"), &lo)?;
-        let text = ClipTextModel::from_dir(&dir.join("text_encoder"), &lo)?;
+        let text = ClipTextModel::from_dir(&dir.join("text_encoder"), &frozen)?;
         let tokens = Tokens {
             tok: ClipTokenizer::from_dir(&dir.join("tokenizer"))?,
         };
@@ -701,7 +755,7 @@ impl Run {
         let mut unet_w: HashMap<String, Tensor> = HashMap::new();
         for f in files {
             unet_w.extend(
-                candle_core::safetensors::load(&f, &Device::Cpu)
+                candle_core::safetensors::load(&f, device)
                     .map_err(|e| Error::model_load(&f, e.to_string()))?,
             );
         }
@@ -709,7 +763,7 @@ impl Run {
             // The body's cross-attention reads a different context: those weights start fresh.
             unet_w.retain(|k, _| !k.contains(".attn2.to_k.") && !k.contains(".attn2.to_v."));
         }
-        let store = VarStore::new(cfg.seed, &Device::Cpu).with_source(move |k| unet_w.get(k).cloned());
+        let store = VarStore::new(cfg.seed, device).with_source(move |k| unet_w.get(k).cloned());
         let vb = store.var_builder();
         let adaptor = Adaptor::new(&acfg, vb.clone())?;
         let r_text = match (r_tcfg, r_text_cfg) {
@@ -717,6 +771,8 @@ impl Run {
             _ => None,
         };
         Ok(Self {
+            device: device.clone(),
+            compute,
             store,
             sched,
             vae,
@@ -735,7 +791,13 @@ impl Run {
     fn latents(&self, images: &[Rgb]) -> Result<Tensor> {
         Ok(self
             .vae
-            .scale_latents(&self.vae.encode_mean(&to_tensor(images)?)?)?)
+            .scale_latents(&self.vae.encode_mean(&to_tensor(images, &self.device)?)?)?)
+    }
+
+    /// The trained models as they compute this step: the f32 models themselves, or (mixed
+    /// precision) models rebuilt from casts of the current weights.
+    fn compute_builder(&self) -> Option<VarBuilder<'static>> {
+        (self.compute != DType::F32).then(|| self.store.var_builder_as(self.compute))
     }
 
     /// The loss of micro-batch `key`.
@@ -773,8 +835,18 @@ impl Run {
                     imgs.push(s.image);
                 }
                 let x0 = self.latents(&imgs)?;
-                let noise = rng::randn(stream(cfg.seed, key, 2), x0.shape(), &Device::Cpu)?;
-                let ctx = text.forward(&self.tokens.ids(&caps)?)?.last_hidden_state;
+                let noise = rng::randn(stream(cfg.seed, key, 2), x0.shape(), &self.device)?;
+                let cast = match self.compute_builder() {
+                    Some(vb) => Some((
+                        UNet2DConditionModel::new(unet.config(), vb.pp("unet"))?,
+                        ClipTextModel::new(text.config(), vb.pp("text_encoder"))?,
+                    )),
+                    None => None,
+                };
+                let (unet, text) = cast.as_ref().map_or((unet, text), |(u, t)| (u, t));
+                let ctx = text
+                    .forward(&self.tokens.ids(&caps, &self.device)?)?
+                    .last_hidden_state;
                 backbone_loss(unet, &self.sched, &x0, &noise, &ts, &ctx)
             }
             Kind::Adaptor {
@@ -814,7 +886,7 @@ impl Run {
                     degraded.push(y);
                 }
                 let x0 = self.latents(&clean)?;
-                let noise = rng::randn(stream(cfg.seed, key, 2), x0.shape(), &Device::Cpu)?;
+                let noise = rng::randn(stream(cfg.seed, key, 2), x0.shape(), &self.device)?;
                 // Drawn only when enabled, so recipes without it keep their random streams.
                 let from_degraded: Vec<bool> = if cfg.degraded_start > 0.0 {
                     (0..b).map(|_| rng.chance(cfg.degraded_start)).collect()
@@ -832,7 +904,7 @@ impl Run {
                     (HintMode::Latent, None) => {
                         return Err(Error::Internal("degraded latents missing".into()))
                     }
-                    (HintMode::Pixel, _) => ((to_tensor(&degraded)? + 1.0)? / 2.0)?,
+                    (HintMode::Pixel, _) => ((to_tensor(&degraded, &self.device)? + 1.0)? / 2.0)?,
                 };
                 // Per sample, the clean latent or the degraded one; `x0` itself when none is
                 // degraded (the plain objective).
@@ -840,15 +912,34 @@ impl Run {
                     Some(z) if any_degraded => {
                         let mask: Vec<f32> =
                             from_degraded.iter().map(|&d| if d { 1.0 } else { 0.0 }).collect();
-                        let mask = Tensor::from_vec(mask, (b, 1, 1, 1), &Device::Cpu)?;
+                        let mask = Tensor::from_vec(mask, (b, 1, 1, 1), &self.device)?;
                         ((&x0 + (z - &x0)?.broadcast_mul(&mask)?)?).detach()
                     }
                     _ => x0.clone(),
                 };
-                let ctx_s = text.forward(&self.tokens.ids(&caps)?)?.last_hidden_state;
-                let ids_r = self.tokens.ids(&prompts)?;
-                let out_r = match r_text {
-                    Some((enc, _)) => enc.forward(&ids_r)?,
+                let cast = match self.compute_builder() {
+                    Some(vb) => Some((
+                        Adaptor::new(adaptor.config(), vb.clone())?,
+                        match r_text {
+                            Some((enc, _)) => Some(ClipTextModel::new(
+                                enc.config(),
+                                vb.pp("restoration_text_encoder"),
+                            )?),
+                            None => None,
+                        },
+                    )),
+                    None => None,
+                };
+                let (adaptor, r_enc) = match &cast {
+                    Some((a, r)) => (a, r.as_ref()),
+                    None => (adaptor, r_text.as_ref().map(|(enc, _)| enc)),
+                };
+                let ctx_s = text
+                    .forward(&self.tokens.ids(&caps, &self.device)?)?
+                    .last_hidden_state;
+                let ids_r = self.tokens.ids(&prompts, &self.device)?;
+                let out_r = match r_enc {
+                    Some(enc) => enc.forward(&ids_r)?,
                     None => text.forward(&ids_r)?,
                 };
                 adaptor_loss_from(
@@ -906,7 +997,7 @@ impl Run {
         i: u64,
     ) -> Result<Vec<Rgb>> {
         let map: HashMap<String, Tensor> = weights.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        let vb = VarBuilder::from_tensors(map, DType::F32, &Device::Cpu);
+        let vb = VarBuilder::from_tensors(map, self.compute, &self.device);
         match &self.kind {
             Kind::Backbone { unet, text, .. } => {
                 // Denoising check: noise the image to t = 600 (60 % of `max_timestep` when
@@ -914,13 +1005,15 @@ impl Run {
                 let u = UNet2DConditionModel::new(unet.config(), vb.pp("unet"))?;
                 let te = ClipTextModel::new(text.config(), vb.pp("text_encoder"))?;
                 let x0 = self.latents(std::slice::from_ref(x))?;
-                let noise = rng::randn(stream(7, i, 3), x0.shape(), &Device::Cpu)?;
+                let noise = rng::randn(stream(7, i, 3), x0.shape(), &self.device)?;
                 let t = cfg.max_timestep.map_or(600, |m| (m * 3 / 5).clamp(1, 600));
                 let x_t = self.sched.add_noise(&x0, &noise, &[t])?;
                 let ctx = te
-                    .forward(&self.tokens.ids(&[caption.to_string()])?)?
+                    .forward(&self.tokens.ids(&[caption.to_string()], &self.device)?)?
                     .last_hidden_state;
-                let pred = u.forward(&x_t, &[t as f32], &ctx, None)?;
+                let pred = u
+                    .forward(&x_t.to_dtype(self.compute)?, &[t as f32], &ctx, None)?
+                    .to_dtype(DType::F32)?;
                 let ac = self.sched.alphas_cumprod()[t] as f64;
                 let (a, s) = (ac.sqrt(), (1.0 - ac).sqrt());
                 let x0_hat = match self.sched.prediction_type {
@@ -954,8 +1047,8 @@ impl Run {
                     adaptor,
                     scheduler: self.sched.clone(),
                     defaults: cfg.model_defaults()?,
-                    device: Device::Cpu,
-                    dtype: DType::F32,
+                    device: self.device.clone(),
+                    dtype: self.compute,
                     name: "validation".into(),
                 })?;
                 let prompt = RestorationPrompt::parse("Deblur with sigma 2.0; Denoise with sigma 0.10")?;

@@ -65,7 +65,15 @@ impl VarStore {
 
     /// A `VarBuilder` creating (or reusing) variables in this store.
     pub fn var_builder(&self) -> VarBuilder<'static> {
-        VarBuilder::from_backend(Box::new(self.clone()), DType::F32, self.device.clone())
+        self.var_builder_as(DType::F32)
+    }
+
+    /// A `VarBuilder` whose tensors are the variables cast to `dtype` (the variables stay f32):
+    /// a model built from it computes in `dtype` and its gradients reach the f32 variables.
+    /// The casts are taken when the model is built, so a mixed-precision model is rebuilt
+    /// after each optimizer step.
+    pub fn var_builder_as(&self, dtype: DType) -> VarBuilder<'static> {
+        VarBuilder::from_backend(Box::new(self.clone()), dtype, self.device.clone())
     }
 
     /// Number of variables.
@@ -144,6 +152,7 @@ impl VarStore {
             dims.first().copied().unwrap_or(1)
         };
         let seed = self.seed ^ fnv1a(name);
+        // Drawn on the CPU (our seeded generator), then moved: the same values on every device.
         let cpu = Device::Cpu;
         let t = match hint {
             Init::Const(v) => (Tensor::ones(shape, DType::F32, &cpu)? * v)?,
@@ -174,7 +183,9 @@ impl SimpleBackend for VarStore {
                     s.dims()
                 );
             }
-            return Ok(v.as_tensor().clone());
+            // A differentiable cast: a builder of another dtype (bf16 mixed precision) reads
+            // the current f32 master weights, and gradients flow back to them.
+            return v.as_tensor().to_dtype(dtype)?.to_device(dev);
         }
         let from_source = self.source.as_ref().and_then(|f| f(name));
         let t = match from_source {
