@@ -350,6 +350,11 @@ typedef int32_t spire_pipeline;
 #define SPIRE_ERROR_INVALID_UTF8 12
 
 /**
+ * A computation produced NaN or infinity (the message names the stage), instead of an image.
+ */
+#define SPIRE_ERROR_NUMERICAL 13
+
+/**
  * 8-bit red, green, blue.
  */
 #define SPIRE_PIXEL_RGB8 1

@@ -14,6 +14,21 @@ fi
 echo "== Rust tests (release)"
 cargo test --workspace --release
 
+# The path a GPU takes (candle's operations instead of the fused CPU kernels), proven on the
+# CPU: the model, pipeline, training and half-precision parity tests again with every layer
+# built with the kernels off (docs/gpu.md).
+echo "== Parity tests with the fused CPU kernels off (SPIRE_FUSED_KERNELS=0)"
+SPIRE_FUSED_KERNELS=0 cargo test --release -p spire-core --test parity_models --test restorer \
+  --test parity_train --test precision --test training --test tiling
+
+echo "== GPU check's parity mode on the CPU (every model and the restore in f32, f16, bf16)"
+cargo build --release -q -p spire-core --example gpu_check
+./target/release/examples/gpu_check parity --device cpu > target/gpu_check_parity.jsonl
+echo "$(grep -c '"ok":true' target/gpu_check_parity.jsonl) parity checks within tolerance"
+
+echo "== cuda feature type-check (stand-in nvcc; no GPU, no toolkit)"
+bash scripts/cuda_check.sh
+
 echo "== C ABI: header checks, C/C++ tests under AddressSanitizer, valgrind leak check"
 bash scripts/test_c.sh
 

@@ -554,9 +554,7 @@ impl Restorer {
         for p in batch {
             padded.extend(imageops::pad_reflect(&p.rgb, 3, w, h, pw, ph));
         }
-        let y = Tensor::from_vec(padded, (n, 3, ph, pw), &Device::Cpu)?
-            .to_device(dev)?
-            .to_dtype(dt)?;
+        let y = Tensor::from_vec(padded, (n, 3, ph, pw), dev)?.to_dtype(dt)?;
 
         // Prompts: index 0 is the null prompt, 1 the prompt.
         let c_r = opts.restoration_prompt.text();

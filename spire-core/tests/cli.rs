@@ -207,3 +207,55 @@ fn unpacks_the_builtin_model_into_a_folder_that_restores() {
         &["missing.st"],
     );
 }
+
+#[test]
+fn device_dtype_and_threads_flags() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in.png");
+    write_png(&input, 24, 16);
+    let inp = input.to_str().unwrap();
+    // Half precision and a thread count work on the CPU at this size.
+    for dtype in ["f16", "bf16", "f32"] {
+        let out = tmp.path().join(format!("out-{dtype}.png"));
+        let o = spire(&[
+            "restore",
+            inp,
+            out.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--dtype",
+            dtype,
+            "--threads",
+            "1",
+        ]);
+        assert!(o.status.success(), "--dtype {dtype}: {}", text(&o.stderr));
+        let img = spire_core::io::load_image(&out).unwrap();
+        assert_eq!((img.width, img.height), (24, 16));
+    }
+    let out = tmp.path().join("x.png");
+    let out = out.to_str().unwrap();
+    // A GPU this build was made without: the message names the device and the feature.
+    fails_with(
+        &["restore", inp, out, "--device", "cuda"],
+        &["--device", "`cuda`", "--features cuda"],
+    );
+    fails_with(
+        &["restore", inp, out, "--device", "metal:1"],
+        &["`metal:1`", "--features metal"],
+    );
+    fails_with(
+        &["restore", inp, out, "--device", "tpu"],
+        &["--device", "unknown device `tpu`"],
+    );
+    fails_with(&["restore", inp, out, "--dtype", "int8"], &["--dtype", "int8"]);
+    fails_with(&["restore", inp, out, "--threads", "0"], &["--threads"]);
+    fails_with(
+        &["eval", "--data", inp, "--device", "cuda:1"],
+        &["`cuda:1`", "--features cuda"],
+    );
+    fails_with(
+        &["train", "--config", "recipes/none.json", "--device", "cuda"],
+        &["recipes/none.json"],
+    );
+    assert!(!Path::new(out).exists(), "nothing written on failure");
+}

@@ -70,6 +70,7 @@ int main(int argc, char **argv) {
     CHECK(strcmp(spire_status_str(SPIRE_OK), "ok") == 0);
     CHECK(strcmp(spire_status_str(SPIRE_ERROR_NULL_POINTER), "NULL pointer") == 0);
     CHECK(strcmp(spire_status_str(9999), "unknown status") == 0);
+    CHECK(strcmp(spire_status_str(SPIRE_ERROR_NUMERICAL), "numerical error (NaN or infinity)") == 0);
 
     /* NULL handling. */
     CHECK(spire_restorer_new(NULL, NULL, &r) == SPIRE_ERROR_NULL_POINTER && r == NULL);
