@@ -55,13 +55,13 @@ for what in unet restore; do
 done
 echo
 "${PY}" - "$OUT" "$torch_ok" <<'PYEOF' || cat "$OUT"/*.jsonl
-import json, sys, platform
+import json, sys, platform, re
 out, torch_ok = sys.argv[1], sys.argv[2] == "1"
 par = [json.loads(l) for l in open(f"{out}/parity.jsonl") if l.startswith("{")]
 bench = [json.loads(l) for l in open(f"{out}/bench.jsonl") if l.startswith("{")]
 print("| parity check | dtype | max diff | tolerance | ok |\n|---|---|---|---|---|")
 for r in par:
-    print(f"| {r['check']} | {r['dtype']} | {r['max_diff']:.2e} | {r['tolerance']:.0e} | {'yes' if r['ok'] else 'NO'} |")
+    print(f"| {r['check']} | {r['dtype']} | {r['max_diff']:.2e} | {r['tolerance']:.1e} | {'yes' if r['ok'] else 'NO'} |")
 print()
 print("| benchmark | device | dtype | spire s | PyTorch s | time ratio | spire peak MiB | PyTorch peak MiB | memory ratio |")
 print("|---|---|---|---|---|---|---|---|---|")
@@ -74,7 +74,18 @@ for s in [b for b in bench if b["impl"] == "spire"]:
     else:
         print(f"| {s['bench']} | {s['device']} | {s['dtype']} | {s['median_s']:.3f} | — | — | {s['peak_mem_mib']:.0f} | — | — |")
 torch_v = next((b.get("torch") for b in bench if b["impl"] == "pytorch"), None)
-print(f"\nmedian of runs after a warm-up; {platform.processor() or platform.machine()}; "
+try:
+    info = open("/proc/cpuinfo").read()
+    cpu = re.search(r"model name\s*:\s*(.*)", info).group(1).strip()
+    cpu += " (AVX-512)" if " avx512f" in info else " (AVX2)" if " avx2" in info else ""
+except (OSError, AttributeError):
+    cpu = platform.machine()
+dev = bench[0]["device"] if bench else "?"
+gpu = ""
+if dev.startswith("cuda") and torch_ok:
+    import torch
+    gpu = f"{torch.cuda.get_device_name(0)} (torch built for CUDA {torch.version.cuda}); "
+print(f"\nmedian of runs after a warm-up; {gpu}host CPU {cpu}; "
       + (f"torch {torch_v}" if torch_ok else "PyTorch not importable here: spire's column only"))
 PYEOF
 exit $status
