@@ -10,7 +10,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-standin=${CARGO_TARGET_DIR:-$PWD/target}/cuda-standin
+# A target folder of its own: build-script outputs made with the stand-in (empty kernels, no
+# library paths) must never be reused by a real `--features cuda` build.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}/cuda-check"
+standin=$CARGO_TARGET_DIR/standin
 mkdir -p "$standin"
 cat > "$standin/nvcc" <<'NVCC'
 #!/bin/sh
