@@ -62,10 +62,7 @@ pub fn export(dir: &Path) -> Result<Vec<u8>> {
     for f in TEXT {
         let p = dir.join(f);
         if p.is_file() {
-            meta.insert(
-                (*f).to_string(),
-                std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?,
-            );
+            meta.insert((*f).to_string(), crate::io::read_text(&p)?);
         }
     }
     if !meta

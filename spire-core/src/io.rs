@@ -11,6 +11,74 @@ fn bad(path: &Path, msg: impl std::fmt::Display) -> Error {
     Error::InvalidImage(format!("{}: {msg}", path.display()))
 }
 
+/// Fails unless `path` is a regular file (links followed): a FIFO, device or socket in place of
+/// a model or image file would block or stream forever when read, and a folder is a mistake.
+/// `stat` does not block, so this is checked before the file is opened.
+pub(crate) fn require_regular_file(path: &Path) -> Result<()> {
+    let m = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if m.is_file() {
+        Ok(())
+    } else {
+        let what = if m.is_dir() {
+            "a folder"
+        } else {
+            "a FIFO, device or socket"
+        };
+        Err(Error::io(
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("is {what}, not a regular file"),
+            ),
+        ))
+    }
+}
+
+/// Reads a whole regular file ([`require_regular_file`] first).
+///
+/// # Errors
+/// [`Error::Io`] naming the path.
+pub fn read_file(path: impl AsRef<Path>) -> Result<Vec<u8>> {
+    let path = path.as_ref();
+    require_regular_file(path)?;
+    std::fs::read(path).map_err(|e| Error::io(path, e))
+}
+
+/// Reads a whole regular UTF-8 text file ([`require_regular_file`] first).
+///
+/// # Errors
+/// [`Error::Io`] naming the path.
+pub fn read_text(path: impl AsRef<Path>) -> Result<String> {
+    let path = path.as_ref();
+    require_regular_file(path)?;
+    std::fs::read_to_string(path).map_err(|e| Error::io(path, e))
+}
+
+/// The largest image [`load_image`] decodes: 2²⁸ pixels (16384 × 16384, 768 MiB of 8-bit
+/// RGB). The header's size is checked before any pixel buffer is allocated, so a small file
+/// that claims a huge image is refused at once instead of exhausting memory.
+pub const MAX_IMAGE_PIXELS: usize = 1 << 28;
+
+/// Refuses a header size above [`MAX_IMAGE_PIXELS`] (or with a zero side), naming the size
+/// and the memory its pixels would take.
+fn check_header_size(path: &Path, w: usize, h: usize, channels: usize) -> Result<()> {
+    let px = w.saturating_mul(h);
+    if w == 0 || h == 0 {
+        return Err(bad(path, format!("the header says {w}×{h}: an empty image")));
+    }
+    if px > MAX_IMAGE_PIXELS {
+        let gib = px as f64 * channels as f64 / (1u64 << 30) as f64;
+        return Err(bad(
+            path,
+            format!(
+                "the header says {w}×{h} ({gib:.1} GiB of pixels): more than the {MAX_IMAGE_PIXELS}-pixel \
+                 limit of load_image (16384×16384)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Loads a PNG or JPEG file (by content, not extension) as an 8-bit image.
 ///
 /// # Errors
@@ -18,13 +86,21 @@ fn bad(path: &Path, msg: impl std::fmt::Display) -> Error {
 /// this function can decode.
 pub fn load_image(path: impl AsRef<Path>) -> Result<Image> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = read_file(path)?;
     if bytes.starts_with(&[0x89, b'P', b'N', b'G']) {
         decode_png(path, &bytes)
     } else if bytes.starts_with(&[0xFF, 0xD8]) {
         let opts = zune_jpeg::zune_core::options::DecoderOptions::default()
-            .jpeg_set_out_colorspace(zune_jpeg::zune_core::colorspace::ColorSpace::RGB);
+            .jpeg_set_out_colorspace(zune_jpeg::zune_core::colorspace::ColorSpace::RGB)
+            .set_max_width(1 << 16)
+            .set_max_height(1 << 16);
         let mut dec = zune_jpeg::JpegDecoder::new_with_options(std::io::Cursor::new(&bytes), opts);
+        dec.decode_headers()
+            .map_err(|e| bad(path, format!("cannot read the JPEG header: {e:?}")))?;
+        let (w, h) = dec
+            .dimensions()
+            .ok_or_else(|| bad(path, "JPEG without dimensions"))?;
+        check_header_size(path, w, h, 3)?;
         let px = dec
             .decode()
             .map_err(|e| bad(path, format!("cannot decode JPEG: {e:?}")))?;
@@ -48,6 +124,8 @@ fn decode_png(path: &Path, bytes: &[u8]) -> Result<Image> {
     let mut reader = dec
         .read_info()
         .map_err(|e| bad(path, format!("cannot read PNG: {e}")))?;
+    let (w, h) = (reader.info().width as usize, reader.info().height as usize);
+    check_header_size(path, w, h, 4)?;
     let size = reader
         .output_buffer_size()
         .ok_or_else(|| bad(path, "PNG too large"))?;

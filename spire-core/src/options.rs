@@ -13,6 +13,10 @@ use crate::error::{Error, Result};
 use crate::prompt::{RestorationPrompt, BLIND};
 use crate::scheduler::SchedulerKind;
 
+/// The most denoising steps a restore may take (diffusers' schedules have 1000 training
+/// timesteps; real runs take 1–100). A larger count is refused before anything is allocated.
+pub const MAX_INFERENCE_STEPS: usize = 10_000;
+
 /// The restoration prompt of a run.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RestorationInput {
@@ -295,8 +299,14 @@ impl RestoreOptions {
             }
             Ok(())
         };
-        if self.num_inference_steps == 0 {
-            return Err(Error::invalid_arg("num_inference_steps", "must be at least 1"));
+        if !(1..=MAX_INFERENCE_STEPS).contains(&self.num_inference_steps) {
+            return Err(Error::invalid_arg(
+                "num_inference_steps",
+                format!(
+                    "must be in 1..={MAX_INFERENCE_STEPS}, got {}",
+                    self.num_inference_steps
+                ),
+            ));
         }
         finite_nonneg("restoration_guidance", self.restoration_guidance)?;
         finite_nonneg("semantic_guidance", self.semantic_guidance)?;
@@ -314,19 +324,24 @@ impl RestoreOptions {
         }
         let run = (self.num_inference_steps as f64 * self.strength) as usize;
         if run == 0 {
-            // The smallest step count that runs one step at this strength, and the smallest
-            // strength that does at this step count (the same rounding as `run`).
-            let mut min_steps = (1.0 / self.strength).ceil().max(1.0) as usize;
-            while ((min_steps as f64 * self.strength) as usize) == 0 {
-                min_steps += 1;
-            }
+            // The smallest step count that runs one step at this strength (the same rounding as
+            // `run`: ⌈1/strength⌉ or just above it), if the step range has one, and the smallest
+            // strength that does at this step count.
+            let first = (1.0 / self.strength).ceil();
+            let min_steps = (0..3)
+                .map(|k| first + k as f64)
+                .find(|&n| n <= MAX_INFERENCE_STEPS as f64 && (n * self.strength) as usize >= 1);
+            let steps_hint = match min_steps {
+                Some(n) => format!("use at least {n} steps at this strength"),
+                None => format!("no step count up to {MAX_INFERENCE_STEPS} runs a step at this strength"),
+            };
             // 1/steps, rounded up to 3 decimals so that it survives the rounding above.
-            let min_strength = ((1000.0 / self.num_inference_steps.max(1) as f64).ceil() / 1000.0).min(1.0);
+            let min_strength = ((1000.0 / self.num_inference_steps as f64).ceil() / 1000.0).min(1.0);
             return Err(Error::invalid_arg(
                 "strength",
                 format!(
-                    "{} × {} steps leaves no step to run; use at least {min_steps} steps at this \
-                     strength, or a strength of at least {min_strength} with {} steps",
+                    "{} × {} steps leaves no step to run; {steps_hint}, or a strength of at \
+                     least {min_strength} with {} steps",
                     self.strength, self.num_inference_steps, self.num_inference_steps
                 ),
             ));

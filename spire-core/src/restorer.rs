@@ -263,7 +263,7 @@ impl Restorer {
         };
         let spire_json = root.join("spire.json");
         let defaults = if spire_json.is_file() {
-            let text = std::fs::read_to_string(&spire_json).map_err(|e| Error::io(&spire_json, e))?;
+            let text = crate::io::read_text(&spire_json)?;
             ModelDefaults::from_spire_json(&text, &spire_json.display().to_string())?
         } else {
             ModelDefaults::default()

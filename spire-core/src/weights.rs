@@ -60,6 +60,7 @@ impl TensorStore {
             index: HashMap::new(),
         };
         for path in paths {
+            crate::io::require_regular_file(path)?;
             let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
             // SAFETY: the map is read-only; a file changed by another process while mapped is
             // the same hazard every mmap-based loader (safetensors, candle) accepts.
@@ -216,7 +217,7 @@ pub(crate) fn component_files(dir: &Path, stems: &[&str], variant: Option<&str>)
         };
         let index = dir.join(format!("{name}.index.json"));
         if index.is_file() {
-            let text = std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
+            let text = crate::io::read_text(&index)?;
             let v: serde_json::Value = serde_json::from_str(&text)
                 .map_err(|e| Error::model_load(&index, format!("invalid JSON: {e}")))?;
             let map = v

@@ -47,7 +47,7 @@ impl Default for ClipPreprocess {
 impl ClipPreprocess {
     fn from_file(path: &Path) -> Result<Self> {
         let mut p = Self::default();
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::io::read_text(path)?;
         let v: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| Error::model_load(path, format!("invalid JSON: {e}")))?;
         let bad = |field: &str| Error::model_load(path, format!("`{field}` is not supported here"));

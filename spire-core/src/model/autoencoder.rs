@@ -88,8 +88,8 @@ impl Autoencoder {
                 }
                 return Ok(Autoencoder::PixelShuffle(PixelShuffle {
                     factor,
-                    scaling_factor: j.f64_or("scaling_factor", 1.0)?,
-                    shift_factor: j.f64_or("shift_factor", 0.0)?,
+                    scaling_factor: j.scaling_factor_or(1.0)?,
+                    shift_factor: j.f64_in("shift_factor", 0.0, "|x| ≤ 1e6", |x| x.abs() <= 1e6)?,
                 }));
             }
         }

@@ -13,6 +13,11 @@ use serde_json::{Map, Value};
 use crate::error::{Error, Result};
 use crate::model::nn::Activation;
 
+/// The largest count any config field may hold (channels, layers, heads, vocabulary size,
+/// positions, timesteps, …): 2²⁰. Real checkpoints stay far below it (SD's largest is the
+/// 49 408-token vocabulary); a larger value is refused before anything is sized from it.
+pub const MAX_CONFIG_COUNT: usize = 1 << 20;
+
 /// A JSON object with the file it came from, for messages.
 pub(crate) struct Json<'a> {
     pub(crate) path: &'a Path,
@@ -21,7 +26,7 @@ pub(crate) struct Json<'a> {
 
 impl<'a> Json<'a> {
     pub(crate) fn read(path: &'a Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::io::read_text(path)?;
         Self::parse(path, &text)
     }
 
@@ -52,23 +57,79 @@ impl<'a> Json<'a> {
         self.map.get(field).filter(|v| !v.is_null())
     }
 
-    pub(crate) fn usize_or(&self, field: &str, default: usize) -> Result<usize> {
-        match self.get(field) {
-            None => Ok(default),
-            Some(v) => v
-                .as_u64()
-                .map(|x| x as usize)
-                .ok_or_else(|| self.err(field, format!("expected a non-negative integer, found {v}"))),
+    /// A count: a non-negative integer up to [`MAX_CONFIG_COUNT`].
+    fn count(&self, field: &str, v: &Value) -> Result<usize> {
+        match v.as_u64() {
+            Some(x) if x <= MAX_CONFIG_COUNT as u64 => Ok(x as usize),
+            Some(x) => Err(self.err(field, format!("{x} is out of range (at most {MAX_CONFIG_COUNT})"))),
+            None => Err(self.err(field, format!("expected a non-negative integer, found {v}"))),
         }
     }
 
+    pub(crate) fn usize_or(&self, field: &str, default: usize) -> Result<usize> {
+        match self.get(field) {
+            None => Ok(default),
+            Some(v) => self.count(field, v),
+        }
+    }
+
+    /// A finite number (NaN and infinities are refused: nothing the models read may be one).
     pub(crate) fn f64_or(&self, field: &str, default: f64) -> Result<f64> {
         match self.get(field) {
             None => Ok(default),
-            Some(v) => v
-                .as_f64()
-                .ok_or_else(|| self.err(field, format!("expected a number, found {v}"))),
+            Some(v) => match v.as_f64() {
+                Some(x) if x.is_finite() => Ok(x),
+                _ => Err(self.err(field, format!("expected a finite number, found {v}"))),
+            },
         }
+    }
+
+    /// [`Json::f64_or`] that must also satisfy `ok`, described by `range` in the error.
+    pub(crate) fn f64_in(
+        &self,
+        field: &str,
+        default: f64,
+        range: &str,
+        ok: impl Fn(f64) -> bool,
+    ) -> Result<f64> {
+        let x = self.f64_or(field, default)?;
+        if ok(x) {
+            Ok(x)
+        } else {
+            Err(self.err(field, format!("{x} is out of range ({range})")))
+        }
+    }
+
+    /// A positive epsilon (added to a variance before its square root).
+    pub(crate) fn eps_or(&self, field: &str, default: f64) -> Result<f64> {
+        self.f64_in(field, default, "must be > 0 and finite", |x| x > 0.0)
+    }
+
+    /// A latent scaling factor: finite and non-zero (latents are divided by it).
+    pub(crate) fn scaling_factor_or(&self, default: f64) -> Result<f64> {
+        self.f64_in(
+            "scaling_factor",
+            default,
+            "must be finite and non-zero, |x| ≥ 1e-6",
+            |x| x.abs() >= 1e-6 && x.abs() <= 1e6,
+        )
+    }
+
+    /// GroupNorm groups: at least 1, dividing every width in `channels`.
+    pub(crate) fn groups_dividing(&self, channels: &[usize]) -> Result<usize> {
+        let groups = self.usize_or("norm_num_groups", 32)?;
+        if groups == 0 {
+            return Err(self.err("norm_num_groups", "must be at least 1"));
+        }
+        for &c in channels {
+            if c == 0 || c % groups != 0 {
+                return Err(self.err(
+                    "block_out_channels",
+                    format!("{c} is not a multiple of norm_num_groups {groups}"),
+                ));
+            }
+        }
+        Ok(groups)
     }
 
     pub(crate) fn bool_or(&self, field: &str, default: bool) -> Result<bool> {
@@ -107,14 +168,7 @@ impl<'a> Json<'a> {
     pub(crate) fn usizes(&self, field: &str) -> Result<Vec<usize>> {
         match self.get(field) {
             None => Err(self.err(field, "missing")),
-            Some(Value::Array(a)) => a
-                .iter()
-                .map(|v| {
-                    v.as_u64()
-                        .map(|x| x as usize)
-                        .ok_or_else(|| self.err(field, format!("expected integers, found {v}")))
-                })
-                .collect(),
+            Some(Value::Array(a)) => a.iter().map(|v| self.count(field, v)).collect(),
             Some(v) => Err(self.err(field, format!("expected a list of integers, found {v}"))),
         }
     }
@@ -286,15 +340,7 @@ impl UNetConfig {
             Some(Value::String(s)) if s == "UNetMidBlock2DCrossAttn" => true,
             Some(v) => return Err(j.err("mid_block_type", format!("{v} is not supported"))),
         };
-        let norm_num_groups = j.usize_or("norm_num_groups", 32)?;
-        for &c in &block_out_channels {
-            if c == 0 || c % norm_num_groups != 0 {
-                return Err(j.err(
-                    "block_out_channels",
-                    format!("{c} is not a multiple of norm_num_groups {norm_num_groups}"),
-                ));
-            }
-        }
+        let norm_num_groups = j.groups_dividing(&block_out_channels)?;
         let num_attention_heads = j.per_block("attention_head_dim", 8, n)?;
         for (i, (&h, &c)) in num_attention_heads.iter().zip(&block_out_channels).enumerate() {
             if h == 0 || c % h != 0 {
@@ -315,7 +361,7 @@ impl UNetConfig {
             num_attention_heads,
             cross_attention_dim: j.per_block("cross_attention_dim", 1280, n)?,
             norm_num_groups,
-            norm_eps: j.f64_or("norm_eps", 1e-5)?,
+            norm_eps: j.eps_or("norm_eps", 1e-5)?,
             flip_sin_to_cos: j.bool_or("flip_sin_to_cos", true)?,
             freq_shift: j.f64_or("freq_shift", 0.0)?,
             use_linear_projection: j.bool_or("use_linear_projection", false)?,
@@ -448,15 +494,7 @@ impl VaeConfig {
             }
         }
         j.require_default("norm_type", Value::String("group".into()))?;
-        let norm_num_groups = j.usize_or("norm_num_groups", 32)?;
-        for &c in &block_out_channels {
-            if c == 0 || c % norm_num_groups != 0 {
-                return Err(j.err(
-                    "block_out_channels",
-                    format!("{c} is not a multiple of norm_num_groups {norm_num_groups}"),
-                ));
-            }
-        }
+        let norm_num_groups = j.groups_dividing(&block_out_channels)?;
         Ok(Self {
             in_channels: j.usize_or("in_channels", 3)?,
             out_channels: j.usize_or("out_channels", 3)?,
@@ -464,8 +502,8 @@ impl VaeConfig {
             layers_per_block: j.usize_or("layers_per_block", 1)?,
             norm_num_groups,
             act_fn: j.activation("act_fn", "silu")?,
-            scaling_factor: j.f64_or("scaling_factor", 0.18215)?,
-            shift_factor: j.f64_or("shift_factor", 0.0)?,
+            scaling_factor: j.scaling_factor_or(0.18215)?,
+            shift_factor: j.f64_in("shift_factor", 0.0, "|x| ≤ 1e6", |x| x.abs() <= 1e6)?,
             mid_block_add_attention: j.bool_or("mid_block_add_attention", true)?,
             use_quant_conv: j.bool_or("use_quant_conv", true)?,
             use_post_quant_conv: j.bool_or("use_post_quant_conv", true)?,
@@ -554,7 +592,7 @@ impl ClipTextConfig {
             num_attention_heads,
             max_position_embeddings: j.usize_or("max_position_embeddings", 77)?,
             hidden_act: j.activation("hidden_act", "quick_gelu")?,
-            layer_norm_eps: j.f64_or("layer_norm_eps", 1e-5)?,
+            layer_norm_eps: j.eps_or("layer_norm_eps", 1e-5)?,
             eos_token_id: j.usize_or("eos_token_id", 2)? as u32,
             projection_dim: j
                 .get("projection_dim")
@@ -625,7 +663,7 @@ impl ClipVisionConfig {
             image_size,
             patch_size,
             hidden_act: j.activation("hidden_act", "quick_gelu")?,
-            layer_norm_eps: j.f64_or("layer_norm_eps", 1e-5)?,
+            layer_norm_eps: j.eps_or("layer_norm_eps", 1e-5)?,
             projection_dim: j.usize_or("projection_dim", top_projection)?,
         })
     }

@@ -61,7 +61,9 @@ impl ClipTokenizer {
         let mut max_len = 77usize;
         for name in ["special_tokens_map.json", "tokenizer_config.json"] {
             let p = dir.join(name);
-            if let Ok(text) = std::fs::read_to_string(&p) {
+            // Optional files: absent is fine, anything else at the name must be readable.
+            if std::fs::symlink_metadata(&p).is_ok() {
+                let text = crate::io::read_text(&p)?;
                 let v: serde_json::Value = serde_json::from_str(&text)
                     .map_err(|e| Error::model_load(&p, format!("invalid JSON: {e}")))?;
                 if let Some(t) = v.get("pad_token").and_then(token_string) {
@@ -78,8 +80,8 @@ impl ClipTokenizer {
         let vocab_p = dir.join("vocab.json");
         let merges_p = dir.join("merges.txt");
         let tok = if vocab_p.is_file() && merges_p.is_file() {
-            let vocab = std::fs::read_to_string(&vocab_p).map_err(|e| Error::io(&vocab_p, e))?;
-            let merges = std::fs::read_to_string(&merges_p).map_err(|e| Error::io(&merges_p, e))?;
+            let vocab = crate::io::read_text(&vocab_p)?;
+            let merges = crate::io::read_text(&merges_p)?;
             Self::from_vocab_merges(&vocab, &merges, &pad_token, max_len)
                 .map_err(|e| Error::model_load(dir, e))?
         } else {

@@ -186,6 +186,8 @@ impl SchedulerConfig {
 
     pub(crate) fn from_json(j: &Json) -> Result<Self> {
         use serde_json::json;
+        /// diffusers' schedules have 1000 training timesteps; far more is not a real model.
+        const MAX_TRAIN_TIMESTEPS: usize = 100_000;
         let kind = SchedulerKind::parse(j.str_or("_class_name", "DPMSolverMultistepScheduler")?)
             .unwrap_or(SchedulerKind::DpmSolverPlusPlus2M);
         let beta_schedule = match j.map.get("trained_betas").filter(|v| !v.is_null()) {
@@ -238,8 +240,8 @@ impl SchedulerConfig {
         let cfg = Self {
             kind,
             num_train_timesteps: j.usize_or("num_train_timesteps", 1000)?,
-            beta_start: j.f64_or("beta_start", 0.0001)?,
-            beta_end: j.f64_or("beta_end", 0.02)?,
+            beta_start: j.f64_in("beta_start", 0.0001, "must be in (0, 1)", |b| b > 0.0 && b < 1.0)?,
+            beta_end: j.f64_in("beta_end", 0.02, "must be in (0, 1)", |b| b > 0.0 && b < 1.0)?,
             beta_schedule,
             prediction_type,
             timestep_spacing,
@@ -253,10 +255,19 @@ impl SchedulerConfig {
             lower_order_final: j.bool_or("lower_order_final", true)?,
             euler_at_final: j.bool_or("euler_at_final", false)?,
         };
-        if cfg.num_train_timesteps < 2 {
-            return Err(j.err("num_train_timesteps", "must be at least 2"));
+        if !(2..=MAX_TRAIN_TIMESTEPS).contains(&cfg.num_train_timesteps) {
+            return Err(j.err(
+                "num_train_timesteps",
+                format!(
+                    "{} is out of range (2 to {MAX_TRAIN_TIMESTEPS})",
+                    cfg.num_train_timesteps
+                ),
+            ));
         }
         if let BetaSchedule::Trained(b) = &cfg.beta_schedule {
+            if let Some((i, x)) = b.iter().enumerate().find(|(_, &x)| !(x > 0.0 && x < 1.0)) {
+                return Err(j.err("trained_betas", format!("value {i} is {x}, outside (0, 1)")));
+            }
             if b.len() != cfg.num_train_timesteps {
                 return Err(j.err(
                     "trained_betas",

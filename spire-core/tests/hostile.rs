@@ -1,0 +1,286 @@
+//! Hostile files and options (issue #25's crash, hang and silent-NaN cases): each gives a typed
+//! error naming the file, key or option, within a bounded time, and nothing is allocated
+//! from an unchecked size.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::fixtures;
+use spire_core::model::{AutoencoderKL, ClipTextModel, ClipTokenizer, UNet2DConditionModel};
+use spire_core::{ErrorKind, LoadOptions, RestoreOptions, SchedulerConfig};
+
+/// Runs `f` on another thread and fails the test if it takes longer than 30 s (a hang), instead
+/// of hanging the suite.
+fn bounded<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("{what}: no answer within 30 s (hang)"))
+}
+
+fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
+    }
+}
+
+/// A scratch copy of `component` with `field` of its config set to `value`.
+fn with_config(
+    component: &str,
+    file: &str,
+    field: &str,
+    value: serde_json::Value,
+) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("c");
+    copy_dir(&fixtures().join(component), &dir);
+    let p = dir.join(file);
+    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    cfg[field] = value;
+    std::fs::write(&p, cfg.to_string()).unwrap();
+    (tmp, dir)
+}
+
+fn load_error(component: &str, field: &str, value: serde_json::Value) -> String {
+    let what = format!("{component} {field} = {value}");
+    let (tmp, dir) = with_config(component, "config.json", field, value);
+    let kind = component.rsplit('/').next().unwrap().to_string();
+    let err = bounded(&what, move || {
+        let o = LoadOptions::default();
+        let r = match kind.as_str() {
+            "unet" => UNet2DConditionModel::from_dir(&dir, &o).map(|_| ()),
+            "vae" => AutoencoderKL::from_dir(&dir, &o).map(|_| ()),
+            _ => ClipTextModel::from_dir(&dir, &o).map(|_| ()),
+        };
+        drop(tmp);
+        r.unwrap_err()
+    });
+    assert_eq!(err.kind(), ErrorKind::ModelLoad, "{what}: {err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("config.json") && msg.contains(field),
+        "{what}: {msg}"
+    );
+    msg
+}
+
+#[test]
+fn configs_out_of_range_are_refused_by_file_key_and_range() {
+    // Were: a division by zero (panic), capacity overflows (panic) and 1e12 allocations (abort).
+    for component in ["tiny-sd1/unet", "tiny-sd1/vae"] {
+        let m = load_error(component, "norm_num_groups", 0.into());
+        assert!(m.contains("at least 1"), "{m}");
+        for v in [1e12 as u64, 1 << 62] {
+            let m = load_error(component, "layers_per_block", v.into());
+            assert!(m.contains("out of range"), "{m}");
+        }
+    }
+    // Silent black images before: a negative epsilon, a zero or huge scaling factor, a huge shift.
+    let m = load_error("tiny-sd1/text_encoder", "layer_norm_eps", (-1e-5).into());
+    assert!(m.contains("> 0"), "{m}");
+    load_error("tiny-sd1/unet", "norm_eps", 0.0.into());
+    for v in [0.0, 1e308] {
+        let m = load_error("tiny-sd1/vae", "scaling_factor", v.into());
+        assert!(m.contains("non-zero"), "{m}");
+    }
+    load_error("tiny-sd1/vae", "shift_factor", 1e30.into());
+    load_error("tiny-sd1/text_encoder", "vocab_size", (1u64 << 40).into());
+}
+
+#[test]
+fn scheduler_configs_out_of_range_are_refused() {
+    let bad = |field: &str, value: serde_json::Value| {
+        let mut cfg: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(fixtures().join("tiny-sd1/scheduler/scheduler_config.json")).unwrap(),
+        )
+        .unwrap();
+        cfg[field] = value;
+        let text = cfg.to_string();
+        let err = bounded(field, move || SchedulerConfig::from_json_str(&text).unwrap_err());
+        assert_eq!(err.kind(), ErrorKind::ModelLoad, "{field}: {err}");
+        assert!(err.to_string().contains(field), "{err}");
+        err.to_string()
+    };
+    // Was an abort (a 1e12-element allocation) and a capacity-overflow panic.
+    for v in [1e12 as u64, 1 << 62] {
+        assert!(bad("num_train_timesteps", v.into()).contains("out of range"));
+    }
+    assert!(bad("beta_start", (-0.001).into()).contains("(0, 1)"));
+    assert!(bad("beta_end", 1.5.into()).contains("(0, 1)"));
+    let mut betas = vec![serde_json::json!(0.01); 1000];
+    betas[3] = serde_json::json!(1.5);
+    let m = bad("trained_betas", serde_json::Value::Array(betas));
+    assert!(m.contains("value 3 is 1.5"), "{m}");
+}
+
+#[test]
+fn step_counts_and_strengths_out_of_range_are_refused_at_once() {
+    // Were: an endless loop (strength below ~5e-20) and aborts / overflow panics (huge counts).
+    for strength in [1e-30, 5e-20, 1e-19, 1e-9] {
+        let o = RestoreOptions {
+            strength,
+            ..Default::default()
+        };
+        let err = bounded("strength", move || o.validate().unwrap_err());
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+        assert!(err.to_string().contains("strength"), "{err}");
+    }
+    for steps in [10_001, u32::MAX as usize, usize::MAX] {
+        let o = RestoreOptions {
+            num_inference_steps: steps,
+            ..Default::default()
+        };
+        let err = o.validate().unwrap_err();
+        assert!(
+            err.to_string().contains("num_inference_steps") && err.to_string().contains("10000"),
+            "{err}"
+        );
+    }
+    // The largest step count is accepted, and the hint names the smallest count that runs.
+    let o = RestoreOptions {
+        num_inference_steps: 10_000,
+        ..Default::default()
+    };
+    o.validate().unwrap();
+    let o = RestoreOptions {
+        strength: 0.001,
+        num_inference_steps: 20,
+        ..Default::default()
+    };
+    let m = o.validate().unwrap_err().to_string();
+    assert!(m.contains("at least 1000 steps"), "{m}");
+}
+
+fn mkfifo(path: &Path) {
+    let st = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("mkfifo");
+    assert!(st.success());
+}
+
+#[test]
+fn a_fifo_in_place_of_a_model_file_is_an_error_not_a_hang() {
+    // Tokenizer side files.
+    for name in ["special_tokens_map.json", "tokenizer_config.json"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("tokenizer");
+        copy_dir(&fixtures().join("tiny-sd1/tokenizer"), &dir);
+        let _ = std::fs::remove_file(dir.join(name));
+        mkfifo(&dir.join(name));
+        let d = dir.clone();
+        let err = bounded(name, move || ClipTokenizer::from_dir(&d).unwrap_err());
+        assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+        let m = err.to_string();
+        assert!(m.contains(name) && m.contains("not a regular file"), "{m}");
+    }
+    // The weights file and a config.
+    for name in ["diffusion_pytorch_model.safetensors", "config.json"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("unet");
+        copy_dir(&fixtures().join("tiny-sd1/unet"), &dir);
+        std::fs::remove_file(dir.join(name)).unwrap();
+        mkfifo(&dir.join(name));
+        let d = dir.clone();
+        let err = bounded(name, move || {
+            UNet2DConditionModel::from_dir(&d, &LoadOptions::default()).unwrap_err()
+        });
+        assert!(err.to_string().contains(name), "{err}");
+    }
+    // The target of a sharded index.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("unet");
+    copy_dir(&fixtures().join("tiny-sd1/unet"), &dir);
+    std::fs::remove_file(dir.join("diffusion_pytorch_model.safetensors")).unwrap();
+    std::fs::write(
+        dir.join("diffusion_pytorch_model.safetensors.index.json"),
+        r#"{"weight_map": {"conv_in.weight": "shard-1.safetensors"}}"#,
+    )
+    .unwrap();
+    mkfifo(&dir.join("shard-1.safetensors"));
+    let err = bounded("index target", move || {
+        UNet2DConditionModel::from_dir(&dir, &LoadOptions::default()).unwrap_err()
+    });
+    assert!(err.to_string().contains("shard-1.safetensors"), "{err}");
+    // An image.
+    let p = tmp.path().join("in.png");
+    mkfifo(&p);
+    let err = bounded("image", move || spire_core::io::load_image(&p).unwrap_err());
+    assert!(
+        err.to_string().contains("in.png") && err.to_string().contains("not a regular file"),
+        "{err}"
+    );
+}
+
+/// CRC-32 (PNG's), for hand-made chunks.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for &b in bytes {
+        c ^= u32::from(b);
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
+
+fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+    out.extend((data.len() as u32).to_be_bytes());
+    let mut body = kind.to_vec();
+    body.extend(data);
+    out.extend(&body);
+    out.extend(crc32(&body).to_be_bytes());
+}
+
+#[test]
+fn image_headers_claiming_huge_sizes_are_refused_before_decoding() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A 57-byte PNG whose header claims 100000×100000 RGB (was: a 30 GB allocation, abort).
+    let mut png = vec![0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A];
+    let mut ihdr = Vec::new();
+    ihdr.extend(100_000u32.to_be_bytes());
+    ihdr.extend(100_000u32.to_be_bytes());
+    ihdr.extend([8, 2, 0, 0, 0]);
+    chunk(&mut png, b"IHDR", &ihdr);
+    chunk(&mut png, b"IDAT", &[]);
+    chunk(&mut png, b"IEND", &[]);
+    let p = tmp.path().join("huge.png");
+    std::fs::write(&p, &png).unwrap();
+    let err = bounded("png", move || spire_core::io::load_image(&p).unwrap_err());
+    assert_eq!(err.kind(), ErrorKind::InvalidImage);
+    let m = err.to_string();
+    assert!(m.contains("huge.png") && m.contains("100000×100000"), "{m}");
+    // A small JPEG whose frame header is patched to 20000×20000.
+    let p = tmp.path().join("small.jpg");
+    let img = spire_core::Image {
+        width: 16,
+        height: 16,
+        color: spire_core::ColorType::Rgb,
+        data: spire_core::ImageData::U8(common::test_rgb8(16, 16)),
+    };
+    spire_core::io::save_image(&p, &img).unwrap();
+    let mut jpg = std::fs::read(&p).unwrap();
+    let sof = jpg
+        .windows(2)
+        .position(|w| w == [0xFF, 0xC0])
+        .expect("a baseline frame header");
+    jpg[sof + 5..sof + 7].copy_from_slice(&20_000u16.to_be_bytes());
+    jpg[sof + 7..sof + 9].copy_from_slice(&20_000u16.to_be_bytes());
+    let p = tmp.path().join("huge.jpg");
+    std::fs::write(&p, &jpg).unwrap();
+    let err = bounded("jpeg", move || spire_core::io::load_image(&p).unwrap_err());
+    assert_eq!(err.kind(), ErrorKind::InvalidImage);
+    assert!(err.to_string().contains("20000×20000"), "{err}");
+}
