@@ -312,6 +312,15 @@ impl RestoreOptions {
         finite_nonneg("semantic_guidance", self.semantic_guidance)?;
         finite_nonneg("conditioning_scale", self.conditioning_scale)?;
         finite_nonneg("eta", self.eta)?;
+        if self.eta > 1.0 {
+            return Err(Error::invalid_arg(
+                "eta",
+                format!(
+                    "must be in [0, 1] (0: deterministic DDIM, 1: DDPM-like), got {}",
+                    self.eta
+                ),
+            ));
+        }
         finite_nonneg("consistency", self.consistency)?;
         if self.eta > 0.0 && self.scheduler.is_some_and(|s| s != SchedulerKind::Ddim) {
             return Err(Error::invalid_arg("eta", "only the DDIM scheduler takes eta"));
@@ -352,6 +361,14 @@ impl RestoreOptions {
                     "initial_latents",
                     format!("must be 4-D, got shape {:?}", l.dims()),
                 ));
+            }
+            // `t − t` is 0 for finite values and NaN otherwise: one pass.
+            let finite = (l - l)
+                .and_then(|d| d.to_dtype(candle_core::DType::F32)?.sum_all()?.to_scalar::<f32>())
+                .map_err(|e| Error::invalid_arg("initial_latents", e.to_string()))?
+                == 0.0;
+            if !finite {
+                return Err(Error::invalid_arg("initial_latents", "holds NaN or infinity"));
             }
         }
         if self.tile_size == Some(0) {

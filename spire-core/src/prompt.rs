@@ -276,7 +276,19 @@ impl RestorationPrompt {
                     rest = &rest[1..];
                 }
             }
-            let num_text: String = rest.concat();
+            // One number: "5 0" or "0 .1" is not 50 or 0.1 (Upsample also takes "x 4" / "4 ×").
+            let is_x = |w: &str| w == "x" || w == "×";
+            let num_text: String = match rest {
+                [] => String::new(),
+                [one] => (*one).to_string(),
+                [a, b] if op == Op::Upsample && (is_x(a) || is_x(b)) => format!("{a}{b}"),
+                _ => {
+                    return Err(err(&format!(
+                        "`{}` is not one number (no spaces inside a number)",
+                        rest.join(" ")
+                    )))
+                }
+            };
             let value = parse_number(&num_text, op).map_err(|m| err(&m))?;
             p = Self::set_clause(p, op, value, clause)?;
         }

@@ -127,6 +127,12 @@ impl TensorStore {
                 info.dtype
             )
         })?;
+        if !st.is_float() {
+            return Err(format!(
+                "{}: tensor `{key}` is {st:?}, an integer tensor where a weight must be floating point",
+                file.name.display()
+            ));
+        }
         let (s, e) = info.data_offsets;
         let data = &file.bytes[file.data_start + s..file.data_start + e];
         let t = Tensor::from_raw_buffer(data, st, &info.shape, &Device::Cpu)
@@ -224,11 +230,24 @@ pub(crate) fn component_files(dir: &Path, stems: &[&str], variant: Option<&str>)
                 .get("weight_map")
                 .and_then(|m| m.as_object())
                 .ok_or_else(|| Error::model_load(&index, "no `weight_map` object"))?;
-            let mut files: Vec<PathBuf> = map
-                .values()
-                .filter_map(|f| f.as_str())
-                .map(|f| dir.join(f))
-                .collect();
+            let mut files = Vec::with_capacity(map.len().min(1024));
+            for f in map.values() {
+                let f = f.as_str().ok_or_else(|| {
+                    Error::model_load(&index, format!("`weight_map` value {f} is not a file name"))
+                })?;
+                // Only files inside the component folder: no absolute paths, no `..`.
+                let inside = !f.is_empty()
+                    && Path::new(f)
+                        .components()
+                        .all(|c| matches!(c, std::path::Component::Normal(_)));
+                if !inside {
+                    return Err(Error::model_load(
+                        &index,
+                        format!("`weight_map` names `{f}`, outside the folder (only file names inside it are allowed)"),
+                    ));
+                }
+                files.push(dir.join(f));
+            }
             files.sort();
             files.dedup();
             return Ok(files);

@@ -284,3 +284,111 @@ fn image_headers_claiming_huge_sizes_are_refused_before_decoding() {
     assert_eq!(err.kind(), ErrorKind::InvalidImage);
     assert!(err.to_string().contains("20000×20000"), "{err}");
 }
+
+#[test]
+fn silent_wrong_answers_are_now_errors() {
+    use spire_core::RestorationPrompt;
+    // Numbers with spaces inside were joined ("5 0" read as 50).
+    for bad in [
+        "Dejpeg with quality 5 0",
+        "Denoise with sigma 0 .1",
+        "Deblur with sigma 2 .0",
+    ] {
+        let err = RestorationPrompt::parse(bad).unwrap_err();
+        assert!(err.to_string().contains("not one number"), "{bad}: {err}");
+    }
+    for ok in [
+        "Upsample with scale 4",
+        "Upsample x4",
+        "Upsample 4x",
+        "Upsample x 4",
+        "Denoise with sigma 0.1",
+    ] {
+        RestorationPrompt::parse(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+    }
+    // Non-finite initial latents and an eta past DDIM's range.
+    let dev = candle_core::Device::Cpu;
+    for v in [f32::NAN, f32::INFINITY] {
+        let mut data = vec![0.1f32; 4 * 4 * 4];
+        data[5] = v;
+        let o = RestoreOptions {
+            initial_latents: Some(candle_core::Tensor::from_vec(data, (1, 4, 4, 4), &dev).unwrap()),
+            ..Default::default()
+        };
+        let err = o.validate().unwrap_err();
+        assert!(err.to_string().contains("initial_latents"), "{err}");
+    }
+    let o = RestoreOptions {
+        eta: 1e30,
+        scheduler: Some(spire_core::SchedulerKind::Ddim),
+        ..Default::default()
+    };
+    assert!(o.validate().unwrap_err().to_string().contains("[0, 1]"));
+}
+
+#[test]
+fn integer_weights_and_index_paths_outside_the_folder_are_refused() {
+    // An integer tensor where a weight belongs (was: converted and used).
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("unet");
+    copy_dir(&fixtures().join("tiny-sd1/unet"), &dir);
+    let file = dir.join("diffusion_pytorch_model.safetensors");
+    let mut w = candle_core::safetensors::load(&file, &candle_core::Device::Cpu).unwrap();
+    let k = "conv_in.weight";
+    let int = w[k].to_dtype(candle_core::DType::I64).unwrap();
+    w.insert(k.into(), int);
+    candle_core::safetensors::save(&w, &file).unwrap();
+    let err = UNet2DConditionModel::from_dir(&dir, &LoadOptions::default()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ModelLoad);
+    assert!(
+        err.to_string().contains(k) && err.to_string().contains("integer"),
+        "{err}"
+    );
+    // A sharded index naming files outside its folder (was: followed).
+    for target in ["../secret.safetensors", "/etc/passwd", "a/../../b.safetensors"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("unet");
+        copy_dir(&fixtures().join("tiny-sd1/unet"), &dir);
+        std::fs::remove_file(dir.join("diffusion_pytorch_model.safetensors")).unwrap();
+        std::fs::write(
+            dir.join("diffusion_pytorch_model.safetensors.index.json"),
+            serde_json::json!({"weight_map": {"conv_in.weight": target}}).to_string(),
+        )
+        .unwrap();
+        let err = UNet2DConditionModel::from_dir(&dir, &LoadOptions::default()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ModelLoad);
+        assert!(
+            err.to_string().contains("outside the folder") && err.to_string().contains(target),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn nan_weights_give_a_numerical_error_not_a_black_image() {
+    let tmp = tempfile::tempdir().unwrap();
+    for sub in ["unet", "vae", "text_encoder", "tokenizer", "scheduler"] {
+        copy_dir(&fixtures().join("tiny-sd1").join(sub), &tmp.path().join(sub));
+    }
+    let file = tmp.path().join("unet/diffusion_pytorch_model.safetensors");
+    let mut w = candle_core::safetensors::load(&file, &candle_core::Device::Cpu).unwrap();
+    let k = "conv_out.bias";
+    let nan = (w[k].clone() * f64::NAN).unwrap();
+    w.insert(k.into(), nan);
+    candle_core::safetensors::save(&w, &file).unwrap();
+    let lo = LoadOptions {
+        adaptor: Some(fixtures().join("tiny-controlnet")),
+        ..Default::default()
+    };
+    let r = spire_core::Restorer::from_pretrained(tmp.path(), &lo).unwrap();
+    let px = common::test_rgb8(16, 16);
+    let o = RestoreOptions {
+        num_inference_steps: 3,
+        ..Default::default()
+    };
+    let err = r
+        .restore(&spire_core::ImageView::rgb8(16, 16, &px).unwrap(), &o)
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Numerical, "{err}");
+    assert!(err.to_string().contains("step 1 of 3"), "{err}");
+}
