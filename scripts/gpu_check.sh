@@ -29,7 +29,22 @@ if [ "$DEVICE" = cpu ]; then
 else
   DTYPE=${DTYPE:-f16} SIZE=${SIZE:-512} STEPS=${STEPS:-20} RUNS=${RUNS:-5} THREADS=${THREADS:-0}
 fi
+if [ -z "${GPU_CHECK_BIN:-}" ] && [ -x target/gpu/gpu_check ] && [ "$DEVICE" != cpu ]; then
+  GPU_CHECK_BIN=target/gpu/gpu_check          # carried from scripts/gpu_bundle.sh
+fi
 BIN=${GPU_CHECK_BIN:-target/release/examples/gpu_check}
+case "$DEVICE" in
+  cuda*)
+    # cuBLAS, cuRAND and the CUDA runtime of PyTorch's nvidia.cu13 wheels, when the system has none.
+    cu13=$(${PYTHON:-python3} -c 'import nvidia.cu13 as m; print(list(m.__path__)[0])' 2>/dev/null || true)
+    [ -n "$cu13" ] && export LD_LIBRARY_PATH="$cu13/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}";;
+esac
+# Carried wheels (diffusers) go on PYTHONPATH without touching the machine's environment.
+if ls target/gpu/wheels/*.whl >/dev/null 2>&1; then
+  site=$(mktemp -d)
+  ${PYTHON:-python3} -m pip install -q --no-index --no-deps --no-compile --target "$site" target/gpu/wheels/*.whl
+  export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
+fi
 if [ ! -x "$BIN" ]; then
   features=()
   case "$DEVICE" in cuda*) features=(--features cuda);; esac

@@ -166,29 +166,47 @@ fn build_options(
         };
     }
     let slot: ErrSlot = Arc::new(Mutex::new(None));
-    if let Some(cb) = progress {
+    if let Some(cb) = &progress {
         if !cb.bind(py).is_callable() {
             return Err(invalid(
                 "progress",
                 "must be callable as progress(step, total)".into(),
             ));
         }
-        let s = slot.clone();
-        o.progress = Some(Arc::new(move |p: &Progress| {
+    }
+    // Called at every stage and denoising step, with or without a user callback: a pending
+    // signal (Ctrl-C) stops the run within one step and is re-raised as KeyboardInterrupt;
+    // then the user's callback, whose falsy return (other than None) cancels.
+    let s = slot.clone();
+    o.progress = Some(Arc::new(move |p: &Progress| {
+        Python::attach(|py| {
+            let keep = |e: PyErr| {
+                if let Ok(mut g) = s.lock() {
+                    *g = Some(e);
+                }
+                false
+            };
+            if let Err(e) = py.check_signals() {
+                return keep(e);
+            }
+            let Some(cb) = &progress else {
+                return true;
+            };
             if p.stage != Stage::Denoising {
                 return true;
             }
-            Python::attach(|py| match cb.call1(py, (p.step, p.total)) {
-                Ok(v) => !v.bind(py).is(PyBool::new(py, false).as_any()),
-                Err(e) => {
-                    if let Ok(mut g) = s.lock() {
-                        *g = Some(e);
+            match cb.call1(py, (p.step, p.total)) {
+                Ok(v) => {
+                    let v = v.bind(py);
+                    match v.is_truthy() {
+                        Ok(truthy) => v.is_none() || truthy,
+                        Err(e) => keep(e),
                     }
-                    false
                 }
-            })
-        }));
-    }
+                Err(e) => keep(e),
+            }
+        })
+    }));
     Ok((o, slot))
 }
 
