@@ -1,4 +1,6 @@
 //! Reading and writing image files (PNG and JPEG), for the command line, the C ABI and tests.
+//! Reads take regular files only and check the header's size before decoding; a truncated
+//! JPEG is an error. Writes are atomic: a temporary file renamed into place.
 //! 8-bit gray, gray+alpha (alpha dropped), RGB and RGBA PNGs; 16-bit PNGs are reduced to 8 bits;
 //! palette PNGs are expanded. JPEGs decode to RGB.
 
@@ -93,7 +95,9 @@ pub fn load_image(path: impl AsRef<Path>) -> Result<Image> {
         let opts = zune_jpeg::zune_core::options::DecoderOptions::default()
             .jpeg_set_out_colorspace(zune_jpeg::zune_core::colorspace::ColorSpace::RGB)
             .set_max_width(1 << 16)
-            .set_max_height(1 << 16);
+            .set_max_height(1 << 16)
+            // A truncated or corrupt file is an error, not an image padded with grey.
+            .set_strict_mode(true);
         let mut dec = zune_jpeg::JpegDecoder::new_with_options(std::io::Cursor::new(&bytes), opts);
         dec.decode_headers()
             .map_err(|e| bad(path, format!("cannot read the JPEG header: {e:?}")))?;
@@ -236,7 +240,71 @@ pub fn save_image(path: impl AsRef<Path>, image: &Image) -> Result<()> {
             .map_err(|e| Error::Internal(format!("PNG: {e}")))?;
         w.finish().map_err(|e| Error::Internal(format!("PNG: {e}")))?;
     }
-    std::fs::write(path, out).map_err(|e| Error::io(path, e))
+    write_atomic(path, &out)
+}
+
+/// Checks, before any work, that `path` can take an output file: its folder exists, and it is
+/// not a folder or a dangling link. (A full disk or a size limit is found when writing; then
+/// [`write_atomic`] keeps whatever was at `path`.)
+///
+/// # Errors
+/// [`Error::Io`] naming the path.
+pub fn check_output_path(path: impl AsRef<Path>) -> Result<()> {
+    let path = path.as_ref();
+    let fail = |msg: String| Error::io(path, std::io::Error::new(std::io::ErrorKind::InvalidInput, msg));
+    if let Ok(m) = std::fs::symlink_metadata(path) {
+        if m.is_dir() {
+            return Err(fail("is a folder; give a file name".into()));
+        }
+        if m.file_type().is_symlink() && std::fs::metadata(path).is_err() {
+            return Err(fail("is a link to nothing (a dangling symlink)".into()));
+        }
+        if std::fs::metadata(path).is_ok_and(|m| m.is_dir()) {
+            return Err(fail("is a link to a folder; give a file name".into()));
+        }
+    }
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => {
+            Err(fail(format!("the folder {} does not exist", dir.display())))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Writes `bytes` to `path` whole or not at all: into a temporary file in the same folder,
+/// flushed to disk, then renamed over `path`. On any failure (disk full, a file-size limit) the
+/// temporary file is removed and whatever was at `path` before is untouched.
+///
+/// # Errors
+/// [`Error::Io`] naming `path`.
+pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let path = path.as_ref();
+    check_output_path(path)?;
+    let name = path.file_name().ok_or_else(|| {
+        Error::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "no file name"),
+        )
+    })?;
+    let tmp = path.with_file_name(format!(
+        ".{}.{}-{}.spire-tmp",
+        name.to_string_lossy(),
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let written = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    written.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
 }
 
 #[cfg(test)]

@@ -392,3 +392,81 @@ fn nan_weights_give_a_numerical_error_not_a_black_image() {
     assert_eq!(err.kind(), ErrorKind::Numerical, "{err}");
     assert!(err.to_string().contains("step 1 of 3"), "{err}");
 }
+
+#[test]
+fn a_truncated_jpeg_is_an_error_not_a_grey_padded_image() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("whole.jpg");
+    let img = spire_core::Image {
+        width: 64,
+        height: 48,
+        color: spire_core::ColorType::Rgb,
+        data: spire_core::ImageData::U8(common::test_rgb8(64, 48)),
+    };
+    spire_core::io::save_image(&p, &img).unwrap();
+    spire_core::io::load_image(&p).unwrap();
+    let bytes = std::fs::read(&p).unwrap();
+    let cut = tmp.path().join("cut.jpg");
+    std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    let err = spire_core::io::load_image(&cut).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidImage, "{err}");
+    assert!(err.to_string().contains("cut.jpg"), "{err}");
+}
+
+#[test]
+fn outputs_are_checked_first_and_written_whole_or_not_at_all() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = spire_core::Image {
+        width: 128,
+        height: 128,
+        color: spire_core::ColorType::Rgb,
+        data: spire_core::ImageData::U8(common::test_rgb8(128, 128)),
+    };
+    // A folder, a dangling link, a missing folder: refused before any work, by name.
+    let dir = tmp.path().join("out.png");
+    std::fs::create_dir(&dir).unwrap();
+    let dangling = tmp.path().join("dangling.png");
+    std::os::unix::fs::symlink(tmp.path().join("nowhere/x.png"), &dangling).unwrap();
+    for (p, says) in [
+        (dir.clone(), "is a folder"),
+        (dangling.clone(), "dangling"),
+        (tmp.path().join("no/such/x.png"), "does not exist"),
+    ] {
+        let err = spire_core::io::check_output_path(&p).unwrap_err();
+        assert!(err.to_string().contains(says), "{}: {err}", p.display());
+        assert!(spire_core::io::save_image(&p, &img).is_err());
+    }
+    // A write that fails midway (a 4 KiB file-size limit, in a child process of the CLI): the
+    // existing file at the destination survives whole, and no partial file is left beside it.
+    let src = tmp.path().join("in.png");
+    spire_core::io::save_image(&src, &img).unwrap();
+    let dst = tmp.path().join("keep.png");
+    std::fs::write(&dst, b"the previous result").unwrap();
+    let status = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -f 4; exec {} degrade {} {}",
+            env!("CARGO_BIN_EXE_spire"),
+            src.display(),
+            dst.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the write was meant to exceed the limit");
+    assert_eq!(std::fs::read(&dst).unwrap(), b"the previous result");
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("keep.png") && n != "keep.png")
+        .collect();
+    // The CLI ignores SIGXFSZ, so the write fails with EFBIG and the temporary file is removed.
+    assert!(left.is_empty(), "left behind: {left:?}");
+    // Without the limit the same command replaces it whole.
+    let ok = std::process::Command::new(env!("CARGO_BIN_EXE_spire"))
+        .args(["degrade", src.to_str().unwrap(), dst.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    assert_eq!(spire_core::io::load_image(&dst).unwrap().width, 128);
+}

@@ -254,12 +254,7 @@ fn restore(args: &[String]) -> Result<(), String> {
 /// `save_image` does not know or a folder that does not exist.
 fn check_output(output: &str) -> Result<(), String> {
     spire_core::io::ImageFormat::from_path(output).map_err(fail)?;
-    match std::path::Path::new(output).parent() {
-        Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => {
-            Err(format!("{output}: the folder {} does not exist", dir.display()))
-        }
-        _ => Ok(()),
-    }
+    spire_core::io::check_output_path(output).map_err(fail)
 }
 
 fn degrade_cmd(args: &[String]) -> Result<(), String> {
@@ -274,6 +269,7 @@ fn degrade_cmd(args: &[String]) -> Result<(), String> {
         None => spire_core::degrade::Pipeline::default(),
     };
     let seed = num(&a, "seed")?.unwrap_or(spire_core::degrade::DEFAULT_SEED);
+    check_output(output)?;
     let img = spire_core::io::load_image(input).map_err(fail)?;
     let (out, prompt) = spire_core::degrade::degrade(&img.view(), pl, seed).map_err(fail)?;
     spire_core::io::save_image(output, &out).map_err(fail)?;
@@ -490,7 +486,27 @@ fn unpack_cmd(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// A file-size limit (`ulimit -f`) kills the process with SIGXFSZ by default, mid-write, leaving
+/// the temporary file behind. Ignored, the write fails with EFBIG instead: the error is
+/// reported, the temporary file removed, and the destination left as it was.
+#[cfg(target_os = "linux")]
+fn ignore_file_size_signal() {
+    extern "C" {
+        fn signal(signum: i32, handler: usize) -> usize;
+    }
+    const SIGXFSZ: i32 = 25;
+    const SIG_IGN: usize = 1;
+    // SAFETY: installing SIG_IGN for one signal at start-up, before any thread exists.
+    unsafe {
+        signal(SIGXFSZ, SIG_IGN);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn ignore_file_size_signal() {}
+
 fn main() -> ExitCode {
+    ignore_file_size_signal();
     let args: Vec<String> = std::env::args().skip(1).collect();
     // `spire help`, `spire --help` and `spire <command> --help` all print the usage.
     if args.iter().any(|a| a == "--help" || a == "-h") {
