@@ -50,6 +50,21 @@ pub struct ImageView<'a> {
 /// The smallest accepted width and height.
 pub const MIN_SIZE: usize = 2;
 
+/// The one size rule of every surface: not empty, at least [`MIN_SIZE`] on each side.
+fn check_size(width: usize, height: usize) -> Result<()> {
+    if width == 0 || height == 0 {
+        return Err(Error::InvalidImage(format!(
+            "the image is empty ({width}×{height})"
+        )));
+    }
+    if width < MIN_SIZE || height < MIN_SIZE {
+        return Err(Error::InvalidImage(format!(
+            "the image is {width}×{height}; at least {MIN_SIZE}×{MIN_SIZE} pixels are needed"
+        )));
+    }
+    Ok(())
+}
+
 impl<'a> ImageView<'a> {
     /// A view over tightly packed rows.
     ///
@@ -70,16 +85,7 @@ impl<'a> ImageView<'a> {
         color: ColorType,
         samples: Samples<'a>,
     ) -> Result<Self> {
-        if width == 0 || height == 0 {
-            return Err(Error::InvalidImage(format!(
-                "the image is empty ({width}×{height})"
-            )));
-        }
-        if width < MIN_SIZE || height < MIN_SIZE {
-            return Err(Error::InvalidImage(format!(
-                "the image is {width}×{height}; at least {MIN_SIZE}×{MIN_SIZE} pixels are needed"
-            )));
-        }
+        check_size(width, height)?;
         let row = width
             .checked_mul(color.channels())
             .ok_or_else(|| Error::InvalidImage("image dimensions overflow".into()))?;
@@ -189,9 +195,12 @@ impl<'a> ImageView<'a> {
         Ok(self.to_planar()?.rgb)
     }
 
-    /// Planar RGB in [0, 1] (gray replicated) and the alpha plane, checking float samples.
+    /// Planar RGB in [0, 1] (gray replicated) and the alpha plane, checking float samples and
+    /// the size (every path into the pipeline passes here, views made by [`Image::view`] too,
+    /// so the CLI, Python and C share one minimum).
     pub(crate) fn to_planar(&self) -> Result<Planar> {
         let (w, h) = (self.width, self.height);
+        check_size(w, h)?;
         let mut rgb = vec![0f32; 3 * w * h];
         let mut alpha = (self.color == ColorType::Rgba).then(|| vec![0f32; w * h]);
         for y in 0..h {

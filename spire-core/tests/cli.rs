@@ -259,3 +259,23 @@ fn device_dtype_and_threads_flags() {
     );
     assert!(!Path::new(out).exists(), "nothing written on failure");
 }
+
+#[test]
+fn images_smaller_than_2x2_are_refused_as_in_python_and_c() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (w, h) in [(1, 1), (1, 64), (64, 1)] {
+        let input = tmp.path().join(format!("in-{w}x{h}.png"));
+        write_png(&input, w, h);
+        let out = tmp.path().join("out.png");
+        let size = format!("{w}×{h}");
+        fails_with(
+            &["restore", input.to_str().unwrap(), out.to_str().unwrap()],
+            &[&size, "at least 2×2"],
+        );
+        fails_with(
+            &["degrade", input.to_str().unwrap(), out.to_str().unwrap()],
+            &["at least 2×2"],
+        );
+        assert!(!out.exists());
+    }
+}

@@ -31,5 +31,5 @@ pub(crate) fn degrade(
     let (out, prompt) = py
         .detach(|| guard(|| core_degrade::degrade(&img.view()?, pipeline, seed)))
         .map_err(to_py)?;
-    Ok((to_numpy(py, out)?, PyRestorationPrompt(prompt)))
+    Ok((to_numpy(py, out, &img)?, PyRestorationPrompt(prompt)))
 }

@@ -15,6 +15,9 @@ pub(crate) struct Owned {
     pub(crate) height: usize,
     pub(crate) color: ColorType,
     pub(crate) data: Data,
+    /// Whether the array had a channel axis (`H×W×C`, also `H×W×1`): the output keeps the
+    /// input's layout, so gray `H×W×1` in gives `H×W×1` out.
+    pub(crate) channel_axis: bool,
 }
 
 pub(crate) enum Data {
@@ -70,13 +73,15 @@ pub(crate) fn from_numpy(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Owned> 
         height: h,
         color,
         data,
+        channel_axis: shape.len() == 3,
     })
 }
 
-/// A core image as a new numpy array (`H×W` for gray, else `H×W×C`).
-pub(crate) fn to_numpy(py: Python<'_>, img: Image) -> PyResult<Py<PyAny>> {
+/// A core image as a new numpy array in the layout of the input `like`: `H×W×C`, and gray as
+/// `H×W` or `H×W×1` as it came in.
+pub(crate) fn to_numpy(py: Python<'_>, img: Image, like: &Owned) -> PyResult<Py<PyAny>> {
     let (h, w, c) = (img.height, img.width, img.color.channels());
-    let shape: Vec<usize> = if img.color == ColorType::Gray {
+    let shape: Vec<usize> = if img.color == ColorType::Gray && !like.channel_axis {
         vec![h, w]
     } else {
         vec![h, w, c]

@@ -341,7 +341,7 @@ impl PyRestorer {
         let out = py
             .detach(|| guard(|| inner.restore(&img.view()?, &opts)))
             .map_err(|e| run_error(e, &slot))?;
-        to_numpy(py, out)
+        to_numpy(py, out, &img)
     }
 
     /// Restores a list of images (image `i` with seed `seed + i`); equal sizes run as one batch.
@@ -423,7 +423,10 @@ impl PyRestorer {
                 })
             })
             .map_err(|e| run_error(e, &slot))?;
-        outs.into_iter().map(|o| to_numpy(py, o)).collect()
+        outs.into_iter()
+            .zip(&imgs)
+            .map(|(o, like)| to_numpy(py, o, like))
+            .collect()
     }
 
     /// True when both handles use the same loaded weights.

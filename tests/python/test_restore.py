@@ -24,7 +24,11 @@ def test_float32_gray_and_rgba(restorer):
     assert np.abs(out * 255 - out8.astype(np.float32)).max() <= 0.51
     gray = img[:, :, 0]
     assert restorer.restore(gray, **QUICK).shape == gray.shape
-    assert restorer.restore(gray[:, :, None], **QUICK).shape == gray.shape
+    # One rule on every surface: the output keeps the input's layout (H×W×1 in, H×W×1 out).
+    assert restorer.restore(gray[:, :, None], **QUICK).shape == gray.shape + (1,)
+    assert restorer.restore_batch([gray[:, :, None], gray], **QUICK)[0].shape == gray.shape + (1,)
+    # degrade works in RGB on every surface (gray in, RGB out).
+    assert spire.degrade(gray[:, :, None])[0].shape == gray.shape + (3,)
     rgba = np.concatenate([img, np.full(img.shape[:2] + (1,), 99, np.uint8)], axis=-1)
     out = restorer.restore(rgba, **QUICK)
     assert out.shape == rgba.shape and (out[:, :, 3] == 99).all()
