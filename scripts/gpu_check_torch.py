@@ -19,23 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import sys
 import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SD21_UNET = dict(
-    sample_size=64, in_channels=4, out_channels=4, flip_sin_to_cos=True, freq_shift=0,
-    down_block_types=["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
-    up_block_types=["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
-    block_out_channels=[320, 640, 1280, 1280], layers_per_block=2, cross_attention_dim=1024,
-    attention_head_dim=[5, 10, 20, 20], use_linear_projection=True, norm_num_groups=32,
-)
-SD_VAE = dict(
-    in_channels=3, out_channels=3, latent_channels=4,
-    down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
-    block_out_channels=[128, 256, 512, 512], layers_per_block=2, norm_num_groups=32, sample_size=512,
-)
+sys.path.insert(0, str(ROOT / "scripts"))
+from bench_models import SD21_UNET, SD_VAE  # noqa: E402  (the shapes spire's side uses too)
 
 
 class PeakMemory:

@@ -9,9 +9,7 @@ mod common;
 use candle_core::DType;
 use common::{assert_close, fixtures, max_abs_diff, reference, timesteps};
 use spire_core::model::{fused_dispatches_on_this_thread, Autoencoder, UNet2DConditionModel};
-use spire_core::{
-    ColorFix, ErrorKind, ImageView, LoadOptions, RestorationInput, RestoreOptions, Restorer, SchedulerKind,
-};
+use spire_core::{ErrorKind, ImageView, LoadOptions, Restorer};
 
 #[test]
 fn the_fused_kernel_switch_picks_the_path_and_both_equal_diffusers() {
@@ -72,23 +70,6 @@ fn unet_in_f16_and_bf16_is_within_measured_tolerance_of_f32() {
     }
 }
 
-fn pipeline_options(r: &std::collections::HashMap<String, candle_core::Tensor>) -> RestoreOptions {
-    let prompt = "a red motorcycle in a workshop";
-    RestoreOptions {
-        restoration_prompt: RestorationInput::Verbatim(prompt.into()),
-        semantic_prompt: prompt.into(),
-        negative_prompt: String::new(),
-        restoration_null_prompt: String::new(),
-        restoration_guidance: 3.0,
-        semantic_guidance: 3.0,
-        num_inference_steps: 5,
-        scheduler: Some(SchedulerKind::Ddim),
-        initial_latents: Some(r["latents"].clone()),
-        color_fix: ColorFix::None,
-        ..Default::default()
-    }
-}
-
 fn pipeline(dtype: DType) -> (Restorer, Vec<f32>) {
     let r = reference("pipeline");
     let opts = LoadOptions {
@@ -101,7 +82,7 @@ fn pipeline(dtype: DType) -> (Restorer, Vec<f32>) {
     let out = restorer
         .restore(
             &ImageView::rgb_f32(48, 64, &image).unwrap(),
-            &pipeline_options(&r),
+            &common::pipeline_options(&r),
         )
         .unwrap();
     (restorer, out.as_f32().unwrap().to_vec())
@@ -174,7 +155,7 @@ fn an_f16_autoencoder_without_the_upcast_is_caught_not_returned_as_nan() {
     let r = reference("pipeline");
     let image: Vec<f32> = r["image"].flatten_all().unwrap().to_vec1().unwrap();
     let view = ImageView::rgb_f32(48, 64, &image).unwrap();
-    let o = pipeline_options(&r);
+    let o = common::pipeline_options(&r);
     let load = |dir: &std::path::Path| {
         let lo = LoadOptions {
             adaptor: Some(fixtures().join("tiny-controlnet")),

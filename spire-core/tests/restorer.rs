@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use common::{fixtures, reference, test_rgb8, tiny_spire};
 use spire_core::{
-    ColorFix, ColorType, ErrorKind, ImageView, LoadOptions, RestorationInput, RestorationPrompt,
-    RestoreOptions, Restorer, Samples, SchedulerKind,
+    ColorType, ErrorKind, ImageView, LoadOptions, RestorationInput, RestorationPrompt, RestoreOptions,
+    Restorer, Samples, SchedulerKind,
 };
 
 fn spire() -> (tempfile::TempDir, Restorer) {
@@ -36,20 +36,7 @@ fn equals_diffusers_controlnet_pipeline() {
     };
     let restorer = Restorer::from_pretrained(fixtures().join("tiny-sd1"), &opts).unwrap();
     let image: Vec<f32> = r["image"].flatten_all().unwrap().to_vec1().unwrap();
-    let prompt = "a red motorcycle in a workshop";
-    let o = RestoreOptions {
-        restoration_prompt: RestorationInput::Verbatim(prompt.into()),
-        semantic_prompt: prompt.into(),
-        negative_prompt: String::new(),
-        restoration_null_prompt: String::new(),
-        restoration_guidance: 3.0,
-        semantic_guidance: 3.0,
-        num_inference_steps: 5,
-        scheduler: Some(SchedulerKind::Ddim),
-        initial_latents: Some(r["latents"].clone()),
-        color_fix: ColorFix::None,
-        ..Default::default()
-    };
+    let o = common::pipeline_options(&r);
     let out = restorer
         .restore(&ImageView::rgb_f32(48, 64, &image).unwrap(), &o)
         .unwrap();

@@ -195,3 +195,23 @@ pub fn inception_file(dir: &std::path::Path) -> std::path::PathBuf {
     candle_core::safetensors::save(&hashed_tensors(&j["tensors"], j["seed"].as_u64().unwrap()), &p).unwrap();
     p
 }
+
+/// The options of the diffusers `StableDiffusionControlNetPipeline` fixture (`ref/pipeline`):
+/// the verbatim prompt for both encoders, empty null prompts, guidance 3 and 3, 5 DDIM steps
+/// from the reference's initial latents, no colour fix.
+pub fn pipeline_options(r: &HashMap<String, Tensor>) -> spire_core::RestoreOptions {
+    let prompt = "a red motorcycle in a workshop";
+    spire_core::RestoreOptions {
+        restoration_prompt: spire_core::RestorationInput::Verbatim(prompt.into()),
+        semantic_prompt: prompt.into(),
+        negative_prompt: String::new(),
+        restoration_null_prompt: String::new(),
+        restoration_guidance: 3.0,
+        semantic_guidance: 3.0,
+        num_inference_steps: 5,
+        scheduler: Some(spire_core::SchedulerKind::Ddim),
+        initial_latents: Some(r["latents"].clone()),
+        color_fix: spire_core::ColorFix::None,
+        ..Default::default()
+    }
+}
