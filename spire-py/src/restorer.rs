@@ -5,7 +5,6 @@ use std::sync::{Arc, Mutex};
 
 use numpy::{PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::prelude::*;
-use pyo3::types::PyBool;
 
 use spire_core::{
     ColorFix, LoadOptions, MemoryLimit, Progress, RestorationInput, RestorationPrompt, RestoreOptions,
