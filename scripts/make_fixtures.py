@@ -1090,7 +1090,21 @@ def main():
     make_lpips()
     make_clip()
     make_fid()
+    make_dpm_config()
     write_versions()
+
+
+def make_dpm_config():
+    """A scheduler config as diffusers saves it after swapping in DPM++ (2M): Python's json
+    writes `"lambda_min_clipped": -Infinity`, which strict JSON readers refuse."""
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+
+    ddim = DDIMScheduler.from_pretrained(FIX / "tiny-sd1" / "scheduler")
+    dpm = DPMSolverMultistepScheduler.from_config(ddim.config)
+    out = FIX / "diffusers-dpm"
+    dpm.save_config(out)
+    text = (out / "scheduler_config.json").read_text()
+    assert "-Infinity" in text, text
 
 
 def write_versions():

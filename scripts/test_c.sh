@@ -20,6 +20,9 @@ gcc -std=c99 $WARN -g -fsanitize=address -fno-omit-frame-pointer -Iinclude tests
 g++ -std=c++17 $WARN -g -fsanitize=address -fno-omit-frame-pointer -Iinclude tests/cpp/test_threads.cpp -L"$LIB" -lspire -lpthread -o "$OUT/test_threads_asan"
 export LD_LIBRARY_PATH="$PWD/$LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 SCRATCH=$(mktemp -d)
+# A model folder with the scheduler config diffusers writes for DPM++ (`-Infinity` in it).
+cp -r tests/fixtures/tiny-sd1 "$SCRATCH/dpm-model"
+cp tests/fixtures/diffusers-dpm/scheduler_config.json "$SCRATCH/dpm-model/scheduler/"
 ASAN_OPTIONS=detect_leaks=1 "$OUT/test_capi_asan" tests/fixtures "$SCRATCH"
 ASAN_OPTIONS=detect_leaks=1 "$OUT/test_threads_asan" tests/fixtures
 

@@ -108,7 +108,8 @@ pub const SPIRE_COLOR_FIX_ADAIN: spire_color_fix = 2;
 /// `memory_limit` in [`spire_restore_params`]: three quarters of the memory the system reports
 /// available.
 pub const SPIRE_MEMORY_AUTO: u64 = 0;
-/// `memory_limit` in [`spire_restore_params`]: no limit (tile only when asked to).
+/// `memory_limit` in [`spire_restore_params`]: no limit (tiles only where asked for, or where
+/// they do less work than one piece).
 pub const SPIRE_MEMORY_UNLIMITED: u64 = u64::MAX;
 
 /// Degradation pipeline choice for [`spire_degrade`].
@@ -172,14 +173,15 @@ pub struct spire_restore_params {
     pub seed: u64,
     /// One of `SPIRE_COLOR_FIX_*`.
     pub color_fix: spire_color_fix,
-    /// Latent tile side for sampling, in latent pixels (0: chosen from `memory_limit`).
+    /// Latent tile side for sampling, in latent pixels (0: chosen by the plan, for
+    /// `memory_limit` and for speed; a value at least the latent's side: one piece).
     pub tile_size: u32,
     /// Overlap of neighbouring latent tiles, in latent pixels.
     pub tile_overlap: u32,
     /// Autoencoder tile side in image pixels (0: chosen from `memory_limit`; whole if it fits).
     pub vae_tile_size: u32,
-    /// Working memory beyond the loaded weights, bytes, or `SPIRE_MEMORY_AUTO` /
-    /// `SPIRE_MEMORY_UNLIMITED`.
+    /// Peak memory of the call beyond the loaded weights, bytes, or `SPIRE_MEMORY_AUTO` /
+    /// `SPIRE_MEMORY_UNLIMITED`; a call that cannot fit it is refused before it starts.
     pub memory_limit: u64,
     /// Measurement consistency: trust in the model's output (σ on [0, 1] intensities) when
     /// pulling it towards agreement with the input under the prompt's degradation; 0 = off.

@@ -3,7 +3,11 @@
 //! memory (peak − loaded), which is what `memory_limit` bounds. One JSON line.
 //!
 //!     cargo run --release --example bench_large -- --model tiny|sd [--size 2048] \
-//!         [--memory-limit unlimited|2GiB] [--steps 1|model]
+//!         [--memory-limit unlimited|2GiB] [--steps 1|model] [--tile-size auto|whole|N] [--plan-only]
+//!
+//! The line also carries the plan's estimate of the peak beyond the weights (`estimate_mib`),
+//! so a run shows whether `memory_limit` bounded the whole call: `peak_mib ≤ loaded_mib +
+//! limit`. A call the plan refuses prints the refusal and the peak reached before it.
 //!
 //! `--steps N` runs N denoising steps from pure noise (`strength` 1); `--steps model` runs the
 //! model's recommended options (the built-in model: its `spire.json` defaults).
@@ -39,16 +43,10 @@ fn sd_sized() -> Result<Restorer, Box<dyn std::error::Error>> {
     let tokenizer = ClipTokenizer::from_dir(&root)?;
     let unet_cfg = UNetConfig::sd21_base();
     let text_cfg = ClipTextConfig {
+        // The tiny test vocabulary; the width of SD 2.1's encoder.
         vocab_size: 1000,
-        hidden_size: 1024,
-        intermediate_size: 4096,
         num_hidden_layers: 1,
-        num_attention_heads: 16,
-        max_position_embeddings: 77,
-        hidden_act: spire_core::model::nn::Activation::Gelu,
-        layer_norm_eps: 1e-5,
-        eos_token_id: tokenizer.eos_id(),
-        projection_dim: None,
+        ..ClipTextConfig::sd21(tokenizer.eos_id())
     };
     let parts = RestorerParts {
         unet: UNet2DConditionModel::new(&unet_cfg, spire_core::random_weights(1, DType::F32, &dev))?,
@@ -82,6 +80,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let size: usize = arg("--size", "2048").parse()?;
     let limit = arg("--memory-limit", "unlimited");
     let steps_arg = arg("--steps", "1");
+    let tile_arg = arg("--tile-size", "auto");
     let t0 = Instant::now();
     let restorer = match model.as_str() {
         "sd" => sd_sized()?,
@@ -100,6 +99,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let image = ImageView::rgb8(size, size, &px)?;
     let plan = Arc::new(Mutex::new(String::new()));
     let p2 = plan.clone();
+    let marks = Arc::new(Mutex::new(Vec::<(String, f64)>::new()));
+    let marks2 = marks.clone();
     let base = restorer.default_options();
     let (steps, strength) = match steps_arg.as_str() {
         "model" => (base.num_inference_steps, base.strength),
@@ -111,24 +112,71 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         restoration_guidance: 1.0,
         semantic_guidance: 1.0,
         memory_limit: MemoryLimit::parse(&limit)?,
+        tile_size: match tile_arg.as_str() {
+            "auto" => None,
+            "whole" => Some(usize::MAX / 2),
+            n => Some(n.parse()?),
+        },
         progress: Some(Arc::new(move |p: &spire_core::Progress| {
             if let (Some(m), Ok(mut g)) = (&p.message, p2.lock()) {
                 eprintln!("{m}");
                 *g = m.clone();
             }
+            // The high-water mark when each stage starts: which phase set the peak.
+            if p.step == 0 && p.message.is_none() {
+                if let Ok(mut m) = marks2.lock() {
+                    m.push((format!("{:?}", p.stage), status_mib("VmHWM:")));
+                }
+            }
             true
         })),
         ..base
     };
+    let json_line = |fields: String| {
+        println!(
+            "{{\"model\":\"{model}\",\"size\":{size},\"memory_limit\":\"{limit}\",\"tile_size\":\"{tile_arg}\",{fields}}}"
+        )
+    };
+    let estimate = match restorer.plan(size, size, spire_core::ColorType::Rgb, &opts) {
+        Ok(p) => p,
+        Err(e) => {
+            json_line(format!(
+                "\"refused\":\"{}\",\"loaded_mib\":{loaded:.0},\"peak_mib\":{:.0}",
+                e.to_string().replace('"', "'"),
+                status_mib("VmHWM:")
+            ));
+            return Ok(());
+        }
+    };
+    if args.iter().any(|a| a == "--plan-only") {
+        json_line(format!(
+            "\"estimate_mib\":{},\"step_gflop\":{:.0},\"whole_step_gflop\":{:.0},\"plan\":\"{}\"",
+            estimate.peak().0 >> 20,
+            estimate.step_flops / 1e9,
+            estimate.whole_step_flops / 1e9,
+            estimate.describe()
+        ));
+        return Ok(());
+    }
     let t1 = Instant::now();
     let out = restorer.restore(&image, &opts)?;
     let run_s = t1.elapsed().as_secs_f64();
     assert_eq!((out.width, out.height), (size, size));
     let peak = status_mib("VmHWM:");
     let plan = plan.lock().map_err(|_| "poisoned")?.replace('"', "'");
-    println!(
-        "{{\"model\":\"{model}\",\"size\":{size},\"memory_limit\":\"{limit}\",\"steps\":{steps},\"strength\":{strength},\"load_s\":{load_s:.1},\"run_s\":{run_s:.1},\"loaded_mib\":{loaded:.0},\"peak_mib\":{peak:.0},\"working_mib\":{:.0},\"plan\":\"{plan}\"}}",
-        peak - loaded
-    );
+    // Peak reached before each stage began (MiB): encoding, denoising, decoding.
+    let marks: Vec<String> = marks
+        .lock()
+        .map_err(|_| "poisoned")?
+        .iter()
+        .map(|(s, v)| format!("\"{s}\":{v:.0}"))
+        .collect();
+    json_line(format!(
+        "\"steps\":{steps},\"strength\":{strength},\"load_s\":{load_s:.1},\"run_s\":{run_s:.1},\"loaded_mib\":{loaded:.0},\"peak_mib\":{peak:.0},\"working_mib\":{:.0},\"estimate_mib\":{},\"step_gflop\":{:.0},\"hwm_before\":{{{}}},\"plan\":\"{plan}\"",
+        peak - loaded,
+        estimate.peak().0 >> 20,
+        estimate.step_flops / 1e9,
+        marks.join(",")
+    ));
     Ok(())
 }

@@ -48,16 +48,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let t0 = Instant::now();
     let unet_cfg = UNetConfig::sd21_base();
     let text_cfg = ClipTextConfig {
+        // The tiny test vocabulary; the width of SD 2.1's encoder.
         vocab_size: 1000,
-        hidden_size: 1024,
-        intermediate_size: 4096,
         num_hidden_layers: 1,
-        num_attention_heads: 16,
-        max_position_embeddings: 77,
-        hidden_act: spire_core::model::nn::Activation::Gelu,
-        layer_norm_eps: 1e-5,
-        eos_token_id: tokenizer.eos_id(),
-        projection_dim: None,
+        ..ClipTextConfig::sd21(tokenizer.eos_id())
     };
     let parts = RestorerParts {
         unet: UNet2DConditionModel::new(&unet_cfg, spire_core::random_weights(1, DType::F32, &dev))?,

@@ -283,16 +283,9 @@ fn bench(
         let tokenizer = ClipTokenizer::from_dir(&fixtures.join("tiny-sd2/tokenizer"))?;
         let unet_cfg = UNetConfig::sd21_base();
         let text_cfg = ClipTextConfig {
+            // The tiny test vocabulary; the width of SD 2.1's encoder.
             vocab_size: 1000,
-            hidden_size: 1024,
-            intermediate_size: 4096,
-            num_hidden_layers: 23,
-            num_attention_heads: 16,
-            max_position_embeddings: 77,
-            hidden_act: spire_core::model::nn::Activation::Gelu,
-            layer_norm_eps: 1e-5,
-            eos_token_id: tokenizer.eos_id(),
-            projection_dim: None,
+            ..ClipTextConfig::sd21(tokenizer.eos_id())
         };
         let restorer = Restorer::from_parts(RestorerParts {
             unet: UNet2DConditionModel::new(&unet_cfg, spire_core::random_weights(1, dtype, device))?,

@@ -155,7 +155,7 @@ pub fn unpack(bytes: &[u8], name: &str, dir: &Path) -> Result<()> {
         if let Some(parent) = p.parent() {
             std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
         }
-        std::fs::write(&p, data).map_err(|e| Error::io(&p, e))
+        crate::io::write_atomic(&p, data)
     };
     for (rel, body) in text.iter().filter(|(r, _)| *r != "format") {
         write(rel, body.as_bytes())?;
@@ -203,7 +203,7 @@ fn load_inner(bytes: &[u8], name: &str, opts: &LoadOptions) -> Result<Restorer> 
     let (text, by_comp) = read(bytes, name)?;
     let get = |f: &str| text.get(f).ok_or_else(|| bad(format!("no `{f}`")));
     let json = |f: &str| -> Result<serde_json::Value> {
-        serde_json::from_str(get(f)?).map_err(|e| bad(format!("{f}: {e}")))
+        crate::io::parse_json(get(f)?).map_err(|e| bad(format!("{f}: {e}")))
     };
     let vb = |comp: &str| -> Result<VarBuilder<'static>> {
         let m = by_comp

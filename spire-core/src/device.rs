@@ -12,6 +12,35 @@ use crate::error::{Error, Result};
 /// was made without (with the feature to build it with), or a device that cannot be opened
 /// (no driver, no such GPU).
 pub fn parse_device(name: &str) -> Result<Device> {
+    match check_device(name)? {
+        DeviceKind::Cpu => Ok(Device::Cpu),
+        DeviceKind::Cuda(i) => {
+            Device::new_cuda(i).map_err(|e| Error::Device(format!("cannot open `{name}`: {e}")))
+        }
+        DeviceKind::Metal(i) => {
+            Device::new_metal(i).map_err(|e| Error::Device(format!("cannot open `{name}`: {e}")))
+        }
+    }
+}
+
+/// A device named by [`check_device`], not yet opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceKind {
+    /// The CPU.
+    Cpu,
+    /// CUDA GPU `N`.
+    Cuda(usize),
+    /// Metal GPU `N`.
+    Metal(usize),
+}
+
+/// Checks a device name as [`parse_device`] reads it — the syntax and whether this build has
+/// the back end — without opening the device (for validating a recipe or an argument before
+/// the work; [`parse_device`] opens it once when the work starts).
+///
+/// # Errors
+/// [`Error::Device`] as [`parse_device`], except for devices that cannot be opened.
+pub fn check_device(name: &str) -> Result<DeviceKind> {
     let n = name.trim().to_ascii_lowercase();
     let (kind, index) = match n.split_once(':') {
         Some((k, i)) => {
@@ -24,19 +53,20 @@ pub fn parse_device(name: &str) -> Result<Device> {
         }
         None => (n.clone(), 0),
     };
-    let open = |feature: &str, compiled: bool, r: candle_core::Result<Device>| {
-        if !compiled {
-            return Err(Error::Device(format!(
+    let compiled = |feature: &str, compiled: bool| {
+        if compiled {
+            Ok(())
+        } else {
+            Err(Error::Device(format!(
                 "device `{name}`: this build of spire has no `{feature}` support; rebuild it with \
                  the `{feature}` feature (cargo build --features {feature}; docs/gpu.md)"
-            )));
+            )))
         }
-        r.map_err(|e| Error::Device(format!("cannot open `{name}`: {e}")))
     };
     match kind.as_str() {
-        "cpu" if index == 0 => Ok(Device::Cpu),
-        "cuda" | "gpu" => open("cuda", cfg!(feature = "cuda"), Device::new_cuda(index)),
-        "metal" | "mps" => open("metal", cfg!(feature = "metal"), Device::new_metal(index)),
+        "cpu" if index == 0 => Ok(DeviceKind::Cpu),
+        "cuda" | "gpu" => compiled("cuda", cfg!(feature = "cuda")).map(|()| DeviceKind::Cuda(index)),
+        "metal" | "mps" => compiled("metal", cfg!(feature = "metal")).map(|()| DeviceKind::Metal(index)),
         _ => Err(Error::Device(format!(
             "unknown device `{name}` (cpu, cuda, cuda:N, metal, metal:N)"
         ))),

@@ -51,7 +51,7 @@ pub struct ImageView<'a> {
 pub const MIN_SIZE: usize = 2;
 
 /// The one size rule of every surface: not empty, at least [`MIN_SIZE`] on each side.
-fn check_size(width: usize, height: usize) -> Result<()> {
+pub(crate) fn check_size(width: usize, height: usize) -> Result<()> {
     if width == 0 || height == 0 {
         return Err(Error::InvalidImage(format!(
             "the image is empty ({width}×{height})"
@@ -146,6 +146,12 @@ impl<'a> ImageView<'a> {
     /// Channel layout.
     pub fn color(&self) -> ColorType {
         self.color
+    }
+
+    /// Bytes of the pixels the view covers (`width × height × channels × sample size`).
+    pub fn byte_len(&self) -> usize {
+        let sample = if self.is_float() { 4 } else { 1 };
+        self.width * self.height * self.color.channels() * sample
     }
 
     /// Whether samples are f32.
@@ -313,26 +319,30 @@ impl Planar {
     pub(crate) fn to_image(&self, color: ColorType, float: bool) -> Image {
         let (w, h) = (self.width, self.height);
         let n = w * h;
-        let mut out = Vec::with_capacity(n * color.channels());
-        for p in 0..n {
+        // Straight into the result's sample type: no float copy of an 8-bit result.
+        let pixel = |p: usize, out: &mut dyn FnMut(f32)| {
             let (r, g, b) = (self.rgb[p], self.rgb[n + p], self.rgb[2 * n + p]);
             match color {
-                ColorType::Gray => out.push(0.299 * r + 0.587 * g + 0.114 * b),
-                ColorType::Rgb => out.extend([r, g, b]),
+                ColorType::Gray => out(0.299 * r + 0.587 * g + 0.114 * b),
+                ColorType::Rgb => [r, g, b].into_iter().for_each(&mut *out),
                 ColorType::Rgba => {
                     let a = self.alpha.as_ref().map_or(1.0, |a| a[p]);
-                    out.extend([r, g, b, a]);
+                    [r, g, b, a].into_iter().for_each(&mut *out);
                 }
             }
-        }
+        };
         let data = if float {
-            ImageData::F32(out.into_iter().map(|v| v.clamp(0.0, 1.0)).collect())
+            let mut v = Vec::with_capacity(n * color.channels());
+            for p in 0..n {
+                pixel(p, &mut |x| v.push(x.clamp(0.0, 1.0)));
+            }
+            ImageData::F32(v)
         } else {
-            ImageData::U8(
-                out.into_iter()
-                    .map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8)
-                    .collect(),
-            )
+            let mut v = Vec::with_capacity(n * color.channels());
+            for p in 0..n {
+                pixel(p, &mut |x| v.push((x.clamp(0.0, 1.0) * 255.0).round() as u8));
+            }
+            ImageData::U8(v)
         };
         Image {
             width: w,

@@ -81,6 +81,135 @@ fn check_header_size(path: &Path, w: usize, h: usize, channels: usize) -> Result
     Ok(())
 }
 
+/// Parses JSON as Python's `json` module writes it: besides standard JSON, the bare tokens
+/// `NaN`, `Infinity` and `-Infinity` (diffusers writes `"lambda_min_clipped": -Infinity`
+/// into `DPMSolverMultistepScheduler` configs). Those become the strings `"NaN"`,
+/// `"Infinity"` and `"-Infinity"`, which the config readers compare against their defaults or
+/// read as the non-finite numbers they are ([`json_f64`]) — so a reader that needs a finite
+/// number refuses them by name instead of the whole file failing to parse.
+///
+/// # Errors
+/// serde_json's error for text that is not JSON even with those tokens.
+pub fn parse_json(text: &str) -> serde_json::Result<serde_json::Value> {
+    match serde_json::from_str(text) {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            let quoted = quote_python_constants(text);
+            if quoted.len() == text.len() {
+                Err(e)
+            } else {
+                serde_json::from_str(&quoted)
+            }
+        }
+    }
+}
+
+/// A JSON number, or one of the strings [`parse_json`] makes of Python's non-finite constants.
+pub fn json_f64(v: &serde_json::Value) -> Option<f64> {
+    match v {
+        serde_json::Value::String(s) => match s.as_str() {
+            "NaN" => Some(f64::NAN),
+            "Infinity" => Some(f64::INFINITY),
+            "-Infinity" => Some(f64::NEG_INFINITY),
+            _ => None,
+        },
+        _ => v.as_f64(),
+    }
+}
+
+/// Quotes the bare `NaN`, `Infinity` and `-Infinity` tokens outside strings.
+fn quote_python_constants(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 16);
+    let (mut in_string, mut escaped) = (false, false);
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+        } else if let Some(token) = ["-Infinity", "Infinity", "NaN"]
+            .into_iter()
+            .find(|t| rest.starts_with(t))
+        {
+            out.push('"');
+            out.push_str(token);
+            out.push('"');
+            rest = &rest[token.len()..];
+            continue;
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
+/// What an image file's header says, read without decoding the pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageInfo {
+    /// Width in pixels.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// The colour type [`load_image`] returns for it.
+    pub color: ColorType,
+}
+
+/// Reads a PNG or JPEG file's header: its size and colour type, without decoding (and so
+/// without allocating) its pixels. The CLI plans a restore from it before loading the image.
+///
+/// # Errors
+/// As [`load_image`]: [`Error::Io`] if the file cannot be read, [`Error::InvalidImage`] for a
+/// header that is not a PNG or JPEG header or claims more than [`MAX_IMAGE_PIXELS`].
+pub fn image_info(path: impl AsRef<Path>) -> Result<ImageInfo> {
+    let path = path.as_ref();
+    let bytes = read_file(path)?;
+    if bytes.starts_with(&[0x89, b'P', b'N', b'G']) {
+        let mut dec = png::Decoder::new(std::io::Cursor::new(&bytes));
+        dec.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+        let reader = dec
+            .read_info()
+            .map_err(|e| bad(path, format!("cannot read PNG: {e}")))?;
+        let (w, h) = (reader.info().width as usize, reader.info().height as usize);
+        check_header_size(path, w, h, 4)?;
+        let color = match reader.output_color_type().0 {
+            png::ColorType::Grayscale | png::ColorType::GrayscaleAlpha => ColorType::Gray,
+            png::ColorType::Rgba => ColorType::Rgba,
+            // A palette with transparency expands to RGBA, without to RGB.
+            png::ColorType::Indexed if reader.info().trns.is_some() => ColorType::Rgba,
+            png::ColorType::Rgb | png::ColorType::Indexed => ColorType::Rgb,
+        };
+        Ok(ImageInfo {
+            width: w,
+            height: h,
+            color,
+        })
+    } else if bytes.starts_with(&[0xFF, 0xD8]) {
+        let opts = zune_jpeg::zune_core::options::DecoderOptions::default()
+            .set_max_width(1 << 16)
+            .set_max_height(1 << 16);
+        let mut dec = zune_jpeg::JpegDecoder::new_with_options(std::io::Cursor::new(&bytes), opts);
+        dec.decode_headers()
+            .map_err(|e| bad(path, format!("cannot read the JPEG header: {e:?}")))?;
+        let (w, h) = dec
+            .dimensions()
+            .ok_or_else(|| bad(path, "JPEG without dimensions"))?;
+        check_header_size(path, w, h, 3)?;
+        Ok(ImageInfo {
+            width: w,
+            height: h,
+            color: ColorType::Rgb,
+        })
+    } else {
+        Err(bad(path, "not a PNG or JPEG file"))
+    }
+}
+
 /// Loads a PNG or JPEG file (by content, not extension) as an 8-bit image.
 ///
 /// # Errors
@@ -88,9 +217,22 @@ fn check_header_size(path: &Path, w: usize, h: usize, channels: usize) -> Result
 /// this function can decode.
 pub fn load_image(path: impl AsRef<Path>) -> Result<Image> {
     let path = path.as_ref();
-    let bytes = read_file(path)?;
+    decode(path, &read_file(path)?)
+}
+
+/// Decodes a PNG or JPEG file held in memory, as [`load_image`] does (the same header limit,
+/// strict JPEG decoding); `name` names it in messages.
+///
+/// # Errors
+/// [`Error::InvalidImage`] naming `name` if the bytes are not a PNG or JPEG this function can
+/// decode.
+pub fn decode_image(bytes: &[u8], name: &str) -> Result<Image> {
+    decode(Path::new(name), bytes)
+}
+
+fn decode(path: &Path, bytes: &[u8]) -> Result<Image> {
     if bytes.starts_with(&[0x89, b'P', b'N', b'G']) {
-        decode_png(path, &bytes)
+        decode_png(path, bytes)
     } else if bytes.starts_with(&[0xFF, 0xD8]) {
         let opts = zune_jpeg::zune_core::options::DecoderOptions::default()
             .jpeg_set_out_colorspace(zune_jpeg::zune_core::colorspace::ColorSpace::RGB)
@@ -98,7 +240,7 @@ pub fn load_image(path: impl AsRef<Path>) -> Result<Image> {
             .set_max_height(1 << 16)
             // A truncated or corrupt file is an error, not an image padded with grey.
             .set_strict_mode(true);
-        let mut dec = zune_jpeg::JpegDecoder::new_with_options(std::io::Cursor::new(&bytes), opts);
+        let mut dec = zune_jpeg::JpegDecoder::new_with_options(std::io::Cursor::new(bytes), opts);
         dec.decode_headers()
             .map_err(|e| bad(path, format!("cannot read the JPEG header: {e:?}")))?;
         let (w, h) = dec
@@ -278,7 +420,22 @@ pub fn check_output_path(path: impl AsRef<Path>) -> Result<()> {
 /// # Errors
 /// [`Error::Io`] naming `path`.
 pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
+    write_atomic_with(path, |tmp| {
+        use std::io::Write;
+        std::fs::File::create(tmp)?.write_all(bytes)
+    })
+}
+
+/// [`write_atomic`] for writers that take a path (safetensors, large files written in
+/// pieces): `write` fills the temporary file it is given; the file is then flushed to disk
+/// and renamed over `path`. On failure the temporary file is removed and `path` is untouched.
+///
+/// # Errors
+/// [`Error::Io`] naming `path`, with the writer's error.
+pub fn write_atomic_with(
+    path: impl AsRef<Path>,
+    write: impl FnOnce(&Path) -> std::io::Result<()>,
+) -> Result<()> {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let path = path.as_ref();
@@ -296,9 +453,8 @@ pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
         COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
     let written = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
+        write(&tmp)?;
+        std::fs::OpenOptions::new().write(true).open(&tmp)?.sync_all()?;
         std::fs::rename(&tmp, path)
     })();
     written.map_err(|e| {
@@ -307,9 +463,40 @@ pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
     })
 }
 
+/// Saves tensors as a safetensors file with [`write_atomic_with`].
+///
+/// # Errors
+/// [`Error::Io`] naming `path`.
+pub fn save_tensors<K: AsRef<str> + Ord + std::fmt::Display>(
+    path: impl AsRef<Path>,
+    tensors: &std::collections::HashMap<K, candle_core::Tensor>,
+) -> Result<()> {
+    let path = path.as_ref();
+    if let Some(d) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
+    }
+    write_atomic_with(path, |tmp| {
+        candle_core::safetensors::save(tensors, tmp).map_err(|e| std::io::Error::other(e.to_string()))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_as_python_writes_it() {
+        let v = parse_json(r#"{"a": -Infinity, "b": [NaN, Infinity], "s": "NaN and -Infinity stay text", "e": "a\"NaN", "n": 1.5}"#)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(json_f64(&v["a"]), Some(f64::NEG_INFINITY));
+        assert!(json_f64(&v["b"][0]).is_some_and(f64::is_nan));
+        assert_eq!(json_f64(&v["b"][1]), Some(f64::INFINITY));
+        assert_eq!(v["s"], "NaN and -Infinity stay text");
+        assert_eq!(v["e"], "a\"NaN");
+        assert_eq!(json_f64(&v["n"]), Some(1.5));
+        assert!(parse_json("{\"a\": Inf}").is_err());
+        assert!(parse_json("{\"a\": -NaNx}").is_err());
+    }
 
     #[test]
     fn png_and_jpeg_round_trip() {

@@ -18,6 +18,7 @@ pub mod io;
 pub mod metrics;
 pub mod model;
 pub mod options;
+pub mod plan;
 pub mod prompt;
 pub mod restorer;
 pub mod rng;
@@ -36,6 +37,7 @@ pub use model::LoadOptions;
 pub use options::{
     MemoryLimit, ModelDefaults, Progress, ProgressCallback, RestorationInput, RestoreOptions, Stage,
 };
+pub use plan::{RunPlan, TileReason};
 pub use prompt::RestorationPrompt;
 pub use restorer::{Restorer, RestorerParts};
 pub use scheduler::{SchedulerConfig, SchedulerKind};

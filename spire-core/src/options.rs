@@ -57,13 +57,15 @@ impl RestorationInput {
     }
 }
 
-/// How much memory a run may use beyond the loaded weights.
+/// How much memory a restore call may use at its peak beyond the loaded weights (the caller's
+/// image included); see [`crate::plan`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum MemoryLimit {
     /// Three quarters of the memory the system reports available when the run starts.
     #[default]
     Auto,
-    /// No limit: never tile unless `tile_size` asks for it.
+    /// No limit: tiles only where `tile_size` asks for them or where they do less work than
+    /// one piece (see [`crate::plan`]).
     Unlimited,
     /// At most this many bytes.
     Bytes(u64),
@@ -194,8 +196,10 @@ pub struct RestoreOptions {
     /// Default: on.
     pub match_noise: bool,
     /// Latent tile size for sampling (the adaptor and backbone run on overlapping tiles whose
-    /// predictions are blended with Gaussian weights); `None` picks it from `memory_limit`,
-    /// tiling only when the whole latent does not fit. Default: none.
+    /// predictions are blended with Gaussian weights); `None` lets the plan pick it: one piece
+    /// unless it would not fit `memory_limit` or tiles do at least 1.25× less work (large
+    /// latents, where self-attention's cost grows with the square of the pixels; see
+    /// [`crate::plan`]). A size at least the latent's side gives one piece. Default: none.
     pub tile_size: Option<usize>,
     /// Overlap of neighbouring latent tiles, in latent pixels. Default: 16.
     pub tile_overlap: usize,
@@ -208,7 +212,8 @@ pub struct RestoreOptions {
     /// `memory_limit` (whole when it fits). Tiled encoding and decoding equal the whole-image
     /// computation up to float error (halos and image-wide GroupNorm statistics).
     pub vae_tile_size: Option<usize>,
-    /// Working-memory limit that picks the tile sizes. Default: auto (¾ of available memory).
+    /// The call's peak memory beyond the loaded weights: picks the tile sizes, and a call that
+    /// cannot fit it is refused before it starts. Default: auto (¾ of available memory).
     pub memory_limit: MemoryLimit,
     /// Called before the first step and after every step; return `false` to cancel.
     pub progress: Option<ProgressCallback>,
@@ -508,7 +513,7 @@ impl ModelDefaults {
     pub fn from_spire_json(text: &str, source: &str) -> Result<Self> {
         let bad = |m: String| Error::model_load(source, m);
         let v: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+            crate::io::parse_json(text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
         let root = v.as_object().ok_or_else(|| bad("must be a JSON object".into()))?;
         let Some(d) = root.get("defaults") else {
             return Ok(Self::default());

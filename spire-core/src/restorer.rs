@@ -117,48 +117,6 @@ pub struct Restorer {
     inner: Arc<Inner>,
 }
 
-/// How one run fits its memory limit.
-struct MemoryPlan {
-    /// Latent tiles for sampling.
-    latent: crate::tiling::TilePlan,
-    /// Tiles of the autoencoder's encoder, if tiled.
-    encode: Option<crate::model::VaeTiling>,
-    /// Tiles of the decoder, if tiled.
-    decode: Option<crate::model::VaeTiling>,
-    /// Estimated peak of the encoding or decoding phase, bytes.
-    vae_bytes: u64,
-    /// Pixels per latent pixel.
-    vae_factor: usize,
-}
-
-impl MemoryPlan {
-    fn describe(&self, lh: usize, lw: usize) -> String {
-        let vae = match (self.encode, self.decode) {
-            (None, None) => "autoencoder whole".to_string(),
-            (e, d) => {
-                let t = |t: Option<crate::model::VaeTiling>, scale: usize| match t {
-                    None => "whole".to_string(),
-                    Some(t) => format!(
-                        "tiles of {0}×{0} px{1}",
-                        t.tile * scale,
-                        if t.spill {
-                            " spilled to a temporary file"
-                        } else {
-                            ""
-                        }
-                    ),
-                };
-                format!("encoder {}, decoder {}", t(e, 1), t(d, self.vae_factor))
-            }
-        };
-        format!(
-            "{}; {vae} (~{} MiB)",
-            self.latent.describe(lh, lw),
-            self.vae_bytes >> 20
-        )
-    }
-}
-
 /// The model pieces one restoration pass needs, by reference.
 struct Passes {
     /// Distinct restoration contexts the adaptor runs with (index into `r_ctx`).
@@ -410,61 +368,100 @@ impl Restorer {
         if images.is_empty() {
             return Ok(Vec::new());
         }
+        // Group equal sizes into batches (keeping the output order), and plan every group from
+        // the sizes alone: a call that cannot fit its memory limit is refused before any
+        // pixel is converted.
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        for (i, img) in images.iter().enumerate() {
+            let same =
+                |g: &Vec<usize>| images[g[0]].width() == img.width() && images[g[0]].height() == img.height();
+            match groups.iter_mut().find(|g| same(g)) {
+                Some(g) => g.push(i),
+                None => groups.push(vec![i]),
+            }
+        }
+        let plans = groups
+            .iter()
+            .map(|g| {
+                let first = &images[g[0]];
+                let input_bytes: u64 = g.iter().map(|&j| images[j].byte_len() as u64).sum();
+                let alpha = g
+                    .iter()
+                    .any(|&j| images[j].color() == crate::image::ColorType::Rgba);
+                self.inner
+                    .plan_call(first.width(), first.height(), g.len(), input_bytes, alpha, opts)
+            })
+            .collect::<Result<Vec<_>>>()?;
         let factor = if opts.upsample_input {
             opts.restoration_prompt.upsample_factor()
         } else {
             1.0
         };
-        let mut inputs = Vec::with_capacity(images.len());
-        for img in images {
-            let p = img.to_planar()?;
-            let (ow, oh) = (
-                (p.width as f64 * factor).round() as usize,
-                (p.height as f64 * factor).round() as usize,
-            );
-            let rgb = imageops::resize_bicubic(&p.rgb, 3, p.width, p.height, ow, oh);
-            let rgb: Vec<f32> = rgb.into_iter().map(|v| v.clamp(0.0, 1.0)).collect();
-            let alpha = p.alpha.as_ref().map(|a| {
-                imageops::resize_bicubic(a, 1, p.width, p.height, ow, oh)
-                    .into_iter()
-                    .map(|v| v.clamp(0.0, 1.0))
-                    .collect()
-            });
-            inputs.push(Planar {
-                width: ow,
-                height: oh,
-                rgb,
-                alpha,
-            });
-        }
-        // Group equal sizes into batches, keeping the output order.
-        let mut results: Vec<Option<Planar>> = vec![None; inputs.len()];
-        let mut done = vec![false; inputs.len()];
-        for i in 0..inputs.len() {
-            if done[i] {
-                continue;
+        let mut results: Vec<Option<Image>> = vec![None; images.len()];
+        for (group, plan) in groups.iter().zip(&plans) {
+            let (ow, oh) = plan.output;
+            let mut inputs = Vec::with_capacity(group.len());
+            for &j in group {
+                let p = images[j].to_planar()?;
+                inputs.push(if factor == 1.0 {
+                    p
+                } else {
+                    let enlarge = |src: &[f32], c: usize| -> Vec<f32> {
+                        let mut v = imageops::resize_bicubic(src, c, p.width, p.height, ow, oh);
+                        v.iter_mut().for_each(|x| *x = x.clamp(0.0, 1.0));
+                        v
+                    };
+                    Planar {
+                        width: ow,
+                        height: oh,
+                        rgb: enlarge(&p.rgb, 3),
+                        alpha: p.alpha.as_ref().map(|a| enlarge(a, 1)),
+                    }
+                });
             }
-            let group: Vec<usize> = (i..inputs.len())
-                .filter(|&j| {
-                    !done[j] && inputs[j].width == inputs[i].width && inputs[j].height == inputs[i].height
-                })
-                .collect();
-            let batch: Vec<&Planar> = group.iter().map(|&j| &inputs[j]).collect();
+            let batch: Vec<&Planar> = inputs.iter().collect();
             let seeds: Vec<u64> = group.iter().map(|&j| opts.seed.wrapping_add(j as u64)).collect();
-            let outs = self.run(&batch, &seeds, opts)?;
-            for (j, o) in group.iter().zip(outs) {
-                results[*j] = Some(o);
-                done[*j] = true;
+            let outs = self.run(&batch, &seeds, opts, plan)?;
+            drop(batch);
+            drop(inputs);
+            for (&j, o) in group.iter().zip(outs) {
+                results[j] = Some(o.to_image(images[j].color(), images[j].is_float()));
             }
         }
         results
             .into_iter()
-            .zip(images)
-            .map(|(p, img)| {
-                let p = p.ok_or_else(|| Error::Internal("missing batch result".into()))?;
-                Ok(p.to_image(img.color(), img.is_float()))
-            })
+            .map(|r| r.ok_or_else(|| Error::Internal("missing batch result".into())))
             .collect()
+    }
+
+    /// How a restore of one 8-bit `width × height` image of colour type `color` with `opts`
+    /// would run: its tiles, its estimated peak memory beyond the weights and its work per
+    /// step, from the sizes alone — [`Restorer::restore`] makes the same plan first. The CLI
+    /// calls this with an image file's header ([`crate::io::image_info`]) before decoding it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming `memory_limit` when the call cannot fit it even with
+    /// the smallest tiles (the message says how much it needs), or naming another option that
+    /// is out of range; [`Error::InvalidImage`] for a size under 2×2.
+    pub fn plan(
+        &self,
+        width: usize,
+        height: usize,
+        color: crate::image::ColorType,
+        opts: &RestoreOptions,
+    ) -> Result<crate::plan::RunPlan> {
+        opts.validate()?;
+        let bytes = (width as u64)
+            .saturating_mul(height as u64)
+            .saturating_mul(color.channels() as u64);
+        self.inner.plan_call(
+            width,
+            height,
+            1,
+            bytes,
+            color == crate::image::ColorType::Rgba,
+            opts,
+        )
     }
 
     /// Encodes a prompt with the backbone's text encoder (`[1, 77, hidden]`).
@@ -524,7 +521,13 @@ impl Restorer {
     }
 
     /// Restores a batch of equal-size planar images (already enlarged); returns them cropped.
-    fn run(&self, batch: &[&Planar], seeds: &[u64], opts: &RestoreOptions) -> Result<Vec<Planar>> {
+    fn run(
+        &self,
+        batch: &[&Planar],
+        seeds: &[u64],
+        opts: &RestoreOptions,
+        mem: &crate::plan::RunPlan,
+    ) -> Result<Vec<Planar>> {
         let m = &*self.inner;
         let report = |stage: Stage, step: usize, total: usize| -> Result<()> {
             if let Some(cb) = &opts.progress {
@@ -561,18 +564,8 @@ impl Restorer {
         let r_same = c_r == opts.restoration_null_prompt;
         let s_same = opts.semantic_prompt == opts.negative_prompt;
         let plan = plan_passes(opts.restoration_guidance, opts.semantic_guidance, r_same, s_same);
-        let mem = m.memory_plan(
-            lh,
-            lw,
-            pw,
-            ph,
-            n,
-            n * plan.passes.len(),
-            n * plan.r_used.len(),
-            opts,
-        )?;
         if let Some(cb) = &opts.progress {
-            let msg = mem.describe(lh, lw);
+            let msg = mem.describe();
             tracing::info!("{msg}");
             if !cb(&Progress {
                 stage: Stage::Encoding,
@@ -664,7 +657,7 @@ impl Restorer {
 
         // The input's latent mean, encoded once for the latent hint and the matched start.
         let y_latent = if m.adaptor.hint_mode() == HintMode::Latent || matched.is_some() {
-            let mean = m.vae.encode_mean_tiled(&((&y * 2.0)? - 1.0)?, mem.encode)?;
+            let mean = m.vae.encode_mean_tiled(&y.affine(2.0, -1.0)?, mem.encode)?;
             Some(m.vae.scale_latents(&mean)?)
         } else {
             None
@@ -710,7 +703,7 @@ impl Restorer {
                     .map(|&s| rng::randn(stream(s, STREAM_VAE), (1, lc, lh, lw), dev))
                     .collect::<candle_core::Result<_>>()?;
                 let z = m.vae.encode_sample_tiled(
-                    &((&y * 2.0)? - 1.0)?,
+                    &y.affine(2.0, -1.0)?,
                     &Tensor::cat(&per, 0)?.to_dtype(dt)?,
                     mem.encode,
                 )?;
@@ -719,8 +712,13 @@ impl Restorer {
             }
         };
 
+        // The padded input lives on only as the pixel hint (a shared handle); the input's
+        // latent only as the latent hint or the start.
+        drop(y);
+        drop(y_latent);
+
         let total = steps - start;
-        let tiles = &mem.latent;
+        let tiles = &mem.tiles;
         let hint_scale = match m.adaptor.hint_mode() {
             HintMode::Latent => 1,
             HintMode::Pixel => f,
@@ -775,29 +773,37 @@ impl Restorer {
             report(Stage::Denoising, i + 1 - start, total)?;
         }
 
+        drop(hint);
+
         report(Stage::Decoding, 0, 1)?;
         // f32 latents in, f32 image out: the autoencoder computes in its own dtype (f32 for a
-        // `force_upcast` model loaded in f16), so its output is never narrowed to f16.
-        let z = m.vae.unscale_latents(&latents)?;
-        let x = m.vae.decode_tiled(&z, mem.decode)?;
-        check_finite(&x, || match &m.vae {
-            Autoencoder::Kl(v) => format!(
-                "the decoded image is not finite: the autoencoder ran in {:?} and overflowed \
-                 (Stable Diffusion's VAE needs float32: keep `force_upcast` in vae/config.json, \
-                 or load in float32 or bfloat16)",
-                v.dtype()
-            ),
-            Autoencoder::PixelShuffle(_) => "the decoded image is not finite".into(),
-        })?;
-        let x = ((x / 2.0)? + 0.5)?
-            .clamp(0f32, 1f32)?
-            .to_dtype(DType::F32)?
-            .to_device(&Device::Cpu)?;
-        let flat: Vec<f32> = x.flatten_all()?.to_vec1()?;
+        // `force_upcast` model loaded in f16), so its output is never narrowed to f16. Each
+        // full-size copy is dropped as soon as the next exists (the plan counts two).
+        let x = {
+            let z = m.vae.unscale_latents(&latents)?;
+            drop(latents);
+            let x = m.vae.decode_tiled(&z, mem.decode)?;
+            drop(z);
+            check_finite(&x, || match &m.vae {
+                Autoencoder::Kl(v) => format!(
+                    "the decoded image is not finite: the autoencoder ran in {:?} and overflowed \
+                     (Stable Diffusion's VAE needs float32: keep `force_upcast` in vae/config.json, \
+                     or load in float32 or bfloat16)",
+                    v.dtype()
+                ),
+                Autoencoder::PixelShuffle(_) => "the decoded image is not finite".into(),
+            })?;
+            x.affine(0.5, 0.5)?.to_dtype(DType::F32)?
+        };
+        let mut flat: Vec<f32> = x.to_device(&Device::Cpu)?.flatten_all()?.to_vec1()?;
+        drop(x);
+        flat.iter_mut().for_each(|v| *v = v.clamp(0.0, 1.0));
+        let crops: Vec<Vec<f32>> = (0..n)
+            .map(|k| imageops::crop(&flat[k * 3 * pw * ph..(k + 1) * 3 * pw * ph], 3, pw, ph, w, h))
+            .collect();
+        drop(flat);
         let mut outs = Vec::with_capacity(n);
-        for (k, p) in batch.iter().enumerate() {
-            let img = &flat[k * 3 * pw * ph..(k + 1) * 3 * pw * ph];
-            let mut rgb = imageops::crop(img, 3, pw, ph, w, h);
+        for (mut rgb, p) in crops.into_iter().zip(batch) {
             if let RestorationInput::Prompt(prompt) = &opts.restoration_prompt {
                 consistency::apply(&mut rgb, &p.rgb, w, h, prompt, opts.consistency)?;
             }
@@ -938,102 +944,256 @@ impl Inner {
         (b * (n_unet as f64 * per_item + n_ad as f64 * adaptor_item) + 4.0 * attn) as u64
     }
 
-    /// Plans the run's memory: the latent tiling for sampling and the autoencoder's tiling,
-    /// from the options and the memory limit.
-    #[allow(clippy::too_many_arguments)]
-    fn memory_plan(
+    /// Plans a call for `n` images of `w × h` pixels (the caller holding `input_bytes` of
+    /// them): the output size, the latent tiles (for the memory limit, or for speed where
+    /// tiles do less work than one piece), the autoencoder's tiles, and every phase's memory.
+    /// See [`crate::plan`].
+    fn plan_call(
         &self,
-        lh: usize,
-        lw: usize,
-        pw: usize,
-        ph: usize,
+        w: usize,
+        h: usize,
         n: usize,
-        n_unet: usize,
-        n_ad: usize,
+        input_bytes: u64,
+        alpha: bool,
         opts: &RestoreOptions,
-    ) -> Result<MemoryPlan> {
+    ) -> Result<crate::plan::RunPlan> {
         use crate::model::{VaePass, VaeTiling};
         use crate::options::MemoryLimit;
-        let m = self.unet.config().downscale_factor();
+        use crate::plan::{planes, PhaseBytes, RunPlan, TileReason, SPEED_MARGIN, SPEED_MIN_TILE};
+        crate::image::check_size(w, h)?;
+        let factor = if opts.upsample_input {
+            opts.restoration_prompt.upsample_factor()
+        } else {
+            1.0
+        };
+        let (ow, oh) = (
+            (w as f64 * factor).round() as usize,
+            (h as f64 * factor).round() as usize,
+        );
+        crate::image::check_size(ow, oh)?;
+        let mult = self.vae.downscale_factor() * self.unet.config().downscale_factor();
+        let (pw, ph) = (ow.div_ceil(mult) * mult, oh.div_ceil(mult) * mult);
         let f = self.vae.downscale_factor();
-        // Images held through the run: the padded input, the hint, the output and the
-        // colour-fix buffers.
-        let held = (pw * ph * n * 3 * 4 * 4) as u64;
+        let (lw, lh) = (pw / f, ph / f);
+        let m = self.unet.config().downscale_factor();
+        let c_r = opts.restoration_prompt.text();
+        let passes = plan_passes(
+            opts.restoration_guidance,
+            opts.semantic_guidance,
+            c_r == opts.restoration_null_prompt,
+            opts.semantic_prompt == opts.negative_prompt,
+        );
+        let (n_unet, n_ad) = (n * passes.passes.len(), n * passes.r_used.len());
+        let (p_in, p, p_pad) = (w * h, ow * oh, pw * ph);
+        let a = usize::from(alpha);
+        let dt = self.dtype.size_in_bytes() as u64;
+
+        // The buffers sized by the image, phase by phase (see `run`).
+        let planar = planes(n, p, 3 + a);
+        let padded = planes(n, p_pad, 3);
+        let convert = planar + planes(1, p_in, 3 + a);
+        // One full latent (for models with many latent channels, such as the built-in one,
+        // as large as the image): three are alive while encoding (the input's latent, the
+        // hint, the start), seven while denoising (latents, model input, prediction, noise,
+        // the tiles' blend and its weights, the scheduler's step), two while decoding.
+        let latent = planes(n, lh * lw, self.vae.latent_channels());
+        let pixel_hint = self.adaptor.hint_mode() == HintMode::Pixel;
+        let needs_encode = !pixel_hint || opts.strength < 1.0 || opts.match_noise;
+        // Encoding: the input and its `2y − 1`.
+        let encode_fixed = planar + padded * 2 + 3 * latent;
+        let denoise_fixed = planar
+            + if pixel_hint {
+                padded / 4 * dt * passes.r_used.len() as u64
+            } else {
+                0
+            }
+            + 7 * latent;
+        let decode_fixed = planar + padded * 2 + 2 * latent;
+        let one_image = if opts.consistency > 0.0
+            && matches!(&opts.restoration_prompt, RestorationInput::Prompt(q) if !q.is_blind())
+        {
+            // Measurement consistency: about nine f64 planes of one channel.
+            9 * 8 * p as u64
+        } else {
+            match opts.color_fix {
+                crate::ColorFix::Wavelet => 8 * 4 * p as u64,
+                _ => 0,
+            }
+        };
+        let out_bytes = (input_bytes as f64 * p as f64 / p_in as f64) as u64;
+        let finish = planar + (padded + planes(n, p, 3)).max(planes(n, p, 3) + one_image + out_bytes);
+        let with_input = |b: u64| b.saturating_add(input_bytes);
+
         let budget = match opts.memory_limit {
-            MemoryLimit::Unlimited => u64::MAX,
-            MemoryLimit::Bytes(b) => b,
-            MemoryLimit::Auto => {
-                crate::device::available_memory(&self.device).map_or(u64::MAX, |a| a / 4 * 3)
-            }
+            MemoryLimit::Unlimited => None,
+            MemoryLimit::Bytes(b) => Some(b),
+            MemoryLimit::Auto => crate::device::available_memory(&self.device).map(|a| a / 4 * 3),
         };
-        let too_small = |need: u64| {
-            Error::invalid_arg(
-                "memory_limit",
-                format!(
-                    "{} MiB is too little for this image: the smallest tiles need about {} MiB",
-                    budget >> 20,
-                    need >> 20
-                ),
-            )
-        };
-        let room = budget.checked_sub(held).ok_or_else(|| too_small(held))?;
-        let tile = match opts.tile_size {
-            Some(t) => t,
-            None => {
-                let fits = |t: usize| self.step_bytes(t.min(lh), t.min(lw), n_unet, n_ad) <= room;
-                let full = lh.max(lw);
-                if fits(full) {
-                    full
-                } else {
-                    let mut t = (full / m) * m;
-                    while t > 4 * m && !fits(t) {
-                        t -= m;
-                    }
-                    if !fits(t) {
-                        return Err(too_small(
-                            held + self.step_bytes(t.min(lh), t.min(lw), n_unet, n_ad),
-                        ));
-                    }
-                    t
-                }
-            }
-        };
-        let overlap = opts.tile_overlap.min(tile / 2);
-        let mut latent = crate::tiling::TilePlan::new(lh, lw, tile, overlap, m)?;
-        latent.estimated_bytes = held + self.step_bytes(latent.tile.0, latent.tile.1, n_unet, n_ad);
-        let needs_encode = self.adaptor.hint_mode() == HintMode::Latent || opts.strength < 1.0;
-        let vae_plan = |pass: VaePass, h: usize, w: usize, scale: usize| -> Result<Option<VaeTiling>> {
-            let t = match opts.vae_tile_size {
+        let cap = budget.unwrap_or(u64::MAX);
+        let fits = |b: u64| with_input(b) <= cap;
+
+        // The autoencoder: whole when it fits, else the tiles the budget leaves room for.
+        let vae = &self.vae;
+        let vae_plan = |pass: VaePass, fixed: u64, h: usize, w: usize, scale: usize| -> Option<VaeTiling> {
+            match opts.vae_tile_size {
                 Some(px) => Some(VaeTiling {
                     tile: (px / scale).max(1),
                     spill: false,
                 }),
-                None => self.vae.plan_tiling(pass, n, h, w, room),
-            };
-            let need = self.vae.working_bytes(pass, n, h, w, t);
-            if opts.vae_tile_size.is_none() && need > room {
-                return Err(too_small(held + need));
+                None => vae.plan_tiling(pass, n, h, w, cap.saturating_sub(with_input(fixed))),
             }
-            Ok(t)
         };
         let encode = if needs_encode {
-            vae_plan(VaePass::Encode, ph, pw, 1)?
+            vae_plan(VaePass::Encode, encode_fixed, ph, pw, 1)
         } else {
             None
         };
-        let decode = vae_plan(VaePass::Decode, lh, lw, f)?;
-        let vae_bytes = |pass, h, w, t| held + self.vae.working_bytes(pass, n, h, w, t);
-        Ok(MemoryPlan {
-            latent,
+        let decode = vae_plan(VaePass::Decode, decode_fixed, lh, lw, f);
+        let encode_bytes = if needs_encode {
+            encode_fixed + vae.working_bytes(VaePass::Encode, n, ph, pw, encode)
+        } else {
+            0
+        };
+        let decode_bytes = decode_fixed + vae.working_bytes(VaePass::Decode, n, lh, lw, decode);
+
+        // The latent tiles: every candidate size with its memory and work per step.
+        let work = |th: usize, tw: usize| -> f64 {
+            let ctx = 77;
+            let (ul, uq) = crate::plan::unet_flops(self.unet.config(), th, tw, ctx, false);
+            let (al, aq) = crate::plan::unet_flops(&self.adaptor.config().body, th, tw, ctx, true);
+            n_unet as f64 * (ul + uq) + n_ad as f64 * (al + aq)
+        };
+        let overlap = |t: usize| opts.tile_overlap.min(t / 2);
+        let candidate = |t: usize| -> Result<(crate::tiling::TilePlan, u64, f64)> {
+            let mut tp = crate::tiling::TilePlan::new(lh, lw, t, overlap(t), m)?;
+            let bytes = denoise_fixed + self.step_bytes(tp.tile.0, tp.tile.1, n_unet, n_ad);
+            tp.estimated_bytes = with_input(bytes);
+            let flops = tp.len() as f64 * work(tp.tile.0, tp.tile.1);
+            Ok((tp, bytes, flops))
+        };
+        let full = lh.max(lw);
+        let whole = candidate(full)?;
+        let smallest = candidate((4 * m).min(full))?;
+        let too_small = || {
+            let least = PhaseBytes {
+                convert,
+                encode: if needs_encode {
+                    encode_fixed
+                        + vae.working_bytes(
+                            VaePass::Encode,
+                            n,
+                            ph,
+                            pw,
+                            vae_plan(VaePass::Encode, u64::MAX, ph, pw, 1),
+                        )
+                } else {
+                    0
+                },
+                denoise: smallest.1,
+                decode: decode_fixed
+                    + vae.working_bytes(
+                        VaePass::Decode,
+                        n,
+                        lh,
+                        lw,
+                        vae_plan(VaePass::Decode, u64::MAX, lh, lw, f),
+                    ),
+                finish,
+            };
+            let (need, phase) = least.peak();
+            let need = with_input(need);
+            let limit = match opts.memory_limit {
+                MemoryLimit::Auto => format!(
+                    "`auto` ({} MiB, three quarters of the memory available)",
+                    cap >> 20
+                ),
+                _ => format!("{} MiB", cap >> 20),
+            };
+            Error::invalid_arg(
+                "memory_limit",
+                format!(
+                    "a {w}×{h} image{} needs about {} MiB beyond the weights even with the smallest \
+                     tiles (peak while {phase}); the limit is {limit}. Raise memory_limit to at \
+                     least {} MiB (CLI --memory-limit, Python memory_limit=, C \
+                     spire_restore_params.memory_limit), or \"unlimited\", or restore a smaller image",
+                    if (ow, oh) != (w, h) {
+                        format!(" (restored at {ow}×{oh})")
+                    } else {
+                        String::new()
+                    },
+                    need.div_ceil(1 << 20),
+                    need.div_ceil(1 << 20),
+                ),
+            )
+        };
+        let (tiles, reason, step_bytes, step_flops) = match opts.tile_size {
+            Some(t) => {
+                let c = candidate(t)?;
+                (c.0, TileReason::Asked, c.1, c.2)
+            }
+            None => {
+                // Tiles of at least SPEED_MIN_TILE: the one with the least work that fits.
+                let mut best: Option<(crate::tiling::TilePlan, u64, f64)> = None;
+                let mut t = SPEED_MIN_TILE.div_ceil(m) * m;
+                while t < full {
+                    let c = candidate(t)?;
+                    if fits(c.1) && best.as_ref().is_none_or(|b| c.2 < b.2) {
+                        best = Some(c);
+                    }
+                    t += m;
+                }
+                let whole_fits = fits(whole.1);
+                match best {
+                    _ if whole_fits && best.as_ref().is_none_or(|b| b.2 * SPEED_MARGIN >= whole.2) => {
+                        (whole.0.clone(), TileReason::Whole, whole.1, whole.2)
+                    }
+                    Some(b) if whole_fits => (b.0, TileReason::Speed, b.1, b.2),
+                    Some(b) => (b.0, TileReason::Memory, b.1, b.2),
+                    None => {
+                        // Only smaller tiles fit: the largest of them (the fewest seams).
+                        let mut t = (SPEED_MIN_TILE.min(full) / m) * m;
+                        let mut found = None;
+                        while t >= (4 * m).min(full).max(m) {
+                            let c = candidate(t)?;
+                            if fits(c.1) {
+                                found = Some(c);
+                                break;
+                            }
+                            t -= m;
+                        }
+                        match found {
+                            Some(c) => (c.0, TileReason::Memory, c.1, c.2),
+                            None => return Err(too_small()),
+                        }
+                    }
+                }
+            }
+        };
+        let phases = PhaseBytes {
+            convert: with_input(convert),
+            encode: if needs_encode { with_input(encode_bytes) } else { 0 },
+            denoise: with_input(step_bytes),
+            decode: with_input(decode_bytes),
+            finish: with_input(finish),
+        };
+        if opts.tile_size.is_none() && opts.vae_tile_size.is_none() && phases.peak().0 > cap {
+            return Err(too_small());
+        }
+        Ok(RunPlan {
+            input: (w, h),
+            output: (ow, oh),
+            batch: n,
+            latent: (lh, lw),
+            tiles,
+            reason,
             encode,
             decode,
-            vae_bytes: if needs_encode {
-                vae_bytes(VaePass::Encode, ph, pw, encode)
-            } else {
-                0
-            }
-            .max(vae_bytes(VaePass::Decode, lh, lw, decode)),
             vae_factor: f,
+            phases,
+            input_bytes,
+            budget,
+            step_flops,
+            whole_step_flops: whole.2,
         })
     }
 

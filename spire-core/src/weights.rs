@@ -224,7 +224,7 @@ pub(crate) fn component_files(dir: &Path, stems: &[&str], variant: Option<&str>)
         let index = dir.join(format!("{name}.index.json"));
         if index.is_file() {
             let text = crate::io::read_text(&index)?;
-            let v: serde_json::Value = serde_json::from_str(&text)
+            let v: serde_json::Value = crate::io::parse_json(&text)
                 .map_err(|e| Error::model_load(&index, format!("invalid JSON: {e}")))?;
             let map = v
                 .get("weight_map")

@@ -470,3 +470,179 @@ fn outputs_are_checked_first_and_written_whole_or_not_at_all() {
     assert!(ok.success());
     assert_eq!(spire_core::io::load_image(&dst).unwrap().width, 128);
 }
+
+/// A PNG of a few bytes whose header claims `w × h` RGB (no pixel data).
+fn png_claiming(w: u32, h: u32) -> Vec<u8> {
+    let mut png = vec![0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A];
+    let mut ihdr = Vec::new();
+    ihdr.extend(w.to_be_bytes());
+    ihdr.extend(h.to_be_bytes());
+    ihdr.extend([8, 2, 0, 0, 0]);
+    chunk(&mut png, b"IHDR", &ihdr);
+    chunk(&mut png, b"IDAT", &[]);
+    chunk(&mut png, b"IEND", &[]);
+    png
+}
+
+#[test]
+fn the_memory_limit_refuses_a_large_image_before_anything_is_sized_from_it() {
+    let r = spire_core::Restorer::builtin().unwrap();
+    let small = RestoreOptions {
+        memory_limit: spire_core::MemoryLimit::parse("64MiB").unwrap(),
+        ..r.default_options()
+    };
+    // The library: the plan refuses from the sizes, before the 4096² input is converted (its
+    // planar float copy alone would be 256 MiB), naming the option and what would be needed.
+    let px = common::test_rgb8(4096, 4096);
+    let view = spire_core::ImageView::rgb8(4096, 4096, &px).unwrap();
+    let t = std::time::Instant::now();
+    let err = r.restore(&view, &small).unwrap_err();
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "refused after {:?}",
+        t.elapsed()
+    );
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    let m = err.to_string();
+    assert!(
+        m.contains("memory_limit") && m.contains("4096×4096") && m.contains("needs about"),
+        "{m}"
+    );
+    let need: u64 = m
+        .split("at least ")
+        .nth(1)
+        .and_then(|s| s.split(" MiB").next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no amount in: {m}"));
+    // The amount it names is enough: with that limit the plan is made.
+    let enough = RestoreOptions {
+        memory_limit: spire_core::MemoryLimit::parse(&format!("{need}MiB")).unwrap(),
+        ..r.default_options()
+    };
+    let plan = r.plan(4096, 4096, spire_core::ColorType::Rgb, &enough).unwrap();
+    assert!(
+        plan.peak().0 <= need << 20,
+        "{} > {need} MiB",
+        plan.peak().0 >> 20
+    );
+    assert!(
+        need > 300,
+        "{need} MiB is too little for a 4096² image's own buffers"
+    );
+
+    // The CLI plans from the header before decoding: a 60-byte PNG claiming 16000×16000 (its
+    // decoding buffer alone would be 768 MB) is refused under a 700 MB address-space limit,
+    // where decoding first would abort on the allocation.
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("claims-16000.png");
+    std::fs::write(&p, png_claiming(16_000, 16_000)).unwrap();
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -v 700000; exec {} restore {} {} --memory-limit 1GiB",
+            env!("CARGO_BIN_EXE_spire"),
+            p.display(),
+            tmp.path().join("out.png").display()
+        ))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("memory_limit") && stderr.contains("16000×16000") && stderr.contains("needs about"),
+        "{stderr}"
+    );
+    assert!(!tmp.path().join("out.png").exists());
+}
+
+#[test]
+fn the_plan_tiles_large_latents_for_speed_and_keeps_small_ones_whole() {
+    use spire_core::TileReason;
+    let r = spire_core::Restorer::builtin().unwrap();
+    let opts = RestoreOptions {
+        memory_limit: spire_core::MemoryLimit::Unlimited,
+        ..r.default_options()
+    };
+    // 256²: one piece (nothing to gain).
+    let p = r.plan(256, 256, spire_core::ColorType::Rgb, &opts).unwrap();
+    assert_eq!(p.reason, TileReason::Whole);
+    assert!(p.tiles.is_single());
+    // 2048²: self-attention on a 512² latent is quadratic, so tiles do several times less work
+    // (measured: 21 s against 104 s for one step, docs/large-images.md).
+    let p = r.plan(2048, 2048, spire_core::ColorType::Rgb, &opts).unwrap();
+    assert_eq!(p.reason, TileReason::Speed, "{}", p.describe());
+    assert!(p.whole_step_flops > 4.0 * p.step_flops, "{}", p.describe());
+    assert!(p.tiles.tile.0 >= spire_core::plan::SPEED_MIN_TILE);
+    // Asked for one piece, it is one piece.
+    let whole = RestoreOptions {
+        tile_size: Some(usize::MAX / 2),
+        ..opts.clone()
+    };
+    let p = r.plan(2048, 2048, spire_core::ColorType::Rgb, &whole).unwrap();
+    assert!(p.tiles.is_single() && p.reason == TileReason::Asked);
+    // A limit too small for one piece: tiles for memory.
+    let tight = RestoreOptions {
+        memory_limit: spire_core::MemoryLimit::parse("700MiB").unwrap(),
+        tile_size: None,
+        ..opts
+    };
+    let p = r.plan(2048, 2048, spire_core::ColorType::Rgb, &tight).unwrap();
+    assert!(!p.tiles.is_single());
+    assert!(p.peak().0 <= 700 << 20, "{}", p.describe());
+}
+
+#[test]
+fn model_files_are_written_whole_or_not_at_all() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spire = env!("CARGO_BIN_EXE_spire");
+    let model = tmp.path().join("model");
+    let ok = std::process::Command::new(spire)
+        .args(["unpack-builtin", model.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    // Exporting the model (7.5 MB) under a 64 KiB file-size limit fails; the file that was
+    // at the destination survives and no temporary file is left.
+    let dst = tmp.path().join("keep.safetensors");
+    std::fs::write(&dst, b"the previous export").unwrap();
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -f 64; exec {spire} export-builtin {} {}",
+            model.display(),
+            dst.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the export was meant to exceed the limit");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("keep.safetensors"));
+    assert_eq!(std::fs::read(&dst).unwrap(), b"the previous export");
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("spire-tmp"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    // The library's tensor writer (checkpoints, adaptor exports) does the same when its
+    // writer fails midway.
+    let t = std::collections::HashMap::from([(
+        "w".to_string(),
+        candle_core::Tensor::zeros((4, 4), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap(),
+    )]);
+    let ck = tmp.path().join("step.safetensors");
+    spire_core::io::save_tensors(&ck, &t).unwrap();
+    let before = std::fs::read(&ck).unwrap();
+    let err = spire_core::io::write_atomic_with(&ck, |tmp| {
+        std::fs::write(tmp, b"half a file")?;
+        Err(std::io::Error::other("disk full"))
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("step.safetensors") && err.to_string().contains("disk full"));
+    assert_eq!(std::fs::read(&ck).unwrap(), before);
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        3,
+        "model/, keep, step, and nothing else"
+    );
+}

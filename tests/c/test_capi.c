@@ -100,6 +100,12 @@ int main(int argc, char **argv) {
     CHECK(strstr(spire_last_error_message(), "cuda:0") != NULL);
     CHECK(strstr(spire_last_error_message(), "--features cuda") != NULL);
     lo.device = NULL;
+    /* A model folder whose scheduler config diffusers saved after swapping in DPM++: Python's
+     * json wrote `"lambda_min_clipped": -Infinity` (prepared by scripts/test_c.sh). */
+    snprintf(path, sizeof path, "%s/dpm-model", argv[2]);
+    CHECK(spire_restorer_new(path, &lo, &r2) == SPIRE_OK && r2 != NULL);
+    spire_restorer_free(r2);
+    r2 = NULL;
 
     /* Restore a strided RGB8 image. */
     pixels = make_rgb(W, H, stride);

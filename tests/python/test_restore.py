@@ -176,3 +176,17 @@ def test_model_defaults_from_spire_json(tmp_path, restorer):
     (tmp_path / "m" / "spire.json").write_text('{"defaults": {"strenght": 0.5}}')
     with pytest.raises(spire.ModelLoadError, match="defaults.strenght"):
         spire.Restorer.from_pretrained(tmp_path / "m", adaptor=FIX / "tiny-spire-adaptor")
+
+
+def test_a_model_folder_with_the_json_diffusers_writes_loads(tmp_path):
+    # diffusers saves a DPM++ scheduler with `"lambda_min_clipped": -Infinity` (Python's json).
+    import shutil
+
+    from conftest import FIX
+
+    shutil.copytree(FIX / "tiny-sd1", tmp_path / "m")
+    shutil.copy(FIX / "diffusers-dpm" / "scheduler_config.json", tmp_path / "m" / "scheduler")
+    assert "-Infinity" in (tmp_path / "m" / "scheduler" / "scheduler_config.json").read_text()
+    r = spire.Restorer.from_pretrained(tmp_path / "m", adaptor=FIX / "tiny-spire-adaptor")
+    out = r.restore(picture(), num_inference_steps=2)
+    assert out.shape == picture().shape

@@ -32,7 +32,7 @@ const USAGE: &str = "usage:
                 [--restoration-guidance W] [--semantic-guidance W] [--conditioning-scale S]
                 [--strength S] [--color-fix none|wavelet|adain]
                 [--consistency TAU] [--match-noise on|off]
-                [--memory-limit auto|unlimited|SIZE] [--tile-size LATENT_PX] [--tile-overlap LATENT_PX]
+                [--memory-limit auto|unlimited|SIZE] [--tile-size LATENT_PX|whole] [--tile-overlap LATENT_PX]
                 [--vae-tile-size PX] [--device cpu|cuda[:N]|metal] [--dtype f32|f16|bf16]
                 [--threads N]
   spire degrade <in.png> <out.png> [--pipeline parameterized|realesrgan] [--seed N]
@@ -212,7 +212,10 @@ fn restore(args: &[String]) -> Result<(), String> {
     if let Some(m) = a.flags.get("memory-limit") {
         o.memory_limit = spire_core::MemoryLimit::parse(m).map_err(fail)?;
     }
-    if let Some(v) = num(&a, "tile-size")? {
+    if a.flags.get("tile-size").is_some_and(|v| v == "whole") {
+        // One piece, whatever the plan would pick for speed.
+        o.tile_size = Some(usize::MAX / 2);
+    } else if let Some(v) = num(&a, "tile-size")? {
         o.tile_size = Some(v);
     }
     if let Some(v) = num(&a, "tile-overlap")? {
@@ -233,8 +236,14 @@ fn restore(args: &[String]) -> Result<(), String> {
         }
         true
     }));
-    let img = spire_core::io::load_image(input).map_err(fail)?;
     check_output(output)?;
+    // The plan runs on the header's size, before the pixels are decoded: an image that cannot
+    // fit the memory limit is refused without allocating it.
+    let info = spire_core::io::image_info(input).map_err(fail)?;
+    restorer
+        .plan(info.width, info.height, info.color, &o)
+        .map_err(fail)?;
+    let img = spire_core::io::load_image(input).map_err(fail)?;
     let t = std::time::Instant::now();
     let out = restorer.restore(&img.view(), &o).map_err(fail)?;
     spire_core::io::save_image(output, &out).map_err(fail)?;
@@ -289,7 +298,7 @@ fn train_cmd(args: &[String]) -> Result<(), String> {
     let path = PathBuf::from(a.flags.get("config").ok_or("train needs --config recipe.json")?);
     let mut cfg = spire_core::train::TrainConfig::from_file(&path).map_err(fail)?;
     if let Some(d) = a.flags.get("device") {
-        spire_core::device::parse_device(d).map_err(|e| format!("--device: {e}"))?;
+        spire_core::device::check_device(d).map_err(|e| format!("--device: {e}"))?;
         cfg.device = d.clone();
     }
     if let Some(d) = a.flags.get("dtype") {
@@ -442,8 +451,8 @@ fn eval_cmd(args: &[String]) -> Result<(), String> {
     eprintln!();
     std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
     let md = report.markdown();
-    std::fs::write(out.join("eval.md"), &md).map_err(|e| format!("{}: {e}", out.display()))?;
-    std::fs::write(out.join("eval.csv"), report.csv()).map_err(|e| format!("{}: {e}", out.display()))?;
+    spire_core::io::write_atomic(out.join("eval.md"), md.as_bytes()).map_err(fail)?;
+    spire_core::io::write_atomic(out.join("eval.csv"), report.csv().as_bytes()).map_err(fail)?;
     println!("{md}");
     println!(
         "wrote {} and {} in {}",
@@ -459,7 +468,7 @@ fn export_cmd(args: &[String]) -> Result<(), String> {
         return Err("export-builtin needs <model-dir> <out.safetensors>".into());
     };
     let bytes = spire_core::builtin::export(std::path::Path::new(dir)).map_err(fail)?;
-    std::fs::write(out, &bytes).map_err(|e| format!("{out}: {e}"))?;
+    spire_core::io::write_atomic(out, &bytes).map_err(fail)?;
     println!("wrote {out} ({:.2} MB)", bytes.len() as f64 / 1e6);
     Ok(())
 }

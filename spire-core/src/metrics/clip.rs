@@ -48,8 +48,8 @@ impl ClipPreprocess {
     fn from_file(path: &Path) -> Result<Self> {
         let mut p = Self::default();
         let text = crate::io::read_text(path)?;
-        let v: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| Error::model_load(path, format!("invalid JSON: {e}")))?;
+        let v: serde_json::Value = crate::io::parse_json(&text)
+            .map_err(|e| Error::model_load(path, format!("invalid JSON: {e}")))?;
         let bad = |field: &str| Error::model_load(path, format!("`{field}` is not supported here"));
         if let Some(r) = v.get("resample").and_then(|r| r.as_u64()) {
             if r != 3 {

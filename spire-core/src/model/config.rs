@@ -32,7 +32,7 @@ impl<'a> Json<'a> {
 
     pub(crate) fn parse(path: &'a Path, text: &str) -> Result<Self> {
         let v: Value =
-            serde_json::from_str(text).map_err(|e| Error::model_load(path, format!("invalid JSON: {e}")))?;
+            crate::io::parse_json(text).map_err(|e| Error::model_load(path, format!("invalid JSON: {e}")))?;
         match v {
             Value::Object(map) => Ok(Self { path, map }),
             _ => Err(Error::model_load(path, "expected a JSON object")),
@@ -77,9 +77,10 @@ impl<'a> Json<'a> {
     pub(crate) fn f64_or(&self, field: &str, default: f64) -> Result<f64> {
         match self.get(field) {
             None => Ok(default),
-            Some(v) => match v.as_f64() {
+            Some(v) => match crate::io::json_f64(v) {
                 Some(x) if x.is_finite() => Ok(x),
-                _ => Err(self.err(field, format!("expected a finite number, found {v}"))),
+                Some(x) => Err(self.err(field, format!("{x} is not finite (a finite number is needed)"))),
+                None => Err(self.err(field, format!("expected a finite number, found {v}"))),
             },
         }
     }
@@ -260,6 +261,15 @@ const CROSS_UP: &str = "CrossAttnUpBlock2D";
 const PLAIN_UP: &str = "UpBlock2D";
 
 impl UNetConfig {
+    /// Parses the text of a diffusers `UNet2DConditionModel` `config.json` held in memory (a
+    /// folder's file is read by the model's loader).
+    ///
+    /// # Errors
+    /// [`Error::ModelLoad`] naming a bad field, its value and the allowed range.
+    pub fn from_json_str(text: &str) -> Result<Self> {
+        Self::from_json(&Json::parse(Path::new("unet/config.json"), text)?, false)
+    }
+
     /// Reads a diffusers `UNet2DConditionModel` or `ControlNetModel` config (for the latter
     /// `up_block_types` is absent and `out_channels` unused).
     pub(crate) fn from_json(j: &Json, controlnet: bool) -> Result<Self> {
@@ -472,6 +482,15 @@ pub struct VaeConfig {
 }
 
 impl VaeConfig {
+    /// Parses the text of a diffusers `AutoencoderKL` `config.json` held in memory (a
+    /// folder's file is read by the model's loader).
+    ///
+    /// # Errors
+    /// [`Error::ModelLoad`] naming a bad field, its value and the allowed range.
+    pub fn from_json_str(text: &str) -> Result<Self> {
+        Self::from_json(&Json::parse(Path::new("vae/config.json"), text)?)
+    }
+
     pub(crate) fn from_json(j: &Json) -> Result<Self> {
         let block_out_channels = j.usizes("block_out_channels")?;
         let n = block_out_channels.len();
@@ -563,6 +582,32 @@ pub struct ClipTextConfig {
 }
 
 impl ClipTextConfig {
+    /// Parses the text of a transformers `CLIPTextModel` `config.json` held in memory (a
+    /// folder's file is read by the model's loader).
+    ///
+    /// # Errors
+    /// [`Error::ModelLoad`] naming a bad field, its value and the allowed range.
+    pub fn from_json_str(text: &str) -> Result<Self> {
+        Self::from_json(&Json::parse(Path::new("text_encoder/config.json"), text)?)
+    }
+
+    /// The text encoder of Stable Diffusion 2.x (OpenCLIP ViT-H/14's text tower as
+    /// transformers holds it: 23 layers of width 1024, GELU), with the tokenizer's end token.
+    pub fn sd21(eos_token_id: u32) -> Self {
+        Self {
+            vocab_size: 49408,
+            hidden_size: 1024,
+            intermediate_size: 4096,
+            num_hidden_layers: 23,
+            num_attention_heads: 16,
+            max_position_embeddings: 77,
+            hidden_act: Activation::Gelu,
+            layer_norm_eps: 1e-5,
+            eos_token_id,
+            projection_dim: None,
+        }
+    }
+
     pub(crate) fn from_json(j: &Json) -> Result<Self> {
         // A full CLIPModel config nests the text part.
         let text;

@@ -64,7 +64,7 @@ impl ClipTokenizer {
             // Optional files: absent is fine, anything else at the name must be readable.
             if std::fs::symlink_metadata(&p).is_ok() {
                 let text = crate::io::read_text(&p)?;
-                let v: serde_json::Value = serde_json::from_str(&text)
+                let v: serde_json::Value = crate::io::parse_json(&text)
                     .map_err(|e| Error::model_load(&p, format!("invalid JSON: {e}")))?;
                 if let Some(t) = v.get("pad_token").and_then(token_string) {
                     pad_token = t;

@@ -221,6 +221,7 @@ impl SchedulerConfig {
             ("use_beta_sigmas", json!(false)),
             ("use_lu_lambdas", json!(false)),
             ("use_flow_sigmas", json!(false)),
+            ("use_dynamic_shifting", json!(false)),
             ("variance_type", serde_json::Value::Null),
             ("interpolation_type", json!("linear")),
             ("timestep_type", json!("discrete")),
@@ -231,6 +232,8 @@ impl SchedulerConfig {
             j.require_default("algorithm_type", json!("dpmsolver++"))?;
             j.require_default("solver_order", json!(2))?;
             j.require_default("solver_type", json!("midpoint"))?;
+            // diffusers' default (no clipping), written by Python as `-Infinity`.
+            j.require_default("lambda_min_clipped", json!("-Infinity"))?;
         }
         let final_sigma_min = match j.str_or("final_sigmas_type", "zero")? {
             "zero" => false,

@@ -248,7 +248,7 @@ impl TrainConfig {
     /// # Errors
     /// [`Error::Io`], or [`Error::InvalidArgument`] naming the bad field.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::io::read_text(path)?;
         let cfg: Self = serde_json::from_str(&text)
             .map_err(|e| Error::invalid_arg("config", format!("{}: {e}", path.display())))?;
         cfg.validate()?;
@@ -283,7 +283,8 @@ impl TrainConfig {
         if self.low_noise_below == 0 {
             return Err(Error::invalid_arg("low_noise_below", "must be at least 1"));
         }
-        crate::device::parse_device(&self.device)?;
+        // The name only: `train` opens the device once.
+        crate::device::check_device(&self.device)?;
         if self.max_timestep == Some(0) {
             return Err(Error::invalid_arg("max_timestep", "must be at least 1"));
         }
@@ -348,7 +349,7 @@ fn write_json(path: &Path, v: &serde_json::Value) -> Result<()> {
         std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
     }
     let text = serde_json::to_string_pretty(v).map_err(|e| Error::Internal(e.to_string()))?;
-    std::fs::write(path, text).map_err(|e| Error::io(path, e))
+    crate::io::write_atomic(path, text.as_bytes())
 }
 
 fn copy_dir(src: &Path, dst: &Path) -> Result<()> {
@@ -379,11 +380,7 @@ fn save_prefixed(tensors: &BTreeMap<String, Tensor>, prefix: &str, path: &Path) 
         .iter()
         .filter_map(|(k, v)| k.strip_prefix(&p).map(|s| (s.to_string(), v.clone())))
         .collect();
-    if let Some(d) = path.parent() {
-        std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
-    }
-    candle_core::safetensors::save(&sel, path)
-        .map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))
+    crate::io::save_tensors(path, &sel)
 }
 
 struct Tokens {
@@ -566,10 +563,7 @@ fn save_checkpoint(
             all.insert(format!("ema.{k}"), v.clone());
         }
     }
-    let tmp = path.with_extension("tmp");
-    candle_core::safetensors::save(&all, &tmp)
-        .map_err(|e| Error::io(&tmp, std::io::Error::other(e.to_string())))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+    crate::io::save_tensors(path, &all)?;
     write_json(state, &serde_json::json!({ "step": step }))
 }
 
@@ -579,7 +573,6 @@ struct LossLog {
 
 impl LossLog {
     fn open(path: &Path, start: usize) -> Result<Self> {
-        use std::io::Write;
         // Keep the rows before `start` (a resume), drop any after.
         let mut kept = String::from("step,loss\n");
         if start > 0 {
@@ -597,8 +590,12 @@ impl LossLog {
                 }
             }
         }
-        let mut file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
-        file.write_all(kept.as_bytes()).map_err(|e| Error::io(path, e))?;
+        // The kept rows replace the file whole; new rows are appended after.
+        crate::io::write_atomic(path, kept.as_bytes())?;
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(|e| Error::io(path, e))?;
         Ok(Self { file })
     }
 

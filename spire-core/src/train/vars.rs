@@ -120,8 +120,7 @@ impl VarStore {
             .into_iter()
             .map(|(k, v)| Ok((k, v.to_dtype(dt)?)))
             .collect::<Result<_>>()?;
-        candle_core::safetensors::save(&conv, path)
-            .map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))
+        crate::io::save_tensors(path, &conv)
     }
 
     /// Overwrites variables from a safetensors file (every variable must be present with its
