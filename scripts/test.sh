@@ -29,6 +29,9 @@ echo "$(grep -c '"ok":true' target/gpu_check_parity.jsonl) parity checks within 
 echo "== cuda feature type-check (stand-in nvcc; no GPU, no toolkit)"
 bash scripts/cuda_check.sh
 
+echo "== fuzz targets type-check (libFuzzer runs are timed by hand: bash fuzz/run.sh TARGET SECONDS)"
+CARGO_TARGET_DIR="$PWD/target/fuzz-check" cargo check -q --manifest-path fuzz/Cargo.toml --bins
+
 echo "== C ABI: header checks, C/C++ tests under AddressSanitizer, valgrind leak check"
 bash scripts/test_c.sh
 

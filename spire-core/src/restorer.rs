@@ -971,6 +971,13 @@ impl Inner {
             (h as f64 * factor).round() as usize,
         );
         crate::image::check_size(ow, oh)?;
+        // Sizes handed to `plan` need not come with pixels: keep every product below overflow.
+        const MAX_PIXELS: u128 = 1 << 40;
+        if (w as u128) * (h as u128) > MAX_PIXELS || (ow as u128) * (oh as u128) > MAX_PIXELS {
+            return Err(Error::InvalidImage(format!(
+                "a {w}×{h} image (restored at {ow}×{oh}) is beyond any memory (over 2⁴⁰ pixels)"
+            )));
+        }
         let mult = self.vae.downscale_factor() * self.unet.config().downscale_factor();
         let (pw, ph) = (ow.div_ceil(mult) * mult, oh.div_ceil(mult) * mult);
         let f = self.vae.downscale_factor();

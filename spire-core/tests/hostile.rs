@@ -520,6 +520,11 @@ fn the_memory_limit_refuses_a_large_image_before_anything_is_sized_from_it() {
         ..r.default_options()
     };
     let plan = r.plan(4096, 4096, spire_core::ColorType::Rgb, &enough).unwrap();
+    // Sizes without pixels behind them cannot overflow the arithmetic.
+    for (w, h) in [(usize::MAX, 2), (1 << 32, 1 << 32)] {
+        let e = r.plan(w, h, spire_core::ColorType::Rgb, &enough).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidImage, "{e}");
+    }
     assert!(
         plan.peak().0 <= need << 20,
         "{} > {need} MiB",

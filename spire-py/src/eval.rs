@@ -1,6 +1,7 @@
 //! `spire.evaluate`: the core's evaluation, results as plain Python values.
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
@@ -79,6 +80,21 @@ pub(crate) fn evaluate(
         c.is_file().then_some(c)
     });
     let only = only.unwrap_or_default();
+    // Ctrl-C: every restore of the evaluation checks for a pending signal at each stage and
+    // denoising step, and stops; the signal is re-raised as KeyboardInterrupt.
+    let signal: Arc<Mutex<Option<PyErr>>> = Arc::new(Mutex::new(None));
+    let s = signal.clone();
+    cfg.options.progress = Some(Arc::new(move |_: &spire_core::Progress| {
+        Python::attach(|py| match py.check_signals() {
+            Ok(()) => true,
+            Err(e) => {
+                if let Ok(mut g) = s.lock() {
+                    *g = Some(e);
+                }
+                false
+            }
+        })
+    }));
     let r = restorer.core().clone();
     let mut py_err: Option<PyErr> = None;
     let report = py
@@ -96,7 +112,12 @@ pub(crate) fn evaluate(
                 })
             })
         })
-        .map_err(to_py)?;
+        .map_err(
+            |e| match (e.kind(), signal.lock().ok().and_then(|mut g| g.take())) {
+                (spire_core::ErrorKind::Cancelled, Some(interrupt)) => interrupt,
+                _ => to_py(e),
+            },
+        )?;
     if let Some(e) = py_err {
         return Err(e);
     }

@@ -2,6 +2,7 @@
 // handle and on cloned handles, all giving the single-threaded result.
 // Usage: test_threads <tests/fixtures dir>
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <string>
 #include <thread>
@@ -86,6 +87,34 @@ int main(int argc, char **argv) {
     } catch (const spire::Error &e) {
         CHECK(e.status() == SPIRE_ERROR_CANCELLED);
         CHECK(steps == 4);
+    }
+    // Cancellation from another thread: a restore of 200 steps runs on a worker; the main
+    // thread raises a flag once it has started, and the worker's callback returns it.
+    {
+        std::atomic<bool> stop{false};
+        std::atomic<int> seen{0};
+        std::atomic<int> status{-1};
+        std::thread worker([&] {
+            try {
+                spire::RestoreParams q;
+                q.steps(200);
+                r.restore(spire::ImageView::rgb8(W, H, px.data()), q, [&](uint32_t, uint32_t) {
+                    seen++;
+                    return !stop.load();
+                });
+                status = SPIRE_OK;
+            } catch (const spire::Error &e) {
+                status = e.status();
+            }
+        });
+        while (seen.load() < 2) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
+        stop = true;
+        worker.join();
+        if (status.load() != SPIRE_ERROR_CANCELLED) std::fprintf(stderr, "status %d seen %d: %s\n", status.load(), seen.load(), spire_last_error_message());
+        CHECK(status.load() == SPIRE_ERROR_CANCELLED);
+        CHECK(seen.load() < 200);
     }
     CHECK(spire::canonical_prompt("denoise .1, upsample 2x") == "Upsample with scale 2.0; Denoise with sigma 0.10");
 

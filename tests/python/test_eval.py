@@ -61,3 +61,23 @@ def test_module_cli_with_the_builtin_model(photos, tmp_path):
     assert p.returncode == 0, p.stderr
     table = (out / "eval.md").read_text()
     assert "| SPIRE |" in table and (out / "eval.csv").exists()
+
+
+def test_ctrl_c_stops_an_evaluation_within_a_step(tmp_path):
+    import _thread
+    import threading
+    import time
+
+    # Large photos and many steps: the whole evaluation would take many minutes.
+    for i in range(2):
+        Image.fromarray(np.roll(picture(256, 256), 7 * i, axis=1)).save(tmp_path / f"p{i}.png")
+    r = spire.Restorer.builtin()
+    timer = threading.Timer(1.0, _thread.interrupt_main)
+    timer.start()
+    t = time.perf_counter()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            spire.evaluate(r, tmp_path, size=256, steps=500, rows="plain")
+    finally:
+        timer.cancel()
+    assert time.perf_counter() - t < 15
