@@ -651,3 +651,32 @@ fn model_files_are_written_whole_or_not_at_all() {
         "model/, keep, step, and nothing else"
     );
 }
+
+#[test]
+fn a_schedule_that_repeats_timesteps_is_refused_not_run_into_nan() {
+    // DPM++ with `leading` spacing and steps_offset 1 over 1000 training timesteps: 1000
+    // steps are all timestep 1 (diffusers builds the same), which used to end in a numerical
+    // error at the second step.
+    let cfg =
+        SchedulerConfig::from_file(&fixtures().join("tiny-sd1/scheduler/scheduler_config.json")).unwrap();
+    let err = match cfg.build(spire_core::SchedulerKind::DpmSolverPlusPlus2M, 1000) {
+        Err(e) => e,
+        Ok(_) => panic!("a degenerate schedule was built"),
+    };
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    let m = err.to_string();
+    assert!(m.contains("num_inference_steps") && m.contains("at most"), "{m}");
+    let most: usize = m
+        .split("at most ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(cfg
+        .build(spire_core::SchedulerKind::DpmSolverPlusPlus2M, most)
+        .is_ok());
+    assert!(cfg
+        .build(spire_core::SchedulerKind::DpmSolverPlusPlus2M, 50)
+        .is_ok());
+}

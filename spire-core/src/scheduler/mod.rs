@@ -334,11 +334,38 @@ impl SchedulerConfig {
                 format!("must be between 1 and {}, got {steps}", self.num_train_timesteps),
             ));
         }
-        Ok(match kind {
-            SchedulerKind::Ddim => Box::new(Ddim::new(self, steps)?),
-            SchedulerKind::DpmSolverPlusPlus2M => Box::new(DpmSolverMultistep::new(self, steps)?),
-            SchedulerKind::Euler => Box::new(EulerDiscrete::new(self, steps)?),
-        })
+        let make = |steps: usize| -> Result<Box<dyn Scheduler>> {
+            Ok(match kind {
+                SchedulerKind::Ddim => Box::new(Ddim::new(self, steps)?),
+                SchedulerKind::DpmSolverPlusPlus2M => Box::new(DpmSolverMultistep::new(self, steps)?),
+                SchedulerKind::Euler => Box::new(EulerDiscrete::new(self, steps)?),
+            })
+        };
+        let distinct = |s: &dyn Scheduler| s.timesteps().windows(2).all(|w| w[1] < w[0]);
+        let sched = make(steps)?;
+        if distinct(sched.as_ref()) {
+            return Ok(sched);
+        }
+        // Near the number of training timesteps some spacings repeat a timestep (DPM++ with
+        // `leading` spacing: 1000 steps over 1000 timesteps are all timestep 1), and a repeated
+        // timestep is a step of size zero: NaN, not an image. diffusers builds the same
+        // schedule; here it is refused with the most steps that work.
+        let most = (1..steps)
+            .rev()
+            .find(|&k| make(k).is_ok_and(|s| distinct(s.as_ref())))
+            .unwrap_or(1);
+        Err(Error::invalid_arg(
+            "num_inference_steps",
+            format!(
+                "{steps} steps of {kind:?} over {} training timesteps ({}) repeat a timestep; \
+                 at most {most} steps work with this schedule",
+                self.num_train_timesteps,
+                match self.timestep_spacing {
+                    Some(sp) => format!("{sp:?} spacing"),
+                    None => "the sampler's default spacing".into(),
+                }
+            ),
+        ))
     }
 
     /// The DDPM forward process `√ᾱ_t·x₀ + √(1−ᾱ_t)·ε`, one timestep per batch element
