@@ -47,7 +47,8 @@
 #define SPIRE_MEMORY_AUTO 0
 
 /**
- * `memory_limit` in [`spire_restore_params`]: no limit (tile only when asked to).
+ * `memory_limit` in [`spire_restore_params`]: no limit (tiles only where asked for, or where
+ * they do less work than one piece).
  */
 #define SPIRE_MEMORY_UNLIMITED UINT64_MAX
 
@@ -161,7 +162,8 @@ typedef struct spire_restore_params {
    */
   spire_color_fix color_fix;
   /**
-   * Latent tile side for sampling, in latent pixels (0: chosen from `memory_limit`).
+   * Latent tile side for sampling, in latent pixels (0: chosen by the plan, for
+   * `memory_limit` and for speed; a value at least the latent's side: one piece).
    */
   uint32_t tile_size;
   /**
@@ -173,8 +175,8 @@ typedef struct spire_restore_params {
    */
   uint32_t vae_tile_size;
   /**
-   * Working memory beyond the loaded weights, bytes, or `SPIRE_MEMORY_AUTO` /
-   * `SPIRE_MEMORY_UNLIMITED`.
+   * Peak memory of the call beyond the loaded weights, bytes, or `SPIRE_MEMORY_AUTO` /
+   * `SPIRE_MEMORY_UNLIMITED`; a call that cannot fit it is refused before it starts.
    */
   uint64_t memory_limit;
   /**
