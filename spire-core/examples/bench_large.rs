@@ -99,7 +99,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let image = ImageView::rgb8(size, size, &px)?;
     let plan = Arc::new(Mutex::new(String::new()));
     let p2 = plan.clone();
-    let marks = Arc::new(Mutex::new(Vec::<(String, f64)>::new()));
+    let marks = Arc::new(Mutex::new(Vec::<(String, f64, f64)>::new()));
+    let t_start = Instant::now();
     let marks2 = marks.clone();
     let base = restorer.default_options();
     let (steps, strength) = match steps_arg.as_str() {
@@ -125,7 +126,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             // The high-water mark when each stage starts: which phase set the peak.
             if p.step == 0 && p.message.is_none() {
                 if let Ok(mut m) = marks2.lock() {
-                    m.push((format!("{:?}", p.stage), status_mib("VmHWM:")));
+                    m.push((format!("{:?}", p.stage), status_mib("VmHWM:"), t_start.elapsed().as_secs_f64()));
                 }
             }
             true
@@ -164,19 +165,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     assert_eq!((out.width, out.height), (size, size));
     let peak = status_mib("VmHWM:");
     let plan = plan.lock().map_err(|_| "poisoned")?.replace('"', "'");
-    // Peak reached before each stage began (MiB): encoding, denoising, decoding.
-    let marks: Vec<String> = marks
-        .lock()
-        .map_err(|_| "poisoned")?
-        .iter()
-        .map(|(s, v)| format!("\"{s}\":{v:.0}"))
-        .collect();
+    // Peak reached before each stage began (MiB), and the seconds since the process started
+    // when it began: encoding, denoising, decoding.
+    let marks_v = marks.lock().map_err(|_| "poisoned")?.clone();
+    let marks: Vec<String> = marks_v.iter().map(|(s, v, _)| format!("\"{s}\":{v:.0}")).collect();
+    let times: Vec<String> = marks_v.iter().map(|(s, _, t)| format!("\"{s}\":{t:.1}")).collect();
     json_line(format!(
-        "\"steps\":{steps},\"strength\":{strength},\"load_s\":{load_s:.1},\"run_s\":{run_s:.1},\"loaded_mib\":{loaded:.0},\"peak_mib\":{peak:.0},\"working_mib\":{:.0},\"estimate_mib\":{},\"step_gflop\":{:.0},\"hwm_before\":{{{}}},\"plan\":\"{plan}\"",
+        "\"steps\":{steps},\"strength\":{strength},\"load_s\":{load_s:.1},\"run_s\":{run_s:.1},\"loaded_mib\":{loaded:.0},\"peak_mib\":{peak:.0},\"working_mib\":{:.0},\"estimate_mib\":{},\"step_gflop\":{:.0},\"hwm_before\":{{{}}},\"s_before\":{{{}}},\"plan\":\"{plan}\"",
         peak - loaded,
         estimate.peak().0 >> 20,
         estimate.step_flops / 1e9,
-        marks.join(",")
+        marks.join(","),
+        times.join(",")
     ));
     Ok(())
 }
