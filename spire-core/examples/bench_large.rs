@@ -126,7 +126,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             // The high-water mark when each stage starts: which phase set the peak.
             if p.step == 0 && p.message.is_none() {
                 if let Ok(mut m) = marks2.lock() {
-                    m.push((format!("{:?}", p.stage), status_mib("VmHWM:"), t_start.elapsed().as_secs_f64()));
+                    m.push((
+                        format!("{:?}", p.stage),
+                        status_mib("VmHWM:"),
+                        t_start.elapsed().as_secs_f64(),
+                    ));
                 }
             }
             true
@@ -168,8 +172,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Peak reached before each stage began (MiB), and the seconds since the process started
     // when it began: encoding, denoising, decoding.
     let marks_v = marks.lock().map_err(|_| "poisoned")?.clone();
-    let marks: Vec<String> = marks_v.iter().map(|(s, v, _)| format!("\"{s}\":{v:.0}")).collect();
-    let times: Vec<String> = marks_v.iter().map(|(s, _, t)| format!("\"{s}\":{t:.1}")).collect();
+    let marks: Vec<String> = marks_v
+        .iter()
+        .map(|(s, v, _)| format!("\"{s}\":{v:.0}"))
+        .collect();
+    let times: Vec<String> = marks_v
+        .iter()
+        .map(|(s, _, t)| format!("\"{s}\":{t:.1}"))
+        .collect();
     json_line(format!(
         "\"steps\":{steps},\"strength\":{strength},\"load_s\":{load_s:.1},\"run_s\":{run_s:.1},\"loaded_mib\":{loaded:.0},\"peak_mib\":{peak:.0},\"working_mib\":{:.0},\"estimate_mib\":{},\"step_gflop\":{:.0},\"hwm_before\":{{{}}},\"s_before\":{{{}}},\"plan\":\"{plan}\"",
         peak - loaded,
