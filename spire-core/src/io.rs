@@ -190,16 +190,7 @@ pub fn image_info(path: impl AsRef<Path>) -> Result<ImageInfo> {
             color,
         })
     } else if bytes.starts_with(&[0xFF, 0xD8]) {
-        let opts = zune_jpeg::zune_core::options::DecoderOptions::default()
-            .set_max_width(1 << 16)
-            .set_max_height(1 << 16);
-        let mut dec = zune_jpeg::JpegDecoder::new_with_options(std::io::Cursor::new(&bytes), opts);
-        dec.decode_headers()
-            .map_err(|e| bad(path, format!("cannot read the JPEG header: {e:?}")))?;
-        let (w, h) = dec
-            .dimensions()
-            .ok_or_else(|| bad(path, "JPEG without dimensions"))?;
-        check_header_size(path, w, h, 3)?;
+        let (_, w, h) = jpeg_header(path, &bytes)?;
         Ok(ImageInfo {
             width: w,
             height: h,
@@ -230,23 +221,32 @@ pub fn decode_image(bytes: &[u8], name: &str) -> Result<Image> {
     decode(Path::new(name), bytes)
 }
 
+/// A JPEG decoder past the header (RGB out, sides ≤ 65536, strict: a truncated or corrupt file
+/// is an error, not an image padded with grey), with the header's size checked.
+fn jpeg_header<'a>(
+    path: &Path,
+    bytes: &'a [u8],
+) -> Result<(zune_jpeg::JpegDecoder<std::io::Cursor<&'a [u8]>>, usize, usize)> {
+    let opts = zune_jpeg::zune_core::options::DecoderOptions::default()
+        .jpeg_set_out_colorspace(zune_jpeg::zune_core::colorspace::ColorSpace::RGB)
+        .set_max_width(1 << 16)
+        .set_max_height(1 << 16)
+        .set_strict_mode(true);
+    let mut dec = zune_jpeg::JpegDecoder::new_with_options(std::io::Cursor::new(bytes), opts);
+    dec.decode_headers()
+        .map_err(|e| bad(path, format!("cannot read the JPEG header: {e:?}")))?;
+    let (w, h) = dec
+        .dimensions()
+        .ok_or_else(|| bad(path, "JPEG without dimensions"))?;
+    check_header_size(path, w, h, 3)?;
+    Ok((dec, w, h))
+}
+
 fn decode(path: &Path, bytes: &[u8]) -> Result<Image> {
     if bytes.starts_with(&[0x89, b'P', b'N', b'G']) {
         decode_png(path, bytes)
     } else if bytes.starts_with(&[0xFF, 0xD8]) {
-        let opts = zune_jpeg::zune_core::options::DecoderOptions::default()
-            .jpeg_set_out_colorspace(zune_jpeg::zune_core::colorspace::ColorSpace::RGB)
-            .set_max_width(1 << 16)
-            .set_max_height(1 << 16)
-            // A truncated or corrupt file is an error, not an image padded with grey.
-            .set_strict_mode(true);
-        let mut dec = zune_jpeg::JpegDecoder::new_with_options(std::io::Cursor::new(bytes), opts);
-        dec.decode_headers()
-            .map_err(|e| bad(path, format!("cannot read the JPEG header: {e:?}")))?;
-        let (w, h) = dec
-            .dimensions()
-            .ok_or_else(|| bad(path, "JPEG without dimensions"))?;
-        check_header_size(path, w, h, 3)?;
+        let (mut dec, _, _) = jpeg_header(path, bytes)?;
         let px = dec
             .decode()
             .map_err(|e| bad(path, format!("cannot decode JPEG: {e:?}")))?;
