@@ -36,6 +36,32 @@ pub(crate) fn require_regular_file(path: &Path) -> Result<()> {
     }
 }
 
+/// What kind of Python pickle a weight file is, from its first bytes: PyTorch's zip archive
+/// (`torch.save` since 1.6; `.ckpt`, `.pt`, `.pth`, `.bin`) or a bare pickle stream (older
+/// `torch.save`, `pickle.dump`). `None` for anything else.
+pub(crate) fn pickle_kind(head: &[u8]) -> Option<&'static str> {
+    if head.starts_with(b"PK\x03\x04") {
+        Some("a PyTorch checkpoint (a zip archive of pickles)")
+    } else if head.len() >= 2 && head[0] == 0x80 && (2..=5).contains(&head[1]) {
+        Some("a Python pickle")
+    } else {
+        None
+    }
+}
+
+/// The refusal for a pickle weight file: spire never unpickles (a pickle can run arbitrary
+/// code when loaded); the message shows the one-time conversion to safetensors.
+pub(crate) fn pickle_refusal(kind: &str) -> String {
+    format!(
+        "this is {kind}, not safetensors; spire does not load pickles, since unpickling can run \
+         arbitrary code. Convert it once to safetensors with PyTorch: \
+         python -c \"import sys, torch, safetensors.torch as st; \
+         sd = torch.load(sys.argv[1], map_location='cpu', weights_only=True); sd = sd.get('state_dict', sd); \
+         st.save_file({{k: v.contiguous() for k, v in sd.items() if isinstance(v, torch.Tensor)}}, sys.argv[2])\" \
+         model.ckpt model.safetensors"
+    )
+}
+
 /// Reads a whole regular file ([`require_regular_file`] first).
 ///
 /// # Errors

@@ -226,17 +226,92 @@ impl Restorer {
         } else {
             ModelDefaults::default()
         };
+        let mut scheduler = scheduler;
+        if let Some(p) = opts.prediction_type {
+            scheduler.prediction_type = p;
+        }
+        let unet = UNet2DConditionModel::from_dir(&root.join("unet"), opts)?;
+        let adaptor = Adaptor::from_path(&adaptor_dir, unet.config(), opts)?;
         let inner = Inner {
-            unet: UNet2DConditionModel::from_dir(&root.join("unet"), opts)?,
+            unet,
             vae: Autoencoder::from_dir(&root.join("vae"), opts)?,
             text: TextStack::load(root, "text_encoder", "tokenizer", opts)?,
             restoration_text,
-            adaptor: Adaptor::from_dir(&adaptor_dir, opts)?,
+            adaptor,
             scheduler,
             defaults,
             device: opts.device.clone(),
             dtype: opts.dtype,
             path: root.to_path_buf(),
+        };
+        inner.check()?;
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Loads a single-file Stable Diffusion 1.x / 2.x checkpoint in the original layout
+    /// (`v1-5-pruned-emaonly.safetensors`, `v2-1_512-ema-pruned.safetensors`, fine-tunes of
+    /// them; fp32, fp16 or bf16) with the adaptor [`LoadOptions::adaptor`] — a single-file
+    /// ControlNet such as `control_v11f1e_sd15_tile`, a diffusers `ControlNetModel` folder or a
+    /// SPIRE adaptor folder trained on this backbone.
+    ///
+    /// The architecture is detected from the tensors (SD 1.x vs 2.x, widths, depths);
+    /// [`LoadOptions::config`] supplies the tokenizer and optionally the scheduler and configs;
+    /// [`LoadOptions::prediction_type`] says ε or v where the file cannot (SD 2.x defaults to
+    /// v). Pickle files (`.ckpt`, `.pt`, `.bin`) are refused, with the command that converts
+    /// them to safetensors. Details: `docs/model-format.md`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] for missing files, [`Error::ModelLoad`] naming the file and the first
+    /// unknown keys for a layout that is not SD 1.x/2.x, and as [`Restorer::from_pretrained`].
+    pub fn from_single_file(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Self> {
+        let path = path.as_ref();
+        let adaptor_path = opts.adaptor.as_ref().ok_or_else(|| {
+            Error::model_load(
+                path,
+                "a Stable Diffusion checkpoint has no adaptor: pass one with `LoadOptions::adaptor` \
+                 (`--controlnet FILE|DIR`): a single-file ControlNet such as control_v11f1e_sd15_tile, \
+                 a ControlNet folder, or a SPIRE adaptor trained on this backbone",
+            )
+        })?;
+        let sf = crate::model::SingleFile::load(path, opts)?;
+        let mut scheduler = match opts.config.as_ref().map(|c| c.join("scheduler").join("scheduler_config.json")) {
+            Some(p) if p.is_file() => SchedulerConfig::from_file(&p)?,
+            _ => {
+                let mut s = SchedulerConfig::default();
+                s.prediction_type = match sf.generation {
+                    crate::model::Generation::Sd1 => crate::scheduler::PredictionType::Epsilon,
+                    crate::model::Generation::Sd2 => crate::scheduler::PredictionType::VPrediction,
+                };
+                s
+            }
+        };
+        if let Some(p) = opts.prediction_type {
+            scheduler.prediction_type = p;
+        }
+        let defaults = match opts.config.as_ref().map(|c| c.join("spire.json")) {
+            Some(p) if p.is_file() => {
+                let text = crate::io::read_text(&p)?;
+                ModelDefaults::from_spire_json(&text, &p.display().to_string())?
+            }
+            _ => ModelDefaults::default(),
+        };
+        let adaptor = Adaptor::from_path(adaptor_path, sf.unet.config(), opts)?;
+        let inner = Inner {
+            unet: sf.unet,
+            vae: Autoencoder::Kl(sf.vae),
+            text: TextStack {
+                tokenizer: sf.tokenizer,
+                encoder: sf.text_encoder,
+            },
+            restoration_text: None,
+            adaptor,
+            scheduler,
+            defaults,
+            device: opts.device.clone(),
+            dtype: opts.dtype,
+            path: path.to_path_buf(),
         };
         inner.check()?;
         Ok(Self {

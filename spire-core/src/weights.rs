@@ -25,10 +25,19 @@ struct File {
     data_start: usize,
 }
 
-/// A set of safetensors files seen as one name → tensor map.
+/// A set of safetensors files seen as one name → tensor map. Views made by
+/// [`TensorStore::remap`] share the mapped files.
 pub(crate) struct TensorStore {
-    files: Vec<File>,
+    files: Arc<Vec<File>>,
     index: HashMap<String, (usize, TensorInfo)>,
+}
+
+/// Where a remapped tensor comes from: a key of the source store, whole or the rows
+/// `start..start + len` of its first axis (a fused q/k/v projection split in three).
+#[derive(Debug, Clone)]
+pub(crate) struct Source {
+    pub(crate) key: String,
+    pub(crate) rows: Option<(usize, usize)>,
 }
 
 fn st_dtype(d: StDtype) -> Option<DType> {
@@ -55,44 +64,98 @@ const KEY_ALIASES: &[(&str, &str)] = &[
 impl TensorStore {
     /// Opens and validates safetensors files. `label` names the store in messages.
     pub(crate) fn open(paths: &[PathBuf]) -> Result<Self> {
-        let mut store = TensorStore {
-            files: Vec::new(),
-            index: HashMap::new(),
-        };
+        let mut files = Vec::with_capacity(paths.len());
+        let mut index = HashMap::new();
         for path in paths {
             crate::io::require_regular_file(path)?;
             let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
             // SAFETY: the map is read-only; a file changed by another process while mapped is
             // the same hazard every mmap-based loader (safetensors, candle) accepts.
             let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-            store.add(path.clone(), mmap)?;
+            Self::add(&mut files, &mut index, path.clone(), mmap)?;
         }
-        Ok(store)
+        Ok(TensorStore {
+            files: Arc::new(files),
+            index,
+        })
     }
 
-    fn add(&mut self, name: PathBuf, bytes: memmap2::Mmap) -> Result<()> {
+    fn add(
+        files: &mut Vec<File>,
+        index: &mut HashMap<String, (usize, TensorInfo)>,
+        name: PathBuf,
+        bytes: memmap2::Mmap,
+    ) -> Result<()> {
+        if let Some(kind) = crate::io::pickle_kind(&bytes) {
+            return Err(Error::model_load(&name, crate::io::pickle_refusal(kind)));
+        }
         let (n, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| {
             Error::model_load(
                 &name,
                 format!("not a valid safetensors file (truncated or corrupt?): {e}"),
             )
         })?;
-        let file_idx = self.files.len();
+        let file_idx = files.len();
         for (key, info) in meta.tensors() {
-            if let Some((other, _)) = self.index.get(&key) {
+            if let Some((other, _)) = index.get(&key) {
                 return Err(Error::model_load(
                     &name,
-                    format!("tensor `{key}` is also in {}", self.files[*other].name.display()),
+                    format!("tensor `{key}` is also in {}", files[*other].name.display()),
                 ));
             }
-            self.index.insert(key, (file_idx, info.clone()));
+            index.insert(key, (file_idx, info.clone()));
         }
-        self.files.push(File {
+        files.push(File {
             name,
             bytes,
             data_start: 8 + n,
         });
         Ok(())
+    }
+
+    /// The stored keys (unordered).
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &str> {
+        self.index.keys().map(String::as_str)
+    }
+
+    /// The stored shape of `key`, if it is there.
+    pub(crate) fn shape(&self, key: &str) -> Option<&[usize]> {
+        self.index.get(key).map(|(_, i)| i.shape.as_slice())
+    }
+
+    /// A view of the same files under other names: `map` gives each new name its source. A
+    /// row range is a contiguous byte range of a row-major tensor, so it is cut from the
+    /// header (no copy). Every source must exist and every range fit, or the error names it.
+    pub(crate) fn remap(&self, map: impl IntoIterator<Item = (String, Source)>) -> Result<TensorStore, String> {
+        let mut index = HashMap::new();
+        for (name, src) in map {
+            let (file, info) = self
+                .index
+                .get(&src.key)
+                .ok_or_else(|| format!("missing tensor `{}`", src.key))?;
+            let mut info = info.clone();
+            if let Some((start, len)) = src.rows {
+                let rows = info.shape.first().copied().unwrap_or(0);
+                if start.checked_add(len).is_none_or(|end| end > rows) {
+                    return Err(format!(
+                        "tensor `{}` has shape {:?}: rows {start}..{} do not exist",
+                        src.key,
+                        info.shape,
+                        start.saturating_add(len)
+                    ));
+                }
+                let total = info.data_offsets.1 - info.data_offsets.0;
+                let row_bytes = if rows == 0 { 0 } else { total / rows };
+                let s = info.data_offsets.0 + start * row_bytes;
+                info.data_offsets = (s, s + len * row_bytes);
+                info.shape[0] = len;
+            }
+            index.insert(name, (*file, info));
+        }
+        Ok(TensorStore {
+            files: Arc::clone(&self.files),
+            index,
+        })
     }
 
     fn resolve(&self, name: &str) -> Option<(&str, &(usize, TensorInfo))> {

@@ -13,12 +13,14 @@ use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 
 use super::adaptor::{Adaptor, AdaptorConfig};
+use super::ldm;
 use super::clip::ClipTextModel;
 use super::config::{ClipTextConfig, Json, UNetConfig, VaeConfig};
 use super::unet::UNet2DConditionModel;
 use super::vae::AutoencoderKL;
 use crate::error::{Error, Result};
 use crate::weights::{component_files, var_builder, TensorStore};
+use super::tokenizer::ClipTokenizer;
 
 /// Where and how to load weights.
 #[derive(Debug, Clone)]
@@ -29,9 +31,21 @@ pub struct LoadOptions {
     pub dtype: DType,
     /// A weight-file variant such as `"fp16"` (`diffusion_pytorch_model.fp16.safetensors`).
     pub variant: Option<String>,
-    /// The adaptor folder, when it is not the model's `adaptor/` (or `controlnet/`) subfolder;
-    /// e.g. a diffusers `ControlNetModel` folder used with a plain Stable Diffusion folder.
+    /// The adaptor, when it is not the model's `adaptor/` (or `controlnet/`) subfolder: an
+    /// adaptor or diffusers `ControlNetModel` folder, or a single-file ControlNet
+    /// (`.safetensors` with the original `control_model.*` names or diffusers names), e.g.
+    /// `control_v11f1e_sd15_tile` next to a Stable Diffusion checkpoint.
     pub adaptor: Option<std::path::PathBuf>,
+    /// For single-file checkpoints ([`crate::Restorer::from_single_file`]): a folder holding
+    /// what the file lacks, laid out as a diffusers model folder — `tokenizer/` (required),
+    /// optionally `scheduler/scheduler_config.json`, `spire.json`, and `unet/`, `vae/`,
+    /// `text_encoder/` `config.json` files that replace the configs inferred from the tensors
+    /// (diffusers' `config=`). A diffusers folder of the same model works as is.
+    pub config: Option<std::path::PathBuf>,
+    /// What the backbone predicts, overriding the scheduler config (diffusers'
+    /// `prediction_type`). Single files cannot say: SD 1.x defaults to ε, SD 2.x to v (the
+    /// 768-pixel SD 2.x models); SD 2.x *base* (512) models need `Epsilon`.
+    pub prediction_type: Option<crate::scheduler::PredictionType>,
     /// Whether the layers may use the fused f32 CPU kernels (on by default, unless the
     /// environment sets `SPIRE_FUSED_KERNELS=0`). Off, every layer runs candle's operations —
     /// the path a GPU takes — which compute the same function; the parity tests run both ways.
@@ -46,6 +60,8 @@ impl Default for LoadOptions {
             dtype: DType::F32,
             variant: None,
             adaptor: None,
+            config: None,
+            prediction_type: None,
             fused_kernels: super::kernels::fused_default(),
         }
     }
@@ -154,4 +170,150 @@ impl Adaptor {
         let cfg = AdaptorConfig::from_json(&c.json)?;
         build(dir, c.store, opts, |vb| Self::new(&cfg, vb))
     }
+}
+
+impl Adaptor {
+    /// Loads an adaptor from a folder ([`Adaptor::from_dir`]) or a single-file ControlNet for
+    /// the backbone `unet` (its body copies the backbone: [`ldm::controlnet_config`]).
+    ///
+    /// # Errors
+    /// As [`UNet2DConditionModel::from_dir`]; a file that is not a ControlNet names what it is.
+    pub fn from_path(path: &Path, unet: &UNetConfig, opts: &LoadOptions) -> Result<Self> {
+        if path.is_dir() {
+            return Self::from_dir(path, opts);
+        }
+        let store = TensorStore::open(&[path.to_path_buf()])?;
+        let err = |m: String| Error::model_load(path, m);
+        let (cfg, store) = match ldm::controlnet_prefix(&store).map_err(err)? {
+            Some(prefix) => {
+                let cfg = ldm::controlnet_config(&store, prefix, unet).map_err(err)?;
+                let map = ldm::unet_map(&store, prefix, cfg.body.layers_per_block[0]).map_err(err)?;
+                (cfg, store.remap(map).map_err(err)?)
+            }
+            None => {
+                let (conditioning_channels, widths) = infer_diffusers_hint(&store).map_err(err)?;
+                let mut cfg = AdaptorConfig::from_unet(
+                    unet,
+                    super::adaptor::HintMode::Pixel,
+                    super::adaptor::Fusion::Additive,
+                    unet.in_channels,
+                );
+                cfg.conditioning_channels = conditioning_channels;
+                cfg.conditioning_embedding_out_channels = widths;
+                (cfg, store)
+            }
+        };
+        build(path, Arc::new(store), opts, |vb| Self::new(&cfg, vb))
+    }
+}
+
+/// The hint widths of a diffusers-named ControlNet file.
+fn infer_diffusers_hint(store: &TensorStore) -> std::result::Result<(usize, Vec<usize>), String> {
+    let conv_in = store
+        .shape("controlnet_cond_embedding.conv_in.weight")
+        .filter(|s| s.len() == 4)
+        .ok_or("`controlnet_cond_embedding.conv_in.weight` is not a conv kernel")?;
+    let mut widths = vec![conv_in[0]];
+    let mut i = 1;
+    while let Some(s) = store.shape(&format!("controlnet_cond_embedding.blocks.{i}.weight")) {
+        widths.push(s[0]);
+        i += 2;
+    }
+    Ok((conv_in[1], widths))
+}
+
+/// The components of a single-file Stable Diffusion checkpoint ([`SingleFile::load`]).
+#[derive(Debug)]
+pub struct SingleFile {
+    /// SD 1.x or 2.x, as detected from the tensors.
+    pub generation: ldm::Generation,
+    /// The backbone.
+    pub unet: UNet2DConditionModel,
+    /// The autoencoder.
+    pub vae: AutoencoderKL,
+    /// The tokenizer (from [`LoadOptions::config`]).
+    pub tokenizer: ClipTokenizer,
+    /// The text encoder.
+    pub text_encoder: ClipTextModel,
+}
+
+/// A config file of the config folder, if the folder has it.
+fn config_file(opts: &LoadOptions, rel: &str) -> Option<std::path::PathBuf> {
+    let p = opts.config.as_ref()?.join(rel);
+    p.is_file().then_some(p)
+}
+
+impl SingleFile {
+    /// Loads the UNet, autoencoder and text encoder of a single-file SD 1.x / 2.x checkpoint
+    /// (module [`ldm`]); [`crate::Restorer::from_single_file`] adds the adaptor.
+    ///
+    /// # Errors
+    /// [`Error::ModelLoad`] naming the file: pickles, unknown layouts (with their first keys),
+    /// missing components or tokenizer, tensors of the wrong shape.
+    pub fn load(path: &Path, opts: &LoadOptions) -> Result<Self> {
+        load_single_file(path, opts)
+    }
+}
+
+fn load_single_file(path: &Path, opts: &LoadOptions) -> Result<SingleFile> {
+    let store = TensorStore::open(&[path.to_path_buf()])?;
+    let err = |m: String| Error::model_load(path, m);
+    let det = ldm::detect(&store).map_err(err)?;
+    let g = det.generation;
+    let tok_dir = match &opts.config {
+        Some(c) => c.join("tokenizer"),
+        None => {
+            return Err(Error::model_load(
+                path,
+                format!(
+                    "a single-file checkpoint holds no tokenizer: pass a config folder with \
+                     `tokenizer/` (vocab.json + merges.txt), e.g. the diffusers folder of {} \
+                     (`--config DIR`, `LoadOptions::config`)",
+                    g.name()
+                ),
+            ))
+        }
+    };
+    let tokenizer = ClipTokenizer::from_dir(&tok_dir)?;
+
+    let unet_cfg = match config_file(opts, "unet/config.json") {
+        Some(p) => UNetConfig::from_json(&Json::read(&p)?, false)?,
+        None => ldm::infer_unet(&store, ldm::UNET, g, false).map_err(err)?,
+    };
+    let map = ldm::unet_map(&store, ldm::UNET, unet_cfg.layers_per_block[0]).map_err(err)?;
+    let unet_store = Arc::new(store.remap(map).map_err(err)?);
+    let unet = build(path, unet_store, opts, |vb| UNet2DConditionModel::new(&unet_cfg, vb))?;
+
+    let vae_cfg = match config_file(opts, "vae/config.json") {
+        Some(p) => VaeConfig::from_json(&Json::read(&p)?)?,
+        None => ldm::infer_vae(&store).map_err(err)?,
+    };
+    let map = ldm::vae_map(&store, vae_cfg.block_out_channels.len()).map_err(err)?;
+    let vae_store = Arc::new(store.remap(map).map_err(err)?);
+    let upcast;
+    let vae_opts = if opts.dtype == DType::F16 && vae_cfg.force_upcast {
+        upcast = LoadOptions {
+            dtype: DType::F32,
+            ..opts.clone()
+        };
+        &upcast
+    } else {
+        opts
+    };
+    let vae = build(path, vae_store, vae_opts, |vb| AutoencoderKL::new(&vae_cfg, vb))?;
+
+    let text_cfg = match config_file(opts, "text_encoder/config.json") {
+        Some(p) => ClipTextConfig::from_json(&Json::read(&p)?)?,
+        None => ldm::infer_text(&store, g, tokenizer.eos_id()).map_err(err)?,
+    };
+    let map = ldm::text_map(&store, g, text_cfg.num_hidden_layers, text_cfg.hidden_size).map_err(err)?;
+    let text_store = Arc::new(store.remap(map).map_err(err)?);
+    let text_encoder = build(path, text_store, opts, |vb| ClipTextModel::new(&text_cfg, vb))?;
+    Ok(SingleFile {
+        generation: g,
+        unet,
+        vae,
+        tokenizer,
+        text_encoder,
+    })
 }

@@ -9,6 +9,7 @@ pub mod clip;
 pub mod config;
 pub mod embeddings;
 pub(crate) mod kernels;
+pub mod ldm;
 pub mod load;
 pub mod nn;
 pub mod tokenizer;
@@ -23,7 +24,8 @@ pub use config::{ClipTextConfig, ClipVisionConfig, UNetConfig, VaeConfig};
 pub use kernels::fused_default;
 #[doc(hidden)]
 pub use kernels::fused_dispatches_on_this_thread;
-pub use load::LoadOptions;
+pub use ldm::Generation;
+pub use load::{LoadOptions, SingleFile};
 pub use tokenizer::ClipTokenizer;
 pub use unet::{Control, Injection, UNet2DConditionModel};
 pub use vae::{AutoencoderKL, LatentDistribution};
