@@ -311,3 +311,80 @@ fn a_fused_projection_of_the_wrong_size_is_an_error_naming_it() {
     let msg = SingleFile::load(&p, &opts(&sf("sd1-config"))).unwrap_err().to_string();
     assert!(msg.contains("down_blocks.0.resnets.0.conv1.weight") && msg.contains("[32, 32, 1, 1]"), "{msg}");
 }
+
+fn spire(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_spire")).args(args).output().unwrap()
+}
+
+#[test]
+fn the_cli_restores_with_checkpoint_and_controlnet_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let min = minimal_config("sd1");
+    let px = common::test_rgb8(40, 32);
+    let src = tmp.path().join("in.png");
+    spire_core::io::save_image(
+        &src,
+        &spire_core::Image {
+            width: 40,
+            height: 32,
+            color: ColorType::Rgb,
+            data: spire_core::ImageData::U8(px),
+        },
+    )
+    .unwrap();
+    let dst = tmp.path().join("out.png");
+    let ckpt = sf("tiny-sd1.safetensors");
+    let cn = sf("tiny-controlnet.safetensors");
+    let os = |s: &'static str| std::ffi::OsStr::new(s);
+    let out = spire(&[
+        os("restore"),
+        src.as_os_str(),
+        dst.as_os_str(),
+        os("--checkpoint"),
+        ckpt.as_os_str(),
+        os("--controlnet"),
+        cn.as_os_str(),
+        os("--config"),
+        min.path().as_os_str(),
+        os("--steps"),
+        os("2"),
+        os("--caption"),
+        os("a red motorcycle"),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let img = spire_core::io::load_image(&dst).unwrap();
+    assert_eq!((img.width, img.height), (40, 32));
+
+    // A pickle through the CLI: exit 1, the file named, nothing written.
+    let pk = tmp.path().join("v1-5-pruned-emaonly.ckpt");
+    std::fs::write(&pk, b"PK\x03\x04 not really").unwrap();
+    let dst2 = tmp.path().join("never.png");
+    let out = spire(&[
+        os("restore"),
+        src.as_os_str(),
+        dst2.as_os_str(),
+        os("--checkpoint"),
+        pk.as_os_str(),
+        os("--controlnet"),
+        cn.as_os_str(),
+        os("--config"),
+        min.path().as_os_str(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("v1-5-pruned-emaonly.ckpt") && err.contains("pickle"), "{err}");
+    assert!(!dst2.exists());
+    // --model and --checkpoint together, and --controlnet alone, are usage errors.
+    let out = spire(&[
+        os("restore"),
+        src.as_os_str(),
+        dst2.as_os_str(),
+        os("--checkpoint"),
+        ckpt.as_os_str(),
+        os("--model"),
+        min.path().as_os_str(),
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("give one"));
+    let out = spire(&[os("restore"), src.as_os_str(), dst2.as_os_str(), os("--controlnet"), cn.as_os_str()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--controlnet needs"));
+}

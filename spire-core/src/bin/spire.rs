@@ -2,6 +2,8 @@
 //!
 //! ```text
 //! spire restore <in> <out> [--model DIR] [--prompt TEXT] [--caption TEXT] [--steps N] [--seed N]
+//!               [--checkpoint SD.safetensors --controlnet FILE|DIR [--config DIR]
+//!                [--prediction-type epsilon|v_prediction]]
 //!               [--scheduler ddim|dpm++2m|euler] [--restoration-guidance W] [--semantic-guidance W]
 //!               [--strength S] [--color-fix none|wavelet|adain] [--memory-limit auto|unlimited|2GiB]
 //!               [--tile-size N] [--tile-overlap N] [--vae-tile-size PX]
@@ -28,6 +30,8 @@ use spire_core::{ColorFix, Error, LoadOptions, RestorationPrompt, Restorer, Sche
 
 const USAGE: &str = "usage:
   spire restore <in.png|jpg> <out.png|jpg> [--model DIR] [--prompt TEXT] [--caption TEXT]
+                [--checkpoint SD.safetensors --controlnet FILE|DIR [--config DIR]
+                 [--prediction-type epsilon|v_prediction]]
                 [--negative-prompt TEXT] [--steps N] [--seed N] [--scheduler ddim|dpm++2m|euler]
                 [--restoration-guidance W] [--semantic-guidance W] [--conditioning-scale S]
                 [--strength S] [--color-fix none|wavelet|adain]
@@ -46,6 +50,10 @@ const USAGE: &str = "usage:
   spire --version
 Options not given take the model's recommended values (spire.json), then the library's
 (docs/restoring.md lists them). The output's extension picks PNG or JPEG.
+--checkpoint loads a single-file Stable Diffusion 1.x/2.x .safetensors (original layout) with
+--controlnet (a single-file ControlNet or a ControlNet/adaptor folder) and --config (a folder
+with tokenizer/ and optionally scheduler/, e.g. the model's diffusers folder);
+docs/model-format.md lists the checkpoint kinds that load.
 --device picks where the model runs (a GPU needs a build with the `cuda` or `metal` feature,
 docs/gpu.md); --dtype the weights' precision (f16/bf16 halve the memory; the autoencoder stays
 f32 where it would overflow); --threads the CPU threads (default: all cores).
@@ -98,6 +106,11 @@ fn with_device_flags<'a>(flags: &[&'a str]) -> Vec<&'a str> {
     flags.iter().copied().chain(DEVICE_FLAGS).collect()
 }
 
+/// The flags of commands that load a restorer: the model's and the device's.
+fn with_model_flags<'a>(flags: &[&'a str]) -> Vec<&'a str> {
+    flags.iter().copied().chain(MODEL_FLAGS).chain(DEVICE_FLAGS).collect()
+}
+
 /// `--threads N`: the CPU threads of candle's kernels and ours (rayon's pool). Set before any
 /// work starts.
 fn apply_threads(a: &Args) -> Result<(), String> {
@@ -127,21 +140,43 @@ fn load_options(a: &Args) -> Result<LoadOptions, String> {
     Ok(lo)
 }
 
-/// `--model DIR` (or the built-in model) loaded with `--device` / `--dtype`.
+/// The flags that pick the model: a folder, or a single-file checkpoint with its ControlNet.
+const MODEL_FLAGS: [&str; 5] = ["model", "checkpoint", "controlnet", "config", "prediction-type"];
+
+/// `--model DIR`, `--checkpoint FILE --controlnet FILE|DIR [--config DIR]` or the built-in
+/// model, loaded with `--device` / `--dtype`.
 fn load_restorer(a: &Args) -> Result<Restorer, String> {
     apply_threads(a)?;
-    let lo = load_options(a)?;
-    match a.flags.get("model") {
-        Some(m) => Restorer::from_pretrained(m, &lo).map_err(fail),
-        None => Restorer::builtin_with(&lo).map_err(fail),
+    let mut lo = load_options(a)?;
+    lo.adaptor = a.flags.get("controlnet").map(PathBuf::from);
+    lo.config = a.flags.get("config").map(PathBuf::from);
+    if let Some(p) = a.flags.get("prediction-type") {
+        lo.prediction_type = Some(spire_core::scheduler::PredictionType::parse(p).ok_or_else(|| {
+            format!("--prediction-type: unknown `{p}` (epsilon, v_prediction or sample)")
+        })?);
+    }
+    match (a.flags.get("model"), a.flags.get("checkpoint")) {
+        (Some(_), Some(_)) => Err("--model and --checkpoint: give one (a folder or a single file)".into()),
+        (None, Some(c)) => Restorer::from_single_file(c, &lo).map_err(fail),
+        (Some(m), None) => {
+            if lo.config.is_some() {
+                return Err("--config is for single files (--checkpoint); a model folder has its own".into());
+            }
+            Restorer::from_pretrained(m, &lo).map_err(fail)
+        }
+        (None, None) => {
+            if let Some(f) = ["controlnet", "config", "prediction-type"].iter().find(|f| a.flags.contains_key(**f)) {
+                return Err(format!("--{f} needs --model DIR or --checkpoint FILE (the built-in model has its own)"));
+            }
+            Restorer::builtin_with(&lo).map_err(fail)
+        }
     }
 }
 
 fn restore(args: &[String]) -> Result<(), String> {
     let a = parse(
         args,
-        &with_device_flags(&[
-            "model",
+        &with_model_flags(&[
             "prompt",
             "caption",
             "steps",
@@ -361,11 +396,11 @@ fn eval_cmd(args: &[String]) -> Result<(), String> {
     use spire_core::eval::{self, EvalConfig, EvalSetting, MetricWeights};
     let a = parse(
         args,
-        &with_device_flags(&[
+        &with_model_flags(&[
             "data",
             "captions",
             "only",
-            "model",
+
             "size",
             "seed",
             "steps",

@@ -85,6 +85,28 @@ pub enum PredictionType {
     Sample,
 }
 
+impl PredictionType {
+    /// Parses diffusers' spelling (`epsilon`, `v_prediction`, `sample`); `v` is accepted for
+    /// `v_prediction`.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "epsilon" | "eps" => PredictionType::Epsilon,
+            "v_prediction" | "v" => PredictionType::VPrediction,
+            "sample" => PredictionType::Sample,
+            _ => return None,
+        })
+    }
+
+    /// diffusers' spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PredictionType::Epsilon => "epsilon",
+            PredictionType::VPrediction => "v_prediction",
+            PredictionType::Sample => "sample",
+        }
+    }
+}
+
 /// How inference timesteps are spread over the training timesteps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimestepSpacing {
