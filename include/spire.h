@@ -84,9 +84,23 @@ typedef struct spire_load_options {
    */
   const char *variant;
   /**
-   * Adaptor folder when it is not the model's `adaptor/`, or NULL.
+   * The adaptor when it is not the model's `adaptor/`, or NULL: an adaptor or ControlNet
+   * folder, or a single-file ControlNet (`.safetensors`). Required by
+   * [`spire_restorer_load_single_file`].
    */
   const char *adaptor;
+  /**
+   * For [`spire_restorer_load_single_file`]: a folder with `tokenizer/` and optionally
+   * `scheduler/` and diffusers configs (e.g. the model's diffusers folder), or NULL.
+   * (Appended in 0.2; a smaller `struct_size` reads it as NULL.)
+   */
+  const char *config;
+  /**
+   * What the backbone predicts, overriding the scheduler config: `"epsilon"`,
+   * `"v_prediction"`, `"sample"`, or NULL. Single files cannot say; SD 2.x ones default to
+   * `"v_prediction"`, SD 2.x *base* models need `"epsilon"`. (Appended in 0.2.)
+   */
+  const char *prediction_type;
 } spire_load_options;
 
 /**
@@ -494,6 +508,24 @@ spire_status spire_restorer_new_builtin(struct spire_restorer **out);
  * [`spire_load_options_init`]; `out` is writable.
  */
 spire_status spire_restorer_new(const char *model_dir, const struct spire_load_options *options, struct spire_restorer **out);
+
+/**
+ * Loads a single-file Stable Diffusion 1.x / 2.x checkpoint (original layout, `.safetensors`)
+ * with the adaptor `options->adaptor` (required: a single-file ControlNet such as
+ * `control_v11f1e_sd15_tile`, or a ControlNet / SPIRE adaptor folder) and the config folder
+ * `options->config` (required: `tokenizer/`, optionally `scheduler/`). Pickle files (`.ckpt`,
+ * `.pt`, `.bin`) are refused with the command that converts them. On success `*out` is a new
+ * handle the caller frees with [`spire_restorer_free`]; on failure `*out` is set to NULL.
+ * Errors: `SPIRE_ERROR_NULL_POINTER` (checkpoint, options or out NULL),
+ * `SPIRE_ERROR_IO`, `SPIRE_ERROR_MODEL_LOAD` (pickles, unknown layouts, missing tokenizer or
+ * adaptor; the message names the file and keys), `SPIRE_ERROR_INVALID_ARGUMENT`,
+ * `SPIRE_ERROR_DEVICE`. Thread-safe.
+ *
+ * # Safety
+ * `checkpoint` is a NUL-terminated string; `options` is initialised by
+ * [`spire_load_options_init`]; `out` is writable.
+ */
+spire_status spire_restorer_load_single_file(const char *checkpoint, const struct spire_load_options *options, struct spire_restorer **out);
 
 /**
  * A new handle sharing the same loaded model (no reload, no copy of the weights). Free it

@@ -66,6 +66,16 @@ class Restorer:
         adaptor: Optional[_Path] = None,
     ) -> "Restorer": ...
     @staticmethod
+    def from_single_file(
+        path: _Path,
+        *,
+        adaptor: _Path,
+        config: _Path,
+        prediction_type: Optional[str] = None,
+        device: Optional[str] = None,
+        dtype: Optional[str] = None,
+    ) -> "Restorer": ...
+    @staticmethod
     def builtin(*, device: Optional[str] = None, dtype: Optional[str] = None) -> "Restorer": ...
     def restore(
         self,

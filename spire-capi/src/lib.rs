@@ -136,9 +136,23 @@ pub struct spire_load_options {
     pub dtype: *const c_char,
     /// Weight-file variant such as `"fp16"`, or NULL.
     pub variant: *const c_char,
-    /// Adaptor folder when it is not the model's `adaptor/`, or NULL.
+    /// The adaptor when it is not the model's `adaptor/`, or NULL: an adaptor or ControlNet
+    /// folder, or a single-file ControlNet (`.safetensors`). Required by
+    /// [`spire_restorer_load_single_file`].
     pub adaptor: *const c_char,
+    /// For [`spire_restorer_load_single_file`]: a folder with `tokenizer/` and optionally
+    /// `scheduler/` and diffusers configs (e.g. the model's diffusers folder), or NULL.
+    /// (Appended in 0.2; a smaller `struct_size` reads it as NULL.)
+    pub config: *const c_char,
+    /// What the backbone predicts, overriding the scheduler config: `"epsilon"`,
+    /// `"v_prediction"`, `"sample"`, or NULL. Single files cannot say; SD 2.x ones default to
+    /// `"v_prediction"`, SD 2.x *base* models need `"epsilon"`. (Appended in 0.2.)
+    pub prediction_type: *const c_char,
 }
+
+/// The size of `spire_load_options` before `config` was appended: callers built against the
+/// older header pass it, and the appended fields read as NULL.
+const LOAD_OPTIONS_V1_SIZE: usize = std::mem::offset_of!(spire_load_options, config);
 
 /// Options of one restoration. Initialise with [`spire_restore_params_init`], which takes the
 /// library's defaults; fields may be appended in later versions. String fields: NULL means the
@@ -548,6 +562,8 @@ pub unsafe extern "C" fn spire_load_options_init(options: *mut spire_load_option
             dtype: std::ptr::null(),
             variant: std::ptr::null(),
             adaptor: std::ptr::null(),
+            config: std::ptr::null(),
+            prediction_type: std::ptr::null(),
         });
     }
 }
@@ -684,29 +700,92 @@ pub unsafe extern "C" fn spire_restorer_new(
         unsafe { *out = std::ptr::null_mut() };
         // SAFETY: caller contract on strings.
         let dir = unsafe { opt_str(model_dir, "model_dir")? }.ok_or_else(|| null("model_dir"))?;
-        let mut lo = LoadOptions::default();
-        if !options.is_null() {
-            // SAFETY: checked non-NULL, initialised per the contract.
-            let o = unsafe { &*options };
-            if (o.struct_size as usize) < std::mem::size_of::<spire_load_options>() {
-                return Err(Fail(
-                    SPIRE_ERROR_INVALID_ARGUMENT,
-                    "options.struct_size is too small; call spire_load_options_init".into(),
-                ));
-            }
-            // SAFETY: caller contract on strings.
-            unsafe {
-                if let Some(d) = opt_str(o.device, "device")? {
-                    lo.device = spire_core::device::parse_device(&d)?;
-                }
-                if let Some(d) = opt_str(o.dtype, "dtype")? {
-                    lo.dtype = spire_core::device::parse_dtype(&d)?;
-                }
-                lo.variant = opt_str(o.variant, "variant")?;
-                lo.adaptor = opt_str(o.adaptor, "adaptor")?.map(PathBuf::from);
+        // SAFETY: caller contract on `options`.
+        let lo = unsafe { load_options(options)? };
+        let r = Restorer::from_pretrained(&dir, &lo)?;
+        // SAFETY: checked non-NULL.
+        unsafe { *out = Box::into_raw(Box::new(spire_restorer { inner: r })) };
+        Ok(())
+    })
+}
+
+/// Reads `spire_load_options` (NULL: defaults), honouring `struct_size`.
+///
+/// # Safety
+/// `options` is NULL or initialised by [`spire_load_options_init`], its strings NUL-terminated.
+unsafe fn load_options(options: *const spire_load_options) -> Result<LoadOptions, Fail> {
+    let mut lo = LoadOptions::default();
+    if options.is_null() {
+        return Ok(lo);
+    }
+    // SAFETY: checked non-NULL, initialised per the contract.
+    let o = unsafe { &*options };
+    let size = o.struct_size as usize;
+    if size < LOAD_OPTIONS_V1_SIZE {
+        return Err(Fail(
+            SPIRE_ERROR_INVALID_ARGUMENT,
+            "options.struct_size is too small; call spire_load_options_init".into(),
+        ));
+    }
+    // SAFETY: caller contract on strings; appended fields are read only when present.
+    unsafe {
+        if let Some(d) = opt_str(o.device, "device")? {
+            lo.device = spire_core::device::parse_device(&d)?;
+        }
+        if let Some(d) = opt_str(o.dtype, "dtype")? {
+            lo.dtype = spire_core::device::parse_dtype(&d)?;
+        }
+        lo.variant = opt_str(o.variant, "variant")?;
+        lo.adaptor = opt_str(o.adaptor, "adaptor")?.map(PathBuf::from);
+        if size >= std::mem::size_of::<spire_load_options>() {
+            lo.config = opt_str(o.config, "config")?.map(PathBuf::from);
+            if let Some(p) = opt_str(o.prediction_type, "prediction_type")? {
+                lo.prediction_type = Some(spire_core::scheduler::PredictionType::parse(&p).ok_or_else(|| {
+                    Fail(
+                        SPIRE_ERROR_INVALID_ARGUMENT,
+                        format!("prediction_type: unknown `{p}` (epsilon, v_prediction or sample)"),
+                    )
+                })?);
             }
         }
-        let r = Restorer::from_pretrained(&dir, &lo)?;
+    }
+    Ok(lo)
+}
+
+/// Loads a single-file Stable Diffusion 1.x / 2.x checkpoint (original layout, `.safetensors`)
+/// with the adaptor `options->adaptor` (required: a single-file ControlNet such as
+/// `control_v11f1e_sd15_tile`, or a ControlNet / SPIRE adaptor folder) and the config folder
+/// `options->config` (required: `tokenizer/`, optionally `scheduler/`). Pickle files (`.ckpt`,
+/// `.pt`, `.bin`) are refused with the command that converts them. On success `*out` is a new
+/// handle the caller frees with [`spire_restorer_free`]; on failure `*out` is set to NULL.
+/// Errors: `SPIRE_ERROR_NULL_POINTER` (checkpoint, options or out NULL),
+/// `SPIRE_ERROR_IO`, `SPIRE_ERROR_MODEL_LOAD` (pickles, unknown layouts, missing tokenizer or
+/// adaptor; the message names the file and keys), `SPIRE_ERROR_INVALID_ARGUMENT`,
+/// `SPIRE_ERROR_DEVICE`. Thread-safe.
+///
+/// # Safety
+/// `checkpoint` is a NUL-terminated string; `options` is initialised by
+/// [`spire_load_options_init`]; `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn spire_restorer_load_single_file(
+    checkpoint: *const c_char,
+    options: *const spire_load_options,
+    out: *mut *mut spire_restorer,
+) -> spire_status {
+    guard(|| {
+        if out.is_null() {
+            return Err(null("out"));
+        }
+        // SAFETY: checked non-NULL.
+        unsafe { *out = std::ptr::null_mut() };
+        // SAFETY: caller contract on strings.
+        let file = unsafe { opt_str(checkpoint, "checkpoint")? }.ok_or_else(|| null("checkpoint"))?;
+        if options.is_null() {
+            return Err(null("options"));
+        }
+        // SAFETY: caller contract on `options`.
+        let lo = unsafe { load_options(options)? };
+        let r = Restorer::from_single_file(&file, &lo)?;
         // SAFETY: checked non-NULL.
         unsafe { *out = Box::into_raw(Box::new(spire_restorer { inner: r })) };
         Ok(())

@@ -273,6 +273,38 @@ impl PyRestorer {
         Ok(Self { inner })
     }
 
+    /// Loads a single-file Stable Diffusion 1.x / 2.x checkpoint (original layout,
+    /// `.safetensors`) with its adaptor: a single-file ControlNet or a ControlNet / SPIRE
+    /// adaptor folder. `config` is a folder with `tokenizer/` (and optionally `scheduler/` and
+    /// diffusers configs), e.g. the model's diffusers folder; `prediction_type` ("epsilon",
+    /// "v_prediction") says what the backbone predicts where the file cannot.
+    #[staticmethod]
+    #[pyo3(signature = (path, *, adaptor, config, prediction_type=None, device=None, dtype=None))]
+    fn from_single_file(
+        py: Python<'_>,
+        path: PathBuf,
+        adaptor: PathBuf,
+        config: PathBuf,
+        prediction_type: Option<&str>,
+        device: Option<&str>,
+        dtype: Option<&str>,
+    ) -> PyResult<Self> {
+        let mut opts = load_options(device, dtype)?;
+        opts.adaptor = Some(adaptor);
+        opts.config = Some(config);
+        if let Some(p) = prediction_type {
+            opts.prediction_type = Some(spire_core::scheduler::PredictionType::parse(p).ok_or_else(|| {
+                pyo3::exceptions::PyValueError::new_err(format!(
+                    "prediction_type: unknown `{p}` (epsilon, v_prediction or sample)"
+                ))
+            })?);
+        }
+        let inner = py
+            .detach(|| guard(|| Restorer::from_single_file(&path, &opts)))
+            .map_err(to_py)?;
+        Ok(Self { inner })
+    }
+
     /// Restores one image.
     #[pyo3(signature = (
         image, *, restoration_prompt=None, verbatim_restoration_prompt=None, semantic_prompt=None,

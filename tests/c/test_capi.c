@@ -2,6 +2,7 @@
  * cancellation, prompts, degradation and image files. Run under AddressSanitizer and valgrind
  * by scripts/test_c.sh. Usage: test_capi <tests/fixtures dir> <scratch dir> */
 #include <stdio.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -106,6 +107,55 @@ int main(int argc, char **argv) {
     CHECK(spire_restorer_new(path, &lo, &r2) == SPIRE_OK && r2 != NULL);
     spire_restorer_free(r2);
     r2 = NULL;
+    /* A caller built against the 0.1 header passes the smaller struct (up to `adaptor`): it
+     * still loads, and the appended fields read as NULL. */
+    {
+        spire_load_options old = lo;
+        old.struct_size = (uint32_t)offsetof(spire_load_options, config);
+        old.config = "/never/read";
+        CHECK(spire_restorer_new(model, &old, &r2) == SPIRE_OK && r2 != NULL);
+        spire_restorer_free(r2);
+        r2 = NULL;
+        old.struct_size = (uint32_t)offsetof(spire_load_options, adaptor);
+        CHECK(spire_restorer_new(model, &old, &r2) == SPIRE_ERROR_INVALID_ARGUMENT && r2 == NULL);
+    }
+
+    /* A single-file SD checkpoint (original ldm layout) with a single-file ControlNet and a
+     * config folder holding its tokenizer. */
+    {
+        char ckpt[1024], cn[1024], cfg[1024];
+        spire_load_options so;
+        spire_load_options_init(&so);
+        snprintf(ckpt, sizeof ckpt, "%s/single-file/tiny-sd1.safetensors", argv[1]);
+        snprintf(cn, sizeof cn, "%s/single-file/tiny-controlnet.safetensors", argv[1]);
+        snprintf(cfg, sizeof cfg, "%s/single-file/sd1-config", argv[1]);
+        so.adaptor = cn;
+        so.config = cfg;
+        so.prediction_type = "epsilon";
+        CHECK(spire_restorer_load_single_file(ckpt, &so, &r2) == SPIRE_OK && r2 != NULL);
+        spire_restorer_free(r2);
+        r2 = NULL;
+        CHECK(spire_restorer_load_single_file(NULL, &so, &r2) == SPIRE_ERROR_NULL_POINTER && r2 == NULL);
+        CHECK(spire_restorer_load_single_file(ckpt, NULL, &r2) == SPIRE_ERROR_NULL_POINTER);
+        CHECK(spire_restorer_load_single_file(ckpt, &so, NULL) == SPIRE_ERROR_NULL_POINTER);
+        so.prediction_type = "x0";
+        CHECK(spire_restorer_load_single_file(ckpt, &so, &r2) == SPIRE_ERROR_INVALID_ARGUMENT && r2 == NULL);
+        CHECK(strstr(spire_last_error_message(), "prediction_type") != NULL);
+        so.prediction_type = NULL;
+        /* A pickle is refused, naming the file and the conversion. */
+        snprintf(path, sizeof path, "%s/model.ckpt", argv[2]);
+        {
+            FILE *f = fopen(path, "wb");
+            CHECK(f != NULL);
+            if (f) {
+                fputs("PK\003\004 not a zip", f);
+                fclose(f);
+            }
+        }
+        CHECK(spire_restorer_load_single_file(path, &so, &r2) == SPIRE_ERROR_MODEL_LOAD && r2 == NULL);
+        CHECK(strstr(spire_last_error_message(), "model.ckpt") != NULL);
+        CHECK(strstr(spire_last_error_message(), "pickle") != NULL);
+    }
 
     /* Restore a strided RGB8 image. */
     pixels = make_rgb(W, H, stride);
