@@ -1092,6 +1092,7 @@ def main():
     make_fid()
     make_dpm_config()
     make_single_file()
+    make_layouts()
     write_versions()
 
 
@@ -1403,6 +1404,76 @@ def make_single_file():
     for p in sorted(sfdir.rglob("*")):
         if p.is_file():
             print(p.relative_to(FIX), p.stat().st_size)
+
+
+def make_layouts():
+    """The tensor names and shapes of the public single files the docs' recipes use, at full
+    size, with no weights: `v1-5-pruned-emaonly.safetensors` (SD 1.5), `v2-1_512-ema-pruned
+    .safetensors` (SD 2.1-base) and `control_v11f1e_sd15_tile` (its ControlNet config is SD 1.5's
+    ControlNetModel.from_unet with the default conditioning embedding). Built from diffusers'
+    model classes with the published configs on the meta device and renamed to the ldm layout by
+    the functions make_single_file checks against diffusers' from_single_file. The Rust test
+    writes sparse files with these headers and loads them (tests/fixtures/layouts.json)."""
+    from accelerate import init_empty_weights
+    from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    sd15_unet = dict(sample_size=64, cross_attention_dim=768, attention_head_dim=8)
+    sd21_unet = dict(sample_size=64, cross_attention_dim=1024, attention_head_dim=[5, 10, 20, 20],
+                     use_linear_projection=True, upcast_attention=False)
+    vae_cfg = dict(block_out_channels=[128, 256, 512, 512], down_block_types=["DownEncoderBlock2D"] * 4,
+                   up_block_types=["UpDecoderBlock2D"] * 4, latent_channels=4, layers_per_block=2, sample_size=512)
+    clip_l = CLIPTextConfig(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                            num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu")
+    open_clip_h = CLIPTextConfig(vocab_size=49408, hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+                                 num_attention_heads=16, max_position_embeddings=77, hidden_act="gelu")
+    shapes = lambda sd: {k: list(v.shape) for k, v in sd.items()}
+    out = {}
+    with init_empty_weights():
+        for name, ucfg, clip in [("sd15", sd15_unet, clip_l), ("sd21-base", sd21_unet, open_clip_h)]:
+            unet = UNet2DConditionModel(**ucfg)
+            full_cfg = dict(unet.config)
+            vae = AutoencoderKL(**vae_cfg)
+            te = CLIPTextModel(clip)
+            ldm = {}
+            ldm.update(unet_to_ldm(unet.state_dict(), full_cfg, "model.diffusion_model."))
+            ldm.update(vae_to_ldm(vae.state_dict(), vae_cfg))
+            if name == "sd15":
+                ldm.update({"cond_stage_model.transformer.text_model." + k.removeprefix("text_model."): v
+                            for k, v in te.state_dict().items()})
+            else:
+                # All 24 OpenCLIP layers are in the file (the pipeline reads the 23rd).
+                P = "cond_stage_model.model."
+                g = {P + "token_embedding.weight": [49408, 1024], P + "positional_embedding": [77, 1024],
+                     P + "ln_final.weight": [1024], P + "ln_final.bias": [1024], P + "text_projection": [1024, 1024],
+                     P + "logit_scale": []}
+                for i in range(24):
+                    o = f"{P}transformer.resblocks.{i}."
+                    g.update({o + "attn.in_proj_weight": [3072, 1024], o + "attn.in_proj_bias": [3072],
+                              o + "attn.out_proj.weight": [1024, 1024], o + "attn.out_proj.bias": [1024],
+                              o + "ln_1.weight": [1024], o + "ln_1.bias": [1024], o + "ln_2.weight": [1024],
+                              o + "ln_2.bias": [1024], o + "mlp.c_fc.weight": [4096, 1024], o + "mlp.c_fc.bias": [4096],
+                              o + "mlp.c_proj.weight": [1024, 4096], o + "mlp.c_proj.bias": [1024]})
+                g = {k: torch.empty(v, device="meta") for k, v in g.items()}
+                # diffusers' converter maps these onto SD 2.x's 23-layer text encoder: every
+                # name and shape it expects is there (the 24th layer is left over).
+                from diffusers.loaders.single_file_utils import convert_open_clip_checkpoint
+                te23 = CLIPTextModel(CLIPTextConfig(**{**open_clip_h.to_dict(), "num_hidden_layers": 23}))
+                conv = convert_open_clip_checkpoint(te23, g)
+                conv = {k.removeprefix("text_model."): list(v.shape) for k, v in conv.items() if ".layers.23." not in k}
+                want = {k.removeprefix("text_model."): list(v.shape) for k, v in te23.state_dict().items()}
+                conv.pop("text_projection.weight", None)
+                assert conv == want, set(conv.items()) ^ set(want.items())
+                ldm.update(g)
+            ldm.update({k: torch.empty(1000, device="meta") for k in ["betas", "alphas_cumprod", "alphas_cumprod_prev"]})
+            out[name] = shapes(ldm)
+            if name == "sd15":
+                cn = ControlNetModel.from_unet(unet)
+                cn_cfg = dict(cn.config)
+                out["control_v11f1e_sd15_tile"] = shapes(unet_to_ldm(cn.state_dict(), cn_cfg, "control_model.", controlnet=True))
+    for k, v in out.items():
+        print(k, len(v), "tensors,", sum(int(np.prod(s)) if s else 1 for s in v.values()) / 1e6, "M values")
+    (FIX / "layouts.json").write_text(json.dumps(out, separators=(",", ":"), sort_keys=True) + "\n")
 
 
 def write_versions():
