@@ -276,20 +276,7 @@ impl Restorer {
             )
         })?;
         let sf = crate::model::SingleFile::load(path, opts)?;
-        let mut scheduler = match opts.config.as_ref().map(|c| c.join("scheduler").join("scheduler_config.json")) {
-            Some(p) if p.is_file() => SchedulerConfig::from_file(&p)?,
-            _ => {
-                let mut s = SchedulerConfig::default();
-                s.prediction_type = match sf.generation {
-                    crate::model::Generation::Sd1 => crate::scheduler::PredictionType::Epsilon,
-                    crate::model::Generation::Sd2 => crate::scheduler::PredictionType::VPrediction,
-                };
-                s
-            }
-        };
-        if let Some(p) = opts.prediction_type {
-            scheduler.prediction_type = p;
-        }
+        let scheduler = crate::model::load::single_file_scheduler(sf.generation, opts)?;
         let defaults = match opts.config.as_ref().map(|c| c.join("spire.json")) {
             Some(p) if p.is_file() => {
                 let text = crate::io::read_text(&p)?;

@@ -123,6 +123,14 @@ impl TensorStore {
         self.index.get(key).map(|(_, i)| i.shape.as_slice())
     }
 
+    /// Every tensor, converted to `dtype` on `device`.
+    pub(crate) fn load_all(&self, dtype: DType, device: &Device) -> Result<HashMap<String, Tensor>, String> {
+        self.index
+            .keys()
+            .map(|k| Ok((k.clone(), self.load(k, dtype, device)?)))
+            .collect()
+    }
+
     /// A view of the same files under other names: `map` gives each new name its source. A
     /// row range is a contiguous byte range of a row-major tensor, so it is cut from the
     /// header (no copy). Every source must exist and every range fit, or the error names it.

@@ -443,3 +443,58 @@ fn a_run_with_the_fused_kernels_off_equals_one_with_them_on() {
     assert!(worst < 1e-4, "{worst}");
     assert_eq!(losses(&on, "adaptor").len(), 3);
 }
+
+/// The SD 2.1-base recipe of docs/public-weights.md on the tiny SD 2.x single file: an adaptor
+/// trained on a single-file backbone, restored with `--checkpoint --controlnet --config`.
+#[test]
+fn an_adaptor_trains_on_a_single_file_backbone_and_restores_from_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("photos");
+    photos(&data);
+    let cfg_dir = tmp.path().join("sd2-config");
+    for sub in ["tokenizer", "scheduler"] {
+        let src = fixtures().join("single-file/sd2-config").join(sub);
+        std::fs::create_dir_all(cfg_dir.join(sub)).unwrap();
+        for e in std::fs::read_dir(src).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), cfg_dir.join(sub).join(e.file_name())).unwrap();
+        }
+    }
+    let ckpt = fixtures().join("single-file/tiny-sd2.safetensors");
+    let out = tmp.path().join("mine");
+    let mut j = serde_json::to_value(adaptor(&data, &out, Path::new("unused"), 1)).unwrap();
+    let m = j.as_object_mut().unwrap();
+    m.remove("model");
+    m.remove("restoration_text_encoder");
+    m.insert("checkpoint".into(), serde_json::json!(ckpt));
+    m.insert("checkpoint_config".into(), serde_json::json!(cfg_dir));
+    m.insert("prediction_type".into(), serde_json::json!("epsilon"));
+    let recipe: TrainConfig = serde_json::from_value(j.clone()).unwrap();
+    train(&recipe, &mut |_| true).unwrap();
+    // Only the adaptor and the config folder: the backbone stays in its file.
+    assert!(out.join("adaptor/diffusion_pytorch_model.safetensors").is_file());
+    assert!(out.join("tokenizer/vocab.json").is_file() && out.join("scheduler/scheduler_config.json").is_file());
+    assert!(!out.join("unet").exists());
+    let o = spire_core::LoadOptions {
+        adaptor: Some(out.join("adaptor")),
+        config: Some(out.clone()),
+        prediction_type: Some(spire_core::scheduler::PredictionType::Epsilon),
+        ..Default::default()
+    };
+    let r = spire_core::Restorer::from_single_file(&ckpt, &o).unwrap();
+    let opts = spire_core::RestoreOptions {
+        num_inference_steps: 2,
+        ..r.default_options()
+    }
+    .with_restoration_text("Denoise with sigma 0.1")
+    .unwrap();
+    restore_small(&r, &opts);
+
+    // Refusals name the field.
+    let msg = refusal(tmp.path(), &recipe, "model", serde_json::json!("x"));
+    assert!(msg.contains("checkpoint") && msg.contains("not both"), "{msg}");
+    let msg = refusal(tmp.path(), &recipe, "checkpoint_config", serde_json::Value::Null);
+    assert!(msg.contains("checkpoint_config"), "{msg}");
+    let msg = refusal(tmp.path(), &recipe, "prediction_type", serde_json::json!("x0"));
+    assert!(msg.contains("prediction_type"), "{msg}");
+}

@@ -255,6 +255,61 @@ impl SingleFile {
     }
 }
 
+/// The scheduler of a single file: the config folder's `scheduler/scheduler_config.json`, or
+/// SD's schedule with the generation's prediction (SD 1.x ε, SD 2.x v, as diffusers' default
+/// configs); [`LoadOptions::prediction_type`] overrides either.
+pub(crate) fn single_file_scheduler(g: ldm::Generation, opts: &LoadOptions) -> Result<crate::scheduler::SchedulerConfig> {
+    use crate::scheduler::{PredictionType, SchedulerConfig};
+    let mut s = match config_file(opts, "scheduler/scheduler_config.json") {
+        Some(p) => SchedulerConfig::from_file(&p)?,
+        None => SchedulerConfig {
+            prediction_type: match g {
+                ldm::Generation::Sd1 => PredictionType::Epsilon,
+                ldm::Generation::Sd2 => PredictionType::VPrediction,
+            },
+            ..SchedulerConfig::default()
+        },
+    };
+    if let Some(p) = opts.prediction_type {
+        s.prediction_type = p;
+    }
+    Ok(s)
+}
+
+/// The UNet's config and its tensors under diffusers names (f32 on `opts.device`), to
+/// initialise an adaptor from a single-file backbone.
+pub(crate) fn single_file_unet_tensors(
+    path: &Path,
+    opts: &LoadOptions,
+) -> Result<std::collections::HashMap<String, candle_core::Tensor>> {
+    let store = TensorStore::open(&[path.to_path_buf()])?;
+    let err = |m: String| Error::model_load(path, m);
+    let g = ldm::detect(&store).map_err(err)?.generation;
+    let cfg = unet_config(&store, g, opts).map_err(|e| match e {
+        Ok(e) => e,
+        Err(m) => err(m),
+    })?;
+    let map = ldm::unet_map(&store, ldm::UNET, cfg.layers_per_block[0]).map_err(err)?;
+    store
+        .remap(map)
+        .and_then(|s| s.load_all(DType::F32, &opts.device))
+        .map_err(err)
+}
+
+/// The UNet config: the config folder's `unet/config.json`, or inferred from the tensors.
+fn unet_config(
+    store: &TensorStore,
+    g: ldm::Generation,
+    opts: &LoadOptions,
+) -> std::result::Result<UNetConfig, std::result::Result<Error, String>> {
+    match config_file(opts, "unet/config.json") {
+        Some(p) => Json::read(&p)
+            .and_then(|j| UNetConfig::from_json(&j, false))
+            .map_err(Ok),
+        None => ldm::infer_unet(store, ldm::UNET, g, false).map_err(Err),
+    }
+}
+
 fn load_single_file(path: &Path, opts: &LoadOptions) -> Result<SingleFile> {
     let store = TensorStore::open(&[path.to_path_buf()])?;
     let err = |m: String| Error::model_load(path, m);
@@ -276,10 +331,10 @@ fn load_single_file(path: &Path, opts: &LoadOptions) -> Result<SingleFile> {
     };
     let tokenizer = ClipTokenizer::from_dir(&tok_dir)?;
 
-    let unet_cfg = match config_file(opts, "unet/config.json") {
-        Some(p) => UNetConfig::from_json(&Json::read(&p)?, false)?,
-        None => ldm::infer_unet(&store, ldm::UNET, g, false).map_err(err)?,
-    };
+    let unet_cfg = unet_config(&store, g, opts).map_err(|e| match e {
+        Ok(e) => e,
+        Err(m) => err(m),
+    })?;
     let map = ldm::unet_map(&store, ldm::UNET, unet_cfg.layers_per_block[0]).map_err(err)?;
     let unet_store = Arc::new(store.remap(map).map_err(err)?);
     let unet = build(path, unet_store, opts, |vb| UNet2DConditionModel::new(&unet_cfg, vb))?;

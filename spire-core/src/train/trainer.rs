@@ -111,6 +111,20 @@ pub struct TrainConfig {
     /// Adaptor mode: the backbone model folder (default: `output`).
     #[serde(default)]
     pub model: Option<PathBuf>,
+    /// Adaptor mode: a single-file Stable Diffusion checkpoint (original layout, e.g.
+    /// `v2-1_512-ema-pruned.safetensors`) as the backbone, instead of `model`. The output then
+    /// holds `adaptor/`, `spire.json` and the config folder's `tokenizer/` and `scheduler/`:
+    /// restore with `--checkpoint FILE --controlnet OUT/adaptor --config OUT`.
+    #[serde(default)]
+    pub checkpoint: Option<PathBuf>,
+    /// With `checkpoint`: its config folder (`tokenizer/`, optionally `scheduler/` and
+    /// diffusers configs), as [`crate::LoadOptions::config`].
+    #[serde(default)]
+    pub checkpoint_config: Option<PathBuf>,
+    /// With `checkpoint`: what the backbone predicts (`epsilon`, `v_prediction`) where the
+    /// file cannot say (SD 2.x defaults to `v_prediction`; SD 2.1-*base* needs `epsilon`).
+    #[serde(default)]
+    pub prediction_type: Option<String>,
     /// Backbone mode: the diffusers `UNet2DConditionModel` config.
     #[serde(default)]
     pub unet: Option<serde_json::Value>,
@@ -255,6 +269,22 @@ impl TrainConfig {
         Ok(cfg)
     }
 
+    /// Load options for a single-file backbone on `device`.
+    fn single_file_options(&self, device: &Device) -> Result<crate::LoadOptions> {
+        let prediction_type = match self.prediction_type.as_deref() {
+            None => None,
+            Some(p) => Some(crate::scheduler::PredictionType::parse(p).ok_or_else(|| {
+                Error::invalid_arg("prediction_type", format!("`{p}` is not epsilon, v_prediction or sample"))
+            })?),
+        };
+        Ok(crate::LoadOptions {
+            device: device.clone(),
+            config: self.checkpoint_config.clone(),
+            prediction_type,
+            ..crate::LoadOptions::default()
+        })
+    }
+
     fn validate(&self) -> Result<()> {
         if self.steps == 0 || self.batch_size == 0 || self.grad_accum == 0 {
             return Err(Error::invalid_arg(
@@ -292,6 +322,27 @@ impl TrainConfig {
         if self.crop < 8 {
             return Err(Error::invalid_arg("crop", "must be at least 8 pixels"));
         }
+        if self.checkpoint.is_some() {
+            if self.mode != TrainMode::Adaptor {
+                return Err(Error::invalid_arg("checkpoint", "applies to adaptor training only"));
+            }
+            if self.model.is_some() {
+                return Err(Error::invalid_arg(
+                    "checkpoint",
+                    "give `model` (a folder) or `checkpoint` (a single file), not both",
+                ));
+            }
+            if self.checkpoint_config.is_none() {
+                return Err(Error::invalid_arg(
+                    "checkpoint_config",
+                    "a single-file backbone needs its config folder (with `tokenizer/`)",
+                ));
+            }
+        } else if self.checkpoint_config.is_some() || self.prediction_type.is_some() {
+            let f = if self.checkpoint_config.is_some() { "checkpoint_config" } else { "prediction_type" };
+            return Err(Error::invalid_arg(f, "applies with `checkpoint` only"));
+        }
+        self.single_file_options(&Device::Cpu)?;
         if self.mode == TrainMode::Backbone
             && (self.unet.is_none() || self.text_encoder.is_none() || self.tokenizer.is_none())
         {
@@ -708,13 +759,39 @@ impl Run {
             dtype: compute,
             ..lo.clone()
         };
-        let unet = UNet2DConditionModel::from_dir(&dir.join("unet"), &frozen)?;
-        let vae = Autoencoder::from_dir(&dir.join("vae"), &lo)?;
-        let text = ClipTextModel::from_dir(&dir.join("text_encoder"), &frozen)?;
-        let tokens = Tokens {
-            tok: ClipTokenizer::from_dir(&dir.join("tokenizer"))?,
+        let single = match &cfg.checkpoint {
+            Some(path) => {
+                let sfo = cfg.single_file_options(device)?;
+                let sf = crate::model::SingleFile::load(path, &LoadOptions { dtype: compute, ..sfo.clone() })?;
+                let vae = if compute == DType::F32 {
+                    sf.vae
+                } else {
+                    crate::model::SingleFile::load(path, &sfo)?.vae
+                };
+                let sched = crate::model::load::single_file_scheduler(sf.generation, &sfo)?;
+                let unet_w = crate::model::load::single_file_unet_tensors(path, &sfo)?;
+                Some((sf.unet, Autoencoder::Kl(vae), sf.text_encoder, sf.tokenizer, sched, unet_w))
+            }
+            None => None,
         };
-        let sched = SchedulerConfig::from_file(&dir.join("scheduler/scheduler_config.json"))?;
+        let (unet, vae, text, tokens, sched, single_unet_w) = match single {
+            Some((unet, vae, text, tok, sched, w)) => (unet, vae, text, Tokens { tok }, sched, Some(w)),
+            None => (
+                UNet2DConditionModel::from_dir(&dir.join("unet"), &frozen)?,
+                Autoencoder::from_dir(&dir.join("vae"), &lo)?,
+                ClipTextModel::from_dir(&dir.join("text_encoder"), &frozen)?,
+                Tokens {
+                    tok: ClipTokenizer::from_dir(&dir.join("tokenizer"))?,
+                },
+                SchedulerConfig::from_file(&dir.join("scheduler/scheduler_config.json"))?,
+                None,
+            ),
+        };
+        // A single-file backbone's tokenizer and scheduler live in its config folder.
+        let dir = match &cfg.checkpoint_config {
+            Some(c) if cfg.checkpoint.is_some() => c.clone(),
+            _ => dir,
+        };
         let hint = match cfg.hint_mode.as_deref().unwrap_or("latent") {
             "latent" => HintMode::Latent,
             "pixel" => HintMode::Pixel,
@@ -748,14 +825,21 @@ impl Run {
         if let Some(c) = &r_tcfg {
             acfg.body.cross_attention_dim = vec![c.hidden_size; acfg.body.block_out_channels.len()];
         }
-        let files = crate::weights::component_files(&dir.join("unet"), &["diffusion_pytorch_model"], None)?;
-        let mut unet_w: HashMap<String, Tensor> = HashMap::new();
-        for f in files {
-            unet_w.extend(
-                candle_core::safetensors::load(&f, device)
-                    .map_err(|e| Error::model_load(&f, e.to_string()))?,
-            );
-        }
+        let unet_w = match single_unet_w {
+            Some(w) => w,
+            None => {
+                let files = crate::weights::component_files(&dir.join("unet"), &["diffusion_pytorch_model"], None)?;
+                let mut unet_w: HashMap<String, Tensor> = HashMap::new();
+                for f in files {
+                    unet_w.extend(
+                        candle_core::safetensors::load(&f, device)
+                            .map_err(|e| Error::model_load(&f, e.to_string()))?,
+                    );
+                }
+                unet_w
+            }
+        };
+        let mut unet_w = unet_w;
         if r_tcfg.is_some() {
             // The body's cross-attention reads a different context: those weights start fresh.
             unet_w.retain(|k, _| !k.contains(".attn2.to_k.") && !k.contains(".attn2.to_v."));
@@ -1116,8 +1200,17 @@ impl Run {
                     copy_dir(&model_dir.join("tokenizer"), &out.join("restoration_tokenizer"))?;
                 }
                 if model_dir != out {
-                    for c in ["unet", "vae", "text_encoder", "tokenizer", "scheduler"] {
-                        copy_dir(&model_dir.join(c), &out.join(c))?;
+                    // A single-file backbone stays in its file: the output is its config
+                    // folder (tokenizer, scheduler) plus the adaptor.
+                    let parts: &[&str] = if cfg.checkpoint.is_some() {
+                        &["tokenizer", "scheduler"]
+                    } else {
+                        &["unet", "vae", "text_encoder", "tokenizer", "scheduler"]
+                    };
+                    for c in parts {
+                        if cfg.checkpoint.is_none() || model_dir.join(c).is_dir() {
+                            copy_dir(&model_dir.join(c), &out.join(c))?;
+                        }
                     }
                 }
             }
