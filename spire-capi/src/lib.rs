@@ -740,12 +740,13 @@ unsafe fn load_options(options: *const spire_load_options) -> Result<LoadOptions
         if size >= std::mem::size_of::<spire_load_options>() {
             lo.config = opt_str(o.config, "config")?.map(PathBuf::from);
             if let Some(p) = opt_str(o.prediction_type, "prediction_type")? {
-                lo.prediction_type = Some(spire_core::scheduler::PredictionType::parse(&p).ok_or_else(|| {
-                    Fail(
-                        SPIRE_ERROR_INVALID_ARGUMENT,
-                        format!("prediction_type: unknown `{p}` (epsilon, v_prediction or sample)"),
-                    )
-                })?);
+                lo.prediction_type =
+                    Some(spire_core::scheduler::PredictionType::parse(&p).ok_or_else(|| {
+                        Fail(
+                            SPIRE_ERROR_INVALID_ARGUMENT,
+                            format!("prediction_type: unknown `{p}` (epsilon, v_prediction or sample)"),
+                        )
+                    })?);
             }
         }
     }

@@ -134,7 +134,10 @@ impl TensorStore {
     /// A view of the same files under other names: `map` gives each new name its source. A
     /// row range is a contiguous byte range of a row-major tensor, so it is cut from the
     /// header (no copy). Every source must exist and every range fit, or the error names it.
-    pub(crate) fn remap(&self, map: impl IntoIterator<Item = (String, Source)>) -> Result<TensorStore, String> {
+    pub(crate) fn remap(
+        &self,
+        map: impl IntoIterator<Item = (String, Source)>,
+    ) -> Result<TensorStore, String> {
         let mut index = HashMap::new();
         for (name, src) in map {
             let (file, info) = self

@@ -16,7 +16,7 @@ use std::path::Path;
 use candle_core::DType;
 use common::fixtures;
 use spire_core::model::{Generation, SingleFile};
-use spire_core::{ImageView, LoadOptions, Restorer, RestoreOptions};
+use spire_core::{ImageView, LoadOptions, RestoreOptions, Restorer};
 
 /// Writes a safetensors file of f16 zeros with these names and shapes; the data section is a
 /// hole (no disk space, no memory until read).
@@ -76,15 +76,26 @@ fn the_public_sd15_tile_and_sd21_base_layouts_load_and_run() {
     };
     let m = SingleFile::load(&sd21, &o).unwrap();
     assert_eq!(m.generation, Generation::Sd2);
-    assert_eq!(m.unet.config(), &spire_core::model::UNetConfig {
-        // The published config says upcast_attention false for 2.1-base; attention scores are
-        // computed in f32 here either way.
-        upcast_attention: true,
-        ..spire_core::model::UNetConfig::sd21_base()
-    });
+    assert_eq!(
+        m.unet.config(),
+        &spire_core::model::UNetConfig {
+            // The published config says upcast_attention false for 2.1-base; attention scores are
+            // computed in f32 here either way.
+            upcast_attention: true,
+            ..spire_core::model::UNetConfig::sd21_base()
+        }
+    );
     assert_eq!(m.vae.config(), &spire_core::model::VaeConfig::sd());
     let t = m.text_encoder.config();
-    assert_eq!((t.hidden_size, t.num_hidden_layers, t.num_attention_heads, t.intermediate_size), (1024, 23, 16, 4096));
+    assert_eq!(
+        (
+            t.hidden_size,
+            t.num_hidden_layers,
+            t.num_attention_heads,
+            t.intermediate_size
+        ),
+        (1024, 23, 16, 4096)
+    );
     drop(m);
 
     // SD 1.5 + the tile ControlNet: the blind restorer of the docs, one step end to end.
@@ -95,7 +106,10 @@ fn the_public_sd15_tile_and_sd21_base_layouts_load_and_run() {
     };
     let t0 = std::time::Instant::now();
     let r = Restorer::from_single_file(&sd15, &o).unwrap();
-    eprintln!("SD 1.5 + tile ControlNet loaded (f32, sparse f16 file) in {:.1} s", t0.elapsed().as_secs_f64());
+    eprintln!(
+        "SD 1.5 + tile ControlNet loaded (f32, sparse f16 file) in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
     let px = common::test_rgb8(64, 64);
     let out = r
         .restore(
@@ -107,5 +121,8 @@ fn the_public_sd15_tile_and_sd21_base_layouts_load_and_run() {
         )
         .unwrap();
     assert_eq!((out.width, out.height), (64, 64));
-    eprintln!("restored 64×64 in one step; total {:.1} s", t0.elapsed().as_secs_f64());
+    eprintln!(
+        "restored 64×64 in one step; total {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
 }

@@ -51,17 +51,37 @@ fn check_components(flavour: &str, m: &SingleFile, r: &HashMap<String, Tensor>, 
     let key = |k: &str| format!("{flavour}.{k}");
     let ids = r[&key("ids")].to_dtype(DType::U32).unwrap();
     let text = m.text_encoder.forward(&ids).unwrap();
-    assert_close(&format!("{flavour} {how} text"), &text.last_hidden_state, &r[&key("text")], TOL);
-    assert_close(&format!("{flavour} {how} pooled"), &text.pooled, &r[&key("pooled")], TOL);
+    assert_close(
+        &format!("{flavour} {how} text"),
+        &text.last_hidden_state,
+        &r[&key("text")],
+        TOL,
+    );
+    assert_close(
+        &format!("{flavour} {how} pooled"),
+        &text.pooled,
+        &r[&key("pooled")],
+        TOL,
+    );
     let out = m
         .unet
-        .forward(&r[&key("sample")], &ts(&r[&key("timesteps")]), &r[&key("text")], None)
+        .forward(
+            &r[&key("sample")],
+            &ts(&r[&key("timesteps")]),
+            &r[&key("text")],
+            None,
+        )
         .unwrap();
     assert_close(&format!("{flavour} {how} unet"), &out, &r[&key("unet")], TOL);
     let mean = m.vae.encode(&r[&key("x")]).unwrap().mean;
     assert_close(&format!("{flavour} {how} vae mean"), &mean, &r[&key("mean")], TOL);
     let dec = m.vae.decode(&r[&key("z")]).unwrap();
-    assert_close(&format!("{flavour} {how} vae decoded"), &dec, &r[&key("decoded")], TOL);
+    assert_close(
+        &format!("{flavour} {how} vae decoded"),
+        &dec,
+        &r[&key("decoded")],
+        TOL,
+    );
 }
 
 #[test]
@@ -100,16 +120,33 @@ fn single_file_controlnet_matches_diffusers() {
     let r = reference("single-file");
     let min = minimal_config("sd1");
     let sd = SingleFile::load(&sf("tiny-sd1.safetensors"), &opts(min.path())).unwrap();
-    let cn = Adaptor::from_path(&sf("tiny-controlnet.safetensors"), sd.unet.config(), &LoadOptions::default()).unwrap();
+    let cn = Adaptor::from_path(
+        &sf("tiny-controlnet.safetensors"),
+        sd.unet.config(),
+        &LoadOptions::default(),
+    )
+    .unwrap();
     assert_eq!(cn.config().conditioning_embedding_out_channels, vec![4, 8, 8, 16]);
     let control = cn
-        .forward(&r["sd1.sample"], &ts(&r["sd1.timesteps"]), &r["sd1.text"], None, &r["cn.cond"], 0.7)
+        .forward(
+            &r["sd1.sample"],
+            &ts(&r["sd1.timesteps"]),
+            &r["sd1.text"],
+            None,
+            &r["cn.cond"],
+            0.7,
+        )
         .unwrap();
     for (i, inj) in control.down.iter().enumerate() {
         let Injection::Add(t) = inj else {
             panic!("additive expected")
         };
-        assert_close(&format!("controlnet down {i}"), t, &r[&format!("cn.down.{i}")], TOL);
+        assert_close(
+            &format!("controlnet down {i}"),
+            t,
+            &r[&format!("cn.down.{i}")],
+            TOL,
+        );
     }
     let Some(Injection::Add(mid)) = &control.mid else {
         panic!("mid")
@@ -128,12 +165,19 @@ fn restorer_from_single_files_equals_diffusers_controlnet_pipeline_from_single_f
     let restorer = Restorer::from_single_file(sf("tiny-sd1.safetensors"), &o).unwrap();
     let image: Vec<f32> = r["image"].flatten_all().unwrap().to_vec1().unwrap();
     let out = restorer
-        .restore(&ImageView::rgb_f32(48, 64, &image).unwrap(), &common::pipeline_options(&r))
+        .restore(
+            &ImageView::rgb_f32(48, 64, &image).unwrap(),
+            &common::pipeline_options(&r),
+        )
         .unwrap();
     assert_eq!((out.width, out.height, out.color), (48, 64, ColorType::Rgb));
     let got = out.as_f32().unwrap();
     let want: Vec<f32> = r["out"].flatten_all().unwrap().to_vec1().unwrap();
-    let d = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let d = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
     let spread = want.iter().fold(0f32, |m, &v| m.max((v - 0.5).abs()));
     assert!(spread > 0.05, "reference output is flat");
     assert!(d < 2e-3, "max abs diff {d}");
@@ -151,7 +195,10 @@ fn a_single_file_controlnet_also_loads_next_to_a_diffusers_folder() {
     let e = Restorer::from_pretrained(fixtures().join("tiny-sd1"), &o).unwrap_err();
     let msg = e.to_string();
     assert_eq!(e.kind(), ErrorKind::ModelLoad, "{msg}");
-    assert!(msg.contains("tiny-controlnet.safetensors") && msg.contains("shape"), "{msg}");
+    assert!(
+        msg.contains("tiny-controlnet.safetensors") && msg.contains("shape"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -185,7 +232,10 @@ fn sd2_defaults_to_v_prediction_and_the_option_overrides_it() {
         ..opts(min.path())
     };
     let r = Restorer::from_single_file(sf("tiny-sd2.safetensors"), &base).unwrap();
-    assert_eq!(r.scheduler_config().prediction_type, spire_core::scheduler::PredictionType::VPrediction);
+    assert_eq!(
+        r.scheduler_config().prediction_type,
+        spire_core::scheduler::PredictionType::VPrediction
+    );
     let eps = Restorer::from_single_file(
         sf("tiny-sd2.safetensors"),
         &LoadOptions {
@@ -194,7 +244,10 @@ fn sd2_defaults_to_v_prediction_and_the_option_overrides_it() {
         },
     )
     .unwrap();
-    assert_eq!(eps.scheduler_config().prediction_type, spire_core::scheduler::PredictionType::Epsilon);
+    assert_eq!(
+        eps.scheduler_config().prediction_type,
+        spire_core::scheduler::PredictionType::Epsilon
+    );
 }
 
 fn load_err(path: &Path, o: &LoadOptions) -> String {
@@ -220,7 +273,10 @@ fn pickle_checkpoints_are_refused_with_the_conversion_command() {
         let msg = load_err(&p, &o);
         assert!(msg.contains(name), "{msg}");
         assert!(msg.contains("pickle") && msg.contains("safetensors"), "{msg}");
-        assert!(msg.contains("st.save_file") && msg.contains("weights_only=True"), "{msg}");
+        assert!(
+            msg.contains("st.save_file") && msg.contains("weights_only=True"),
+            "{msg}"
+        );
     }
     // Also as the adaptor.
     let p = tmp.path().join("control_v11f1e_sd15_tile.pth");
@@ -230,11 +286,17 @@ fn pickle_checkpoints_are_refused_with_the_conversion_command() {
         ..opts(&sf("sd1-config"))
     };
     let msg = load_err(&sf("tiny-sd1.safetensors"), &o2);
-    assert!(msg.contains("control_v11f1e_sd15_tile.pth") && msg.contains("pickle"), "{msg}");
+    assert!(
+        msg.contains("control_v11f1e_sd15_tile.pth") && msg.contains("pickle"),
+        "{msg}"
+    );
 }
 
 fn write_st(path: &Path, tensors: &[(&str, Tensor)]) {
-    let map: HashMap<String, Tensor> = tensors.iter().map(|(k, t)| ((*k).to_string(), t.clone())).collect();
+    let map: HashMap<String, Tensor> = tensors
+        .iter()
+        .map(|(k, t)| ((*k).to_string(), t.clone()))
+        .collect();
     candle_core::safetensors::save(&map, path).unwrap();
 }
 
@@ -247,9 +309,18 @@ fn unknown_layouts_and_swapped_files_say_what_they_are() {
     };
     let z = Tensor::zeros((2, 2), DType::F32, &Device::Cpu).unwrap();
     let p = tmp.path().join("odd.safetensors");
-    write_st(&p, &[("encoder.layer.0.weight", z.clone()), ("lm_head.weight", z.clone())]);
+    write_st(
+        &p,
+        &[
+            ("encoder.layer.0.weight", z.clone()),
+            ("lm_head.weight", z.clone()),
+        ],
+    );
     let msg = load_err(&p, &o);
-    assert!(msg.contains("no known checkpoint layout") && msg.contains("`encoder.layer.0.weight`"), "{msg}");
+    assert!(
+        msg.contains("no known checkpoint layout") && msg.contains("`encoder.layer.0.weight`"),
+        "{msg}"
+    );
 
     let p = tmp.path().join("sdxl.safetensors");
     write_st(&p, &[("conditioner.embedders.0.transformer.x", z.clone())]);
@@ -271,7 +342,10 @@ fn unknown_layouts_and_swapped_files_say_what_they_are() {
     let p = tmp.path().join("extra.safetensors");
     candle_core::safetensors::save(&t, &p).unwrap();
     let msg = load_err(&p, &o);
-    assert!(msg.contains("`model.diffusion_model.label_emb.0.0.weight`"), "{msg}");
+    assert!(
+        msg.contains("`model.diffusion_model.label_emb.0.0.weight`"),
+        "{msg}"
+    );
 
     // No tokenizer, no adaptor.
     let msg = load_err(
@@ -308,12 +382,20 @@ fn a_fused_projection_of_the_wrong_size_is_an_error_naming_it() {
     );
     let p = tmp.path().join("bad-conv.safetensors");
     candle_core::safetensors::save(&t, &p).unwrap();
-    let msg = SingleFile::load(&p, &opts(&sf("sd1-config"))).unwrap_err().to_string();
-    assert!(msg.contains("down_blocks.0.resnets.0.conv1.weight") && msg.contains("[32, 32, 1, 1]"), "{msg}");
+    let msg = SingleFile::load(&p, &opts(&sf("sd1-config")))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("down_blocks.0.resnets.0.conv1.weight") && msg.contains("[32, 32, 1, 1]"),
+        "{msg}"
+    );
 }
 
 fn spire(args: &[&std::ffi::OsStr]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_spire")).args(args).output().unwrap()
+    std::process::Command::new(env!("CARGO_BIN_EXE_spire"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 #[test]
@@ -372,7 +454,10 @@ fn the_cli_restores_with_checkpoint_and_controlnet_files() {
     ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("v1-5-pruned-emaonly.ckpt") && err.contains("pickle"), "{err}");
+    assert!(
+        err.contains("v1-5-pruned-emaonly.ckpt") && err.contains("pickle"),
+        "{err}"
+    );
     assert!(!dst2.exists());
     // --model and --checkpoint together, and --controlnet alone, are usage errors.
     let out = spire(&[
@@ -385,6 +470,12 @@ fn the_cli_restores_with_checkpoint_and_controlnet_files() {
         min.path().as_os_str(),
     ]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("give one"));
-    let out = spire(&[os("restore"), src.as_os_str(), dst2.as_os_str(), os("--controlnet"), cn.as_os_str()]);
+    let out = spire(&[
+        os("restore"),
+        src.as_os_str(),
+        dst2.as_os_str(),
+        os("--controlnet"),
+        cn.as_os_str(),
+    ]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("--controlnet needs"));
 }

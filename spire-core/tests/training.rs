@@ -473,7 +473,9 @@ fn an_adaptor_trains_on_a_single_file_backbone_and_restores_from_it() {
     train(&recipe, &mut |_| true).unwrap();
     // Only the adaptor and the config folder: the backbone stays in its file.
     assert!(out.join("adaptor/diffusion_pytorch_model.safetensors").is_file());
-    assert!(out.join("tokenizer/vocab.json").is_file() && out.join("scheduler/scheduler_config.json").is_file());
+    assert!(
+        out.join("tokenizer/vocab.json").is_file() && out.join("scheduler/scheduler_config.json").is_file()
+    );
     assert!(!out.join("unet").exists());
     let o = spire_core::LoadOptions {
         adaptor: Some(out.join("adaptor")),

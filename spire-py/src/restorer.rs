@@ -293,11 +293,12 @@ impl PyRestorer {
         opts.adaptor = Some(adaptor);
         opts.config = Some(config);
         if let Some(p) = prediction_type {
-            opts.prediction_type = Some(spire_core::scheduler::PredictionType::parse(p).ok_or_else(|| {
-                pyo3::exceptions::PyValueError::new_err(format!(
-                    "prediction_type: unknown `{p}` (epsilon, v_prediction or sample)"
-                ))
-            })?);
+            opts.prediction_type =
+                Some(spire_core::scheduler::PredictionType::parse(p).ok_or_else(|| {
+                    pyo3::exceptions::PyValueError::new_err(format!(
+                        "prediction_type: unknown `{p}` (epsilon, v_prediction or sample)"
+                    ))
+                })?);
         }
         let inner = py
             .detach(|| guard(|| Restorer::from_single_file(&path, &opts)))

@@ -32,6 +32,7 @@ const USAGE: &str = "usage:
   spire restore <in.png|jpg> <out.png|jpg> [--model DIR] [--prompt TEXT] [--caption TEXT]
                 [--checkpoint SD.safetensors --controlnet FILE|DIR [--config DIR]
                  [--prediction-type epsilon|v_prediction]]
+                [--restoration-text TEXT] [--restoration-null-prompt TEXT]
                 [--negative-prompt TEXT] [--steps N] [--seed N] [--scheduler ddim|dpm++2m|euler]
                 [--restoration-guidance W] [--semantic-guidance W] [--conditioning-scale S]
                 [--strength S] [--color-fix none|wavelet|adain]
@@ -108,7 +109,12 @@ fn with_device_flags<'a>(flags: &[&'a str]) -> Vec<&'a str> {
 
 /// The flags of commands that load a restorer: the model's and the device's.
 fn with_model_flags<'a>(flags: &[&'a str]) -> Vec<&'a str> {
-    flags.iter().copied().chain(MODEL_FLAGS).chain(DEVICE_FLAGS).collect()
+    flags
+        .iter()
+        .copied()
+        .chain(MODEL_FLAGS)
+        .chain(DEVICE_FLAGS)
+        .collect()
 }
 
 /// `--threads N`: the CPU threads of candle's kernels and ours (rayon's pool). Set before any
@@ -151,9 +157,10 @@ fn load_restorer(a: &Args) -> Result<Restorer, String> {
     lo.adaptor = a.flags.get("controlnet").map(PathBuf::from);
     lo.config = a.flags.get("config").map(PathBuf::from);
     if let Some(p) = a.flags.get("prediction-type") {
-        lo.prediction_type = Some(spire_core::scheduler::PredictionType::parse(p).ok_or_else(|| {
-            format!("--prediction-type: unknown `{p}` (epsilon, v_prediction or sample)")
-        })?);
+        lo.prediction_type =
+            Some(spire_core::scheduler::PredictionType::parse(p).ok_or_else(|| {
+                format!("--prediction-type: unknown `{p}` (epsilon, v_prediction or sample)")
+            })?);
     }
     match (a.flags.get("model"), a.flags.get("checkpoint")) {
         (Some(_), Some(_)) => Err("--model and --checkpoint: give one (a folder or a single file)".into()),
@@ -165,8 +172,13 @@ fn load_restorer(a: &Args) -> Result<Restorer, String> {
             Restorer::from_pretrained(m, &lo).map_err(fail)
         }
         (None, None) => {
-            if let Some(f) = ["controlnet", "config", "prediction-type"].iter().find(|f| a.flags.contains_key(**f)) {
-                return Err(format!("--{f} needs --model DIR or --checkpoint FILE (the built-in model has its own)"));
+            if let Some(f) = ["controlnet", "config", "prediction-type"]
+                .iter()
+                .find(|f| a.flags.contains_key(**f))
+            {
+                return Err(format!(
+                    "--{f} needs --model DIR or --checkpoint FILE (the built-in model has its own)"
+                ));
             }
             Restorer::builtin_with(&lo).map_err(fail)
         }
@@ -178,6 +190,8 @@ fn restore(args: &[String]) -> Result<(), String> {
         args,
         &with_model_flags(&[
             "prompt",
+            "restoration-text",
+            "restoration-null-prompt",
             "caption",
             "steps",
             "seed",
@@ -203,6 +217,17 @@ fn restore(args: &[String]) -> Result<(), String> {
     let mut o = restorer.default_options();
     if let Some(p) = a.flags.get("prompt") {
         o.restoration_prompt = RestorationPrompt::parse(p).map_err(fail)?.into();
+    }
+    if let Some(t) = a.flags.get("restoration-text") {
+        if a.flags.contains_key("prompt") {
+            return Err(
+                "--prompt and --restoration-text: give one (a parsed prompt or verbatim text)".into(),
+            );
+        }
+        o.restoration_prompt = spire_core::RestorationInput::Verbatim(t.clone());
+    }
+    if let Some(t) = a.flags.get("restoration-null-prompt") {
+        o.restoration_null_prompt = t.clone();
     }
     if let Some(c) = a.flags.get("caption") {
         o.semantic_prompt = c.clone();
@@ -400,7 +425,6 @@ fn eval_cmd(args: &[String]) -> Result<(), String> {
             "data",
             "captions",
             "only",
-
             "size",
             "seed",
             "steps",

@@ -77,9 +77,12 @@ fn shape<'a>(store: &'a TensorStore, key: &str) -> Result<&'a [usize], String> {
 
 fn dim(store: &TensorStore, key: &str, axis: usize) -> Result<usize, String> {
     let s = shape(store, key)?;
-    s.get(axis)
-        .copied()
-        .ok_or_else(|| format!("tensor `{key}` has shape {s:?}, expected at least {} axes", axis + 1))
+    s.get(axis).copied().ok_or_else(|| {
+        format!(
+            "tensor `{key}` has shape {s:?}, expected at least {} axes",
+            axis + 1
+        )
+    })
 }
 
 /// The distinct values of the numeric path segment right after `prefix` (e.g. the block
@@ -96,7 +99,12 @@ fn first_keys<'a>(keys: impl Iterator<Item = &'a str>, n: usize) -> String {
     let mut v: Vec<&str> = keys.collect();
     v.sort_unstable();
     let more = v.len().saturating_sub(n);
-    let mut s = v.iter().take(n).map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ");
+    let mut s = v
+        .iter()
+        .take(n)
+        .map(|k| format!("`{k}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
     if more > 0 {
         s.push_str(&format!(" (and {more} more)"));
     }
@@ -186,12 +194,19 @@ pub(crate) fn infer_unet(
     let p = |k: &str| format!("{prefix}{k}");
     let conv_in = shape(store, &p("input_blocks.0.0.weight"))?;
     if conv_in.len() != 4 {
-        return Err(format!("`{}` has shape {conv_in:?}, expected a conv kernel", p("input_blocks.0.0.weight")));
+        return Err(format!(
+            "`{}` has shape {conv_in:?}, expected a conv kernel",
+            p("input_blocks.0.0.weight")
+        ));
     }
     let (c0, in_channels) = (conv_in[0], conv_in[1]);
     let n_in = indices(&keys, "input_blocks.").last().map_or(0, |m| m + 1);
     let downs: Vec<usize> = (1..n_in)
-        .filter(|i| store.shape(&p(&format!("input_blocks.{i}.0.op.weight"))).is_some())
+        .filter(|i| {
+            store
+                .shape(&p(&format!("input_blocks.{i}.0.op.weight")))
+                .is_some()
+        })
         .collect();
     let layers = downs.first().map_or(n_in - 1, |d| d - 1);
     if layers == 0 || n_in % (layers + 1) != 0 {
@@ -205,8 +220,14 @@ pub(crate) fn infer_unet(
     let mut transformer_layers = Vec::with_capacity(levels);
     for l in 0..levels {
         let i = 1 + l * (layers + 1);
-        block_out_channels.push(dim(store, &p(&format!("input_blocks.{i}.0.out_layers.3.weight")), 0)?);
-        let attn = store.shape(&p(&format!("input_blocks.{i}.1.proj_in.weight"))).is_some();
+        block_out_channels.push(dim(
+            store,
+            &p(&format!("input_blocks.{i}.0.out_layers.3.weight")),
+            0,
+        )?);
+        let attn = store
+            .shape(&p(&format!("input_blocks.{i}.1.proj_in.weight")))
+            .is_some();
         down_cross_attention.push(attn);
         let n = indices(&keys, &format!("input_blocks.{i}.1.transformer_blocks.")).len();
         transformer_layers.push(if attn { n.max(1) } else { 1 });
@@ -243,7 +264,10 @@ pub(crate) fn infer_unet(
         let up: Vec<bool> = (0..levels)
             .map(|b| {
                 store
-                    .shape(&p(&format!("output_blocks.{}.1.proj_in.weight", b * (layers + 1))))
+                    .shape(&p(&format!(
+                        "output_blocks.{}.1.proj_in.weight",
+                        b * (layers + 1)
+                    )))
                     .is_some()
             })
             .collect();
@@ -355,7 +379,9 @@ pub(crate) fn infer_hint(store: &TensorStore, prefix: &str) -> Result<(usize, Ve
     let keys = under(store, prefix);
     let idx: Vec<usize> = indices(&keys, "input_hint_block.").into_iter().collect();
     let w = |i: usize| shape(store, &format!("{prefix}input_hint_block.{i}.weight")).map(<[usize]>::to_vec);
-    let bad = || format!("`{prefix}input_hint_block` has convs {idx:?}: not a ControlNet conditioning embedding (0, 2, 4, … with an even number of inner convs)");
+    let bad = || {
+        format!("`{prefix}input_hint_block` has convs {idx:?}: not a ControlNet conditioning embedding (0, 2, 4, … with an even number of inner convs)")
+    };
     if idx.len() < 2 || idx[0] != 0 || idx.iter().enumerate().any(|(n, &i)| i != 2 * n) {
         return Err(bad());
     }
@@ -377,7 +403,11 @@ pub(crate) fn infer_hint(store: &TensorStore, prefix: &str) -> Result<(usize, Ve
 /// A ControlNet's adaptor config: the backbone's body (heads, groups and widths come from the
 /// UNet it was trained against, as `ControlNetModel.from_unet` makes them), its hint widths
 /// from the file, pixel hint, additive fusion.
-pub(crate) fn controlnet_config(store: &TensorStore, prefix: &str, unet: &UNetConfig) -> Result<AdaptorConfig, String> {
+pub(crate) fn controlnet_config(
+    store: &TensorStore,
+    prefix: &str,
+    unet: &UNetConfig,
+) -> Result<AdaptorConfig, String> {
     let (conditioning_channels, widths) = infer_hint(store, prefix)?;
     let mut cfg = AdaptorConfig::from_unet(unet, HintMode::Pixel, Fusion::Additive, unet.in_channels);
     cfg.conditioning_channels = conditioning_channels;
@@ -424,7 +454,10 @@ fn vae_name(k: &str, levels: usize) -> Option<String> {
         if let Some(t) = r.strip_prefix("block.") {
             format!("down_blocks.{i}.resnets.{}", res(t))
         } else {
-            format!("down_blocks.{i}.downsamplers.0.{}", r.strip_prefix("downsample.")?)
+            format!(
+                "down_blocks.{i}.downsamplers.0.{}",
+                r.strip_prefix("downsample.")?
+            )
         }
     } else if let Some(r) = rest.strip_prefix("up.") {
         let (i, r) = r.split_once('.')?;
@@ -436,7 +469,11 @@ fn vae_name(k: &str, levels: usize) -> Option<String> {
         }
     } else if let Some(r) = rest.strip_prefix("mid.block_") {
         let (i, t) = r.split_once('.')?;
-        format!("mid_block.resnets.{}.{}", i.parse::<usize>().ok()?.checked_sub(1)?, res(t))
+        format!(
+            "mid_block.resnets.{}.{}",
+            i.parse::<usize>().ok()?.checked_sub(1)?,
+            res(t)
+        )
     } else if let Some(r) = rest.strip_prefix("mid.attn_1.") {
         let (m, t) = r.split_once('.')?;
         let m = match m {
@@ -484,7 +521,11 @@ pub(crate) fn vae_map(store: &TensorStore, levels: usize) -> Result<Map, String>
 // ------------------------------------------------------------------------------------------
 
 /// Infers the text encoder's architecture; `eos` is the tokenizer's end token.
-pub(crate) fn infer_text(store: &TensorStore, generation: Generation, eos: u32) -> Result<ClipTextConfig, String> {
+pub(crate) fn infer_text(
+    store: &TensorStore,
+    generation: Generation,
+    eos: u32,
+) -> Result<ClipTextConfig, String> {
     let (tok, pos, layer_prefix, fc1, act, skip_last) = match generation {
         Generation::Sd1 => (
             format!("{CLIP}text_model.embeddings.token_embedding.weight"),
@@ -503,15 +544,25 @@ pub(crate) fn infer_text(store: &TensorStore, generation: Generation, eos: u32) 
             1,
         ),
     };
-    let prefix = if generation == Generation::Sd1 { CLIP } else { OPEN_CLIP };
+    let prefix = if generation == Generation::Sd1 {
+        CLIP
+    } else {
+        OPEN_CLIP
+    };
     let keys = under(store, prefix);
     let n = indices(&keys, layer_prefix).len();
     let layers = n.checked_sub(skip_last).filter(|&l| l > 0).ok_or_else(|| {
-        format!("`{prefix}{layer_prefix}*` has {n} layers; {} needs at least {}", generation.name(), 1 + skip_last)
+        format!(
+            "`{prefix}{layer_prefix}*` has {n} layers; {} needs at least {}",
+            generation.name(),
+            1 + skip_last
+        )
     })?;
     let hidden = dim(store, &tok, 1)?;
     if hidden % 64 != 0 {
-        return Err(format!("`{tok}` is {hidden} wide, not a multiple of the 64-wide heads of CLIP text encoders"));
+        return Err(format!(
+            "`{tok}` is {hidden} wide, not a multiple of the 64-wide heads of CLIP text encoders"
+        ));
     }
     Ok(ClipTextConfig {
         vocab_size: dim(store, &tok, 0)?,
@@ -529,7 +580,12 @@ pub(crate) fn infer_text(store: &TensorStore, generation: Generation, eos: u32) 
 
 /// The transformers view of the text encoder, for the first `layers` layers (SD 2.x leaves out
 /// OpenCLIP's last one).
-pub(crate) fn text_map(store: &TensorStore, generation: Generation, layers: usize, hidden: usize) -> Result<Map, String> {
+pub(crate) fn text_map(
+    store: &TensorStore,
+    generation: Generation,
+    layers: usize,
+    hidden: usize,
+) -> Result<Map, String> {
     match generation {
         Generation::Sd1 => Ok(under(store, CLIP)
             .into_iter()
@@ -584,16 +640,21 @@ pub(crate) fn text_map(store: &TensorStore, generation: Generation, layers: usiz
 /// at the root (some re-saved files), or `None` with diffusers names at the root (a diffusers
 /// `ControlNetModel` saved as one file), which load unchanged.
 pub(crate) fn controlnet_prefix(store: &TensorStore) -> Result<Option<&'static str>, String> {
-    if store.shape(&format!("{CONTROL}input_hint_block.0.weight")).is_some() {
+    if store
+        .shape(&format!("{CONTROL}input_hint_block.0.weight"))
+        .is_some()
+    {
         Ok(Some(CONTROL))
     } else if store.shape("input_hint_block.0.weight").is_some() {
         Ok(Some(""))
     } else if store.shape("controlnet_cond_embedding.conv_in.weight").is_some() {
         Ok(None)
     } else if store.keys().any(|k| k.starts_with(UNET)) {
-        Err("this is a Stable Diffusion checkpoint, not a ControlNet: pass it as the checkpoint \
+        Err(
+            "this is a Stable Diffusion checkpoint, not a ControlNet: pass it as the checkpoint \
              (`--checkpoint`, `Restorer::from_single_file`)"
-            .into())
+                .into(),
+        )
     } else {
         Err(format!(
             "not a ControlNet (no `{CONTROL}input_hint_block.0.weight`, `input_hint_block.0.weight` \
@@ -612,22 +673,61 @@ mod tests {
         let cases = [
             ("time_embed.0.weight", "time_embedding.linear_1.weight"),
             ("input_blocks.0.0.bias", "conv_in.bias"),
-            ("input_blocks.1.0.in_layers.0.weight", "down_blocks.0.resnets.0.norm1.weight"),
-            ("input_blocks.2.1.proj_in.weight", "down_blocks.0.attentions.1.proj_in.weight"),
-            ("input_blocks.3.0.op.weight", "down_blocks.0.downsamplers.0.conv.weight"),
-            ("input_blocks.4.0.skip_connection.weight", "down_blocks.1.resnets.0.conv_shortcut.weight"),
-            ("middle_block.2.emb_layers.1.bias", "mid_block.resnets.1.time_emb_proj.bias"),
-            ("middle_block.1.transformer_blocks.0.attn1.to_q.weight", "mid_block.attentions.0.transformer_blocks.0.attn1.to_q.weight"),
-            ("output_blocks.2.1.conv.weight", "up_blocks.0.upsamplers.0.conv.weight"),
-            ("output_blocks.5.2.conv.bias", "up_blocks.1.upsamplers.0.conv.bias"),
-            ("output_blocks.5.1.norm.weight", "up_blocks.1.attentions.2.norm.weight"),
-            ("output_blocks.11.0.out_layers.3.weight", "up_blocks.3.resnets.2.conv2.weight"),
+            (
+                "input_blocks.1.0.in_layers.0.weight",
+                "down_blocks.0.resnets.0.norm1.weight",
+            ),
+            (
+                "input_blocks.2.1.proj_in.weight",
+                "down_blocks.0.attentions.1.proj_in.weight",
+            ),
+            (
+                "input_blocks.3.0.op.weight",
+                "down_blocks.0.downsamplers.0.conv.weight",
+            ),
+            (
+                "input_blocks.4.0.skip_connection.weight",
+                "down_blocks.1.resnets.0.conv_shortcut.weight",
+            ),
+            (
+                "middle_block.2.emb_layers.1.bias",
+                "mid_block.resnets.1.time_emb_proj.bias",
+            ),
+            (
+                "middle_block.1.transformer_blocks.0.attn1.to_q.weight",
+                "mid_block.attentions.0.transformer_blocks.0.attn1.to_q.weight",
+            ),
+            (
+                "output_blocks.2.1.conv.weight",
+                "up_blocks.0.upsamplers.0.conv.weight",
+            ),
+            (
+                "output_blocks.5.2.conv.bias",
+                "up_blocks.1.upsamplers.0.conv.bias",
+            ),
+            (
+                "output_blocks.5.1.norm.weight",
+                "up_blocks.1.attentions.2.norm.weight",
+            ),
+            (
+                "output_blocks.11.0.out_layers.3.weight",
+                "up_blocks.3.resnets.2.conv2.weight",
+            ),
             ("out.2.weight", "conv_out.weight"),
             ("zero_convs.11.0.weight", "controlnet_down_blocks.11.weight"),
             ("middle_block_out.0.bias", "controlnet_mid_block.bias"),
-            ("input_hint_block.0.weight", "controlnet_cond_embedding.conv_in.weight"),
-            ("input_hint_block.12.weight", "controlnet_cond_embedding.blocks.5.weight"),
-            ("input_hint_block.14.bias", "controlnet_cond_embedding.conv_out.bias"),
+            (
+                "input_hint_block.0.weight",
+                "controlnet_cond_embedding.conv_in.weight",
+            ),
+            (
+                "input_hint_block.12.weight",
+                "controlnet_cond_embedding.blocks.5.weight",
+            ),
+            (
+                "input_hint_block.14.bias",
+                "controlnet_cond_embedding.conv_out.bias",
+            ),
         ];
         for (ldm, want) in cases {
             assert_eq!(unet_name(ldm, 2, 14).as_deref(), Some(want), "{ldm}");
@@ -639,13 +739,34 @@ mod tests {
     #[test]
     fn vae_names_follow_diffusers_conversion() {
         let cases = [
-            ("encoder.down.1.block.0.nin_shortcut.weight", "encoder.down_blocks.1.resnets.0.conv_shortcut.weight"),
-            ("encoder.down.0.downsample.conv.bias", "encoder.down_blocks.0.downsamplers.0.conv.bias"),
-            ("decoder.up.3.block.2.conv1.weight", "decoder.up_blocks.0.resnets.2.conv1.weight"),
-            ("decoder.up.1.upsample.conv.weight", "decoder.up_blocks.2.upsamplers.0.conv.weight"),
-            ("encoder.mid.block_2.norm1.bias", "encoder.mid_block.resnets.1.norm1.bias"),
-            ("decoder.mid.attn_1.proj_out.weight", "decoder.mid_block.attentions.0.to_out.0.weight"),
-            ("decoder.mid.attn_1.norm.weight", "decoder.mid_block.attentions.0.group_norm.weight"),
+            (
+                "encoder.down.1.block.0.nin_shortcut.weight",
+                "encoder.down_blocks.1.resnets.0.conv_shortcut.weight",
+            ),
+            (
+                "encoder.down.0.downsample.conv.bias",
+                "encoder.down_blocks.0.downsamplers.0.conv.bias",
+            ),
+            (
+                "decoder.up.3.block.2.conv1.weight",
+                "decoder.up_blocks.0.resnets.2.conv1.weight",
+            ),
+            (
+                "decoder.up.1.upsample.conv.weight",
+                "decoder.up_blocks.2.upsamplers.0.conv.weight",
+            ),
+            (
+                "encoder.mid.block_2.norm1.bias",
+                "encoder.mid_block.resnets.1.norm1.bias",
+            ),
+            (
+                "decoder.mid.attn_1.proj_out.weight",
+                "decoder.mid_block.attentions.0.to_out.0.weight",
+            ),
+            (
+                "decoder.mid.attn_1.norm.weight",
+                "decoder.mid_block.attentions.0.group_norm.weight",
+            ),
             ("encoder.norm_out.bias", "encoder.conv_norm_out.bias"),
             ("post_quant_conv.weight", "post_quant_conv.weight"),
         ];

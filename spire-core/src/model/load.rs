@@ -13,14 +13,14 @@ use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 
 use super::adaptor::{Adaptor, AdaptorConfig};
-use super::ldm;
 use super::clip::ClipTextModel;
 use super::config::{ClipTextConfig, Json, UNetConfig, VaeConfig};
+use super::ldm;
+use super::tokenizer::ClipTokenizer;
 use super::unet::UNet2DConditionModel;
 use super::vae::AutoencoderKL;
 use crate::error::{Error, Result};
 use crate::weights::{component_files, var_builder, TensorStore};
-use super::tokenizer::ClipTokenizer;
 
 /// Where and how to load weights.
 #[derive(Debug, Clone)]
@@ -258,7 +258,10 @@ impl SingleFile {
 /// The scheduler of a single file: the config folder's `scheduler/scheduler_config.json`, or
 /// SD's schedule with the generation's prediction (SD 1.x ε, SD 2.x v, as diffusers' default
 /// configs); [`LoadOptions::prediction_type`] overrides either.
-pub(crate) fn single_file_scheduler(g: ldm::Generation, opts: &LoadOptions) -> Result<crate::scheduler::SchedulerConfig> {
+pub(crate) fn single_file_scheduler(
+    g: ldm::Generation,
+    opts: &LoadOptions,
+) -> Result<crate::scheduler::SchedulerConfig> {
     use crate::scheduler::{PredictionType, SchedulerConfig};
     let mut s = match config_file(opts, "scheduler/scheduler_config.json") {
         Some(p) => SchedulerConfig::from_file(&p)?,
@@ -337,7 +340,9 @@ fn load_single_file(path: &Path, opts: &LoadOptions) -> Result<SingleFile> {
     })?;
     let map = ldm::unet_map(&store, ldm::UNET, unet_cfg.layers_per_block[0]).map_err(err)?;
     let unet_store = Arc::new(store.remap(map).map_err(err)?);
-    let unet = build(path, unet_store, opts, |vb| UNet2DConditionModel::new(&unet_cfg, vb))?;
+    let unet = build(path, unet_store, opts, |vb| {
+        UNet2DConditionModel::new(&unet_cfg, vb)
+    })?;
 
     let vae_cfg = match config_file(opts, "vae/config.json") {
         Some(p) => VaeConfig::from_json(&Json::read(&p)?)?,

@@ -274,7 +274,10 @@ impl TrainConfig {
         let prediction_type = match self.prediction_type.as_deref() {
             None => None,
             Some(p) => Some(crate::scheduler::PredictionType::parse(p).ok_or_else(|| {
-                Error::invalid_arg("prediction_type", format!("`{p}` is not epsilon, v_prediction or sample"))
+                Error::invalid_arg(
+                    "prediction_type",
+                    format!("`{p}` is not epsilon, v_prediction or sample"),
+                )
             })?),
         };
         Ok(crate::LoadOptions {
@@ -324,7 +327,10 @@ impl TrainConfig {
         }
         if self.checkpoint.is_some() {
             if self.mode != TrainMode::Adaptor {
-                return Err(Error::invalid_arg("checkpoint", "applies to adaptor training only"));
+                return Err(Error::invalid_arg(
+                    "checkpoint",
+                    "applies to adaptor training only",
+                ));
             }
             if self.model.is_some() {
                 return Err(Error::invalid_arg(
@@ -339,7 +345,11 @@ impl TrainConfig {
                 ));
             }
         } else if self.checkpoint_config.is_some() || self.prediction_type.is_some() {
-            let f = if self.checkpoint_config.is_some() { "checkpoint_config" } else { "prediction_type" };
+            let f = if self.checkpoint_config.is_some() {
+                "checkpoint_config"
+            } else {
+                "prediction_type"
+            };
             return Err(Error::invalid_arg(f, "applies with `checkpoint` only"));
         }
         self.single_file_options(&Device::Cpu)?;
@@ -762,7 +772,13 @@ impl Run {
         let single = match &cfg.checkpoint {
             Some(path) => {
                 let sfo = cfg.single_file_options(device)?;
-                let sf = crate::model::SingleFile::load(path, &LoadOptions { dtype: compute, ..sfo.clone() })?;
+                let sf = crate::model::SingleFile::load(
+                    path,
+                    &LoadOptions {
+                        dtype: compute,
+                        ..sfo.clone()
+                    },
+                )?;
                 let vae = if compute == DType::F32 {
                     sf.vae
                 } else {
@@ -770,7 +786,14 @@ impl Run {
                 };
                 let sched = crate::model::load::single_file_scheduler(sf.generation, &sfo)?;
                 let unet_w = crate::model::load::single_file_unet_tensors(path, &sfo)?;
-                Some((sf.unet, Autoencoder::Kl(vae), sf.text_encoder, sf.tokenizer, sched, unet_w))
+                Some((
+                    sf.unet,
+                    Autoencoder::Kl(vae),
+                    sf.text_encoder,
+                    sf.tokenizer,
+                    sched,
+                    unet_w,
+                ))
             }
             None => None,
         };
@@ -828,7 +851,8 @@ impl Run {
         let unet_w = match single_unet_w {
             Some(w) => w,
             None => {
-                let files = crate::weights::component_files(&dir.join("unet"), &["diffusion_pytorch_model"], None)?;
+                let files =
+                    crate::weights::component_files(&dir.join("unet"), &["diffusion_pytorch_model"], None)?;
                 let mut unet_w: HashMap<String, Tensor> = HashMap::new();
                 for f in files {
                     unet_w.extend(
