@@ -5,6 +5,7 @@
 #[macro_use]
 mod simd;
 
+pub mod batch;
 pub mod builtin;
 pub mod colorfix;
 pub mod consistency;

@@ -40,6 +40,8 @@ const USAGE: &str = "usage:
                 [--memory-limit auto|unlimited|SIZE] [--tile-size LATENT_PX|whole] [--tile-overlap LATENT_PX]
                 [--vae-tile-size PX] [--device cpu|cuda[:N]|metal] [--dtype f32|f16|bf16]
                 [--threads N]
+  spire restore-dir <in-dir> <out-dir> [--prompts prompts.tsv|csv] [--format same|png|jpg]
+                [every restore option]
   spire degrade <in.png> <out.png> [--pipeline parameterized|realesrgan] [--seed N]
   spire train --config recipe.json [--device D] [--dtype f32|bf16] [--threads N]
   spire export-builtin <model-dir> <out.safetensors>
@@ -185,35 +187,33 @@ fn load_restorer(a: &Args) -> Result<Restorer, String> {
     }
 }
 
-fn restore(args: &[String]) -> Result<(), String> {
-    let a = parse(
-        args,
-        &with_model_flags(&[
-            "prompt",
-            "restoration-text",
-            "restoration-null-prompt",
-            "caption",
-            "steps",
-            "seed",
-            "scheduler",
-            "restoration-guidance",
-            "semantic-guidance",
-            "conditioning-scale",
-            "negative-prompt",
-            "strength",
-            "color-fix",
-            "consistency",
-            "match-noise",
-            "memory-limit",
-            "tile-size",
-            "tile-overlap",
-            "vae-tile-size",
-        ]),
-    )?;
-    let [input, output] = a.positional.as_slice() else {
-        return Err("restore needs <in> and <out>".into());
-    };
-    let restorer = load_restorer(&a)?;
+/// The restore options every restoring command takes.
+const RESTORE_FLAGS: [&str; 21] = [
+    "prompt",
+    "restoration-text",
+    "restoration-null-prompt",
+    "caption",
+    "steps",
+    "seed",
+    "scheduler",
+    "restoration-guidance",
+    "semantic-guidance",
+    "conditioning-scale",
+    "negative-prompt",
+    "strength",
+    "color-fix",
+    "consistency",
+    "match-noise",
+    "memory-limit",
+    "tile-size",
+    "tile-overlap",
+    "vae-tile-size",
+    "eta",
+    "upsample-input",
+];
+
+/// The model's recommended options with the restore flags applied.
+fn restore_options(a: &Args, restorer: &Restorer) -> Result<spire_core::RestoreOptions, String> {
     let mut o = restorer.default_options();
     if let Some(p) = a.flags.get("prompt") {
         o.restoration_prompt = RestorationPrompt::parse(p).map_err(fail)?.into();
@@ -232,25 +232,25 @@ fn restore(args: &[String]) -> Result<(), String> {
     if let Some(c) = a.flags.get("caption") {
         o.semantic_prompt = c.clone();
     }
-    if let Some(v) = num(&a, "steps")? {
+    if let Some(v) = num(a, "steps")? {
         o.num_inference_steps = v;
     }
-    if let Some(v) = num(&a, "seed")? {
+    if let Some(v) = num(a, "seed")? {
         o.seed = v;
     }
-    if let Some(v) = num(&a, "restoration-guidance")? {
+    if let Some(v) = num(a, "restoration-guidance")? {
         o.restoration_guidance = v;
     }
-    if let Some(v) = num(&a, "semantic-guidance")? {
+    if let Some(v) = num(a, "semantic-guidance")? {
         o.semantic_guidance = v;
     }
-    if let Some(v) = num(&a, "conditioning-scale")? {
+    if let Some(v) = num(a, "conditioning-scale")? {
         o.conditioning_scale = v;
     }
     if let Some(n) = a.flags.get("negative-prompt") {
         o.negative_prompt = n.clone();
     }
-    if let Some(v) = num(&a, "strength")? {
+    if let Some(v) = num(a, "strength")? {
         o.strength = v;
     }
     if let Some(s) = a.flags.get("scheduler") {
@@ -259,7 +259,7 @@ fn restore(args: &[String]) -> Result<(), String> {
     if let Some(c) = a.flags.get("color-fix") {
         o.color_fix = ColorFix::parse(c).ok_or_else(|| format!("--color-fix: unknown `{c}`"))?;
     }
-    if let Some(v) = num(&a, "consistency")? {
+    if let Some(v) = num(a, "consistency")? {
         o.consistency = v;
     }
     if let Some(v) = a.flags.get("match-noise") {
@@ -275,15 +275,35 @@ fn restore(args: &[String]) -> Result<(), String> {
     if a.flags.get("tile-size").is_some_and(|v| v == "whole") {
         // One piece, whatever the plan would pick for speed.
         o.tile_size = Some(usize::MAX / 2);
-    } else if let Some(v) = num(&a, "tile-size")? {
+    } else if let Some(v) = num(a, "tile-size")? {
         o.tile_size = Some(v);
     }
-    if let Some(v) = num(&a, "tile-overlap")? {
+    if let Some(v) = num(a, "tile-overlap")? {
         o.tile_overlap = v;
     }
-    if let Some(v) = num(&a, "vae-tile-size")? {
+    if let Some(v) = num(a, "vae-tile-size")? {
         o.vae_tile_size = Some(v);
     }
+    if let Some(v) = num(a, "eta")? {
+        o.eta = v;
+    }
+    if let Some(v) = a.flags.get("upsample-input") {
+        o.upsample_input = match v.as_str() {
+            "on" => true,
+            "off" => false,
+            _ => return Err(format!("--upsample-input: `{v}` is not on or off")),
+        };
+    }
+    Ok(o)
+}
+
+fn restore(args: &[String]) -> Result<(), String> {
+    let a = parse(args, &with_model_flags(&RESTORE_FLAGS))?;
+    let [input, output] = a.positional.as_slice() else {
+        return Err("restore needs <in> and <out>".into());
+    };
+    let restorer = load_restorer(&a)?;
+    let mut o = restore_options(&a, &restorer)?;
     o.progress = Some(Arc::new(|p: &spire_core::Progress| {
         if let Some(m) = &p.message {
             eprintln!("{m}");
@@ -316,6 +336,133 @@ fn restore(args: &[String]) -> Result<(), String> {
         t.elapsed().as_secs_f64(),
         o.restoration_prompt.text()
     );
+    Ok(())
+}
+
+/// Set by SIGINT during `restore-dir`: stop after the current image.
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+#[cfg(unix)]
+fn stop_after_this_image_on_ctrl_c() {
+    extern "C" {
+        fn signal(signum: i32, handler: usize) -> usize;
+        fn _exit(code: i32) -> !;
+    }
+    const SIGINT: i32 = 2;
+    extern "C" fn on_sigint(_: i32) {
+        // A second Ctrl-C ends the process at once (only async-signal-safe calls here).
+        if STOP.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            // SAFETY: `_exit` is async-signal-safe.
+            unsafe { _exit(130) }
+        }
+    }
+    // SAFETY: installs a handler that only touches an atomic (and `_exit`).
+    unsafe {
+        signal(SIGINT, on_sigint as extern "C" fn(i32) as usize);
+    }
+}
+
+#[cfg(not(unix))]
+fn stop_after_this_image_on_ctrl_c() {}
+
+fn restore_dir_cmd(args: &[String]) -> Result<(), String> {
+    use spire_core::batch::{self, OutputFormat, PromptTable};
+    let mut flags: Vec<&str> = RESTORE_FLAGS.to_vec();
+    flags.extend(["prompts", "format"]);
+    let a = parse(args, &with_model_flags(&flags))?;
+    let [input, output] = a.positional.as_slice() else {
+        return Err("restore-dir needs <in-dir> and <out-dir>".into());
+    };
+    let format = match a.flags.get("format") {
+        Some(f) => {
+            OutputFormat::parse(f).ok_or_else(|| format!("--format: `{f}` is not same, png or jpg"))?
+        }
+        None => OutputFormat::Same,
+    };
+    let table = match a.flags.get("prompts") {
+        Some(p) => Some(PromptTable::read(std::path::Path::new(p)).map_err(fail)?),
+        None => None,
+    };
+    let (input, output) = (std::path::Path::new(input), std::path::Path::new(output));
+    let (jobs, unmatched) = batch::plan_dir(input, output, format, table.as_ref()).map_err(fail)?;
+    if !unmatched.is_empty() {
+        eprintln!(
+            "warning: {} row(s) of --prompts match no image: {}",
+            unmatched.len(),
+            unmatched
+                .iter()
+                .take(5)
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    if jobs.is_empty() {
+        return Err(format!("{}: no PNG or JPEG images found", input.display()));
+    }
+    std::fs::create_dir_all(output).map_err(|e| format!("{}: {e}", output.display()))?;
+    let restorer = load_restorer(&a)?;
+    let o = restore_options(&a, &restorer)?;
+    stop_after_this_image_on_ctrl_c();
+    let total = jobs.len();
+    let mut last_len = 0usize;
+    // A terminal gets one line redrawn; a log gets a line per image.
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let report = batch::restore_dir(&restorer, &jobs, output, &o, &mut |p| {
+        let line = format!(
+            "[{}/{}] {:.2} img/s, ETA {}{} — {}",
+            p.done,
+            p.total,
+            p.images_per_sec,
+            fmt_secs(p.eta_secs),
+            if p.failed > 0 {
+                format!(", {} failed", p.failed)
+            } else {
+                String::new()
+            },
+            p.name
+        );
+        if tty {
+            eprint!(
+                "\r{line}{}",
+                " ".repeat(last_len.saturating_sub(line.chars().count()))
+            );
+            last_len = line.chars().count();
+        } else {
+            eprintln!("{line}");
+        }
+        let _ = std::io::stderr().flush();
+        !STOP.load(std::sync::atomic::Ordering::SeqCst)
+    })
+    .map_err(fail)?;
+    if tty {
+        eprintln!();
+    }
+    println!(
+        "{} restored, {} skipped (already done), {} failed, of {total} in {}{}",
+        report.restored,
+        report.skipped,
+        report.failed.len(),
+        fmt_secs(report.seconds),
+        if report.stopped {
+            " — stopped by Ctrl-C; run again to finish"
+        } else {
+            ""
+        }
+    );
+    if !report.failed.is_empty() {
+        for (n, m) in report.failed.iter().take(10) {
+            eprintln!("failed: {n}: {m}");
+        }
+        return Err(format!(
+            "{} image(s) failed; the list is in {}",
+            report.failed.len(),
+            output.join(batch::FAILURES_FILE).display()
+        ));
+    }
+    if report.stopped {
+        return Err("stopped before the end".into());
+    }
     Ok(())
 }
 
@@ -583,6 +730,7 @@ fn main() -> ExitCode {
     }
     let result = match args.first().map(String::as_str) {
         Some("restore") => restore(&args[1..]),
+        Some("restore-dir") => restore_dir_cmd(&args[1..]),
         Some("degrade") => degrade_cmd(&args[1..]),
         Some("train") => train_cmd(&args[1..]),
         Some("export-builtin") => export_cmd(&args[1..]),
