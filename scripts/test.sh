@@ -52,6 +52,6 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q maturin pytest numpy mypy pillow
+"$VENV/bin/python" -m pip install -q maturin pytest numpy mypy pillow "ray[data]>=2.10"
 "$VENV/bin/python" -m pip install -q .
 "$VENV/bin/python" -m pytest tests/python -q

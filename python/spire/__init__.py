@@ -19,8 +19,12 @@ from ._spire import (
     SpireError,
     UnsupportedError,
     __version__,
+    decode_image,
     degrade,
     evaluate,
+    read_image,
+    write_image,
+    encode_image,
 )
 
 __all__ = [
@@ -36,6 +40,31 @@ __all__ = [
     "SpireError",
     "UnsupportedError",
     "__version__",
+    "decode_image",
     "degrade",
     "evaluate",
+    "read_image",
+    "write_image",
+    "encode_image",
 ]
+
+# One restorer per source and process: unpickled restorers (worker processes, Ray actors)
+# share the weights loaded by the first one.
+_LOADED: dict = {}
+
+
+def _restorer_from_source(kind, path, kwargs):
+    """Loads (once per process) the restorer a pickle refers to; see ``Restorer.__reduce__``."""
+    key = (kind, str(path), tuple(sorted(kwargs.items())))
+    r = _LOADED.get(key)
+    if r is None:
+        if kind == "builtin":
+            r = Restorer.builtin(**kwargs)
+        elif kind == "pretrained":
+            r = Restorer.from_pretrained(path, **kwargs)
+        elif kind == "single_file":
+            r = Restorer.from_single_file(path, **kwargs)
+        else:
+            raise ValueError(f"unknown restorer source {kind!r}")
+        _LOADED[key] = r
+    return r

@@ -1,6 +1,7 @@
 """Type stubs of the native module (checked against it by ``mypy.stubtest`` in the tests)."""
 from os import PathLike
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union, final
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union, final
 
 import numpy as np
 import numpy.typing as npt
@@ -108,9 +109,11 @@ class Restorer:
         self,
         images: List[_Image],
         *,
-        restoration_prompt: Optional[Union[str, RestorationPrompt]] = None,
+        restoration_prompt: Optional[
+            Union[str, RestorationPrompt, Sequence[Optional[Union[str, RestorationPrompt]]]]
+        ] = None,
         verbatim_restoration_prompt: Optional[str] = None,
-        semantic_prompt: Optional[str] = None,
+        semantic_prompt: Optional[Union[str, Sequence[Optional[str]]]] = None,
         negative_prompt: Optional[str] = None,
         restoration_null_prompt: Optional[str] = None,
         num_inference_steps: Optional[int] = None,
@@ -142,6 +145,7 @@ class Restorer:
     def size_multiple(self) -> int: ...
     def __copy__(self) -> "Restorer": ...
     def __deepcopy__(self, memo: object) -> "Restorer": ...
+    def __reduce__(self) -> Tuple[Callable[..., "Restorer"], Tuple[str, Optional[str], Dict[str, str]]]: ...
 
 def degrade(
     image: _Image, *, pipeline: Optional[str] = None, seed: Optional[int] = None
@@ -163,3 +167,12 @@ def evaluate(
     save_images: Optional[_Path] = None,
     progress: Optional[Callable[[int, int, str], object]] = None,
 ) -> Dict[str, Any]: ...
+
+def decode_image(data: bytes, name: str = "<bytes>") -> npt.NDArray[np.uint8]: ...
+def read_image(path: _Path) -> npt.NDArray[np.uint8]: ...
+def write_image(path: _Path, image: _Image) -> None: ...
+def encode_image(image: _Image, format: str = "png") -> bytes: ...
+def plan_folder(
+    input: _Path, output: _Path, format: str = "same", prompts: Optional[_Path] = None
+) -> Tuple[List[Tuple[str, Path, Path, Optional[str], Optional[str]]], List[str]]: ...
+def read_prompt_table(path: _Path) -> Dict[str, Tuple[Optional[str], Optional[str]]]: ...

@@ -183,6 +183,15 @@ impl OutputFormat {
             _ => return None,
         })
     }
+
+    /// [`OutputFormat::parse`], with the error that names the argument.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] (`format`) for another name.
+    pub fn from_name(s: &str) -> Result<Self> {
+        Self::parse(s)
+            .ok_or_else(|| Error::invalid_arg("format", format!("`{s}`: expected same, png or jpg")))
+    }
 }
 
 /// One image of a folder run.
@@ -304,6 +313,57 @@ pub fn job_options(base: &RestoreOptions, job: &Job) -> RestoreOptions {
         o.semantic_prompt = s.clone();
     }
     o
+}
+
+/// Restores `images` with per-image prompts (`prompts[i]` for image `i`; `None` fields keep
+/// `base`'s), image `i` with seed `base.seed + i` as [`Restorer::restore_batch`] does. Images
+/// that share their prompts and size run as one batch when every prompt is the same;
+/// otherwise one at a time, with the same results as one-image calls.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when the counts differ; as [`Restorer::restore_batch`].
+pub fn restore_each(
+    restorer: &Restorer,
+    images: &[crate::ImageView],
+    base: &RestoreOptions,
+    prompts: &[ImagePrompts],
+) -> Result<Vec<crate::Image>> {
+    if prompts.len() != images.len() {
+        return Err(Error::invalid_arg(
+            "prompts",
+            format!(
+                "{} prompts for {} images (one per image)",
+                prompts.len(),
+                images.len()
+            ),
+        ));
+    }
+    let apply = |p: &ImagePrompts| {
+        let mut o = base.clone();
+        if let Some(r) = &p.restoration {
+            o.restoration_prompt = RestorationInput::Prompt(r.clone());
+        }
+        if let Some(s) = &p.semantic {
+            o.semantic_prompt = s.clone();
+        }
+        o
+    };
+    if prompts.windows(2).all(|w| w[0] == w[1]) {
+        return match prompts.first() {
+            Some(p) => restorer.restore_batch(images, &apply(p)),
+            None => Ok(Vec::new()),
+        };
+    }
+    images
+        .iter()
+        .zip(prompts)
+        .enumerate()
+        .map(|(i, (img, p))| {
+            let mut o = apply(p);
+            o.seed = base.seed.wrapping_add(i as u64);
+            restorer.restore(img, &o)
+        })
+        .collect()
 }
 
 /// Where a folder run stands, after each image.

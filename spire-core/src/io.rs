@@ -332,6 +332,21 @@ pub enum ImageFormat {
 }
 
 impl ImageFormat {
+    /// The format called `name`: `png`, `jpg` or `jpeg` (case-insensitive).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] (`format`) for another name.
+    pub fn from_name(name: &str) -> Result<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "png" => Ok(ImageFormat::Png),
+            "jpg" | "jpeg" => Ok(ImageFormat::Jpeg),
+            _ => Err(Error::invalid_arg(
+                "format",
+                format!("`{name}`: expected png, jpg or jpeg"),
+            )),
+        }
+    }
+
     /// The format for `path`'s extension (case-insensitive).
     ///
     /// # Errors
@@ -373,6 +388,15 @@ impl ImageFormat {
 pub fn save_image(path: impl AsRef<Path>, image: &Image) -> Result<()> {
     let path = path.as_ref();
     let format = ImageFormat::from_path(path)?;
+    write_atomic(path, &encode_image(image, format)?)
+}
+
+/// Encodes an image as PNG or as JPEG at quality 95, in memory: the bytes [`save_image`]
+/// writes. Float images are converted to 8 bits.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for an image JPEG cannot hold (larger than 65535 px).
+pub fn encode_image(image: &Image, format: ImageFormat) -> Result<Vec<u8>> {
     let data: Vec<u8> = match &image.data {
         ImageData::U8(v) => v.clone(),
         ImageData::F32(v) => v
@@ -408,7 +432,7 @@ pub fn save_image(path: impl AsRef<Path>, image: &Image) -> Result<()> {
             .map_err(|e| Error::Internal(format!("PNG: {e}")))?;
         w.finish().map_err(|e| Error::Internal(format!("PNG: {e}")))?;
     }
-    write_atomic(path, &out)
+    Ok(out)
 }
 
 /// Checks, before any work, that `path` can take an output file: its folder exists, and it is

@@ -91,3 +91,86 @@ pub(crate) fn to_numpy(py: Python<'_>, img: Image, like: &Owned) -> PyResult<Py<
         ImageData::F32(v) => PyArray1::from_vec(py, v).reshape(shape)?.into_any().unbind(),
     })
 }
+
+/// Decodes a PNG or JPEG held in memory (as the CLI reads files: the header's size is checked
+/// before decoding) into an `H×W×C` uint8 array (C = 1, 3 or 4). `name` appears in errors.
+#[pyfunction]
+#[pyo3(signature = (data, name = "<bytes>"))]
+pub(crate) fn decode_image(py: Python<'_>, data: &[u8], name: &str) -> PyResult<Py<PyAny>> {
+    let img = py
+        .detach(|| errors::guard(|| spire_core::io::decode_image(data, name)))
+        .map_err(errors::to_py)?;
+    let like = Owned {
+        width: img.width,
+        height: img.height,
+        color: img.color,
+        data: Data::U8(Vec::new()),
+        channel_axis: true,
+    };
+    to_numpy(py, img, &like)
+}
+
+/// Reads a PNG or JPEG file into an `H×W×C` uint8 array.
+#[pyfunction]
+pub(crate) fn read_image(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Py<PyAny>> {
+    let img = py
+        .detach(|| errors::guard(|| spire_core::io::load_image(&path)))
+        .map_err(errors::to_py)?;
+    let like = Owned {
+        width: img.width,
+        height: img.height,
+        color: img.color,
+        data: Data::U8(Vec::new()),
+        channel_axis: true,
+    };
+    to_numpy(py, img, &like)
+}
+
+/// Encodes an image array (uint8 or float32 in [0, 1]) as PNG (``format="png"``) or JPEG at
+/// quality 95 (``"jpg"``/``"jpeg"``), returning the bytes ``write_image`` would write.
+#[pyfunction]
+#[pyo3(signature = (image, format = "png"))]
+pub(crate) fn encode_image<'py>(
+    py: Python<'py>,
+    image: &Bound<'py, PyAny>,
+    format: &str,
+) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
+    let fmt = spire_core::io::ImageFormat::from_name(format).map_err(errors::to_py)?;
+    let img = from_numpy(image, "image")?;
+    let owned = spire_core::Image {
+        width: img.width,
+        height: img.height,
+        color: img.color,
+        data: match img.data {
+            Data::U8(v) => ImageData::U8(v),
+            Data::F32(v) => ImageData::F32(v),
+        },
+    };
+    let bytes = py
+        .detach(|| errors::guard(|| spire_core::io::encode_image(&owned, fmt)))
+        .map_err(errors::to_py)?;
+    Ok(pyo3::types::PyBytes::new(py, &bytes))
+}
+
+/// Writes an image array (uint8 or float32 in [0, 1]) as PNG or JPEG (quality 95) by the
+/// extension, atomically: to a temporary file renamed into place, so a file that exists is
+/// complete.
+#[pyfunction]
+pub(crate) fn write_image(
+    py: Python<'_>,
+    path: std::path::PathBuf,
+    image: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let img = from_numpy(image, "image")?;
+    let owned = spire_core::Image {
+        width: img.width,
+        height: img.height,
+        color: img.color,
+        data: match img.data {
+            Data::U8(v) => ImageData::U8(v),
+            Data::F32(v) => ImageData::F32(v),
+        },
+    };
+    py.detach(|| errors::guard(|| spire_core::io::save_image(&path, &owned)))
+        .map_err(errors::to_py)
+}

@@ -6,6 +6,7 @@
 
 use pyo3::prelude::*;
 
+mod batch;
 mod degrade;
 mod errors;
 mod eval;
@@ -22,5 +23,11 @@ fn _spire(py: Python<'_>, m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<prompt::PyRestorationPrompt>()?;
     m.add_function(wrap_pyfunction!(degrade::degrade, m)?)?;
     m.add_function(wrap_pyfunction!(eval::evaluate, m)?)?;
+    m.add_function(wrap_pyfunction!(image::decode_image, m)?)?;
+    m.add_function(wrap_pyfunction!(image::read_image, m)?)?;
+    m.add_function(wrap_pyfunction!(image::write_image, m)?)?;
+    m.add_function(wrap_pyfunction!(image::encode_image, m)?)?;
+    m.add_function(wrap_pyfunction!(batch::plan_folder, m)?)?;
+    m.add_function(wrap_pyfunction!(batch::read_prompt_table, m)?)?;
     Ok(())
 }

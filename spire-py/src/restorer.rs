@@ -19,6 +19,16 @@ use crate::prompt::PyRestorationPrompt;
 #[pyclass(frozen, module = "spire._spire", name = "Restorer")]
 pub(crate) struct PyRestorer {
     inner: Restorer,
+    /// How it was loaded (kind, path, keyword arguments): a pickle carries this, not weights.
+    source: Source,
+}
+
+/// A reference to what a restorer was loaded from.
+#[derive(Clone)]
+struct Source {
+    kind: &'static str,
+    path: Option<PathBuf>,
+    kwargs: Vec<(&'static str, Option<String>)>,
 }
 
 /// Where the progress callback's exception is kept until the run returns.
@@ -219,6 +229,71 @@ fn run_error(err: spire_core::Error, slot: &ErrSlot) -> PyErr {
     to_py(err)
 }
 
+/// One [`spire_core::batch::ImagePrompts`] per image from `restoration_prompt` and
+/// `semantic_prompt`, each a list (one entry per image, `None` for the default) or a single
+/// value for all.
+fn per_image_prompts<'py>(
+    restoration: Option<&Bound<'py, PyAny>>,
+    semantic: Option<&Bound<'py, PyAny>>,
+    n: usize,
+) -> PyResult<Vec<spire_core::batch::ImagePrompts>> {
+    let items = |o: Option<&Bound<'py, PyAny>>, name: &str| -> PyResult<Vec<Option<Bound<'py, PyAny>>>> {
+        let Some(o) = o else {
+            return Ok(vec![None; n]);
+        };
+        if o.is_instance_of::<pyo3::types::PyList>() || o.is_instance_of::<pyo3::types::PyTuple>() {
+            let v: Vec<Bound<'py, PyAny>> = o.extract()?;
+            if v.len() != n {
+                return Err(invalid(
+                    name,
+                    format!("has {} entries for {n} images (one per image)", v.len()),
+                ));
+            }
+            Ok(v.into_iter().map(|x| (!x.is_none()).then_some(x)).collect())
+        } else {
+            Ok(vec![Some(o.clone()); n])
+        }
+    };
+    let r = items(restoration, "restoration_prompt")?;
+    let s = items(semantic, "semantic_prompt")?;
+    r.into_iter()
+        .zip(s)
+        .enumerate()
+        .map(|(i, (r, s))| {
+            let restoration = match r {
+                None => None,
+                Some(r) => Some(if let Ok(p) = r.extract::<PyRef<'_, PyRestorationPrompt>>() {
+                    p.0.clone()
+                } else {
+                    let t: String = r.extract().map_err(|_| {
+                        pyo3::exceptions::PyTypeError::new_err(format!(
+                            "restoration_prompt[{i}] must be a str, a RestorationPrompt or None"
+                        ))
+                    })?;
+                    RestorationPrompt::parse(&t).map_err(to_py)?
+                }),
+            };
+            let semantic = match s {
+                None => None,
+                Some(s) => Some(s.extract::<String>().map_err(|_| {
+                    pyo3::exceptions::PyTypeError::new_err(format!(
+                        "semantic_prompt[{i}] must be a str or None"
+                    ))
+                })?),
+            };
+            Ok(spire_core::batch::ImagePrompts {
+                restoration,
+                semantic,
+            })
+        })
+        .collect()
+}
+
+/// `p` made absolute (against the working directory), so a pickle works from another one.
+fn absolute(p: &std::path::Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
 /// Load options from the device and dtype names the Python API takes.
 fn load_options(device: Option<&str>, dtype: Option<&str>) -> PyResult<LoadOptions> {
     let mut opts = LoadOptions::default();
@@ -250,7 +325,15 @@ impl PyRestorer {
         let inner = py
             .detach(|| guard(|| Restorer::builtin_with(&opts)))
             .map_err(to_py)?;
-        Ok(Self { inner })
+        let source = Source {
+            kind: "builtin",
+            path: None,
+            kwargs: vec![
+                ("device", device.map(str::to_owned)),
+                ("dtype", dtype.map(str::to_owned)),
+            ],
+        };
+        Ok(Self { inner, source })
     }
 
     /// Loads a model folder.
@@ -265,12 +348,22 @@ impl PyRestorer {
         adaptor: Option<PathBuf>,
     ) -> PyResult<Self> {
         let mut opts = load_options(device, dtype)?;
-        opts.variant = variant;
-        opts.adaptor = adaptor;
+        opts.variant = variant.clone();
+        opts.adaptor = adaptor.clone();
         let inner = py
             .detach(|| guard(|| Restorer::from_pretrained(&path, &opts)))
             .map_err(to_py)?;
-        Ok(Self { inner })
+        let source = Source {
+            kind: "pretrained",
+            path: Some(absolute(&path)),
+            kwargs: vec![
+                ("device", device.map(str::to_owned)),
+                ("dtype", dtype.map(str::to_owned)),
+                ("variant", variant),
+                ("adaptor", adaptor.map(|a| absolute(&a).display().to_string())),
+            ],
+        };
+        Ok(Self { inner, source })
     }
 
     /// Loads a single-file Stable Diffusion 1.x / 2.x checkpoint (original layout,
@@ -290,6 +383,17 @@ impl PyRestorer {
         dtype: Option<&str>,
     ) -> PyResult<Self> {
         let mut opts = load_options(device, dtype)?;
+        let source = Source {
+            kind: "single_file",
+            path: Some(absolute(&path)),
+            kwargs: vec![
+                ("adaptor", Some(absolute(&adaptor).display().to_string())),
+                ("config", Some(absolute(&config).display().to_string())),
+                ("prediction_type", prediction_type.map(str::to_owned)),
+                ("device", device.map(str::to_owned)),
+                ("dtype", dtype.map(str::to_owned)),
+            ],
+        };
         opts.adaptor = Some(adaptor);
         opts.config = Some(config);
         if let Some(p) = prediction_type {
@@ -303,7 +407,7 @@ impl PyRestorer {
         let inner = py
             .detach(|| guard(|| Restorer::from_single_file(&path, &opts)))
             .map_err(to_py)?;
-        Ok(Self { inner })
+        Ok(Self { inner, source })
     }
 
     /// Restores one image.
@@ -377,6 +481,9 @@ impl PyRestorer {
     }
 
     /// Restores a list of images (image `i` with seed `seed + i`); equal sizes run as one batch.
+    /// `restoration_prompt` and `semantic_prompt` may be lists, one prompt per image (`None`
+    /// entries keep the default); images then run one at a time with the same results as
+    /// one-image calls.
     #[pyo3(signature = (
         images, *, restoration_prompt=None, verbatim_restoration_prompt=None, semantic_prompt=None,
         negative_prompt=None, restoration_null_prompt=None, num_inference_steps=None, scheduler=None,
@@ -391,7 +498,7 @@ impl PyRestorer {
         images: Vec<Bound<'_, PyAny>>,
         restoration_prompt: Option<&Bound<'_, PyAny>>,
         verbatim_restoration_prompt: Option<String>,
-        semantic_prompt: Option<String>,
+        semantic_prompt: Option<&Bound<'_, PyAny>>,
         negative_prompt: Option<String>,
         restoration_null_prompt: Option<String>,
         num_inference_steps: Option<usize>,
@@ -417,12 +524,33 @@ impl PyRestorer {
             .enumerate()
             .map(|(i, im)| from_numpy(im, &format!("images[{i}]")))
             .collect::<PyResult<_>>()?;
+        let is_list = |o: Option<&Bound<'_, PyAny>>| {
+            o.is_some_and(|o| {
+                o.is_instance_of::<pyo3::types::PyList>() || o.is_instance_of::<pyo3::types::PyTuple>()
+            })
+        };
+        let per_image = is_list(restoration_prompt) || is_list(semantic_prompt);
+        let prompts = if per_image {
+            Some(per_image_prompts(
+                restoration_prompt,
+                semantic_prompt,
+                imgs.len(),
+            )?)
+        } else {
+            None
+        };
+        let semantic_scalar: Option<String> = match semantic_prompt {
+            Some(s) if !per_image => Some(s.extract().map_err(|_| {
+                pyo3::exceptions::PyTypeError::new_err("semantic_prompt must be a str or a list of str")
+            })?),
+            _ => None,
+        };
         let (opts, slot) = build_options(
             py,
             self.inner.default_options(),
-            restoration_prompt,
+            if per_image { None } else { restoration_prompt },
             verbatim_restoration_prompt,
-            semantic_prompt,
+            semantic_scalar,
             negative_prompt,
             restoration_null_prompt,
             num_inference_steps,
@@ -451,7 +579,10 @@ impl PyRestorer {
                         .iter()
                         .map(Owned::view)
                         .collect::<spire_core::Result<Vec<_>>>()?;
-                    inner.restore_batch(&views, &opts)
+                    match &prompts {
+                        Some(p) => spire_core::batch::restore_each(&inner, &views, &opts, p),
+                        None => inner.restore_batch(&views, &opts),
+                    }
                 })
             })
             .map_err(|e| run_error(e, &slot))?;
@@ -511,12 +642,32 @@ impl PyRestorer {
     fn __copy__(&self) -> Self {
         Self {
             inner: self.inner.clone(),
+            source: self.source.clone(),
         }
+    }
+
+    /// Pickles as a reference to its source (the model folder, single file or built-in model
+    /// and the load options), not the weights: unpickling loads it once per process
+    /// (`spire._restorer_from_source` caches it), so restorers can be shipped to worker
+    /// processes (multiprocessing, Ray) cheaply. The files must exist at the same paths there.
+    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+        let f = py.import("spire")?.getattr("_restorer_from_source")?;
+        let kwargs = pyo3::types::PyDict::new(py);
+        for (k, v) in &self.source.kwargs {
+            if let Some(v) = v {
+                kwargs.set_item(*k, v)?;
+            }
+        }
+        let args = (self.source.kind, self.source.path.clone(), kwargs)
+            .into_pyobject(py)?
+            .into_any();
+        Ok((f, args))
     }
 
     fn __deepcopy__(&self, _memo: &Bound<'_, PyAny>) -> Self {
         Self {
             inner: self.inner.clone(),
+            source: self.source.clone(),
         }
     }
 
