@@ -617,6 +617,18 @@ spire_status spire_image_load(const char *path, struct spire_image **out);
 spire_status spire_image_save(const char *path, const struct spire_image_view *image);
 
 /**
+ * Estimates the restoration prompt of a photo (what `restoration_prompt = "auto"` restores
+ * with): from the image file at `path` (a JPEG's quality is then exact, from its tables), or,
+ * when `path` is NULL, from the pixels of `image`. The numbers go to `out` (all 0: the blind
+ * prompt); render them with `spire_prompt_render`. Thread-safe.
+ *
+ * # Safety
+ * `path` is NULL or a NUL-terminated string; `image` is NULL or a valid view (one of the two
+ * is given); `out` is writable.
+ */
+spire_status spire_prompt_estimate(const char *path, const struct spire_image_view *image, struct spire_prompt *out);
+
+/**
  * Parses a restoration prompt into numbers (all fields 0 for the blind prompt). On a
  * malformed prompt returns `SPIRE_ERROR_INVALID_ARGUMENT`, and the last error message quotes
  * the clause. Thread-safe.

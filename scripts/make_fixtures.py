@@ -1476,6 +1476,23 @@ def make_layouts():
     (FIX / "layouts.json").write_text(json.dumps(out, separators=(",", ":"), sort_keys=True) + "\n")
 
 
+def make_jpeg_quality():
+    """JPEG files written by PIL (libjpeg) for the prompt estimator's exact-quality test: a 64×48
+    crop of the test photo at several qualities (4:2:0), one at 4:4:4, one with custom tables
+    (not IJG's: the estimator must say so), and a PNG of the same crop."""
+    from PIL import Image
+    d = FIX / "jpeg"
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir(parents=True)
+    img = Image.open(FIX / "photos" / "chelsea_crop256.png").convert("RGB").crop((96, 64, 160, 112))
+    for q in [5, 10, 25, 50, 75, 90, 95, 100]:
+        img.save(d / f"q{q}.jpg", quality=q)
+    img.save(d / "q60-444.jpg", quality=60, subsampling=0)
+    flat = [[8] * 64, [12] * 64]
+    img.save(d / "custom-tables.jpg", qtables=flat)
+    img.save(d / "clean.png")
+
+
 def write_versions():
     v = versions()
     (FIX / "VERSIONS.json").write_text(json.dumps(v, indent=2) + "\n")

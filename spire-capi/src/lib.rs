@@ -1094,6 +1094,47 @@ pub unsafe extern "C" fn spire_image_save(
     })
 }
 
+/// Estimates the restoration prompt of a photo (what `restoration_prompt = "auto"` restores
+/// with): from the image file at `path` (a JPEG's quality is then exact, from its tables), or,
+/// when `path` is NULL, from the pixels of `image`. The numbers go to `out` (all 0: the blind
+/// prompt); render them with `spire_prompt_render`. Thread-safe.
+///
+/// # Safety
+/// `path` is NULL or a NUL-terminated string; `image` is NULL or a valid view (one of the two
+/// is given); `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn spire_prompt_estimate(
+    path: *const c_char,
+    image: *const spire_image_view,
+    out: *mut spire_prompt,
+) -> spire_status {
+    guard(|| {
+        if out.is_null() {
+            return Err(null("out"));
+        }
+        // SAFETY: contract.
+        let est = match unsafe { opt_str(path, "path")? } {
+            Some(p) => {
+                let bytes = spire_core::io::read_file(&p)?;
+                let img = spire_core::io::decode_image(&bytes, &p)?;
+                let src = spire_core::estimate::SourceInfo::from_bytes(&bytes, &p)?;
+                RestorationPrompt::estimate(&img.view(), Some(&src))?
+            }
+            None => {
+                if image.is_null() {
+                    return Err(null("image"));
+                }
+                // SAFETY: contract.
+                let v = unsafe { view(&*image, "image")? };
+                RestorationPrompt::estimate(&v, None)?
+            }
+        };
+        // SAFETY: checked non-NULL.
+        unsafe { *out = c_prompt(&est.prompt) };
+        Ok(())
+    })
+}
+
 /// Parses a restoration prompt into numbers (all fields 0 for the blind prompt). On a
 /// malformed prompt returns `SPIRE_ERROR_INVALID_ARGUMENT`, and the last error message quotes
 /// the clause. Thread-safe.

@@ -407,11 +407,35 @@ pub const FAILURES_FILE: &str = "failures.tsv";
 
 /// Restores one job: plan from the header (refusing an image the memory limit cannot hold
 /// before decoding it), decode, restore, write atomically.
+/// `opts` with an `auto` restoration prompt replaced by the one estimated from `image` and
+/// the header of the file it was read from (a JPEG's quality is then exact); other options
+/// are returned as they are.
+///
+/// # Errors
+/// [`Error::Io`] if the file cannot be read again; as [`Restorer::resolve_prompt`].
+pub fn resolve_for_file(
+    restorer: &Restorer,
+    image: &crate::Image,
+    path: &Path,
+    opts: &RestoreOptions,
+) -> Result<RestoreOptions> {
+    if !matches!(opts.restoration_prompt, RestorationInput::Auto(_)) {
+        return Ok(opts.clone());
+    }
+    let bytes = crate::io::read_file(path)?;
+    let source = crate::estimate::SourceInfo::from_bytes(&bytes, &path.display().to_string())?;
+    let p = restorer.resolve_prompt(&image.view(), opts, Some(&source))?;
+    let mut o = opts.clone();
+    o.restoration_prompt = RestorationInput::Prompt(p);
+    Ok(o)
+}
+
 fn restore_job(restorer: &Restorer, job: &Job, opts: &RestoreOptions) -> Result<()> {
     let info = crate::io::image_info(&job.input)?;
     restorer.plan(info.width, info.height, info.color, opts)?;
     let img = crate::io::load_image(&job.input)?;
-    let out = restorer.restore(&img.view(), opts)?;
+    let opts = resolve_for_file(restorer, &img, &job.input, opts)?;
+    let out = restorer.restore(&img.view(), &opts)?;
     if let Some(parent) = job.output.parent() {
         std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     }

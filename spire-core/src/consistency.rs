@@ -373,30 +373,8 @@ pub fn apply(
     Ok(())
 }
 
-/// Donoho's estimate of white Gaussian noise in an `h × w` plane: the median absolute
-/// finest-scale diagonal Haar coefficient over 0.6745 (the median of an even count is the
-/// mean of the middle two, as NumPy's).
-pub fn estimate_noise(plane: &[f64], w: usize, h: usize) -> f64 {
-    let mut d: Vec<f64> = Vec::with_capacity((w / 2) * (h / 2));
-    for y in (0..h - h % 2).step_by(2) {
-        for x in (0..w - w % 2).step_by(2) {
-            let (a, b) = (plane[y * w + x], plane[y * w + x + 1]);
-            let (c, e) = (plane[(y + 1) * w + x], plane[(y + 1) * w + x + 1]);
-            d.push(((a - b - c + e) / 2.0).abs());
-        }
-    }
-    if d.is_empty() {
-        return 0.0;
-    }
-    d.sort_unstable_by(|a, b| a.total_cmp(b));
-    let k = d.len() / 2;
-    let median = if d.len() % 2 == 1 {
-        d[k]
-    } else {
-        (d[k - 1] + d[k]) / 2.0
-    };
-    median / 0.6745
-}
+/// Donoho's noise estimate, one implementation with the prompt estimator's.
+pub use crate::estimate::mad_noise_sigma as estimate_noise;
 
 /// Elements per partial sum: dot products add fixed chunks in a fixed order, so results do
 /// not depend on the number of threads.

@@ -12,6 +12,7 @@ pub mod consistency;
 pub mod degrade;
 pub mod device;
 pub mod error;
+pub mod estimate;
 pub mod eval;
 pub mod image;
 pub mod imageops;

@@ -25,6 +25,11 @@ pub enum RestorationInput {
     /// Free text sent to the adaptor as is, for adaptors trained on another prompt language
     /// (e.g. a ControlNet conditioned on captions). It carries no upsample factor.
     Verbatim(String),
+    /// Read the prompt from each input image ([`RestorationPrompt::estimate`]); the clauses
+    /// given here (blind: none) win over the estimates. `"auto"` in text, or `"auto; Upsample
+    /// with scale 2"` to give the scale and estimate the rest. [`crate::Restorer::resolve_prompt`]
+    /// says which prompt a restore will use.
+    Auto(RestorationPrompt),
 }
 
 impl Default for RestorationInput {
@@ -45,13 +50,35 @@ impl RestorationInput {
         match self {
             RestorationInput::Prompt(p) => p.render(),
             RestorationInput::Verbatim(s) => s.clone(),
+            RestorationInput::Auto(p) if p.is_blind() => "auto".into(),
+            RestorationInput::Auto(p) => format!("auto; {p}"),
         }
+    }
+
+    /// Parses SPIRE's prompt language, or `auto` optionally followed by `;` or `,` and the
+    /// clauses to keep as given (any case): `"auto"`, `"Auto; Upsample with scale 2"`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidPrompt`] quoting the bad clause.
+    pub fn parse(text: &str) -> Result<Self> {
+        let t = text.trim();
+        let head = t.get(..4).map(str::to_ascii_lowercase);
+        if head.as_deref() == Some("auto") {
+            let rest = t[4..].trim_start();
+            if rest.is_empty() {
+                return Ok(RestorationInput::Auto(RestorationPrompt::blind()));
+            }
+            if let Some(r) = rest.strip_prefix(';').or_else(|| rest.strip_prefix(',')) {
+                return Ok(RestorationInput::Auto(RestorationPrompt::parse(r)?));
+            }
+        }
+        Ok(RestorationInput::Prompt(RestorationPrompt::parse(text)?))
     }
 
     /// The factor the output is larger than the input.
     pub fn upsample_factor(&self) -> f64 {
         match self {
-            RestorationInput::Prompt(p) => p.upsample_factor(),
+            RestorationInput::Prompt(p) | RestorationInput::Auto(p) => p.upsample_factor(),
             RestorationInput::Verbatim(_) => 1.0,
         }
     }
@@ -281,12 +308,13 @@ impl fmt::Debug for RestoreOptions {
 }
 
 impl RestoreOptions {
-    /// Sets the restoration prompt from text in SPIRE's prompt language.
+    /// Sets the restoration prompt from text in SPIRE's prompt language, or `auto`
+    /// ([`RestorationInput::parse`]).
     ///
     /// # Errors
     /// [`Error::InvalidPrompt`] quoting the bad clause.
     pub fn with_restoration_text(mut self, text: &str) -> Result<Self> {
-        self.restoration_prompt = RestorationInput::Prompt(RestorationPrompt::parse(text)?);
+        self.restoration_prompt = RestorationInput::parse(text)?;
         Ok(self)
     }
 

@@ -32,6 +32,7 @@ use crate::model::{
     Adaptor, Autoencoder, ClipTextModel, ClipTokenizer, Control, Injection, LoadOptions, UNet2DConditionModel,
 };
 use crate::options::{ModelDefaults, Progress, RestorationInput, RestoreOptions, Stage};
+use crate::prompt::RestorationPrompt;
 use crate::rng;
 use crate::scheduler::{Ddim, Scheduler, SchedulerConfig, SchedulerKind};
 
@@ -405,6 +406,30 @@ impl Restorer {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
 
+    /// The restoration prompt a restore of `image` with `opts` uses: the options' own, or for
+    /// [`RestorationInput::Auto`] the estimate ([`RestorationPrompt::estimate`], with `source`
+    /// when the caller has the file's header: a JPEG's quality is then exact) with the given
+    /// clauses kept. With a given upsample scale and [`RestoreOptions::upsample_input`] on, the
+    /// output size it implies is the one the blur σ is measured for. `Verbatim` text has no
+    /// prompt: blind.
+    ///
+    /// # Errors
+    /// As [`RestorationPrompt::estimate_for_size`].
+    pub fn resolve_prompt(
+        &self,
+        image: &ImageView,
+        opts: &RestoreOptions,
+        source: Option<&crate::estimate::SourceInfo>,
+    ) -> Result<RestorationPrompt> {
+        match &opts.restoration_prompt {
+            RestorationInput::Prompt(p) => Ok(*p),
+            RestorationInput::Verbatim(_) => Ok(RestorationPrompt::blind()),
+            RestorationInput::Auto(given) => {
+                Ok(crate::estimate::auto_prompt(image, source, given, opts.upsample_input)?.prompt)
+            }
+        }
+    }
+
     /// Restores one image. The output has the input's layout and sample type and is exactly
     /// the input size times the restoration prompt's upsample factor (unless
     /// [`RestoreOptions::upsample_input`] is off).
@@ -429,6 +454,19 @@ impl Restorer {
         opts.validate()?;
         if images.is_empty() {
             return Ok(Vec::new());
+        }
+        if let RestorationInput::Auto(_) = &opts.restoration_prompt {
+            // Each image has its own estimate: one at a time, image i with seed + i.
+            return images
+                .iter()
+                .enumerate()
+                .map(|(i, img)| {
+                    let mut o = opts.clone();
+                    o.restoration_prompt = RestorationInput::Prompt(self.resolve_prompt(img, opts, None)?);
+                    o.seed = opts.seed.wrapping_add(i as u64);
+                    self.restore(img, &o)
+                })
+                .collect();
         }
         // Group equal sizes into batches (keeping the output order), and plan every group from
         // the sizes alone: a call that cannot fit its memory limit is refused before any

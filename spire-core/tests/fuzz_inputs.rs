@@ -232,3 +232,28 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(config(1500, 0x5eed_0004))]
+    /// The prompt estimator's JPEG header reader (the CLI's `--prompt auto` and `spire
+    /// estimate` run it on any file): mutated JPEGs give tables or a named error, never a panic,
+    /// and whatever decodes can be estimated.
+    #[test]
+    fn mutated_jpeg_headers_give_tables_or_a_named_error((flips, cut) in mutation()) {
+        let tmp = tempfile::tempdir().unwrap();
+        let originals = sample_images(tmp.path());
+        let bytes = mutate(&originals[1], &flips, cut, true);
+        match spire_core::estimate::SourceInfo::from_bytes(&bytes, "m.jpg") {
+            Ok(src) => {
+                if let Ok(img) = spire_core::io::decode_image(&bytes, "m.jpg") {
+                    let e = spire_core::RestorationPrompt::estimate(&img.view(), Some(&src));
+                    prop_assert!(e.is_ok() || typed(e.unwrap_err().kind()));
+                }
+            }
+            Err(e) => {
+                prop_assert!(typed(e.kind()), "{e}");
+                prop_assert!(e.to_string().contains("m.jpg"), "{e}");
+            }
+        }
+    }
+}

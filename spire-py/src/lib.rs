@@ -9,6 +9,7 @@ use pyo3::prelude::*;
 mod batch;
 mod degrade;
 mod errors;
+mod estimate;
 mod eval;
 mod image;
 mod prompt;
@@ -23,6 +24,7 @@ fn _spire(py: Python<'_>, m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<prompt::PyRestorationPrompt>()?;
     m.add_function(wrap_pyfunction!(degrade::degrade, m)?)?;
     m.add_function(wrap_pyfunction!(eval::evaluate, m)?)?;
+    m.add_function(wrap_pyfunction!(estimate::estimate, m)?)?;
     m.add_function(wrap_pyfunction!(image::decode_image, m)?)?;
     m.add_function(wrap_pyfunction!(image::read_image, m)?)?;
     m.add_function(wrap_pyfunction!(image::write_image, m)?)?;

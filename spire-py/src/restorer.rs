@@ -80,7 +80,7 @@ fn build_options(
             o.restoration_prompt = if let Ok(p) = p.cast::<PyRestorationPrompt>() {
                 RestorationInput::Prompt(p.get().0)
             } else if let Ok(s) = p.extract::<String>() {
-                RestorationInput::Prompt(RestorationPrompt::parse(&s).map_err(to_py)?)
+                RestorationInput::parse(&s).map_err(to_py)?
             } else {
                 return Err(invalid(
                     "restoration_prompt",

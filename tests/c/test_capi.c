@@ -193,6 +193,14 @@ int main(int argc, char **argv) {
     spire_image_free(out);
     out = NULL;
 
+    /* "auto": the prompt estimated from the image, given clauses kept (the scale here). */
+    p.restoration_prompt = "auto; Upsample with scale 2";
+    CHECK(spire_restorer_restore(r, &in, &p, NULL, NULL, &out) == SPIRE_OK);
+    CHECK(out != NULL && out->width == 2 * W && out->height == 2 * H);
+    spire_image_free(out);
+    out = NULL;
+    p.restoration_prompt = "Upsample with scale 2; Denoise with sigma 0.1";
+
     /* Bad sizes, strides and formats. */
     in.stride = 3; /* smaller than a row */
     CHECK(spire_restorer_restore(r, &in, &p, NULL, NULL, &out) == SPIRE_ERROR_INVALID_IMAGE && out == NULL);
@@ -251,6 +259,16 @@ int main(int argc, char **argv) {
     CHECK(spire_prompt_parse("Deblur with sigma 99", &pr) == SPIRE_ERROR_INVALID_ARGUMENT);
     CHECK(spire_prompt_parse(NULL, &pr) == SPIRE_ERROR_NULL_POINTER);
     CHECK(spire_prompt_parse("Remove all degradation", &pr) == SPIRE_OK && pr.denoise_sigma == 0.0f);
+
+    /* The prompt read from a photo: exact from a JPEG file's tables; "auto" restores. */
+    snprintf(path, sizeof path, "%s/jpeg/q50.jpg", argv[1]);
+    CHECK(spire_prompt_estimate(path, NULL, &pr) == SPIRE_OK && pr.dejpeg_quality == 50);
+    CHECK(pr.denoise_sigma == 0.0f && pr.deblur_sigma == 0.0f && pr.upsample_scale == 0.0f);
+    CHECK(spire_prompt_estimate(NULL, NULL, &pr) == SPIRE_ERROR_NULL_POINTER);
+    CHECK(spire_prompt_estimate(path, NULL, NULL) == SPIRE_ERROR_NULL_POINTER);
+    snprintf(path, sizeof path, "%s/jpeg/missing.jpg", argv[1]);
+    CHECK(spire_prompt_estimate(path, NULL, &pr) == SPIRE_ERROR_IO);
+    CHECK(spire_prompt_estimate(NULL, &in, &pr) == SPIRE_OK);
 
     /* Degradation and image files. */
     CHECK(spire_degrade(&in, SPIRE_PIPELINE_PARAMETERIZED, 7, &out, &pr) == SPIRE_OK);

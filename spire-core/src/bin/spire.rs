@@ -22,7 +22,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -42,6 +42,7 @@ const USAGE: &str = "usage:
                 [--threads N]
   spire restore-dir <in-dir> <out-dir> [--prompts prompts.tsv|csv] [--format same|png|jpg]
                 [every restore option]
+  spire estimate <in.png|jpg> [--output-size WxH]
   spire degrade <in.png> <out.png> [--pipeline parameterized|realesrgan] [--seed N]
   spire train --config recipe.json [--device D] [--dtype f32|bf16] [--threads N]
   spire export-builtin <model-dir> <out.safetensors>
@@ -216,7 +217,7 @@ const RESTORE_FLAGS: [&str; 21] = [
 fn restore_options(a: &Args, restorer: &Restorer) -> Result<spire_core::RestoreOptions, String> {
     let mut o = restorer.default_options();
     if let Some(p) = a.flags.get("prompt") {
-        o.restoration_prompt = RestorationPrompt::parse(p).map_err(fail)?.into();
+        o.restoration_prompt = spire_core::RestorationInput::parse(p).map_err(fail)?;
     }
     if let Some(t) = a.flags.get("restoration-text") {
         if a.flags.contains_key("prompt") {
@@ -324,6 +325,10 @@ fn restore(args: &[String]) -> Result<(), String> {
         .plan(info.width, info.height, info.color, &o)
         .map_err(fail)?;
     let img = spire_core::io::load_image(input).map_err(fail)?;
+    if matches!(o.restoration_prompt, spire_core::RestorationInput::Auto(_)) {
+        o = spire_core::batch::resolve_for_file(&restorer, &img, Path::new(input), &o).map_err(fail)?;
+        eprintln!("estimated restoration prompt: {}", o.restoration_prompt.text());
+    }
     let t = std::time::Instant::now();
     let out = restorer.restore(&img.view(), &o).map_err(fail)?;
     spire_core::io::save_image(output, &out).map_err(fail)?;
@@ -336,6 +341,51 @@ fn restore(args: &[String]) -> Result<(), String> {
         t.elapsed().as_secs_f64(),
         o.restoration_prompt.text()
     );
+    Ok(())
+}
+
+/// `spire estimate`: the restoration prompt read from a photo (stdout), with each estimate
+/// and its confidence (stderr).
+fn estimate_cmd(args: &[String]) -> Result<(), String> {
+    let a = parse(args, &["output-size"])?;
+    let [input] = a.positional.as_slice() else {
+        return Err("estimate needs <in>".into());
+    };
+    let target = match a.flags.get("output-size") {
+        None => None,
+        Some(v) => {
+            let (w, h) = v
+                .split_once(['x', 'X', '×'])
+                .and_then(|(w, h)| Some((w.trim().parse::<usize>().ok()?, h.trim().parse::<usize>().ok()?)))
+                .ok_or_else(|| format!("--output-size: `{v}` is not WIDTHxHEIGHT (e.g. 1024x768)"))?;
+            Some((w, h))
+        }
+    };
+    let bytes = spire_core::io::read_file(input).map_err(fail)?;
+    let img = spire_core::io::decode_image(&bytes, input).map_err(fail)?;
+    let source = spire_core::estimate::SourceInfo::from_bytes(&bytes, input).map_err(fail)?;
+    let e = RestorationPrompt::estimate_for_size(&img.view(), Some(&source), target).map_err(fail)?;
+    let conf = |c: f64| format!("confidence {c:.2}");
+    eprintln!("noise σ {:.3} ({})", e.noise.value, conf(e.noise.confidence));
+    eprintln!("blur σ {:.2} px ({})", e.blur.value, conf(e.blur.confidence));
+    match e.jpeg {
+        None => eprintln!("JPEG: no sign of it"),
+        Some((q, src)) => eprintln!(
+            "JPEG quality {:.0} ({}, {})",
+            q.value,
+            match src {
+                spire_core::estimate::JpegSource::FileExact => "exact, from the file's tables",
+                spire_core::estimate::JpegSource::FileNearest =>
+                    "the file's tables are not IJG's: the nearest",
+                spire_core::estimate::JpegSource::Pixels => "from the pixels' DCT coefficients",
+            },
+            conf(q.confidence)
+        ),
+    }
+    if let Some(s) = e.scale {
+        eprintln!("scale {:.2} (from the sizes)", s.value);
+    }
+    println!("{}", e.prompt);
     Ok(())
 }
 
@@ -732,6 +782,7 @@ fn main() -> ExitCode {
         Some("restore") => restore(&args[1..]),
         Some("restore-dir") => restore_dir_cmd(&args[1..]),
         Some("degrade") => degrade_cmd(&args[1..]),
+        Some("estimate") => estimate_cmd(&args[1..]),
         Some("train") => train_cmd(&args[1..]),
         Some("export-builtin") => export_cmd(&args[1..]),
         Some("unpack-builtin") => unpack_cmd(&args[1..]),
