@@ -29,3 +29,14 @@ def picture(h: int = 24, w: int = 40) -> np.ndarray:
 
 
 QUICK = dict(num_inference_steps=2)
+
+
+@pytest.fixture
+def python_sigint():
+    """Python's own SIGINT handler for the test: `_thread.interrupt_main` (the simulated Ctrl-C)
+    does nothing when SIGINT is ignored, as it is in a shell's background job (`cmd &`)."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)

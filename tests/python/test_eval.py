@@ -63,7 +63,7 @@ def test_module_cli_with_the_builtin_model(photos, tmp_path):
     assert "| SPIRE |" in table and (out / "eval.csv").exists()
 
 
-def test_ctrl_c_stops_an_evaluation_within_a_step(tmp_path):
+def test_ctrl_c_stops_an_evaluation_within_a_step(tmp_path, python_sigint):
     import _thread
     import threading
     import time

@@ -54,7 +54,7 @@ def test_any_falsy_value_but_none_cancels(restorer):
     restorer.restore(picture(), num_inference_steps=2, progress=lambda s, t: None)
 
 
-def test_ctrl_c_stops_a_restore_without_a_callback_within_a_step():
+def test_ctrl_c_stops_a_restore_without_a_callback_within_a_step(python_sigint):
     import _thread
     import threading
     import time
