@@ -20,7 +20,7 @@ use std::path::PathBuf;
 
 use spire_core::degrade::{apply_prompt, Rgb};
 use spire_core::eval::load_images;
-use spire_core::image::{ColorType, Image, ImageData};
+use spire_core::image::{Image, ImageData};
 use spire_core::{metrics, RestorationPrompt, RestoreOptions, Restorer};
 
 const HELD_OUT: [&str; 4] = [
@@ -40,21 +40,6 @@ const ROWS: [(&str, &str); 5] = [
         "Deblur with sigma 1.5; Upsample with scale 2.0; Denoise with sigma 0.05",
     ),
 ];
-
-fn to_image(x: &Rgb) -> Image {
-    let n = x.width * x.height;
-    Image {
-        width: x.width,
-        height: x.height,
-        color: ColorType::Rgb,
-        data: ImageData::U8(
-            (0..n)
-                .flat_map(|i| [x.data[i], x.data[n + i], x.data[2 * n + i]])
-                .map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8)
-                .collect(),
-        ),
-    }
-}
 
 fn gray(img: &Image) -> (usize, usize, Vec<f64>) {
     let ImageData::U8(d) = &img.data else {
@@ -226,7 +211,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for (i, img) in images.iter().enumerate() {
             let p0 = img.image.view().to_planar_rgb()?;
             let x = Rgb::new(img.image.width, img.image.height, p0)?;
-            let y = to_image(&apply_prompt(&x, &p, 1000 + (r * 10 + i) as u64)?);
+            let y = apply_prompt(&x, &p, 1000 + (r * 10 + i) as u64)?.to_rgb8();
             spire_core::io::save_image(dir.join(format!("degraded_{}", img.name)), &y)?;
             let t = std::time::Instant::now();
             let blind = restorer.restore(&y.view(), &base)?;
@@ -259,7 +244,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let x = Rgb::new(256, 256, walk_img.image.view().to_planar_rgb()?)?;
     let fit = BlurFit::new(&x);
     let degradation: RestorationPrompt = "Deblur with sigma 2.0; Denoise with sigma 0.12".parse()?;
-    let y = to_image(&apply_prompt(&x, &degradation, 77)?);
+    let y = apply_prompt(&x, &degradation, 77)?.to_rgb8();
     let wdir = out.join("walk");
     std::fs::create_dir_all(&wdir)?;
     spire_core::io::save_image(wdir.join("degraded.png"), &y)?;

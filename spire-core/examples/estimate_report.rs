@@ -17,7 +17,6 @@ use std::path::PathBuf;
 use spire_core::degrade::ops;
 use spire_core::degrade::Rgb;
 use spire_core::eval::load_images;
-use spire_core::image::{ColorType, Image, ImageData};
 use spire_core::{metrics, RestorationPrompt, RestoreOptions, Restorer};
 
 const HELD_OUT: [&str; 4] = [
@@ -49,21 +48,6 @@ const ROWS: [&str; 20] = [
     "Deblur with sigma 1.5; Upsample with scale 2.0; Denoise with sigma 0.05",
     "Deblur with sigma 1.0; Upsample with scale 2.0; Denoise with sigma 0.03; Dejpeg with quality 60",
 ];
-
-fn to_image(x: &Rgb) -> Image {
-    let n = x.width * x.height;
-    Image {
-        width: x.width,
-        height: x.height,
-        color: ColorType::Rgb,
-        data: ImageData::U8(
-            (0..n)
-                .flat_map(|i| [x.data[i], x.data[n + i], x.data[2 * n + i]])
-                .map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8)
-                .collect(),
-        ),
-    }
-}
 
 /// SPIRE's degradation without the final resize back: what a camera or a web page hands over.
 fn degrade_small(x: &Rgb, p: &RestorationPrompt, seed: u64) -> spire_core::Result<Rgb> {
@@ -120,9 +104,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut sums = [0f64; 6];
         let mut autos = Vec::new();
         for (i, img) in images.iter().enumerate() {
-            let x = Rgb::new(256, 256, img.image.view().to_planar_rgb()?)?;
+            let x = Rgb::from_view(&img.image.view())?;
             let small = degrade_small(&x, &p, 5000 + (r * 10 + i) as u64)?;
-            let small_img = to_image(&small);
+            let small_img = small.to_rgb8();
             let target = p.upsample_scale_f64().map(|_| (256, 256));
             let est = RestorationPrompt::estimate_for_size(&small_img.view(), None, target)?;
             let auto = est.prompt;
@@ -160,7 +144,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
             autos.push(auto.to_string());
             if restore {
-                let y = to_image(&ops::resize_bicubic(&small, 256, 256).clip());
+                let y = ops::resize_bicubic(&small, 256, 256).clip().to_rgb8();
                 let c = img.image.view();
                 let run = |prompt: RestorationPrompt| -> spire_core::Result<(f64, f64)> {
                     let o = restorer.restore(

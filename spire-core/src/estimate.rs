@@ -556,8 +556,7 @@ impl RestorationPrompt {
         target: Option<(usize, usize)>,
     ) -> Result<PromptEstimate> {
         let (w, h) = (image.width(), image.height());
-        let rgb = Rgb::new(w, h, image.to_planar_rgb()?)?;
-        let rgb = centre_crop(&rgb, MAX_SIDE);
+        let rgb = centre_crop(&Rgb::from_view(image)?, MAX_SIDE);
         let noise = noise_sigma(&rgb);
         let blur = blur_sigma(&rgb, noise.value);
         let jpeg = match source.and_then(|s| s.jpeg_tables.as_ref()) {

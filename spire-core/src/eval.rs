@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use crate::degrade::{self, RealEsrganConfig, Rgb};
 use crate::error::{Error, Result};
-use crate::image::{ColorType, Image, ImageData};
+use crate::image::Image;
 use crate::metrics::{self, Clip, FidInception, Lpips};
 use crate::options::RestoreOptions;
 use crate::prompt::RestorationPrompt;
@@ -131,25 +131,11 @@ pub fn load_images(
             let s = data.square(n, size)?;
             Ok(EvalImage {
                 name: n.clone(),
-                image: rgb_to_image(&s.image),
+                image: s.image.to_rgb8(),
                 caption: s.caption,
             })
         })
         .collect()
-}
-
-fn rgb_to_image(x: &Rgb) -> Image {
-    let n = x.width * x.height;
-    let data = (0..n)
-        .flat_map(|i| [x.data[i], x.data[n + i], x.data[2 * n + i]])
-        .map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8)
-        .collect();
-    Image {
-        width: x.width,
-        height: x.height,
-        color: ColorType::Rgb,
-        data: ImageData::U8(data),
-    }
 }
 
 fn image_to_rgb(img: &Image) -> Result<Rgb> {
@@ -445,7 +431,7 @@ pub fn evaluate(
                     RestorationPrompt::blind(),
                 ),
             };
-            v.push((rgb_to_image(&y), p));
+            v.push((y.to_rgb8(), p));
         }
         sets.push(v);
     }

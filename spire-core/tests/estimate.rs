@@ -15,7 +15,7 @@ fn fixtures() -> PathBuf {
 
 fn photo() -> Rgb {
     let img = spire_core::io::load_image(fixtures().join("photos/chelsea_crop256.png")).unwrap();
-    Rgb::new(img.width, img.height, img.view().to_planar_rgb().unwrap()).unwrap()
+    Rgb::from_view(&img.view()).unwrap()
 }
 
 fn estimate_file(name: &str) -> estimate::PromptEstimate {
@@ -108,19 +108,7 @@ fn blur_sigma_is_within_half_a_pixel_on_synthetic_blur() {
 #[test]
 fn a_degraded_photo_gets_its_prompt_and_a_clean_one_the_blind_prompt() {
     let x = photo();
-    let view = |r: &Rgb| {
-        let n = r.width * r.height;
-        let d: Vec<u8> = (0..n)
-            .flat_map(|i| [r.data[i], r.data[n + i], r.data[2 * n + i]])
-            .map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8)
-            .collect();
-        spire_core::Image {
-            width: r.width,
-            height: r.height,
-            color: spire_core::ColorType::Rgb,
-            data: spire_core::ImageData::U8(d),
-        }
-    };
+    let view = Rgb::to_rgb8;
     let clean = view(&x);
     assert!(RestorationPrompt::estimate(&clean.view(), None)
         .unwrap()

@@ -34,6 +34,19 @@ impl Owned {
         };
         ImageView::new(self.width, self.height, self.color, s)
     }
+
+    /// The core image, moving the samples.
+    pub(crate) fn into_image(self) -> Image {
+        Image {
+            width: self.width,
+            height: self.height,
+            color: self.color,
+            data: match self.data {
+                Data::U8(v) => ImageData::U8(v),
+                Data::F32(v) => ImageData::F32(v),
+            },
+        }
+    }
 }
 
 /// Reads an `H×W`, `H×W×1`, `H×W×3` or `H×W×4` uint8 / float32 array.
@@ -92,14 +105,8 @@ pub(crate) fn to_numpy(py: Python<'_>, img: Image, like: &Owned) -> PyResult<Py<
     })
 }
 
-/// Decodes a PNG or JPEG held in memory (as the CLI reads files: the header's size is checked
-/// before decoding) into an `H×W×C` uint8 array (C = 1, 3 or 4). `name` appears in errors.
-#[pyfunction]
-#[pyo3(signature = (data, name = "<bytes>"))]
-pub(crate) fn decode_image(py: Python<'_>, data: &[u8], name: &str) -> PyResult<Py<PyAny>> {
-    let img = py
-        .detach(|| errors::guard(|| spire_core::io::decode_image(data, name)))
-        .map_err(errors::to_py)?;
+/// A decoded file as an `H×W×C` array (a channel axis even for gray).
+fn file_to_numpy(py: Python<'_>, img: Image) -> PyResult<Py<PyAny>> {
     let like = Owned {
         width: img.width,
         height: img.height,
@@ -110,20 +117,24 @@ pub(crate) fn decode_image(py: Python<'_>, data: &[u8], name: &str) -> PyResult<
     to_numpy(py, img, &like)
 }
 
+/// Decodes a PNG or JPEG held in memory (as the CLI reads files: the header's size is checked
+/// before decoding) into an `H×W×C` uint8 array (C = 1, 3 or 4). `name` appears in errors.
+#[pyfunction]
+#[pyo3(signature = (data, name = "<bytes>"))]
+pub(crate) fn decode_image(py: Python<'_>, data: &[u8], name: &str) -> PyResult<Py<PyAny>> {
+    let img = py
+        .detach(|| errors::guard(|| spire_core::io::decode_image(data, name)))
+        .map_err(errors::to_py)?;
+    file_to_numpy(py, img)
+}
+
 /// Reads a PNG or JPEG file into an `H×W×C` uint8 array.
 #[pyfunction]
 pub(crate) fn read_image(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Py<PyAny>> {
     let img = py
         .detach(|| errors::guard(|| spire_core::io::load_image(&path)))
         .map_err(errors::to_py)?;
-    let like = Owned {
-        width: img.width,
-        height: img.height,
-        color: img.color,
-        data: Data::U8(Vec::new()),
-        channel_axis: true,
-    };
-    to_numpy(py, img, &like)
+    file_to_numpy(py, img)
 }
 
 /// Encodes an image array (uint8 or float32 in [0, 1]) as PNG (``format="png"``) or JPEG at
@@ -136,16 +147,7 @@ pub(crate) fn encode_image<'py>(
     format: &str,
 ) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
     let fmt = spire_core::io::ImageFormat::from_name(format).map_err(errors::to_py)?;
-    let img = from_numpy(image, "image")?;
-    let owned = spire_core::Image {
-        width: img.width,
-        height: img.height,
-        color: img.color,
-        data: match img.data {
-            Data::U8(v) => ImageData::U8(v),
-            Data::F32(v) => ImageData::F32(v),
-        },
-    };
+    let owned = from_numpy(image, "image")?.into_image();
     let bytes = py
         .detach(|| errors::guard(|| spire_core::io::encode_image(&owned, fmt)))
         .map_err(errors::to_py)?;
@@ -161,16 +163,7 @@ pub(crate) fn write_image(
     path: std::path::PathBuf,
     image: &Bound<'_, PyAny>,
 ) -> PyResult<()> {
-    let img = from_numpy(image, "image")?;
-    let owned = spire_core::Image {
-        width: img.width,
-        height: img.height,
-        color: img.color,
-        data: match img.data {
-            Data::U8(v) => ImageData::U8(v),
-            Data::F32(v) => ImageData::F32(v),
-        },
-    };
+    let owned = from_numpy(image, "image")?.into_image();
     py.detach(|| errors::guard(|| spire_core::io::save_image(&path, &owned)))
         .map_err(errors::to_py)
 }

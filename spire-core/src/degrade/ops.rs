@@ -34,6 +34,30 @@ impl Rgb {
         Ok(Self { width, height, data })
     }
 
+    /// The image of a view, as planar RGB in [0, 1] (gray replicated, alpha dropped).
+    ///
+    /// # Errors
+    /// As [`crate::ImageView::to_planar_rgb`].
+    pub fn from_view(view: &crate::ImageView) -> Result<Self> {
+        Self::new(view.width(), view.height(), view.to_planar_rgb()?)
+    }
+
+    /// The image as interleaved RGB8 (samples clipped to [0, 1] and rounded).
+    pub fn to_rgb8(&self) -> crate::Image {
+        let n = self.width * self.height;
+        crate::Image {
+            width: self.width,
+            height: self.height,
+            color: crate::ColorType::Rgb,
+            data: crate::ImageData::U8(
+                (0..n)
+                    .flat_map(|i| [self.data[i], self.data[n + i], self.data[2 * n + i]])
+                    .map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8)
+                    .collect(),
+            ),
+        }
+    }
+
     fn plane(&self, c: usize) -> &[f32] {
         let n = self.width * self.height;
         &self.data[c * n..(c + 1) * n]
@@ -457,43 +481,16 @@ fn jpeg_table(quality: u8, tq_wanted: u8) -> Result<[u16; 64]> {
     enc.set_sampling_factor(jpeg_encoder::SamplingFactor::R_4_2_0);
     enc.encode(&[128u8; 3 * 64], 8, 8, jpeg_encoder::ColorType::Rgb)
         .map_err(|e| Error::Internal(format!("JPEG encoding failed: {e}")))?;
-    // Zig-zag position → natural index (ITU T.81 figure A.6).
-    const ZIGZAG: [usize; 64] = [
-        0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20, 13,
-        6, 7, 14, 21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58, 59, 52, 45, 38,
-        31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63,
-    ];
-    let mut i = 2;
-    while i + 4 <= buf.len() {
-        if buf[i] != 0xFF {
-            break;
-        }
-        let marker = buf[i + 1];
-        let len = u16::from_be_bytes([buf[i + 2], buf[i + 3]]) as usize;
-        if marker == 0xDB {
-            // One or more tables: Pq/Tq byte then 64 (8-bit) values each.
-            let mut j = i + 4;
-            while j < i + 2 + len && j + 65 <= buf.len() {
-                let (pq, tq) = (buf[j] >> 4, buf[j] & 15);
-                if pq == 0 && tq == tq_wanted {
-                    let mut t = [0u16; 64];
-                    for (z, &nat) in ZIGZAG.iter().enumerate() {
-                        t[nat] = buf[j + 1 + z] as u16;
-                    }
-                    return Ok(t);
-                }
-                j += if pq == 0 { 65 } else { 129 };
-            }
-        }
-        if marker == 0xDA {
-            break;
-        }
-        i += 2 + len;
+    // The tables as the file carries them (the reader the prompt estimator uses).
+    let tables = crate::estimate::SourceInfo::from_bytes(&buf, "the JPEG encoder's output")?
+        .jpeg_tables
+        .ok_or_else(|| Error::Internal("the JPEG encoder wrote no luma quantisation table".into()))?;
+    match tq_wanted {
+        0 => Ok(tables.luma),
+        _ => tables
+            .chroma
+            .ok_or_else(|| Error::Internal("the JPEG encoder wrote no chroma quantisation table".into())),
     }
-    Err(Error::Internal(format!(
-        "the JPEG encoder wrote no 8-bit {} quantisation table",
-        if tq_wanted == 0 { "luma" } else { "chroma" }
-    )))
 }
 
 /// Unsharp masking as basicsr's `USMSharp` (radius 51 → Gaussian σ 8, weight 0.5, threshold
