@@ -82,15 +82,15 @@ fn noise_sigma_is_within_a_hundredth_on_synthetic_noise() {
 }
 
 #[test]
-fn blur_sigma_is_within_half_a_pixel_on_synthetic_blur() {
+fn blur_sigma_is_within_a_third_of_a_pixel_on_synthetic_blur() {
     let x = photo();
-    for s in [2.0, 3.0] {
+    for s in [1.0, 2.0, 3.0] {
         let y = ops::gaussian_blur(&x, s);
         let e = estimate::blur_sigma(&y, 0.0);
-        assert!((e.value - s).abs() <= 0.5, "σ {s}: {e:?}");
+        assert!((e.value - s).abs() <= 0.33, "σ {s}: {e:?}");
         assert!(e.confidence >= estimate::MIN_CONFIDENCE, "σ {s}: {e:?}");
     }
-    // An ideal step edge reads its σ within 0.15 (the calibration factor aside).
+    // An ideal step edge reads its σ within 0.15 (before the calibration table).
     let (w, h) = (96usize, 96usize);
     let mut d = vec![0.2f32; 3 * w * h];
     for c in 0..3 {
