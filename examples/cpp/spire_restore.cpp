@@ -1,8 +1,9 @@
 // spire-restore: restore a photo from the command line with libspire.
 //
-//   spire-restore <model-dir> in.png out.png ["restoration prompt"] ["semantic prompt"] [steps]
+//   spire-restore <model-dir|builtin> in.png out.png ["restoration prompt"] ["semantic prompt"] [steps]
 //
 // e.g. spire-restore models/my-spire noisy.png clean.png "Denoise with sigma 0.1" "a cat" 20
+//      spire-restore builtin noisy.png clean.png auto      (the built-in model; prompt read from the photo)
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -12,12 +13,13 @@
 int main(int argc, char **argv) {
     if (argc < 4) {
         std::fprintf(stderr,
-                     "usage: %s <model-dir> <in.png> <out.png> [restoration prompt] [semantic prompt] [steps]\n",
+                     "usage: %s <model-dir|builtin> <in.png> <out.png> [restoration prompt] [semantic prompt] [steps]\n",
                      argv[0]);
         return 2;
     }
     try {
-        spire::Restorer restorer(argv[1]);
+        spire::Restorer restorer =
+            std::string(argv[1]) == "builtin" ? spire::Restorer::builtin() : spire::Restorer(argv[1]);
         spire::Image input = spire::Image::load(argv[2]);
         spire::RestoreParams params = restorer.default_params();
         if (argc > 4) params.restoration_prompt(argv[4]);

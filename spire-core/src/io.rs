@@ -62,7 +62,7 @@ pub(crate) fn pickle_refusal(kind: &str) -> String {
     )
 }
 
-/// Reads a whole regular file ([`require_regular_file`] first).
+/// Reads a whole regular file (`require_regular_file` first: no devices, FIFOs or directories).
 ///
 /// # Errors
 /// [`Error::Io`] naming the path.
@@ -72,7 +72,7 @@ pub fn read_file(path: impl AsRef<Path>) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| Error::io(path, e))
 }
 
-/// Reads a whole regular UTF-8 text file ([`require_regular_file`] first).
+/// Reads a whole regular UTF-8 text file (`require_regular_file` first: no devices, FIFOs or directories).
 ///
 /// # Errors
 /// [`Error::Io`] naming the path.

@@ -1,6 +1,4 @@
-//! # spire-core
-//!
-//! SPIRE — Semantic Prompt-Driven Image Restoration — in pure Rust on candle.
+#![doc = include_str!("../README.md")]
 
 #[macro_use]
 mod simd;

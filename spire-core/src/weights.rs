@@ -407,7 +407,7 @@ impl SimpleBackend for RandomBackend {
     }
 }
 
-/// A `VarBuilder` of seeded random weights (see [`RandomBackend`]), for benchmarks.
+/// A `VarBuilder` of seeded random weights (each tensor drawn from its name and `seed`), for benchmarks.
 pub fn random_weights(seed: u64, dtype: DType, device: &Device) -> VarBuilder<'static> {
     VarBuilder::from_backend(Box::new(RandomBackend { seed }), dtype, device.clone())
 }

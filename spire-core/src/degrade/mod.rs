@@ -88,7 +88,7 @@ fn round_to(v: f64, per: f64) -> f64 {
 /// The parameterized pipeline: returns `(y, c_r)` with `y` the size of `x`.
 ///
 /// # Errors
-/// [`Error::InvalidImage`] for an empty image.
+/// [`Error::InvalidImage`](crate::Error::InvalidImage) for an empty image.
 pub fn parameterized(x: &Rgb, seed: u64, cfg: &ParamConfig) -> Result<(Rgb, RestorationPrompt)> {
     let mut rng = Rng::new(seed);
     let ops = loop {
@@ -141,7 +141,7 @@ pub fn parameterized(x: &Rgb, seed: u64, cfg: &ParamConfig) -> Result<(Rgb, Rest
 /// The noise is drawn from `seed`. The blind prompt returns the image unchanged.
 ///
 /// # Errors
-/// [`Error::InvalidImage`](crate::Error::InvalidImage) for an empty image.
+/// [`Error::InvalidImage`](crate::Error::InvalidImage)(crate::Error::InvalidImage) for an empty image.
 pub fn apply_prompt(x: &Rgb, prompt: &RestorationPrompt, seed: u64) -> Result<Rgb> {
     let (w, h) = (x.width, x.height);
     let mut y = Rgb::new(w, h, x.data.clone())?;
@@ -284,7 +284,7 @@ fn random_noise(rng: &mut Rng, y: &Rgb, p: (f64, (f64, f64), (f64, f64), f64)) -
 /// The Real-ESRGAN second-order pipeline; returns `y` at the size of `x`.
 ///
 /// # Errors
-/// [`Error::InvalidImage`] for an empty image.
+/// [`Error::InvalidImage`](crate::Error::InvalidImage) for an empty image.
 pub fn realesrgan(x: &Rgb, seed: u64, cfg: &RealEsrganConfig) -> Result<Rgb> {
     let mut rng = Rng::new(seed);
     let (w, h) = (x.width, x.height);
@@ -354,7 +354,7 @@ pub fn realesrgan(x: &Rgb, seed: u64, cfg: &RealEsrganConfig) -> Result<Rgb> {
 /// as the input; alpha and gray are dropped to RGB) and its restoration prompt.
 ///
 /// # Errors
-/// [`Error::InvalidImage`] for a bad image.
+/// [`Error::InvalidImage`](crate::Error::InvalidImage) for a bad image.
 pub fn degrade(image: &ImageView, pipeline: Pipeline, seed: u64) -> Result<(Image, RestorationPrompt)> {
     let p = image.to_planar()?;
     let x = Rgb::new(p.width, p.height, p.rgb)?;

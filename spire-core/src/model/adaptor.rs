@@ -182,7 +182,7 @@ impl AdaptorConfig {
         }
     }
 
-    /// The `config.json` that [`AdaptorConfig::from_json`] reads back.
+    /// The `config.json` that `AdaptorConfig::from_json` reads back.
     pub fn to_json(&self) -> serde_json::Value {
         let b = &self.body;
         let down: Vec<&str> = b

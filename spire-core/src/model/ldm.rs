@@ -3,7 +3,7 @@
 //! fine-tunes, and single-file ControlNets (`control_model.*`, or the same names at the root).
 //!
 //! Nothing is converted or copied: each component gets a view of the memory-mapped file under
-//! diffusers / transformers names ([`TensorStore::remap`]), and the models build from it exactly
+//! diffusers / transformers names (a renaming view of the tensor store), and the models build from it exactly
 //! as from a diffusers folder. OpenCLIP's fused `in_proj` attention weights (SD 2.x) are split
 //! into q/k/v by cutting row ranges out of the file's header.
 //!

@@ -174,7 +174,7 @@ impl Adaptor {
 
 impl Adaptor {
     /// Loads an adaptor from a folder ([`Adaptor::from_dir`]) or a single-file ControlNet for
-    /// the backbone `unet` (its body copies the backbone: [`ldm::controlnet_config`]).
+    /// the backbone `unet` (its body copies the backbone: `ldm::controlnet_config`).
     ///
     /// # Errors
     /// As [`UNet2DConditionModel::from_dir`]; a file that is not a ControlNet names what it is.

@@ -1,7 +1,7 @@
 //! Layers shared by the model files (convolution, linear, GroupNorm, LayerNorm, activations),
 //! with PyTorch's layouts and default initialisations.
 //!
-//! Each layer runs a fused CPU kernel from [`super::kernels`] when its inputs are plain f32 CPU
+//! Each layer runs a fused CPU kernel (`model::kernels`) when its inputs are plain f32 CPU
 //! tensors, and candle's differentiable operations otherwise (GPU, other dtypes, training, or
 //! the kernels switched off — the switch is read when the layer is made).
 //! Constructors take a `VarBuilder` already pushed to the layer's checkpoint prefix;
