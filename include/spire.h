@@ -203,6 +203,23 @@ typedef struct spire_restore_params {
    * sampling from the input scaled to the timestep of that noise level.
    */
   int32_t match_noise;
+  /**
+   * Free text sent to the adaptor as is instead of `restoration_prompt`, for adaptors
+   * trained on another prompt language (NULL or empty: not used). (Appended in 0.2.)
+   */
+  const char *verbatim_restoration_prompt;
+  /**
+   * Enlarge the input by the prompt's upsample factor (1, default), or take it as already
+   * enlarged to the output size (0: a degraded image resized back). (Appended in 0.2.)
+   */
+  int32_t upsample_input;
+  /**
+   * Any restore option by name, as text: `"name=value"` pairs separated by `;` or newlines
+   * (`"eta=0.3; scheduler=ddim"`), applied after the fields above. Every option of the
+   * library's options table (docs/restoring.md) is reachable this way, including ones newer
+   * than this struct (NULL: none). (Appended in 0.2.)
+   */
+  const char *options;
 } spire_restore_params;
 
 /**

@@ -123,12 +123,12 @@ public:
     /// From filled C params (string fields are not taken over).
     explicit RestoreParams(const spire_restore_params &p) : p_(p) { rebind(); }
     RestoreParams(const RestoreParams &o) : p_(o.p_) {
-        for (int i = 0; i < 4; i++) strings_[i] = o.strings_[i];
+        for (int i = 0; i < 6; i++) strings_[i] = o.strings_[i];
         rebind();
     }
     RestoreParams &operator=(const RestoreParams &o) {
         p_ = o.p_;
-        for (int i = 0; i < 4; i++) strings_[i] = o.strings_[i];
+        for (int i = 0; i < 6; i++) strings_[i] = o.strings_[i];
         rebind();
         return *this;
     }
@@ -137,8 +137,14 @@ public:
     RestoreParams &semantic_prompt(std::string s) { return set(1, std::move(s)); }
     RestoreParams &negative_prompt(std::string s) { return set(2, std::move(s)); }
     RestoreParams &restoration_null_prompt(std::string s) { return set(3, std::move(s)); }
-    RestoreParams &steps(uint32_t n) { p_.num_inference_steps = n; return *this; }
+    /// Free text for adaptors trained on another prompt language, instead of restoration_prompt.
+    RestoreParams &verbatim_restoration_prompt(std::string s) { return set(4, std::move(s)); }
+    RestoreParams &num_inference_steps(uint32_t n) { p_.num_inference_steps = n; return *this; }
+    /// The same as num_inference_steps.
+    RestoreParams &steps(uint32_t n) { return num_inference_steps(n); }
     RestoreParams &scheduler(spire_scheduler s) { p_.scheduler = s; return *this; }
+    /// DDIM's eta in [0, 1] (DDIM only).
+    RestoreParams &eta(double e) { p_.eta = e; return *this; }
     RestoreParams &restoration_guidance(double g) { p_.restoration_guidance = g; return *this; }
     RestoreParams &semantic_guidance(double g) { p_.semantic_guidance = g; return *this; }
     RestoreParams &conditioning_scale(double s) { p_.conditioning_scale = s; return *this; }
@@ -156,6 +162,15 @@ public:
     RestoreParams &consistency(double tau) { p_.consistency = tau; return *this; }
     /// Noise-matched start on (default) or off.
     RestoreParams &match_noise(bool on) { p_.match_noise = on ? 1 : 0; return *this; }
+    /// Enlarge the input by the prompt's upsample factor (default), or take it as already
+    /// enlarged to the output size (false).
+    RestoreParams &upsample_input(bool on) { p_.upsample_input = on ? 1 : 0; return *this; }
+    /// Any restore option by its name in the options table, as text (docs/restoring.md),
+    /// e.g. option("eta", "0.3"); applied after the fields. Errors surface when restoring.
+    RestoreParams &option(const std::string &name, const std::string &value) {
+        std::string all = strings_[5] ? *strings_[5] : std::string();
+        return set(5, all + name + "=" + value + ";");
+    }
     const spire_restore_params *get() const noexcept { return &p_; }
 
 private:
@@ -165,12 +180,12 @@ private:
         return *this;
     }
     void rebind() {
-        const char **f[4] = {&p_.restoration_prompt, &p_.semantic_prompt, &p_.negative_prompt,
-                             &p_.restoration_null_prompt};
-        for (int i = 0; i < 4; i++) *f[i] = strings_[i] ? strings_[i]->c_str() : nullptr;
+        const char **f[6] = {&p_.restoration_prompt, &p_.semantic_prompt, &p_.negative_prompt,
+                             &p_.restoration_null_prompt, &p_.verbatim_restoration_prompt, &p_.options};
+        for (int i = 0; i < 6; i++) *f[i] = strings_[i] ? strings_[i]->c_str() : nullptr;
     }
     spire_restore_params p_{};
-    std::optional<std::string> strings_[4];
+    std::optional<std::string> strings_[6];
 };
 
 /// Called with (step, total); return false to cancel (the call then throws Error with

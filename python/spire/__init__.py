@@ -24,6 +24,7 @@ from ._spire import (
     estimate,
     evaluate,
     read_image,
+    restore_options,
     write_image,
     encode_image,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "estimate",
     "evaluate",
     "read_image",
+    "restore_options",
     "write_image",
     "encode_image",
 ]

@@ -83,6 +83,9 @@ class Restorer:
         image: _Image,
         *,
         restoration_prompt: Optional[Union[str, RestorationPrompt]] = None,
+        initial_latents: Optional[npt.NDArray[np.float32]] = None,
+        progress: Optional[Callable[[int, int], Optional[bool]]] = None,
+        # <options: restore> generated from spire_core::options::OPTIONS (spire-core/tests/options_surfaces.rs)
         verbatim_restoration_prompt: Optional[str] = None,
         semantic_prompt: Optional[str] = None,
         negative_prompt: Optional[str] = None,
@@ -95,15 +98,15 @@ class Restorer:
         conditioning_scale: Optional[float] = None,
         strength: Optional[float] = None,
         seed: Optional[int] = None,
-        initial_latents: Optional[npt.NDArray[np.float32]] = None,
         color_fix: Optional[str] = None,
         consistency: Optional[float] = None,
         match_noise: Optional[bool] = None,
-        tile_size: Optional[int] = None,
+        upsample_input: Optional[bool] = None,
+        tile_size: Optional[Union[int, str]] = None,
         tile_overlap: Optional[int] = None,
-        vae_tile_size: Optional[int] = None,
-        memory_limit: Optional[Union[str, int]] = None,
-        progress: Optional[Callable[[int, int], Optional[bool]]] = None,
+        vae_tile_size: Optional[Union[int, str]] = None,
+        memory_limit: Optional[Union[int, str]] = None,
+        # </options>
     ) -> _Image: ...
     def restore_batch(
         self,
@@ -112,8 +115,11 @@ class Restorer:
         restoration_prompt: Optional[
             Union[str, RestorationPrompt, Sequence[Optional[Union[str, RestorationPrompt]]]]
         ] = None,
-        verbatim_restoration_prompt: Optional[str] = None,
         semantic_prompt: Optional[Union[str, Sequence[Optional[str]]]] = None,
+        initial_latents: Optional[npt.NDArray[np.float32]] = None,
+        progress: Optional[Callable[[int, int], Optional[bool]]] = None,
+        # <options: restore_batch> generated from spire_core::options::OPTIONS (spire-core/tests/options_surfaces.rs)
+        verbatim_restoration_prompt: Optional[str] = None,
         negative_prompt: Optional[str] = None,
         restoration_null_prompt: Optional[str] = None,
         num_inference_steps: Optional[int] = None,
@@ -124,15 +130,15 @@ class Restorer:
         conditioning_scale: Optional[float] = None,
         strength: Optional[float] = None,
         seed: Optional[int] = None,
-        initial_latents: Optional[npt.NDArray[np.float32]] = None,
         color_fix: Optional[str] = None,
         consistency: Optional[float] = None,
         match_noise: Optional[bool] = None,
-        tile_size: Optional[int] = None,
+        upsample_input: Optional[bool] = None,
+        tile_size: Optional[Union[int, str]] = None,
         tile_overlap: Optional[int] = None,
-        vae_tile_size: Optional[int] = None,
-        memory_limit: Optional[Union[str, int]] = None,
-        progress: Optional[Callable[[int, int], Optional[bool]]] = None,
+        vae_tile_size: Optional[Union[int, str]] = None,
+        memory_limit: Optional[Union[int, str]] = None,
+        # </options>
     ) -> List[_Image]: ...
     def shares_weights_with(self, other: "Restorer") -> bool: ...
     @property
@@ -177,3 +183,4 @@ def plan_folder(
     input: _Path, output: _Path, format: str = "same", prompts: Optional[_Path] = None
 ) -> Tuple[List[Tuple[str, Path, Path, Optional[str], Optional[str]]], List[str]]: ...
 def read_prompt_table(path: _Path) -> Dict[str, Tuple[Optional[str], Optional[str]]]: ...
+def restore_options() -> List[Dict[str, Any]]: ...

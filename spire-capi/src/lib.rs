@@ -203,6 +203,17 @@ pub struct spire_restore_params {
     /// Noise-matched start (1, default) or not (0): a prompt naming the input's noise σ starts
     /// sampling from the input scaled to the timestep of that noise level.
     pub match_noise: i32,
+    /// Free text sent to the adaptor as is instead of `restoration_prompt`, for adaptors
+    /// trained on another prompt language (NULL or empty: not used). (Appended in 0.2.)
+    pub verbatim_restoration_prompt: *const c_char,
+    /// Enlarge the input by the prompt's upsample factor (1, default), or take it as already
+    /// enlarged to the output size (0: a degraded image resized back). (Appended in 0.2.)
+    pub upsample_input: i32,
+    /// Any restore option by name, as text: `"name=value"` pairs separated by `;` or newlines
+    /// (`"eta=0.3; scheduler=ddim"`), applied after the fields above. Every option of the
+    /// library's options table (docs/restoring.md) is reachable this way, including ones newer
+    /// than this struct (NULL: none). (Appended in 0.2.)
+    pub options: *const c_char,
 }
 
 /// A borrowed image: `height` rows of `width` pixels, rows `stride` bytes apart.
@@ -478,16 +489,32 @@ unsafe fn options(
             b => MemoryLimit::Bytes(b),
         };
         o.consistency = p.consistency;
-        o.match_noise = match p.match_noise {
-            0 => false,
-            1 => true,
-            v => {
-                return Err(Fail(
-                    SPIRE_ERROR_INVALID_ARGUMENT,
-                    format!("invalid argument `match_noise`: {v} is not 0 or 1"),
-                ))
-            }
+        let flag = |v: i32, name: &str| match v {
+            0 => Ok(false),
+            1 => Ok(true),
+            v => Err(Fail(
+                SPIRE_ERROR_INVALID_ARGUMENT,
+                format!("invalid argument `{name}`: {v} is not 0 or 1"),
+            )),
         };
+        o.match_noise = flag(p.match_noise, "match_noise")?;
+        o.upsample_input = flag(p.upsample_input, "upsample_input")?;
+        // SAFETY: NULL or a valid C string (caller contract).
+        if let Some(v) = unsafe { opt_str(p.verbatim_restoration_prompt, "verbatim_restoration_prompt")? } {
+            if !v.trim().is_empty() {
+                if !p.restoration_prompt.is_null() {
+                    return Err(Fail(
+                        SPIRE_ERROR_INVALID_ARGUMENT,
+                        "invalid argument `verbatim_restoration_prompt`: give it or restoration_prompt, not both".into(),
+                    ));
+                }
+                o.set("verbatim_restoration_prompt", v)?;
+            }
+        }
+        // SAFETY: NULL or a valid C string (caller contract).
+        if let Some(text) = unsafe { opt_str(p.options, "options")? } {
+            apply_option_text(&mut o, &text)?;
+        }
     }
     if let Some(cb) = progress {
         let ud = user_data as usize;
@@ -566,6 +593,21 @@ pub unsafe extern "C" fn spire_load_options_init(options: *mut spire_load_option
             prediction_type: std::ptr::null(),
         });
     }
+}
+
+/// Applies `"name=value; name=value"` (or one pair per line) to `o`, each through its row of
+/// the options table.
+fn apply_option_text(o: &mut RestoreOptions, text: &str) -> Result<(), Fail> {
+    for pair in text.split([';', '\n']).map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').ok_or_else(|| {
+            Fail(
+                SPIRE_ERROR_INVALID_ARGUMENT,
+                format!("invalid argument `options`: `{pair}` is not name=value"),
+            )
+        })?;
+        o.set(name.trim(), value.trim())?;
+    }
+    Ok(())
 }
 
 /// Fills `params` with the library's defaults (Rust's `RestoreOptions::default()`) and sets
@@ -651,6 +693,9 @@ unsafe fn write_params(params: *mut spire_restore_params, d: &RestoreOptions) {
             },
             consistency: d.consistency,
             match_noise: d.match_noise as i32,
+            verbatim_restoration_prompt: std::ptr::null(),
+            upsample_input: d.upsample_input as i32,
+            options: std::ptr::null(),
         });
     }
 }
@@ -904,12 +949,32 @@ unsafe fn output_size(
     let img = unsafe { view(v, "input")? };
     // SAFETY: contract.
     let o = unsafe { options(RestoreOptions::default(), params, None, std::ptr::null_mut())? };
-    let f = o.restoration_prompt.upsample_factor();
-    let (w, h) = (
-        (img.width() as f64 * f).round() as u32,
-        (img.height() as f64 * f).round() as u32,
+    // The core's own formula (what `restore` will produce), not a copy of it.
+    let (w, h) = o.output_size(img.width(), img.height());
+    let (w32, h32) = (
+        u32::try_from(w).map_err(|_| {
+            Fail(
+                SPIRE_ERROR_INVALID_ARGUMENT,
+                format!("output width {w} is too large"),
+            )
+        })?,
+        u32::try_from(h).map_err(|_| {
+            Fail(
+                SPIRE_ERROR_INVALID_ARGUMENT,
+                format!("output height {h} is too large"),
+            )
+        })?,
     );
-    Ok((w, h, w as usize * h as usize * img.color().channels()))
+    let need = w
+        .checked_mul(h)
+        .and_then(|p| p.checked_mul(img.color().channels()))
+        .ok_or_else(|| {
+            Fail(
+                SPIRE_ERROR_INVALID_ARGUMENT,
+                format!("a {w}×{h} output is too large"),
+            )
+        })?;
+    Ok((w32, h32, need))
 }
 
 /// Restores an image. `params` may be NULL (the model's defaults, as
@@ -1021,8 +1086,16 @@ pub unsafe extern "C" fn spire_restorer_restore_into(
         let bytes = result
             .as_u8()
             .ok_or_else(|| Fail(SPIRE_ERROR_INTERNAL, "unexpected float output".into()))?;
+        if bytes.len() != need {
+            // Never expected (the size came from the same core function); never a copy past
+            // the caller's buffer either way.
+            return Err(Fail(
+                SPIRE_ERROR_INTERNAL,
+                format!("output has {} bytes, {need} were announced", bytes.len()),
+            ));
+        }
         // SAFETY: out_data has out_capacity ≥ need = bytes.len() writable bytes.
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), out_data, bytes.len()) };
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), out_data, bytes.len().min(out_capacity)) };
         Ok(())
     })
 }
@@ -1269,4 +1342,76 @@ pub unsafe extern "C" fn spire_degrade(
         }
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use spire_core::options::OPTIONS;
+
+    /// Every row of the core's options table reaches the library from C by name (the
+    /// `options` text) and from C++ (`RestoreParams::option`), its default read back; every
+    /// row that is also a field of `spire_restore_params` in the committed header (a typed
+    /// field: all of them up to ABI 0.2; a newer option may come by name only until the next
+    /// ABI) has a setter of that name in `spire.hpp`, and `spire_restore_params_init` writes
+    /// its default.
+    #[test]
+    fn every_restore_option_is_in_the_header_and_the_wrapper_with_its_default() {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let h = std::fs::read_to_string(root.join("include/spire.h")).unwrap();
+        let start = h
+            .find("typedef struct spire_restore_params {")
+            .expect("struct in spire.h");
+        let end = start + h[start..].find("} spire_restore_params;").unwrap();
+        let fields = &h[start..end];
+        let hpp = std::fs::read_to_string(root.join("include/spire.hpp")).unwrap();
+        let mut p = std::mem::MaybeUninit::<spire_restore_params>::uninit();
+        // SAFETY: writable; init writes every field.
+        let p = unsafe {
+            spire_restore_params_init(p.as_mut_ptr());
+            p.assume_init()
+        };
+        // SAFETY: initialised params, no callback.
+        let o = unsafe { options(RestoreOptions::default(), &p, None, std::ptr::null_mut()) }
+            .map_err(|f| f.1)
+            .unwrap();
+        let mut typed = 0;
+        for spec in OPTIONS {
+            let declared = [" ", "*"]
+                .iter()
+                .any(|p| fields.contains(&format!("{p}{};", spec.name)));
+            // And by name through `options`: the default, then the value read back.
+            let mut q = std::mem::MaybeUninit::<spire_restore_params>::uninit();
+            // SAFETY: writable; init writes every field.
+            let mut q = unsafe {
+                spire_restore_params_init(q.as_mut_ptr());
+                q.assume_init()
+            };
+            let text = CString::new(format!("{}={}", spec.name, spec.default)).unwrap();
+            q.options = text.as_ptr();
+            // SAFETY: initialised params whose `options` outlives the call.
+            let by_name = unsafe { options(RestoreOptions::default(), &q, None, std::ptr::null_mut()) }
+                .map_err(|f| f.1)
+                .unwrap();
+            assert_eq!(
+                spec.get(&by_name),
+                spec.default_value(),
+                "`options` text for `{}`",
+                spec.name
+            );
+            if declared {
+                assert!(
+                    hpp.contains(&format!("RestoreParams &{}(", spec.name)),
+                    "spire.hpp: RestoreParams has no `{}(…)`",
+                    spec.name
+                );
+                assert_eq!(spec.get(&o), spec.default_value(), "default of `{}`", spec.name);
+                typed += 1;
+            }
+        }
+        // The ABI 0.2 fields are all there (a newer option may come by name only).
+        assert!(typed >= 21, "{typed} typed fields");
+        assert!(hpp.contains("RestoreParams &option(const std::string &name, const std::string &value)"));
+    }
 }

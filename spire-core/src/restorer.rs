@@ -492,11 +492,7 @@ impl Restorer {
                     .plan_call(first.width(), first.height(), g.len(), input_bytes, alpha, opts)
             })
             .collect::<Result<Vec<_>>>()?;
-        let factor = if opts.upsample_input {
-            opts.restoration_prompt.upsample_factor()
-        } else {
-            1.0
-        };
+        let factor = opts.output_factor();
         let mut results: Vec<Option<Image>> = vec![None; images.len()];
         for (group, plan) in groups.iter().zip(&plans) {
             let (ow, oh) = plan.output;
@@ -1061,15 +1057,7 @@ impl Inner {
         use crate::options::MemoryLimit;
         use crate::plan::{planes, PhaseBytes, RunPlan, TileReason, SPEED_MARGIN, SPEED_MIN_TILE};
         crate::image::check_size(w, h)?;
-        let factor = if opts.upsample_input {
-            opts.restoration_prompt.upsample_factor()
-        } else {
-            1.0
-        };
-        let (ow, oh) = (
-            (w as f64 * factor).round() as usize,
-            (h as f64 * factor).round() as usize,
-        );
+        let (ow, oh) = opts.output_size(w, h);
         crate::image::check_size(ow, oh)?;
         // Sizes handed to `plan` need not come with pixels: keep every product below overflow.
         const MAX_PIXELS: u128 = 1 << 40;

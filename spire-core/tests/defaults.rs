@@ -8,7 +8,16 @@ mod common;
 use std::path::Path;
 
 use common::{fixtures, test_rgb8, tiny_spire};
+use spire_core::options::{OptionKind, OptionSpec, OptionValue, OPTIONS};
 use spire_core::{ColorFix, ErrorKind, ImageView, ModelDefaults, RestoreOptions, Restorer, SchedulerKind};
+
+/// A row's library default as a JSON value.
+fn json_default(spec: &OptionSpec) -> String {
+    match spec.kind {
+        OptionKind::Int { .. } | OptionKind::Float { .. } | OptionKind::Bool => spec.default.to_string(),
+        _ => format!("\"{}\"", spec.default),
+    }
+}
 
 fn copy_tree(src: &Path, dst: &Path) {
     std::fs::create_dir_all(dst).unwrap();
@@ -93,16 +102,32 @@ fn no_spire_json_or_no_defaults_means_the_library_defaults() {
 
 #[test]
 fn every_key_is_read() {
-    let text = r#"{"defaults": {"strength": 0.4, "num_inference_steps": 25, "scheduler": "dpm++2m", "eta": 0.0, "restoration_guidance": 1.5, "semantic_guidance": 2.0, "conditioning_scale": 0.8, "color_fix": "adain"}}"#;
+    let text = r#"{"defaults": {"strength": 0.4, "num_inference_steps": 25, "scheduler": "dpm++2m", "eta": 0.0, "restoration_guidance": 1.5, "semantic_guidance": 2.0, "conditioning_scale": 0.8, "color_fix": "adain", "consistency": 0.3, "match_noise": false}}"#;
     let d = ModelDefaults::from_spire_json(text, "x").unwrap();
-    assert_eq!(d.strength, Some(0.4));
-    assert_eq!(d.num_inference_steps, Some(25));
-    assert_eq!(d.scheduler, Some(SchedulerKind::DpmSolverPlusPlus2M));
-    assert_eq!(d.eta, Some(0.0));
-    assert_eq!(d.restoration_guidance, Some(1.5));
-    assert_eq!(d.semantic_guidance, Some(2.0));
-    assert_eq!(d.conditioning_scale, Some(0.8));
-    assert_eq!(d.color_fix, Some(ColorFix::Adain));
+    let mut o = RestoreOptions::default();
+    d.apply(&mut o);
+    assert_eq!(o.strength, 0.4);
+    assert_eq!(o.num_inference_steps, 25);
+    assert_eq!(o.scheduler, Some(SchedulerKind::DpmSolverPlusPlus2M));
+    assert_eq!(o.eta, 0.0);
+    assert_eq!(o.restoration_guidance, 1.5);
+    assert_eq!(o.semantic_guidance, 2.0);
+    assert_eq!(o.conditioning_scale, 0.8);
+    assert_eq!(o.color_fix, ColorFix::Adain);
+    assert_eq!(o.consistency, 0.3);
+    assert!(!o.match_noise);
+    assert_eq!(d.get("strength"), Some(&OptionValue::Float(0.4)));
+    assert_eq!(d.get("scheduler"), Some(&OptionValue::Text("dpm++2m".into())));
+    assert_eq!(d.iter().count(), 10);
+    // Every recommendable row of the options table is a key, and only those.
+    for spec in OPTIONS {
+        let one = format!("{{\"defaults\": {{\"{}\": {}}}}}", spec.name, json_default(spec));
+        assert_eq!(
+            ModelDefaults::from_spire_json(&one, "x").is_ok(),
+            spec.recommendable,
+            "{one}"
+        );
+    }
     assert!(!d.is_empty());
 }
 

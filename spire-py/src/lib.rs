@@ -22,6 +22,7 @@ fn _spire(py: Python<'_>, m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(py, m)?;
     m.add_class::<restorer::PyRestorer>()?;
     m.add_class::<prompt::PyRestorationPrompt>()?;
+    m.add_function(wrap_pyfunction!(restorer::restore_options, m)?)?;
     m.add_function(wrap_pyfunction!(degrade::degrade, m)?)?;
     m.add_function(wrap_pyfunction!(eval::evaluate, m)?)?;
     m.add_function(wrap_pyfunction!(estimate::estimate, m)?)?;

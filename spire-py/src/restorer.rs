@@ -6,9 +6,10 @@ use std::sync::{Arc, Mutex};
 use numpy::{PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 
+use pyo3::types::PyDict;
+use spire_core::options::OptionValue;
 use spire_core::{
-    ColorFix, LoadOptions, MemoryLimit, Progress, RestorationInput, RestorationPrompt, RestoreOptions,
-    Restorer, SchedulerKind, Stage,
+    LoadOptions, Progress, RestorationInput, RestorationPrompt, RestoreOptions, Restorer, Stage,
 };
 
 use crate::errors::{guard, new, to_py};
@@ -41,99 +42,92 @@ fn invalid(name: &str, msg: String) -> PyErr {
     )
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The restore options table of the core, one dict per option (`name`, `type`, `default`,
+/// `doc`, `recommendable`): what `Restorer.restore` takes as keywords.
+#[pyfunction]
+pub(crate) fn restore_options(py: Python<'_>) -> PyResult<Vec<Bound<'_, PyDict>>> {
+    spire_core::options::OPTIONS
+        .iter()
+        .map(|o| {
+            let d = PyDict::new(py);
+            d.set_item("name", o.name)?;
+            d.set_item("type", o.kind.describe())?;
+            d.set_item("default", o.default)?;
+            d.set_item("doc", o.doc)?;
+            d.set_item("recommendable", o.recommendable)?;
+            Ok(d)
+        })
+        .collect()
+}
+
+/// A Python value as an option value: bool, int (≥ 0; numpy integers too), float, str.
+/// `None` means "not given" (the model's default stays).
+fn option_value(name: &str, v: &Bound<'_, PyAny>) -> PyResult<Option<OptionValue>> {
+    if v.is_none() {
+        return Ok(None);
+    }
+    if let Ok(b) = v.cast::<pyo3::types::PyBool>() {
+        return Ok(Some(OptionValue::Bool(b.is_true())));
+    }
+    if let Ok(x) = v.cast::<pyo3::types::PyFloat>() {
+        return Ok(Some(OptionValue::Float(x.value())));
+    }
+    if let Ok(t) = v.extract::<String>() {
+        return Ok(Some(OptionValue::Text(t)));
+    }
+    if let Ok(n) = v.extract::<i128>() {
+        return u64::try_from(n)
+            .map(|n| Some(OptionValue::Int(n)))
+            .map_err(|_| invalid(name, format!("must be ≥ 0, got {n}")));
+    }
+    if let Ok(x) = v.extract::<f64>() {
+        return Ok(Some(OptionValue::Float(x)));
+    }
+    Err(invalid(
+        name,
+        format!("must be a bool, a number or a str, got {}", v.get_type().name()?),
+    ))
+}
+
+/// The options of a run: the model's defaults, then every keyword of `options` by its name in
+/// the core's options table (`spire_core::options::OPTIONS`), then the arguments that are not
+/// values (the restoration prompt may be a `RestorationPrompt`; initial latents; progress).
 fn build_options(
     py: Python<'_>,
     base: RestoreOptions,
     restoration_prompt: Option<&Bound<'_, PyAny>>,
-    verbatim_restoration_prompt: Option<String>,
-    semantic_prompt: Option<String>,
-    negative_prompt: Option<String>,
-    restoration_null_prompt: Option<String>,
-    num_inference_steps: Option<usize>,
-    scheduler: Option<&str>,
-    eta: Option<f64>,
-    restoration_guidance: Option<f64>,
-    semantic_guidance: Option<f64>,
-    conditioning_scale: Option<f64>,
-    strength: Option<f64>,
-    seed: Option<u64>,
     initial_latents: Option<&Bound<'_, PyAny>>,
-    color_fix: Option<&str>,
-    consistency: Option<f64>,
-    match_noise: Option<bool>,
-    tile_size: Option<usize>,
-    tile_overlap: Option<usize>,
-    vae_tile_size: Option<usize>,
-    memory_limit: Option<&Bound<'_, PyAny>>,
+    options: Option<&Bound<'_, PyDict>>,
     progress: Option<Py<PyAny>>,
 ) -> PyResult<(RestoreOptions, ErrSlot)> {
     let mut o = base;
-    match (restoration_prompt, verbatim_restoration_prompt) {
-        (Some(_), Some(_)) => {
+    if let Some(opts) = options {
+        for (k, v) in opts.iter() {
+            let name: String = k.extract()?;
+            if let Some(v) = option_value(&name, &v)? {
+                o.set(&name, v).map_err(to_py)?;
+            }
+        }
+    }
+    if let Some(p) = restoration_prompt.filter(|p| !p.is_none()) {
+        if matches!(o.restoration_prompt, RestorationInput::Verbatim(_)) {
             return Err(invalid(
                 "restoration_prompt",
                 "give restoration_prompt or verbatim_restoration_prompt, not both".into(),
-            ))
+            ));
         }
-        (Some(p), None) => {
-            o.restoration_prompt = if let Ok(p) = p.cast::<PyRestorationPrompt>() {
-                RestorationInput::Prompt(p.get().0)
-            } else if let Ok(s) = p.extract::<String>() {
-                RestorationInput::parse(&s).map_err(to_py)?
-            } else {
-                return Err(invalid(
-                    "restoration_prompt",
-                    "must be a str or a RestorationPrompt".into(),
-                ));
-            }
-        }
-        (None, Some(v)) => o.restoration_prompt = RestorationInput::Verbatim(v),
-        (None, None) => {}
-    }
-    if let Some(v) = semantic_prompt {
-        o.semantic_prompt = v;
-    }
-    if let Some(v) = negative_prompt {
-        o.negative_prompt = v;
-    }
-    if let Some(v) = restoration_null_prompt {
-        o.restoration_null_prompt = v;
-    }
-    if let Some(v) = num_inference_steps {
-        o.num_inference_steps = v;
-    }
-    if let Some(s) = scheduler {
-        o.scheduler = if s == "model" {
-            None
+        o.restoration_prompt = if let Ok(p) = p.cast::<PyRestorationPrompt>() {
+            RestorationInput::Prompt(p.get().0)
+        } else if let Ok(s) = p.extract::<String>() {
+            RestorationInput::parse(&s).map_err(to_py)?
         } else {
-            Some(SchedulerKind::parse(s).ok_or_else(|| {
-                invalid(
-                    "scheduler",
-                    format!("unknown scheduler `{s}` (\"ddim\", \"dpm++2m\", \"euler\" or \"model\")"),
-                )
-            })?)
-        };
+            return Err(invalid(
+                "restoration_prompt",
+                "must be a str or a RestorationPrompt".into(),
+            ));
+        }
     }
-    if let Some(v) = eta {
-        o.eta = v;
-    }
-    if let Some(v) = restoration_guidance {
-        o.restoration_guidance = v;
-    }
-    if let Some(v) = semantic_guidance {
-        o.semantic_guidance = v;
-    }
-    if let Some(v) = conditioning_scale {
-        o.conditioning_scale = v;
-    }
-    if let Some(v) = strength {
-        o.strength = v;
-    }
-    if let Some(v) = seed {
-        o.seed = v;
-    }
-    if let Some(l) = initial_latents {
+    if let Some(l) = initial_latents.filter(|l| !l.is_none()) {
         let a = l
             .cast::<PyArrayDyn<f32>>()
             .map_err(|_| invalid("initial_latents", "must be a float32 numpy array".into()))?;
@@ -142,37 +136,6 @@ fn build_options(
         let t = candle_core::Tensor::from_vec(data, shape, &candle_core::Device::Cpu)
             .map_err(|e| invalid("initial_latents", e.to_string()))?;
         o.initial_latents = Some(t);
-    }
-    if let Some(c) = color_fix {
-        o.color_fix = ColorFix::parse(c).ok_or_else(|| {
-            invalid(
-                "color_fix",
-                format!("unknown color fix `{c}` (\"none\", \"wavelet\", \"adain\")"),
-            )
-        })?;
-    }
-    if let Some(v) = consistency {
-        o.consistency = v;
-    }
-    if let Some(v) = match_noise {
-        o.match_noise = v;
-    }
-    o.tile_size = tile_size;
-    if let Some(v) = tile_overlap {
-        o.tile_overlap = v;
-    }
-    o.vae_tile_size = vae_tile_size;
-    if let Some(m) = memory_limit {
-        o.memory_limit = if let Ok(b) = m.extract::<u64>() {
-            MemoryLimit::Bytes(b)
-        } else if let Ok(t) = m.extract::<String>() {
-            MemoryLimit::parse(&t).map_err(to_py)?
-        } else {
-            return Err(invalid(
-                "memory_limit",
-                "must be \"auto\", \"unlimited\", a size such as \"2GiB\", or a number of bytes".into(),
-            ));
-        };
     }
     let slot: ErrSlot = Arc::new(Mutex::new(None));
     if let Some(cb) = &progress {
@@ -410,67 +373,24 @@ impl PyRestorer {
         Ok(Self { inner, source })
     }
 
-    /// Restores one image.
-    #[pyo3(signature = (
-        image, *, restoration_prompt=None, verbatim_restoration_prompt=None, semantic_prompt=None,
-        negative_prompt=None, restoration_null_prompt=None, num_inference_steps=None, scheduler=None,
-        eta=None, restoration_guidance=None, semantic_guidance=None, conditioning_scale=None, strength=None,
-        seed=None, initial_latents=None, color_fix=None, consistency=None, match_noise=None, tile_size=None, tile_overlap=None,
-        vae_tile_size=None, memory_limit=None, progress=None
-    ))]
-    #[allow(clippy::too_many_arguments)]
+    #[doc = include_str!("restore_doc.txt")]
+    #[pyo3(signature = (image, *, restoration_prompt=None, initial_latents=None, progress=None, **options))]
     fn restore(
         &self,
         py: Python<'_>,
         image: &Bound<'_, PyAny>,
         restoration_prompt: Option<&Bound<'_, PyAny>>,
-        verbatim_restoration_prompt: Option<String>,
-        semantic_prompt: Option<String>,
-        negative_prompt: Option<String>,
-        restoration_null_prompt: Option<String>,
-        num_inference_steps: Option<usize>,
-        scheduler: Option<&str>,
-        eta: Option<f64>,
-        restoration_guidance: Option<f64>,
-        semantic_guidance: Option<f64>,
-        conditioning_scale: Option<f64>,
-        strength: Option<f64>,
-        seed: Option<u64>,
         initial_latents: Option<&Bound<'_, PyAny>>,
-        color_fix: Option<&str>,
-        consistency: Option<f64>,
-        match_noise: Option<bool>,
-        tile_size: Option<usize>,
-        tile_overlap: Option<usize>,
-        vae_tile_size: Option<usize>,
-        memory_limit: Option<&Bound<'_, PyAny>>,
         progress: Option<Py<PyAny>>,
+        options: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Py<PyAny>> {
         let img = from_numpy(image, "image")?;
         let (opts, slot) = build_options(
             py,
             self.inner.default_options(),
             restoration_prompt,
-            verbatim_restoration_prompt,
-            semantic_prompt,
-            negative_prompt,
-            restoration_null_prompt,
-            num_inference_steps,
-            scheduler,
-            eta,
-            restoration_guidance,
-            semantic_guidance,
-            conditioning_scale,
-            strength,
-            seed,
             initial_latents,
-            color_fix,
-            consistency,
-            match_noise,
-            tile_size,
-            tile_overlap,
-            vae_tile_size,
-            memory_limit,
+            options,
             progress,
         )?;
         let inner = self.inner.clone();
@@ -483,41 +403,18 @@ impl PyRestorer {
     /// Restores a list of images (image `i` with seed `seed + i`); equal sizes run as one batch.
     /// `restoration_prompt` and `semantic_prompt` may be lists, one prompt per image (`None`
     /// entries keep the default); images then run one at a time with the same results as
-    /// one-image calls.
-    #[pyo3(signature = (
-        images, *, restoration_prompt=None, verbatim_restoration_prompt=None, semantic_prompt=None,
-        negative_prompt=None, restoration_null_prompt=None, num_inference_steps=None, scheduler=None,
-        eta=None, restoration_guidance=None, semantic_guidance=None, conditioning_scale=None, strength=None,
-        seed=None, initial_latents=None, color_fix=None, consistency=None, match_noise=None, tile_size=None, tile_overlap=None,
-        vae_tile_size=None, memory_limit=None, progress=None
-    ))]
+    /// one-image calls. Every other keyword is an option of `restore` (see its help).
+    #[pyo3(signature = (images, *, restoration_prompt=None, semantic_prompt=None, initial_latents=None, progress=None, **options))]
     #[allow(clippy::too_many_arguments)]
     fn restore_batch(
         &self,
         py: Python<'_>,
         images: Vec<Bound<'_, PyAny>>,
         restoration_prompt: Option<&Bound<'_, PyAny>>,
-        verbatim_restoration_prompt: Option<String>,
         semantic_prompt: Option<&Bound<'_, PyAny>>,
-        negative_prompt: Option<String>,
-        restoration_null_prompt: Option<String>,
-        num_inference_steps: Option<usize>,
-        scheduler: Option<&str>,
-        eta: Option<f64>,
-        restoration_guidance: Option<f64>,
-        semantic_guidance: Option<f64>,
-        conditioning_scale: Option<f64>,
-        strength: Option<f64>,
-        seed: Option<u64>,
         initial_latents: Option<&Bound<'_, PyAny>>,
-        color_fix: Option<&str>,
-        consistency: Option<f64>,
-        match_noise: Option<bool>,
-        tile_size: Option<usize>,
-        tile_overlap: Option<usize>,
-        vae_tile_size: Option<usize>,
-        memory_limit: Option<&Bound<'_, PyAny>>,
         progress: Option<Py<PyAny>>,
+        options: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Vec<Py<PyAny>>> {
         let imgs: Vec<Owned> = images
             .iter()
@@ -539,38 +436,19 @@ impl PyRestorer {
         } else {
             None
         };
-        let semantic_scalar: Option<String> = match semantic_prompt {
-            Some(s) if !per_image => Some(s.extract().map_err(|_| {
-                pyo3::exceptions::PyTypeError::new_err("semantic_prompt must be a str or a list of str")
-            })?),
-            _ => None,
-        };
-        let (opts, slot) = build_options(
+        let (mut opts, slot) = build_options(
             py,
             self.inner.default_options(),
             if per_image { None } else { restoration_prompt },
-            verbatim_restoration_prompt,
-            semantic_scalar,
-            negative_prompt,
-            restoration_null_prompt,
-            num_inference_steps,
-            scheduler,
-            eta,
-            restoration_guidance,
-            semantic_guidance,
-            conditioning_scale,
-            strength,
-            seed,
             initial_latents,
-            color_fix,
-            consistency,
-            match_noise,
-            tile_size,
-            tile_overlap,
-            vae_tile_size,
-            memory_limit,
+            options,
             progress,
         )?;
+        if let Some(s) = semantic_prompt.filter(|s| !per_image && !s.is_none()) {
+            opts.semantic_prompt = s.extract().map_err(|_| {
+                pyo3::exceptions::PyTypeError::new_err("semantic_prompt must be a str or a list of str")
+            })?;
+        }
         let inner = self.inner.clone();
         let outs = py
             .detach(|| {
@@ -606,29 +484,16 @@ impl PyRestorer {
     /// The restore options the model recommends (its `spire.json`), as a dict; `restore`
     /// starts from them, and arguments you pass override them.
     #[getter]
-    fn defaults<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
-        let d = pyo3::types::PyDict::new(py);
-        let m = self.inner.defaults();
-        if let Some(v) = m.num_inference_steps {
-            d.set_item("num_inference_steps", v)?;
-        }
-        if let Some(v) = m.scheduler {
-            d.set_item("scheduler", v.as_str())?;
-        }
-        for (k, v) in [
-            ("eta", m.eta),
-            ("strength", m.strength),
-            ("restoration_guidance", m.restoration_guidance),
-            ("semantic_guidance", m.semantic_guidance),
-            ("conditioning_scale", m.conditioning_scale),
-            ("consistency", m.consistency),
-        ] {
-            if let Some(v) = v {
-                d.set_item(k, v)?;
+    fn defaults<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for (name, v) in self.inner.defaults().iter() {
+            match v {
+                OptionValue::Auto => d.set_item(name, "auto")?,
+                OptionValue::Bool(b) => d.set_item(name, *b)?,
+                OptionValue::Int(n) => d.set_item(name, *n)?,
+                OptionValue::Float(x) => d.set_item(name, *x)?,
+                OptionValue::Text(t) => d.set_item(name, t)?,
             }
-        }
-        if let Some(v) = m.color_fix {
-            d.set_item("color_fix", v.as_str())?;
         }
         Ok(d)
     }

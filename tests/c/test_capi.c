@@ -201,6 +201,44 @@ int main(int argc, char **argv) {
     out = NULL;
     p.restoration_prompt = "Upsample with scale 2; Denoise with sigma 0.1";
 
+    /* upsample_input = 0: the input is already the output's size (a degraded image resized
+       back); restore and restore_into agree on the size, which is the input's. */
+    p.upsample_input = 0;
+    CHECK(spire_restorer_restore(r, &in, &p, NULL, NULL, &out) == SPIRE_OK);
+    CHECK(out != NULL && out->width == W && out->height == H);
+    CHECK(spire_restorer_restore_into(r, &in, &p, NULL, NULL, NULL, 0, &needed, &ow, &oh) ==
+          SPIRE_ERROR_BUFFER_TOO_SMALL);
+    CHECK(needed == (size_t)W * H * 3 && ow == W && oh == H);
+    buf = (uint8_t *)malloc(needed);
+    CHECK(spire_restorer_restore_into(r, &in, &p, NULL, NULL, buf, needed, NULL, NULL, NULL) == SPIRE_OK);
+    CHECK(memcmp(buf, out->data, needed) == 0);
+    free(buf);
+    spire_image_free(out);
+    out = NULL;
+    p.upsample_input = 2;
+    CHECK(spire_restorer_restore(r, &in, &p, NULL, NULL, &out) == SPIRE_ERROR_INVALID_ARGUMENT);
+    CHECK(strstr(spire_last_error_message(), "upsample_input") != NULL);
+    p.upsample_input = 1;
+    p.verbatim_restoration_prompt = "a sharp photo";
+    CHECK(spire_restorer_restore(r, &in, &p, NULL, NULL, &out) == SPIRE_ERROR_INVALID_ARGUMENT);
+    CHECK(strstr(spire_last_error_message(), "verbatim_restoration_prompt") != NULL);
+    p.verbatim_restoration_prompt = NULL;
+
+    /* Any option by name through `options` (here DDIM with eta, and the input taken as the
+       output's size); unknown names and malformed pairs are named errors. */
+    p.options = "scheduler=ddim; eta=0.5\nupsample_input=false";
+    CHECK(spire_restorer_restore(r, &in, &p, NULL, NULL, &out) == SPIRE_OK);
+    CHECK(out != NULL && out->width == W && out->height == H);
+    spire_image_free(out);
+    out = NULL;
+    p.options = "stenght=0.5";
+    CHECK(spire_restorer_restore(r, &in, &p, NULL, NULL, &out) == SPIRE_ERROR_INVALID_ARGUMENT);
+    CHECK(strstr(spire_last_error_message(), "stenght") != NULL && strstr(spire_last_error_message(), "strength") != NULL);
+    p.options = "eta";
+    CHECK(spire_restorer_restore(r, &in, &p, NULL, NULL, &out) == SPIRE_ERROR_INVALID_ARGUMENT);
+    CHECK(strstr(spire_last_error_message(), "options") != NULL);
+    p.options = NULL;
+
     /* Bad sizes, strides and formats. */
     in.stride = 3; /* smaller than a row */
     CHECK(spire_restorer_restore(r, &in, &p, NULL, NULL, &out) == SPIRE_ERROR_INVALID_IMAGE && out == NULL);

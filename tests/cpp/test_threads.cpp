@@ -37,6 +37,28 @@ int main(int argc, char **argv) {
     const spire::Image want = r.restore(spire::ImageView::rgb8(W, H, px.data()), copy);
     CHECK(want.width() == W && want.height() == H);
 
+    // eta, upsample_input and any option by name; the by-name string survives copies too.
+    {
+        spire::RestoreParams q;
+        q.num_inference_steps(2).scheduler(SPIRE_SCHEDULER_DDIM).eta(0.5)
+            .restoration_prompt("Upsample with scale 2").upsample_input(false).option("seed", "7");
+        spire::RestoreParams q2 = q;
+        const spire::Image same = r.restore(spire::ImageView::rgb8(W, H, px.data()), q2);
+        CHECK(same.width() == W && same.height() == H);
+        q.upsample_input(true);
+        const spire::Image big = r.restore(spire::ImageView::rgb8(W, H, px.data()), q);
+        CHECK(big.width() == 2 * W && big.height() == 2 * H);
+        bool threw = false;
+        try {
+            spire::RestoreParams bad;
+            bad.option("stenght", "0.5");
+            r.restore(spire::ImageView::rgb8(W, H, px.data()), bad);
+        } catch (const spire::Error &e) {
+            threw = std::string(e.what()).find("stenght") != std::string::npos;
+        }
+        CHECK(threw);
+    }
+
     // 4 threads on one handle, 4 on clones.
     for (int mode = 0; mode < 2; mode++) {
         std::vector<spire::Restorer> handles;

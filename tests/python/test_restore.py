@@ -190,3 +190,38 @@ def test_a_model_folder_with_the_json_diffusers_writes_loads(tmp_path):
     r = spire.Restorer.from_pretrained(tmp_path / "m", adaptor=FIX / "tiny-spire-adaptor")
     out = r.restore(picture(), num_inference_steps=2)
     assert out.shape == picture().shape
+
+
+def test_degrade_then_restore_with_upsample_input_off_keeps_the_size():
+    """SPIRE's setting: `degrade` returns an image resized back to its size with an upsample
+    clause in its prompt; restoring it with that prompt and upsample_input=False returns an
+    image of the same size (with it on, one that much larger)."""
+    img = picture(64, 64)
+    for seed in range(200):
+        degraded, prompt = spire.degrade(img, seed=seed)
+        if prompt.upsample:
+            break
+    else:
+        pytest.fail("no upsampling prompt in 200 seeds")
+    assert degraded.shape == img.shape
+    r = spire.Restorer.builtin()
+    same = r.restore(degraded, restoration_prompt=prompt, upsample_input=False)
+    assert same.shape == img.shape and same.dtype == img.dtype
+    bigger = r.restore(degraded, restoration_prompt=prompt)
+    assert bigger.shape[0] > img.shape[0] * 1.05 and bigger.shape[1] > img.shape[1] * 1.05
+
+
+def test_every_table_option_is_a_keyword_with_its_errors_named():
+    names = [o["name"] for o in spire.restore_options()]
+    assert "upsample_input" in names and "eta" in names and "verbatim_restoration_prompt" in names
+    r = spire.Restorer.builtin()
+    img = np.zeros((16, 16, 3), np.uint8)
+    with pytest.raises(spire.InvalidArgumentError, match="stenght.*closest: strength"):
+        r.restore(img, stenght=0.5)
+    with pytest.raises(spire.InvalidArgumentError, match="eta"):
+        r.restore(img, eta=1.5, scheduler="ddim")
+    with pytest.raises(spire.InvalidArgumentError, match="tile_overlap"):
+        r.restore(img, tile_overlap=-1)
+    doc = spire.Restorer.restore.__doc__
+    for name in names:
+        assert f"    {name} (" in doc, name

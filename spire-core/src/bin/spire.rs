@@ -1,13 +1,10 @@
 //! `spire`: the command line of spire-core.
 //!
 //! ```text
-//! spire restore <in> <out> [--model DIR] [--prompt TEXT] [--caption TEXT] [--steps N] [--seed N]
+//! spire restore <in> <out> [--model DIR]
 //!               [--checkpoint SD.safetensors --controlnet FILE|DIR [--config DIR]
 //!                [--prediction-type epsilon|v_prediction]]
-//!               [--scheduler ddim|dpm++2m|euler] [--restoration-guidance W] [--semantic-guidance W]
-//!               [--strength S] [--color-fix none|wavelet|adain] [--memory-limit auto|unlimited|2GiB]
-//!               [--tile-size N] [--tile-overlap N] [--vae-tile-size PX]
-//!               [--device cpu|cuda[:N]|metal] [--dtype f32|f16|bf16] [--threads N]
+//!               [restore options] [--device cpu|cuda[:N]|metal] [--dtype f32|f16|bf16] [--threads N]
 //! spire degrade <in> <out> [--pipeline parameterized|realesrgan] [--seed N]
 //! spire train --config recipe.json [--device D] [--dtype f32|bf16] [--threads N]
 //! spire export-builtin <model-dir> <out.safetensors>
@@ -17,6 +14,9 @@
 //!            [--inception FILE] [--out DIR] [--save-images] [--device D] [--dtype T] [--threads N]
 //! ```
 //!
+//! The restore options are the rows of `spire_core::options::OPTIONS`, each as
+//! `--name-with-dashes VALUE` (`--num-inference-steps 25`, `--upsample-input false`), plus
+//! `--prompt`, `--restoration-text`, `--caption` and `--steps` for the four used most.
 //! Without `--model`, `restore` uses the built-in model. Options not given take the model's
 //! recommendations (its `spire.json` defaults), then the library's defaults.
 
@@ -26,19 +26,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use spire_core::{ColorFix, Error, LoadOptions, RestorationPrompt, Restorer, SchedulerKind};
+use spire_core::options::{OptionValue, OPTIONS};
+use spire_core::{Error, LoadOptions, RestorationPrompt, Restorer};
 
 const USAGE: &str = "usage:
-  spire restore <in.png|jpg> <out.png|jpg> [--model DIR] [--prompt TEXT] [--caption TEXT]
+  spire restore <in.png|jpg> <out.png|jpg> [--model DIR]
                 [--checkpoint SD.safetensors --controlnet FILE|DIR [--config DIR]
                  [--prediction-type epsilon|v_prediction]]
-                [--restoration-text TEXT] [--restoration-null-prompt TEXT]
-                [--negative-prompt TEXT] [--steps N] [--seed N] [--scheduler ddim|dpm++2m|euler]
-                [--restoration-guidance W] [--semantic-guidance W] [--conditioning-scale S]
-                [--strength S] [--color-fix none|wavelet|adain]
-                [--consistency TAU] [--match-noise on|off]
-                [--memory-limit auto|unlimited|SIZE] [--tile-size LATENT_PX|whole] [--tile-overlap LATENT_PX]
-                [--vae-tile-size PX] [--device cpu|cuda[:N]|metal] [--dtype f32|f16|bf16]
+                [restore options, below] [--device cpu|cuda[:N]|metal] [--dtype f32|f16|bf16]
                 [--threads N]
   spire restore-dir <in-dir> <out-dir> [--prompts prompts.tsv|csv] [--format same|png|jpg]
                 [every restore option]
@@ -188,118 +183,77 @@ fn load_restorer(a: &Args) -> Result<Restorer, String> {
     }
 }
 
-/// The restore options every restoring command takes.
-const RESTORE_FLAGS: [&str; 21] = [
-    "prompt",
-    "restoration-text",
-    "restoration-null-prompt",
-    "caption",
-    "steps",
-    "seed",
-    "scheduler",
-    "restoration-guidance",
-    "semantic-guidance",
-    "conditioning-scale",
-    "negative-prompt",
-    "strength",
-    "color-fix",
-    "consistency",
-    "match-noise",
-    "memory-limit",
-    "tile-size",
-    "tile-overlap",
-    "vae-tile-size",
-    "eta",
-    "upsample-input",
+/// Short names the command line keeps for four restore options.
+const RESTORE_ALIASES: [(&str, &str); 4] = [
+    ("prompt", "restoration_prompt"),
+    ("restoration-text", "verbatim_restoration_prompt"),
+    ("caption", "semantic_prompt"),
+    ("steps", "num_inference_steps"),
 ];
 
-/// The model's recommended options with the restore flags applied.
+/// The restore options every restoring command takes: each row of the options table as
+/// `--name-with-dashes VALUE` (`spire_core::options::OPTIONS`), and the short aliases.
+fn restore_flags() -> &'static [&'static str] {
+    static FLAGS: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    FLAGS.get_or_init(|| {
+        OPTIONS
+            .iter()
+            .map(|o| &*Box::leak(o.name.replace('_', "-").into_boxed_str()))
+            .chain(RESTORE_ALIASES.iter().map(|(flag, _)| *flag))
+            .collect()
+    })
+}
+
+/// The restore options' part of the usage, from the options table.
+fn restore_usage() -> String {
+    let mut s = String::from("restore options (spire restore, spire restore-dir; docs/restoring.md):\n");
+    for o in OPTIONS {
+        let flag = o.name.replace('_', "-");
+        let alias = RESTORE_ALIASES
+            .iter()
+            .find(|(_, n)| *n == o.name)
+            .map_or(String::new(), |(a, _)| format!(" (--{a})"));
+        s += &format!(
+            "  --{flag}{alias} <{}>  [default: {}]\n",
+            o.kind.describe(),
+            if o.default.is_empty() { "\"\"" } else { o.default }
+        );
+    }
+    s + "  (--tile-size whole: one piece)"
+}
+
+/// The model's recommended options with the restore flags applied, each through its row of
+/// the options table.
 fn restore_options(a: &Args, restorer: &Restorer) -> Result<spire_core::RestoreOptions, String> {
     let mut o = restorer.default_options();
-    if let Some(p) = a.flags.get("prompt") {
-        o.restoration_prompt = spire_core::RestorationInput::parse(p).map_err(fail)?;
+    let given = |n: &str| a.flags.contains_key(n) || a.flags.contains_key(&n.replace('_', "-"));
+    if (given("prompt") || given("restoration_prompt"))
+        && (given("restoration-text") || given("verbatim_restoration_prompt"))
+    {
+        return Err("--prompt and --restoration-text: give one (a parsed prompt or verbatim text)".into());
     }
-    if let Some(t) = a.flags.get("restoration-text") {
-        if a.flags.contains_key("prompt") {
-            return Err(
-                "--prompt and --restoration-text: give one (a parsed prompt or verbatim text)".into(),
-            );
-        }
-        o.restoration_prompt = spire_core::RestorationInput::Verbatim(t.clone());
-    }
-    if let Some(t) = a.flags.get("restoration-null-prompt") {
-        o.restoration_null_prompt = t.clone();
-    }
-    if let Some(c) = a.flags.get("caption") {
-        o.semantic_prompt = c.clone();
-    }
-    if let Some(v) = num(a, "steps")? {
-        o.num_inference_steps = v;
-    }
-    if let Some(v) = num(a, "seed")? {
-        o.seed = v;
-    }
-    if let Some(v) = num(a, "restoration-guidance")? {
-        o.restoration_guidance = v;
-    }
-    if let Some(v) = num(a, "semantic-guidance")? {
-        o.semantic_guidance = v;
-    }
-    if let Some(v) = num(a, "conditioning-scale")? {
-        o.conditioning_scale = v;
-    }
-    if let Some(n) = a.flags.get("negative-prompt") {
-        o.negative_prompt = n.clone();
-    }
-    if let Some(v) = num(a, "strength")? {
-        o.strength = v;
-    }
-    if let Some(s) = a.flags.get("scheduler") {
-        o.scheduler = Some(SchedulerKind::parse(s).ok_or_else(|| format!("--scheduler: unknown `{s}`"))?);
-    }
-    if let Some(c) = a.flags.get("color-fix") {
-        o.color_fix = ColorFix::parse(c).ok_or_else(|| format!("--color-fix: unknown `{c}`"))?;
-    }
-    if let Some(v) = num(a, "consistency")? {
-        o.consistency = v;
-    }
-    if let Some(v) = a.flags.get("match-noise") {
-        o.match_noise = match v.as_str() {
-            "on" => true,
-            "off" => false,
-            _ => return Err(format!("--match-noise: `{v}` is not on or off").into()),
+    for (flag, value) in &a.flags {
+        let name = RESTORE_ALIASES
+            .iter()
+            .find(|(f, _)| f == flag)
+            .map_or_else(|| flag.replace('-', "_"), |(_, n)| n.to_string());
+        let Ok(spec) = spire_core::options::option(&name) else {
+            continue; // a model, device or command flag
         };
-    }
-    if let Some(m) = a.flags.get("memory-limit") {
-        o.memory_limit = spire_core::MemoryLimit::parse(m).map_err(fail)?;
-    }
-    if a.flags.get("tile-size").is_some_and(|v| v == "whole") {
-        // One piece, whatever the plan would pick for speed.
-        o.tile_size = Some(usize::MAX / 2);
-    } else if let Some(v) = num(a, "tile-size")? {
-        o.tile_size = Some(v);
-    }
-    if let Some(v) = num(a, "tile-overlap")? {
-        o.tile_overlap = v;
-    }
-    if let Some(v) = num(a, "vae-tile-size")? {
-        o.vae_tile_size = Some(v);
-    }
-    if let Some(v) = num(a, "eta")? {
-        o.eta = v;
-    }
-    if let Some(v) = a.flags.get("upsample-input") {
-        o.upsample_input = match v.as_str() {
-            "on" => true,
-            "off" => false,
-            _ => return Err(format!("--upsample-input: `{v}` is not on or off")),
+        let value = if name == "tile_size" && value == "whole" {
+            // One piece, whatever the plan would pick for speed.
+            u32::MAX.to_string()
+        } else {
+            value.clone()
         };
+        spec.set(&mut o, OptionValue::Text(value))
+            .map_err(|e| format!("--{flag}: {e}"))?;
     }
     Ok(o)
 }
 
 fn restore(args: &[String]) -> Result<(), String> {
-    let a = parse(args, &with_model_flags(&RESTORE_FLAGS))?;
+    let a = parse(args, &with_model_flags(restore_flags()))?;
     let [input, output] = a.positional.as_slice() else {
         return Err("restore needs <in> and <out>".into());
     };
@@ -417,7 +371,7 @@ fn stop_after_this_image_on_ctrl_c() {}
 
 fn restore_dir_cmd(args: &[String]) -> Result<(), String> {
     use spire_core::batch::{self, OutputFormat, PromptTable};
-    let mut flags: Vec<&str> = RESTORE_FLAGS.to_vec();
+    let mut flags: Vec<&str> = restore_flags().to_vec();
     flags.extend(["prompts", "format"]);
     let a = parse(args, &with_model_flags(&flags))?;
     let [input, output] = a.positional.as_slice() else {
@@ -775,7 +729,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     // `spire help`, `spire --help` and `spire <command> --help` all print the usage.
     if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("{USAGE}");
+        println!("{USAGE}\n{}", restore_usage());
         return ExitCode::SUCCESS;
     }
     let result = match args.first().map(String::as_str) {
@@ -792,7 +746,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Some("help") | None => {
-            println!("{USAGE}");
+            println!("{USAGE}\n{}", restore_usage());
             Ok(())
         }
         Some(other) => Err(format!("unknown command `{other}`\n{USAGE}")),

@@ -13,6 +13,9 @@ use crate::error::{Error, Result};
 use crate::prompt::{RestorationPrompt, BLIND};
 use crate::scheduler::SchedulerKind;
 
+pub mod table;
+pub use table::{markdown_table, option, OptionKind, OptionSpec, OptionValue, OPTIONS};
+
 /// The most denoising steps a restore may take (diffusers' schedules have 1000 training
 /// timesteps; real runs take 1–100). A larger count is refused before anything is allocated.
 pub const MAX_INFERENCE_STEPS: usize = 10_000;
@@ -308,6 +311,23 @@ impl fmt::Debug for RestoreOptions {
 }
 
 impl RestoreOptions {
+    /// How much larger than the input the output is: the restoration prompt's upsample factor
+    /// when `upsample_input`, else 1.
+    pub fn output_factor(&self) -> f64 {
+        if self.upsample_input {
+            self.restoration_prompt.upsample_factor()
+        } else {
+            1.0
+        }
+    }
+
+    /// The output's size for a `w × h` input — the one formula the restorer, its plan and
+    /// every binding use (the C ABI's buffer sizes included).
+    pub fn output_size(&self, w: usize, h: usize) -> (usize, usize) {
+        let f = self.output_factor();
+        ((w as f64 * f).round() as usize, (h as f64 * f).round() as usize)
+    }
+
     /// Sets the restoration prompt from text in SPIRE's prompt language, or `auto`
     /// ([`RestorationInput::parse`]).
     ///
@@ -323,46 +343,10 @@ impl RestoreOptions {
     /// # Errors
     /// [`Error::InvalidArgument`].
     pub fn validate(&self) -> Result<()> {
-        let finite_nonneg = |name: &str, v: f64| -> Result<()> {
-            if !v.is_finite() || v < 0.0 {
-                return Err(Error::invalid_arg(
-                    name,
-                    format!("must be a finite number ≥ 0, got {v}"),
-                ));
-            }
-            Ok(())
-        };
-        if !(1..=MAX_INFERENCE_STEPS).contains(&self.num_inference_steps) {
-            return Err(Error::invalid_arg(
-                "num_inference_steps",
-                format!(
-                    "must be in 1..={MAX_INFERENCE_STEPS}, got {}",
-                    self.num_inference_steps
-                ),
-            ));
-        }
-        finite_nonneg("restoration_guidance", self.restoration_guidance)?;
-        finite_nonneg("semantic_guidance", self.semantic_guidance)?;
-        finite_nonneg("conditioning_scale", self.conditioning_scale)?;
-        finite_nonneg("eta", self.eta)?;
-        if self.eta > 1.0 {
-            return Err(Error::invalid_arg(
-                "eta",
-                format!(
-                    "must be in [0, 1] (0: deterministic DDIM, 1: DDPM-like), got {}",
-                    self.eta
-                ),
-            ));
-        }
-        finite_nonneg("consistency", self.consistency)?;
+        // Types and ranges: each field against its row of the options table.
+        self.check_rows()?;
         if self.eta > 0.0 && self.scheduler.is_some_and(|s| s != SchedulerKind::Ddim) {
             return Err(Error::invalid_arg("eta", "only the DDIM scheduler takes eta"));
-        }
-        if !(self.strength > 0.0 && self.strength <= 1.0) {
-            return Err(Error::invalid_arg(
-                "strength",
-                format!("must be in (0, 1], got {}", self.strength),
-            ));
         }
         let run = (self.num_inference_steps as f64 * self.strength) as usize;
         if run == 0 {
@@ -403,15 +387,6 @@ impl RestoreOptions {
             if !finite {
                 return Err(Error::invalid_arg("initial_latents", "holds NaN or infinity"));
             }
-        }
-        if self.tile_size == Some(0) {
-            return Err(Error::invalid_arg("tile_size", "must be at least 1 latent pixel"));
-        }
-        if self.vae_tile_size == Some(0) {
-            return Err(Error::invalid_arg("vae_tile_size", "must be at least 1 pixel"));
-        }
-        if let MemoryLimit::Bytes(0) = self.memory_limit {
-            return Err(Error::invalid_arg("memory_limit", "must be more than 0 bytes"));
         }
         if let RestorationInput::Verbatim(s) = &self.restoration_prompt {
             if s.trim().is_empty() {
@@ -492,52 +467,22 @@ mod tests {
 ///
 /// A model trained on part of the noise schedule (the built-in one is) only works with the
 /// strength and steps it was trained for, so its folder says so and
-/// [`Restorer::default_options`](crate::Restorer::default_options) starts from them. Only the
-/// sampling options below can be recommended; a field left `None` keeps
-/// [`RestoreOptions::default`].
+/// [`Restorer::default_options`](crate::Restorer::default_options) starts from them. The
+/// options a model may recommend are the rows of [`OPTIONS`] marked `recommendable`; the rest
+/// keep [`RestoreOptions::default`].
 #[derive(Debug, Clone, Default, PartialEq)]
-#[non_exhaustive]
 pub struct ModelDefaults {
-    /// Denoising steps.
-    pub num_inference_steps: Option<usize>,
-    /// The sampler.
-    pub scheduler: Option<SchedulerKind>,
-    /// DDIM η.
-    pub eta: Option<f64>,
-    /// Fraction of the schedule to run.
-    pub strength: Option<f64>,
-    /// Restoration guidance w_r.
-    pub restoration_guidance: Option<f64>,
-    /// Semantic guidance w_s.
-    pub semantic_guidance: Option<f64>,
-    /// Scale of the adaptor's signals.
-    pub conditioning_scale: Option<f64>,
-    /// Colour correction after decoding.
-    pub color_fix: Option<ColorFix>,
-    /// Measurement consistency (the trust in the model's output).
-    pub consistency: Option<f64>,
+    values: Vec<(&'static str, OptionValue)>,
 }
-
-/// The keys of `spire.json`'s `defaults` object.
-const DEFAULT_KEYS: &[&str] = &[
-    "num_inference_steps",
-    "scheduler",
-    "eta",
-    "strength",
-    "restoration_guidance",
-    "semantic_guidance",
-    "conditioning_scale",
-    "color_fix",
-    "consistency",
-];
 
 impl ModelDefaults {
     /// Reads the `defaults` object of a `spire.json` text (absent: no recommendations).
     /// `source` names the file in errors.
     ///
     /// # Errors
-    /// [`Error::ModelLoad`] naming the file and the key: not JSON, an unknown key, a value of
-    /// the wrong type, or defaults that [`RestoreOptions::validate`] rejects.
+    /// [`Error::ModelLoad`] naming the file and the key: not JSON, an unknown key or one a
+    /// model may not recommend, a value of the wrong type or out of range, or defaults that
+    /// [`RestoreOptions::validate`] rejects together.
     pub fn from_spire_json(text: &str, source: &str) -> Result<Self> {
         let bad = |m: String| Error::model_load(source, m);
         let v: serde_json::Value =
@@ -549,52 +494,41 @@ impl ModelDefaults {
         let d = d
             .as_object()
             .ok_or_else(|| bad("`defaults` must be an object".into()))?;
+        let known = || {
+            OPTIONS
+                .iter()
+                .filter(|s| s.recommendable)
+                .map(|s| s.name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let mut out = Self::default();
         for (k, v) in d {
-            let num = || {
-                v.as_f64()
-                    .ok_or_else(|| bad(format!("`defaults.{k}` must be a number, got {v}")))
-            };
-            let text = || {
-                v.as_str()
-                    .ok_or_else(|| bad(format!("`defaults.{k}` must be a string, got {v}")))
-            };
-            match k.as_str() {
-                "num_inference_steps" => {
-                    let n = v
-                        .as_u64()
-                        .ok_or_else(|| bad(format!("`defaults.{k}` must be a whole number, got {v}")))?;
-                    out.num_inference_steps = Some(n as usize);
-                }
-                "scheduler" => {
-                    let s = text()?;
-                    out.scheduler = Some(SchedulerKind::parse(s).ok_or_else(|| {
-                        bad(format!(
-                            "`defaults.scheduler`: unknown `{s}` (ddim, dpm++2m, euler)"
-                        ))
-                    })?);
-                }
-                "color_fix" => {
-                    let s = text()?;
-                    out.color_fix = Some(ColorFix::parse(s).ok_or_else(|| {
-                        bad(format!(
-                            "`defaults.color_fix`: unknown `{s}` (none, wavelet, adain)"
-                        ))
-                    })?);
-                }
-                "eta" => out.eta = Some(num()?),
-                "strength" => out.strength = Some(num()?),
-                "restoration_guidance" => out.restoration_guidance = Some(num()?),
-                "semantic_guidance" => out.semantic_guidance = Some(num()?),
-                "conditioning_scale" => out.conditioning_scale = Some(num()?),
-                "consistency" => out.consistency = Some(num()?),
-                _ => {
-                    return Err(bad(format!(
-                        "unknown key `defaults.{k}` (known: {})",
-                        DEFAULT_KEYS.join(", ")
-                    )))
-                }
+            let spec = OPTIONS
+                .iter()
+                .find(|s| s.name == k && s.recommendable)
+                .ok_or_else(|| bad(format!("unknown key `defaults.{k}` (known: {})", known())))?;
+            let value = match spec.kind {
+                OptionKind::Int { .. } | OptionKind::IntOrAuto { .. } => v.as_u64().map(OptionValue::Int),
+                OptionKind::Float { .. } => v.as_f64().map(OptionValue::Float),
+                OptionKind::Bool => v.as_bool().map(OptionValue::Bool),
+                _ => v.as_str().map(OptionValue::from),
             }
+            .ok_or_else(|| {
+                let what = match spec.kind {
+                    OptionKind::Int { .. } | OptionKind::IntOrAuto { .. } => "a whole number",
+                    OptionKind::Float { .. } => "a number",
+                    OptionKind::Bool => "true or false",
+                    _ => "a string",
+                };
+                bad(format!("`defaults.{k}` must be {what}, got {v}"))
+            })?;
+            let mut scratch = RestoreOptions::default();
+            spec.set(&mut scratch, value).map_err(|e| match e {
+                Error::InvalidArgument { message, .. } => bad(format!("`defaults.{k}`: {message}")),
+                other => bad(format!("`defaults.{k}`: {other}")),
+            })?;
+            out.values.push((spec.name, spec.get(&scratch)));
         }
         let mut o = RestoreOptions::default();
         out.apply(&mut o);
@@ -605,37 +539,26 @@ impl ModelDefaults {
 
     /// Whether it recommends nothing.
     pub fn is_empty(&self) -> bool {
-        *self == Self::default()
+        self.values.is_empty()
+    }
+
+    /// The recommended value of option `name`, if any.
+    pub fn get(&self, name: &str) -> Option<&OptionValue> {
+        self.values.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+
+    /// The recommendations, in the order the file gives them.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &OptionValue)> + '_ {
+        self.values.iter().map(|(n, v)| (*n, v))
     }
 
     /// Writes the recommended options into `o`.
     pub fn apply(&self, o: &mut RestoreOptions) {
-        if let Some(v) = self.num_inference_steps {
-            o.num_inference_steps = v;
-        }
-        if let Some(v) = self.scheduler {
-            o.scheduler = Some(v);
-        }
-        if let Some(v) = self.eta {
-            o.eta = v;
-        }
-        if let Some(v) = self.strength {
-            o.strength = v;
-        }
-        if let Some(v) = self.restoration_guidance {
-            o.restoration_guidance = v;
-        }
-        if let Some(v) = self.semantic_guidance {
-            o.semantic_guidance = v;
-        }
-        if let Some(v) = self.conditioning_scale {
-            o.conditioning_scale = v;
-        }
-        if let Some(v) = self.color_fix {
-            o.color_fix = v;
-        }
-        if let Some(v) = self.consistency {
-            o.consistency = v;
+        for (name, v) in &self.values {
+            // Checked when read: setting a checked value cannot fail.
+            if let Ok(spec) = option(name) {
+                let _ = spec.set(o, v.clone());
+            }
         }
     }
 }
