@@ -16,6 +16,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <optional>
 #include <stdexcept>
@@ -189,7 +190,8 @@ private:
 };
 
 /// Called with (step, total); return false to cancel (the call then throws Error with
-/// SPIRE_ERROR_CANCELLED).
+/// SPIRE_ERROR_CANCELLED). An exception it throws cancels the run and is rethrown, unchanged,
+/// from restore() once the library has returned.
 using ProgressFn = std::function<bool(uint32_t step, uint32_t total)>;
 
 /// A loaded model. Copies share the weights; thread-safe.
@@ -240,8 +242,14 @@ public:
         spire_image *out = nullptr;
         spire_status s;
         if (progress) {
-            auto *cb = const_cast<ProgressFn *>(&progress);
-            s = spire_restorer_restore(r_, &input.view, params.get(), &Restorer::trampoline, cb, &out);
+            Callback cb{&progress, nullptr};
+            s = spire_restorer_restore(r_, &input.view, params.get(), &Restorer::trampoline, &cb, &out);
+            // An exception the callback threw cancelled the run inside the library; it reaches
+            // the caller here, unchanged, once the C call has returned.
+            if (cb.error) {
+                spire_image_free(out);
+                std::rethrow_exception(cb.error);
+            }
         } else {
             s = spire_restorer_restore(r_, &input.view, params.get(), nullptr, nullptr, &out);
         }
@@ -255,11 +263,18 @@ public:
 
 private:
     explicit Restorer(spire_restorer *r) noexcept : r_(r) {}
+    struct Callback {
+        const ProgressFn *fn;
+        std::exception_ptr error;
+    };
     static int32_t trampoline(uint32_t step, uint32_t total, void *user_data) {
+        auto *cb = static_cast<Callback *>(user_data);
         try {
-            return (*static_cast<ProgressFn *>(user_data))(step, total) ? 0 : 1;
+            return (*cb->fn)(step, total) ? 0 : 1;
         } catch (...) {
-            return 1;  // exceptions must not cross the C boundary: cancel instead
+            // Exceptions must not cross the C boundary: cancel, keep it, rethrow after the call.
+            cb->error = std::current_exception();
+            return 1;
         }
     }
     spire_restorer *r_ = nullptr;

@@ -24,7 +24,10 @@ PREFIX=$(cd "$1" && pwd)
 
 FEATURES=()
 if [ -n "${SPIRE_FEATURES:-}" ]; then FEATURES=(--features "$SPIRE_FEATURES"); fi
-cargo build --release -q -p spire-capi "${FEATURES[@]}"
+# SPIRE_CARGO_SELECT=--workspace (the test script) builds with the workspace's feature set, so
+# nothing already built for the tests is built again.
+read -r -a SELECT <<< "${SPIRE_CARGO_SELECT:--p spire-capi}"
+cargo build --release -q "${SELECT[@]}" "${FEATURES[@]}"
 # The one version: the workspace's, as the crate, the wheel and the header's macros carry it.
 VERSION=$(sed -n 's/^#define SPIRE_VERSION "\(.*\)"$/\1/p' include/spire.h)
 CRATE_VERSION=$(cargo pkgid -p spire-capi | sed 's/.*[#@]//')

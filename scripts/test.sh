@@ -18,11 +18,12 @@ cargo test --workspace --release
 # CPU: the model, pipeline, training and half-precision parity tests again with every layer
 # built with the kernels off (docs/gpu.md).
 echo "== Parity tests with the fused CPU kernels off (SPIRE_FUSED_KERNELS=0)"
-SPIRE_FUSED_KERNELS=0 cargo test --release -p spire-core --test parity_models --test restorer \
+# (--workspace: the same feature set as the run above, so no dependency is built twice.)
+SPIRE_FUSED_KERNELS=0 cargo test --release --workspace --test parity_models --test restorer \
   --test parity_train --test precision --test training --test tiling
 
 echo "== GPU check's parity mode on the CPU (every model and the restore in f32, f16, bf16)"
-cargo build --release -q -p spire-core --example gpu_check
+cargo build --release -q --workspace --example gpu_check
 ./target/release/examples/gpu_check parity --device cpu > target/gpu_check_parity.jsonl
 echo "$(grep -c '"ok":true' target/gpu_check_parity.jsonl) parity checks within tolerance"
 

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PREFIX="$PWD/target/c-prefix"
 rm -rf "$PREFIX"
-bash scripts/install_c.sh "$PREFIX"
+SPIRE_CARGO_SELECT=--workspace bash scripts/install_c.sh "$PREFIX"
 LIB="$PREFIX/lib"
 INC="$PREFIX/include"
 OUT=target/c-tests

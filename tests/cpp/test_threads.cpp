@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdio>
 #include <string>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -57,6 +58,29 @@ int main(int argc, char **argv) {
             threw = std::string(e.what()).find("stenght") != std::string::npos;
         }
         CHECK(threw);
+    }
+
+    // An exception thrown in the progress callback reaches the caller as itself, not as
+    // "cancelled", after the run stopped within a step.
+    {
+        struct Stop : std::runtime_error {
+            using std::runtime_error::runtime_error;
+        };
+        spire::RestoreParams q;
+        q.num_inference_steps(6);
+        int calls = 0;
+        bool caught = false;
+        try {
+            r.restore(spire::ImageView::rgb8(W, H, px.data()), q, [&](uint32_t step, uint32_t) -> bool {
+                calls++;
+                if (step == 2) throw Stop("stop at step 2");
+                return true;
+            });
+        } catch (const Stop &e) {
+            caught = std::string(e.what()) == "stop at step 2";
+        } catch (...) {
+        }
+        CHECK(caught && calls == 3);
     }
 
     // 4 threads on one handle, 4 on clones.
