@@ -52,6 +52,36 @@ __all__ = [
     "encode_image",
 ]
 
+def _progress_bar(force=False):
+    """The progress display of ``restore(progress=None)`` (the default): a tqdm bar when tqdm is
+    installed and stderr is a terminal or a notebook is running; ``progress=True`` (``force``)
+    shows it whenever tqdm is installed. Returns a ``(step, total)`` callback, or None."""
+    import sys
+
+    if not force:
+        stderr = getattr(sys, "stderr", None)
+        tty = bool(stderr is not None and hasattr(stderr, "isatty") and stderr.isatty())
+        if not (tty or "ipykernel" in sys.modules):
+            return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    bar = None
+
+    def update(step, total):
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc="restoring", unit="step", leave=False)
+        bar.total = total
+        bar.n = step
+        bar.refresh()
+        if step >= total:
+            bar.close()
+
+    return update
+
+
 # One restorer per source and process: unpickled restorers (worker processes, Ray actors)
 # share the weights loaded by the first one.
 _LOADED: dict = {}

@@ -8,7 +8,7 @@ import numpy.typing as npt
 
 __version__: str
 
-_Image = Union[npt.NDArray[np.uint8], npt.NDArray[np.float32]]
+_Image = Union[npt.NDArray[np.uint8], npt.NDArray[np.uint16], npt.NDArray[np.float32], Any]  # Any: a PIL image
 _Path = Union[str, "PathLike[str]"]
 
 class SpireError(Exception): ...
@@ -84,7 +84,7 @@ class Restorer:
         *,
         restoration_prompt: Optional[Union[str, RestorationPrompt]] = None,
         initial_latents: Optional[npt.NDArray[np.float32]] = None,
-        progress: Optional[Callable[[int, int], Optional[bool]]] = None,
+        progress: Optional[Union[bool, Callable[[int, int], Optional[bool]]]] = None,
         # <options: restore> generated from spire_core::options::OPTIONS (spire-core/tests/options_surfaces.rs)
         verbatim_restoration_prompt: Optional[str] = None,
         semantic_prompt: Optional[str] = None,
@@ -117,7 +117,7 @@ class Restorer:
         ] = None,
         semantic_prompt: Optional[Union[str, Sequence[Optional[str]]]] = None,
         initial_latents: Optional[npt.NDArray[np.float32]] = None,
-        progress: Optional[Callable[[int, int], Optional[bool]]] = None,
+        progress: Optional[Union[bool, Callable[[int, int], Optional[bool]]]] = None,
         # <options: restore_batch> generated from spire_core::options::OPTIONS (spire-core/tests/options_surfaces.rs)
         verbatim_restoration_prompt: Optional[str] = None,
         negative_prompt: Optional[str] = None,

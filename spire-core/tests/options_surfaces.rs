@@ -104,7 +104,8 @@ fn wrap(text: &str, indent: &str, width: usize) -> String {
 #[test]
 fn python_restore_docstring_is_generated() {
     let mut doc = String::from(
-        "Restores one image and returns one like it (a numpy array H×W×C, uint8, uint16 or float32).\n\n\
+        "Restores one image and returns one like it: a numpy array H×W×C (uint8, uint16 or\n\
+         float32; the same kind comes back, 16-bit precision kept) or a PIL image.\n\n\
          Every keyword left out (or None) keeps the model's recommendation (`Restorer.defaults`),\n\
          else the library default shown. Generated from the core's options table\n\
          (spire_core::options::OPTIONS); `spire.restore_options()` lists it.\n\n\
@@ -125,9 +126,9 @@ fn python_restore_docstring_is_generated() {
         ),
         (
             "progress",
-            "callable(step, total)",
+            "callable(step, total) | bool",
             "",
-            "Called after every denoising step; a falsy return other than None cancels (CancelledError); an exception it raises is re-raised.",
+            "Called after every denoising step; a falsy return other than None cancels (CancelledError); an exception it raises is re-raised. None (default): a progress bar in terminals and notebooks when tqdm is installed; True: a bar whenever tqdm is installed; False: silent.",
         ),
     ];
     let rows = OPTIONS

@@ -18,6 +18,22 @@ pub(crate) struct Owned {
     /// Whether the array had a channel axis (`H×W×C`, also `H×W×1`): the output keeps the
     /// input's layout, so gray `H×W×1` in gives `H×W×1` out.
     pub(crate) channel_axis: bool,
+    /// What the caller handed over, so the result comes back as the same kind.
+    pub(crate) kind: InKind,
+}
+
+/// The kind of image a caller passed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum InKind {
+    /// A uint8 array.
+    U8,
+    /// A uint16 array: restored in float32 (v / 65535) and returned as uint16, so 16-bit
+    /// precision is kept.
+    U16,
+    /// A float32 array.
+    F32,
+    /// A PIL image (its array is one of the above); the result is a PIL image.
+    Pil,
 }
 
 pub(crate) enum Data {
@@ -49,8 +65,32 @@ impl Owned {
     }
 }
 
-/// Reads an `H×W`, `H×W×1`, `H×W×3` or `H×W×4` uint8 / float32 array.
+/// Whether `obj` is a PIL image.
+fn is_pil(obj: &Bound<'_, PyAny>) -> bool {
+    obj.get_type()
+        .module()
+        .is_ok_and(|m| m.to_string().starts_with("PIL."))
+        && obj.hasattr("mode").unwrap_or(false)
+}
+
+/// Reads an `H×W`, `H×W×1`, `H×W×3` or `H×W×4` uint8 / uint16 / float32 array, or a PIL image
+/// (modes L, RGB, RGBA and I;16 as they are; others converted to RGB, or RGBA when they carry
+/// transparency).
 pub(crate) fn from_numpy(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Owned> {
+    if is_pil(obj) {
+        let mode: String = obj.getattr("mode")?.extract()?;
+        let img = match mode.as_str() {
+            "L" | "RGB" | "RGBA" | "I;16" => obj.clone(),
+            m => {
+                let alpha = m.contains('A') || obj.getattr("info")?.contains("transparency")?;
+                obj.call_method1("convert", (if alpha { "RGBA" } else { "RGB" },))?
+            }
+        };
+        let arr = obj.py().import("numpy")?.call_method1("asarray", (img,))?;
+        let mut owned = from_numpy(&arr, what)?;
+        owned.kind = InKind::Pil;
+        return Ok(owned);
+    }
     let arr = obj.cast::<PyUntypedArray>().map_err(|_| {
         PyTypeError::new_err(format!(
             "{what} must be a numpy array, got {}",
@@ -70,15 +110,29 @@ pub(crate) fn from_numpy(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Owned> 
             ))
         }
     };
-    let data = if let Ok(a) = obj.cast::<PyArrayDyn<u8>>() {
-        Data::U8(a.readonly().as_array().iter().copied().collect())
+    let (data, kind) = if let Ok(a) = obj.cast::<PyArrayDyn<u8>>() {
+        (
+            Data::U8(a.readonly().as_array().iter().copied().collect()),
+            InKind::U8,
+        )
     } else if let Ok(a) = obj.cast::<PyArrayDyn<f32>>() {
-        Data::F32(a.readonly().as_array().iter().copied().collect())
+        (
+            Data::F32(a.readonly().as_array().iter().copied().collect()),
+            InKind::F32,
+        )
+    } else if let Ok(a) = obj.cast::<PyArrayDyn<u16>>() {
+        let v = a
+            .readonly()
+            .as_array()
+            .iter()
+            .map(|&x| x as f32 / 65535.0)
+            .collect();
+        (Data::F32(v), InKind::U16)
     } else {
         let dt = arr.dtype().to_string();
         return Err(errors::new(
             "InvalidImageError",
-            format!("{what} has dtype {dt}; use uint8 (0–255) or float32 (0–1)"),
+            format!("{what} has dtype {dt}; use uint8 (0–255), uint16 (0–65535) or float32 (0–1)"),
         ));
     };
     Ok(Owned {
@@ -87,6 +141,7 @@ pub(crate) fn from_numpy(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Owned> 
         color,
         data,
         channel_axis: shape.len() == 3,
+        kind,
     })
 }
 
@@ -99,10 +154,27 @@ pub(crate) fn to_numpy(py: Python<'_>, img: Image, like: &Owned) -> PyResult<Py<
     } else {
         vec![h, w, c]
     };
-    Ok(match img.data {
-        ImageData::U8(v) => PyArray1::from_vec(py, v).reshape(shape)?.into_any().unbind(),
-        ImageData::F32(v) => PyArray1::from_vec(py, v).reshape(shape)?.into_any().unbind(),
-    })
+    // A PIL image came from an array of its own kind: that kind, then the PIL image.
+    let sixteen =
+        like.kind == InKind::U16 || (like.kind == InKind::Pil && matches!(img.data, ImageData::F32(_)));
+    let arr = match img.data {
+        ImageData::U8(v) => PyArray1::from_vec(py, v).reshape(shape)?.into_any(),
+        ImageData::F32(v) if sixteen => {
+            let v: Vec<u16> = v
+                .iter()
+                .map(|&x| (x.clamp(0.0, 1.0) * 65535.0).round() as u16)
+                .collect();
+            PyArray1::from_vec(py, v).reshape(shape)?.into_any()
+        }
+        ImageData::F32(v) => PyArray1::from_vec(py, v).reshape(shape)?.into_any(),
+    };
+    if like.kind == InKind::Pil {
+        return Ok(py
+            .import("PIL.Image")?
+            .call_method1("fromarray", (arr,))?
+            .unbind());
+    }
+    Ok(arr.unbind())
 }
 
 /// A decoded file as an `H×W×C` array (a channel axis even for gray).
@@ -113,6 +185,7 @@ fn file_to_numpy(py: Python<'_>, img: Image) -> PyResult<Py<PyAny>> {
         color: img.color,
         data: Data::U8(Vec::new()),
         channel_axis: true,
+        kind: InKind::U8,
     };
     to_numpy(py, img, &like)
 }

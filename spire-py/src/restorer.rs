@@ -138,11 +138,25 @@ fn build_options(
         o.initial_latents = Some(t);
     }
     let slot: ErrSlot = Arc::new(Mutex::new(None));
+    // None: a progress bar in terminals and notebooks (tqdm, when installed); True: a bar
+    // whenever tqdm is installed; False: nothing; a callable: that.
+    let bar = |force: bool| -> PyResult<Option<Py<PyAny>>> {
+        let b = py.import("spire")?.getattr("_progress_bar")?.call1((force,))?;
+        Ok((!b.is_none()).then(|| b.unbind()))
+    };
+    let progress = match progress {
+        None => bar(false)?,
+        Some(p) => match p.bind(py).cast::<pyo3::types::PyBool>() {
+            Ok(flag) if flag.is_true() => bar(true)?,
+            Ok(_) => None,
+            Err(_) => Some(p),
+        },
+    };
     if let Some(cb) = &progress {
         if !cb.bind(py).is_callable() {
             return Err(invalid(
                 "progress",
-                "must be callable as progress(step, total)".into(),
+                "must be callable as progress(step, total), True, False or None".into(),
             ));
         }
     }

@@ -225,3 +225,36 @@ def test_every_table_option_is_a_keyword_with_its_errors_named():
     doc = spire.Restorer.restore.__doc__
     for name in names:
         assert f"    {name} (" in doc, name
+
+
+def test_sixteen_bit_and_float_keep_their_kind_and_pil_comes_back_as_pil(restorer):
+    img8 = picture()
+    img16 = img8.astype(np.uint16) * 257
+    out16 = restorer.restore(img16, **QUICK)
+    out8 = restorer.restore(img8, **QUICK)
+    assert out16.dtype == np.uint16 and out16.shape == img8.shape
+    # The 16-bit result carries more than 8 bits: it is not just the 8-bit one scaled.
+    assert np.any(out16 % 257 != 0)
+    assert np.abs(out16.astype(np.int64) // 257 - out8.astype(np.int64)).max() <= 2
+    outf = restorer.restore(img8.astype(np.float32) / 255, **QUICK)
+    assert outf.dtype == np.float32
+    Image = pytest.importorskip("PIL.Image")
+    pil = Image.fromarray(img8)
+    out = restorer.restore(pil, **QUICK)
+    assert isinstance(out, Image.Image) and out.size == pil.size and out.mode == "RGB"
+    assert np.array_equal(np.asarray(out), out8)
+    pal = pil.convert("P")
+    assert isinstance(restorer.restore(pal, **QUICK), Image.Image)
+
+
+def test_progress_false_true_and_callable(restorer, capsys):
+    img = picture()
+    seen = []
+    restorer.restore(img, progress=lambda s, t: seen.append((s, t)), **QUICK)
+    assert seen and seen[-1][0] == seen[-1][1]
+    restorer.restore(img, progress=False, **QUICK)
+    with pytest.raises(spire.InvalidArgumentError, match="progress"):
+        restorer.restore(img, progress=3, **QUICK)
+    # Not a terminal here: the default shows nothing.
+    restorer.restore(img, **QUICK)
+    assert "restoring" not in capsys.readouterr().err
