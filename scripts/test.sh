@@ -11,6 +11,9 @@ else
   echo "== cargo fmt not installed; formatting not checked"
 fi
 
+echo "== clippy (every crate and target, warnings are errors)"
+cargo clippy --workspace --all-targets -q -- -D warnings
+
 echo "== Rust tests (release)"
 cargo test --workspace --release
 

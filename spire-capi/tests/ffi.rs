@@ -265,7 +265,7 @@ fn last_error_is_per_thread() {
         unsafe { spire_restorer_new(null(), null(), &mut r) },
         SPIRE_ERROR_NULL_POINTER
     );
-    let other = std::thread::spawn(|| last_error()).join().unwrap();
+    let other = std::thread::spawn(last_error).join().unwrap();
     assert!(other.is_empty());
     assert!(!last_error().is_empty());
 }

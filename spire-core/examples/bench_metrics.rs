@@ -3,6 +3,7 @@
 //! preprocessing), the FID Inception pool features (with the 299×299 resize), PSNR, SSIM.
 //! One JSON line per metric. `scripts/bench_metrics.py` runs this beside the Python
 //! references and prints the ratios.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //!
 //!     cargo run --release --example bench_metrics -- [--runs 5]
 

@@ -328,9 +328,7 @@ fn bench(
             Ok(t.elapsed().as_secs_f64())
         };
         run()?;
-        let secs = (0..runs.min(3).max(1))
-            .map(|_| run())
-            .collect::<Res<Vec<f64>>>()?;
+        let secs = (0..runs.clamp(1, 3)).map(|_| run()).collect::<Res<Vec<f64>>>()?;
         Ok((secs, init))
     })?;
     println!(

@@ -307,7 +307,7 @@ pub fn plan_dir(
 pub fn job_options(base: &RestoreOptions, job: &Job) -> RestoreOptions {
     let mut o = base.clone();
     if let Some(p) = &job.prompts.restoration {
-        o.restoration_prompt = RestorationInput::Prompt(p.clone());
+        o.restoration_prompt = RestorationInput::Prompt(*p);
     }
     if let Some(s) = &job.prompts.semantic {
         o.semantic_prompt = s.clone();
@@ -341,7 +341,7 @@ pub fn restore_each(
     let apply = |p: &ImagePrompts| {
         let mut o = base.clone();
         if let Some(r) = &p.restoration {
-            o.restoration_prompt = RestorationInput::Prompt(r.clone());
+            o.restoration_prompt = RestorationInput::Prompt(*r);
         }
         if let Some(s) = &p.semantic {
             o.semantic_prompt = s.clone();

@@ -523,7 +523,7 @@ pub fn jpeg_quality_from_pixels(img: &Rgb) -> Option<Estimate> {
     let scores: Vec<(u8, f64)> = (1..=100u8).filter_map(|q| excess(q).map(|e| (q, e))).collect();
     let best = scores.iter().map(|s| s.1).fold(f64::NEG_INFINITY, f64::max);
     // A photo that was never JPEG-compressed scores about 0 for every table.
-    if !(best > 0.15) {
+    if best.is_nan() || best <= 0.15 {
         return None;
     }
     // Qualities whose tables are equal on the measured positions tie: take their middle.

@@ -204,6 +204,7 @@ impl<'a> ImageView<'a> {
     /// Planar RGB in [0, 1] (gray replicated) and the alpha plane, checking float samples and
     /// the size (every path into the pipeline passes here, views made by [`Image::view`] too,
     /// so the CLI, Python and C share one minimum).
+    #[allow(clippy::wrong_self_convention)] // a view is a borrowed handle; callers keep it
     pub(crate) fn to_planar(&self) -> Result<Planar> {
         let (w, h) = (self.width, self.height);
         check_size(w, h)?;

@@ -249,10 +249,9 @@ pub fn decode_image(bytes: &[u8], name: &str) -> Result<Image> {
 
 /// A JPEG decoder past the header (RGB out, sides ≤ 65536, strict: a truncated or corrupt file
 /// is an error, not an image padded with grey), with the header's size checked.
-fn jpeg_header<'a>(
-    path: &Path,
-    bytes: &'a [u8],
-) -> Result<(zune_jpeg::JpegDecoder<std::io::Cursor<&'a [u8]>>, usize, usize)> {
+type JpegDecoder<'a> = zune_jpeg::JpegDecoder<std::io::Cursor<&'a [u8]>>;
+
+fn jpeg_header<'a>(path: &Path, bytes: &'a [u8]) -> Result<(JpegDecoder<'a>, usize, usize)> {
     let opts = zune_jpeg::zune_core::options::DecoderOptions::default()
         .jpeg_set_out_colorspace(zune_jpeg::zune_core::colorspace::ColorSpace::RGB)
         .set_max_width(1 << 16)

@@ -160,7 +160,11 @@ fn stream(seed: u64, purpose: u64) -> u64 {
 /// [`Error::Numerical`] with `what()` when `t` holds NaN or infinity. One pass: `t − t` is 0
 /// for every finite value and NaN otherwise, so its sum is exactly 0 or NaN.
 fn check_finite(t: &Tensor, what: impl FnOnce() -> String) -> Result<()> {
-    let s = (t - t)?.sum_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+    let s = t
+        .broadcast_sub(t)?
+        .sum_all()?
+        .to_dtype(DType::F32)?
+        .to_scalar::<f32>()?;
     if s == 0.0 {
         Ok(())
     } else {

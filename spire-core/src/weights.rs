@@ -156,7 +156,7 @@ impl TensorStore {
                     ));
                 }
                 let total = info.data_offsets.1 - info.data_offsets.0;
-                let row_bytes = if rows == 0 { 0 } else { total / rows };
+                let row_bytes = total.checked_div(rows).unwrap_or(0);
                 let s = info.data_offsets.0 + start * row_bytes;
                 info.data_offsets = (s, s + len * row_bytes);
                 info.shape[0] = len;

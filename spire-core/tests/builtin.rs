@@ -37,7 +37,10 @@ fn builtin_restores_with_exact_geometry_and_is_deterministic() {
 }
 
 /// Tensors (as raw bytes, by name) and text files of a built-in file.
-fn parts(bytes: &[u8]) -> (Vec<(String, Vec<u8>)>, std::collections::HashMap<String, String>) {
+/// The built-in file's components (name, bytes) and its metadata.
+type Parts = (Vec<(String, Vec<u8>)>, std::collections::HashMap<String, String>);
+
+fn parts(bytes: &[u8]) -> Parts {
     let st = safetensors::SafeTensors::deserialize(bytes).unwrap();
     let mut t: Vec<_> = st
         .tensors()

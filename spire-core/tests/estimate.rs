@@ -1,6 +1,7 @@
 //! The restoration prompt read from the photo (`spire_core::estimate`): exact JPEG quality from
 //! files PIL wrote, noise and blur σ within stated tolerances on synthesized degradations, and
 //! `auto` on a clean photo equal to the blind prompt.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 

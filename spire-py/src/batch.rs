@@ -47,13 +47,13 @@ pub(crate) fn plan_folder(
     .map_err(errors::to_py)
 }
 
+/// Relative path → (restoration prompt, semantic prompt).
+type PromptRows = std::collections::BTreeMap<String, (Option<String>, Option<String>)>;
+
 /// A `prompts.tsv`/`.csv` table as `spire restore-dir --prompts` reads it:
 /// `{relative path: (restoration prompt, semantic prompt)}`, empty cells as `None`.
 #[pyfunction]
-pub(crate) fn read_prompt_table(
-    py: Python<'_>,
-    path: PathBuf,
-) -> PyResult<std::collections::BTreeMap<String, (Option<String>, Option<String>)>> {
+pub(crate) fn read_prompt_table(py: Python<'_>, path: PathBuf) -> PyResult<PromptRows> {
     py.detach(|| {
         errors::guard(|| {
             let table = PromptTable::read(&path)?;

@@ -240,7 +240,7 @@ fn per_image_prompts<'py>(
             let restoration = match r {
                 None => None,
                 Some(r) => Some(if let Ok(p) = r.extract::<PyRef<'_, PyRestorationPrompt>>() {
-                    p.0.clone()
+                    p.0
                 } else {
                     let t: String = r.extract().map_err(|_| {
                         pyo3::exceptions::PyTypeError::new_err(format!(

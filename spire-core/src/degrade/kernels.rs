@@ -105,7 +105,10 @@ pub fn bessel_j1(x: f64) -> f64 {
         let q = 0.046_874_999_95
             + y * (-0.200_269_087_3e-3
                 + y * (0.844_919_909_6e-5 + y * (-0.882_289_87e-6 + y * 0.105_787_412e-6)));
-        let v = (0.636_619_772 / ax).sqrt() * (xx.cos() * p - z * xx.sin() * q);
+        // 2/π as the reference's rational approximation writes it (kept for parity).
+        #[allow(clippy::approx_constant)]
+        let two_over_pi = 0.636_619_772;
+        let v = (two_over_pi / ax).sqrt() * (xx.cos() * p - z * xx.sin() * q);
         if x < 0.0 {
             -v
         } else {

@@ -29,18 +29,13 @@ use ops::Interp;
 pub const DEFAULT_SEED: u64 = 0;
 
 /// Which synthesis pipeline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Pipeline {
-    /// Blur / downsample / noise / JPEG with a restoration prompt.
+    /// Blur / downsample / noise / JPEG with a restoration prompt (the default).
+    #[default]
     Parameterized,
     /// Real-ESRGAN second-order degradation, blind prompt.
     RealEsrgan,
-}
-
-impl Default for Pipeline {
-    fn default() -> Self {
-        Pipeline::Parameterized
-    }
 }
 
 impl Pipeline {

@@ -362,7 +362,7 @@ pub fn add_poisson_noise(img: &Rgb, scale: f64, gray: bool, seed: u64) -> Rgb {
     let q = |v: f32| ((v as f64 * 255.0).round().clamp(0.0, 255.0)) / 255.0;
     let base: Vec<f64> = if gray {
         (0..n)
-            .map(|p| q((0.299 * img.data[p] + 0.587 * img.data[n + p] + 0.114 * img.data[2 * n + p]) as f32))
+            .map(|p| q(0.299 * img.data[p] + 0.587 * img.data[n + p] + 0.114 * img.data[2 * n + p]))
             .collect()
     } else {
         img.data.iter().map(|&v| q(v)).collect()

@@ -297,7 +297,7 @@ impl Clip {
     /// # Errors
     /// As [`Clip::embed_images`].
     pub fn clip_i(&self, output: &ImageView<'_>, reference: &ImageView<'_>) -> Result<f64> {
-        let e = self.embed_images(&[output.clone(), reference.clone()])?;
+        let e = self.embed_images(&[*output, *reference])?;
         let v: Vec<Vec<f32>> = e.to_vec2()?;
         Ok(v[0]
             .iter()

@@ -59,6 +59,7 @@ fn in_own_dtype(v: &AutoencoderKL, x: &Tensor, f: impl FnOnce(&Tensor) -> Result
 /// Either autoencoder, behind one interface. Its methods take and return tensors of any float
 /// dtype: an `AutoencoderKL` computes in its own (see [`AutoencoderKL::from_dir`]).
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // one per loaded model; boxing buys nothing
 pub enum Autoencoder {
     /// diffusers `AutoencoderKL`.
     Kl(AutoencoderKL),

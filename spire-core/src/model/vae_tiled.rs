@@ -29,6 +29,9 @@ use super::blocks::{Downsample, ResnetBlock2D, Upsample};
 use super::nn::{Activation, Conv2d, GroupNorm};
 use super::vae::{AutoencoderKL, Decoder, Encoder};
 
+/// Per-group (mean, variance) statistics of a whole image.
+type GroupStats = Vec<(f64, f64)>;
+
 /// How the autoencoder's high-resolution layers are split.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VaeTiling {
@@ -419,7 +422,7 @@ impl Run<'_> {
         rescale: fn(Rect) -> Rect,
         norm: Option<&GroupNorm>,
         f: &dyn Fn(&[Tensor]) -> Result<Tensor>,
-    ) -> Result<(Store, Option<Vec<(f64, f64)>>)> {
+    ) -> Result<(Store, Option<GroupStats>)> {
         let mut out = Store::new(self.grid.tiles.len(), self.spill, self.dtype, &self.device)?;
         let mut stats = norm.map(|g| Stats::new(self.batch, g.groups()));
         for i in 0..self.grid.tiles.len() {

@@ -380,7 +380,8 @@ impl RestoreOptions {
                 ));
             }
             // `t − t` is 0 for finite values and NaN otherwise: one pass.
-            let finite = (l - l)
+            let finite = l
+                .broadcast_sub(l)
                 .and_then(|d| d.to_dtype(candle_core::DType::F32)?.sum_all()?.to_scalar::<f32>())
                 .map_err(|e| Error::invalid_arg("initial_latents", e.to_string()))?
                 == 0.0;

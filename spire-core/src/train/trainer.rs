@@ -679,6 +679,7 @@ struct Run {
     kind: Kind,
 }
 
+#[allow(clippy::large_enum_variant)] // one per training run
 enum Kind {
     Backbone {
         unet: UNet2DConditionModel,
