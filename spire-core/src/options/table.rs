@@ -572,7 +572,7 @@ pub static OPTIONS: &[OptionSpec] = &[
         name: "tile_size",
         kind: OptionKind::IntOrAuto {
             min: 1,
-            max: u32::MAX as u64,
+            max: u64::MAX,
         },
         default: "auto",
         doc: "Latent tile side for sampling, in latent pixels; auto lets the plan choose (one piece unless it would not fit memory_limit or tiles do less work).",
@@ -587,7 +587,7 @@ pub static OPTIONS: &[OptionSpec] = &[
         name: "tile_overlap",
         kind: OptionKind::Int {
             min: 0,
-            max: u32::MAX as u64,
+            max: u64::MAX,
         },
         default: "16",
         doc: "Overlap of neighbouring latent tiles, in latent pixels.",
@@ -602,7 +602,7 @@ pub static OPTIONS: &[OptionSpec] = &[
         name: "vae_tile_size",
         kind: OptionKind::IntOrAuto {
             min: 1,
-            max: u32::MAX as u64,
+            max: u64::MAX,
         },
         default: "auto",
         doc: "Autoencoder tile side in image pixels; auto picks it from memory_limit (whole when it fits). Tiles equal the whole-image computation.",
