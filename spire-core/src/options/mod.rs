@@ -279,34 +279,18 @@ impl Default for RestoreOptions {
 }
 
 impl fmt::Debug for RestoreOptions {
+    /// Every row of the options table by name, then the two arguments that are not values.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RestoreOptions")
-            .field("restoration_prompt", &self.restoration_prompt)
-            .field("semantic_prompt", &self.semantic_prompt)
-            .field("negative_prompt", &self.negative_prompt)
-            .field("restoration_null_prompt", &self.restoration_null_prompt)
-            .field("num_inference_steps", &self.num_inference_steps)
-            .field("scheduler", &self.scheduler)
-            .field("eta", &self.eta)
-            .field("restoration_guidance", &self.restoration_guidance)
-            .field("semantic_guidance", &self.semantic_guidance)
-            .field("conditioning_scale", &self.conditioning_scale)
-            .field("strength", &self.strength)
-            .field("seed", &self.seed)
-            .field(
-                "initial_latents",
-                &self.initial_latents.as_ref().map(|t| t.dims().to_vec()),
-            )
-            .field("color_fix", &self.color_fix)
-            .field("consistency", &self.consistency)
-            .field("match_noise", &self.match_noise)
-            .field("tile_size", &self.tile_size)
-            .field("tile_overlap", &self.tile_overlap)
-            .field("vae_tile_size", &self.vae_tile_size)
-            .field("upsample_input", &self.upsample_input)
-            .field("memory_limit", &self.memory_limit)
-            .field("progress", &self.progress.as_ref().map(|_| "<callback>"))
-            .finish()
+        let mut d = f.debug_struct("RestoreOptions");
+        for spec in OPTIONS {
+            d.field(spec.name, &spec.get(self));
+        }
+        d.field(
+            "initial_latents",
+            &self.initial_latents.as_ref().map(|t| t.dims().to_vec()),
+        )
+        .field("progress", &self.progress.as_ref().map(|_| "<callback>"))
+        .finish()
     }
 }
 
