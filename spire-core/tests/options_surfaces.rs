@@ -178,3 +178,70 @@ fn python_stub_keywords_are_generated() {
         );
     }
 }
+
+#[test]
+fn architecture_stage_diagram_is_generated() {
+    check_block(
+        &root().join("docs/architecture.md"),
+        "<!-- stages: generated",
+        "<!-- /stages -->",
+        &spire_core::options::stage_diagram(),
+        1,
+    );
+}
+
+/// The layering docs/architecture.md states: the models know nothing of training, the
+/// scheduler nothing of the models, and neither of the pipeline above them.
+#[test]
+fn layering_holds() {
+    let src = root().join("spire-core/src");
+    let rules: &[(&str, &[&str])] = &[
+        (
+            "model",
+            &[
+                "crate::train",
+                "crate::restorer",
+                "crate::options",
+                "crate::batch",
+                "crate::eval",
+            ],
+        ),
+        (
+            "scheduler",
+            &[
+                "crate::model",
+                "crate::train",
+                "crate::restorer",
+                "crate::options",
+            ],
+        ),
+        ("json.rs", &["crate::model", "crate::train", "crate::scheduler"]),
+        ("rng.rs", &["crate::model", "crate::train", "crate::restorer"]),
+    ];
+    let mut broken = Vec::new();
+    for (dir, banned) in rules {
+        let path = src.join(dir);
+        let files: Vec<PathBuf> = if path.is_dir() {
+            std::fs::read_dir(&path)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|e| e == "rs"))
+                .collect()
+        } else {
+            vec![path]
+        };
+        assert!(!files.is_empty(), "{dir}: no sources");
+        for f in files {
+            let text = std::fs::read_to_string(&f).unwrap();
+            for b in *banned {
+                if let Some(line) = text
+                    .lines()
+                    .find(|l| !l.trim_start().starts_with("//") && l.contains(b))
+                {
+                    broken.push(format!("{}: `{}` ({b})", f.display(), line.trim()));
+                }
+            }
+        }
+    }
+    assert!(broken.is_empty(), "layering broken:\n{}", broken.join("\n"));
+}

@@ -27,7 +27,7 @@ use super::config::{Json, UNetConfig};
 use super::embeddings::TimestepEmbedding;
 use super::nn::{conv2d, zero_conv2d, Activation, Conv2d};
 use super::unet::{down_blocks, mid_block, Control, Injection, TimeEmbed};
-use crate::train::VarStore;
+use super::vars::VarStore;
 
 /// How the degraded image enters the adaptor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,6 +16,7 @@ pub mod tokenizer;
 pub mod unet;
 pub mod vae;
 pub mod vae_tiled;
+pub mod vars;
 
 pub use adaptor::{Adaptor, AdaptorConfig, Fusion, HintMode};
 pub use autoencoder::{Autoencoder, PixelShuffle};

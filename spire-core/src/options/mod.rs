@@ -14,7 +14,9 @@ use crate::prompt::{RestorationPrompt, BLIND};
 use crate::scheduler::SchedulerKind;
 
 pub mod table;
-pub use table::{markdown_table, option, OptionKind, OptionSpec, OptionValue, OPTIONS};
+pub use table::{
+    markdown_table, option, stage_diagram, OptionKind, OptionSpec, OptionValue, PipelineStage, OPTIONS,
+};
 
 /// The most denoising steps a restore may take (diffusers' schedules have 1000 training
 /// timesteps; real runs take 1–100). A larger count is refused before anything is allocated.

@@ -162,6 +162,8 @@ pub struct OptionSpec {
     pub doc: &'static str,
     /// Whether a model's `spire.json` may recommend it (`defaults`).
     pub recommendable: bool,
+    /// The pipeline stages that read it (docs/architecture.md draws them).
+    pub stages: &'static [PipelineStage],
     get: fn(&RestoreOptions) -> OptionValue,
     set: fn(&mut RestoreOptions, OptionValue) -> Result<()>,
 }
@@ -173,6 +175,7 @@ impl fmt::Debug for OptionSpec {
             .field("kind", &self.kind)
             .field("default", &self.default)
             .field("recommendable", &self.recommendable)
+            .field("stages", &self.stages)
             .finish()
     }
 }
@@ -324,6 +327,101 @@ pub const SCHEDULER_NAMES: &[&str] = &["dpm++2m", "ddim", "euler", "model"];
 /// The colour-fix names.
 pub const COLOR_FIX_NAMES: &[&str] = &["wavelet", "adain", "none"];
 
+/// The stages of one restore call, in order (`restorer` runs them as functions of those
+/// names; docs/architecture.md draws them with the options each one reads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum PipelineStage {
+    /// Planning memory and tiles from the sizes alone, before any pixel is converted.
+    Plan,
+    /// Converting the input to planar RGB, enlarging it to the output size, padding it.
+    Prepare,
+    /// Encoding the prompts the guidance passes need.
+    Prompts,
+    /// Choosing the schedule and the start: strength, noise-matched start, hint, start latents.
+    Start,
+    /// Denoising: guided predictions of the adaptor and the backbone over the latent tiles.
+    Denoise,
+    /// Decoding the latents to pixels.
+    Decode,
+    /// Measurement consistency with the input under the prompt's degradation.
+    Consistency,
+    /// The colour fix.
+    ColorFix,
+}
+
+impl PipelineStage {
+    /// Every stage, in the order a call runs them.
+    pub const ALL: [PipelineStage; 8] = [
+        Self::Plan,
+        Self::Prepare,
+        Self::Prompts,
+        Self::Start,
+        Self::Denoise,
+        Self::Decode,
+        Self::Consistency,
+        Self::ColorFix,
+    ];
+
+    /// The stage's name in the docs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Plan => "plan",
+            Self::Prepare => "prepare geometry",
+            Self::Prompts => "encode prompts",
+            Self::Start => "choose the start",
+            Self::Denoise => "denoise",
+            Self::Decode => "decode",
+            Self::Consistency => "measurement consistency",
+            Self::ColorFix => "colour fix",
+        }
+    }
+
+    /// The function that runs it (under `spire_core::restorer`).
+    pub fn function(self) -> &'static str {
+        match self {
+            Self::Plan => "memory::plan_call",
+            Self::Prepare => "restore_batch, prepare_geometry",
+            Self::Prompts => "guidance::encode_prompts",
+            Self::Start => "start::schedule, start::start",
+            Self::Denoise => "denoise, guidance::predict",
+            Self::Decode => "decode",
+            Self::Consistency | Self::ColorFix => "finish",
+        }
+    }
+}
+
+/// The pipeline as text for docs/architecture.md: each stage, the function that runs it and
+/// the options it reads (from the table's `stages`).
+pub fn stage_diagram() -> String {
+    let mut s = String::from("```text\n");
+    for (i, st) in PipelineStage::ALL.iter().enumerate() {
+        let opts: Vec<&str> = OPTIONS
+            .iter()
+            .filter(|o| o.stages.contains(st))
+            .map(|o| o.name)
+            .collect();
+        s += &format!("{}. {:<24} {}\n", i, st.name(), st.function());
+        let mut line = String::from("      reads:");
+        for o in opts {
+            if line.len() + o.len() + 1 > 96 {
+                s += &line;
+                s += "\n";
+                line = String::from("            ");
+            }
+            line += " ";
+            line += o;
+        }
+        s += &line;
+        s += "\n";
+        if i + 1 < PipelineStage::ALL.len() {
+            s += "   │\n";
+        }
+    }
+    s += "```\n";
+    s
+}
+
 /// Every restore option, in the order the docs and `--help` list them.
 pub static OPTIONS: &[OptionSpec] = &[
     OptionSpec {
@@ -332,6 +430,7 @@ pub static OPTIONS: &[OptionSpec] = &[
         default: BLIND,
         doc: "What to undo and how strongly, in SPIRE's prompt language (\"Deblur with sigma 2.0; Denoise with sigma 0.08\"), or `auto` to read it from each image (given clauses win: \"auto; Upsample with scale 2\"). Its upsample factor sets the output size.",
         recommendable: false,
+        stages: &[PipelineStage::Plan, PipelineStage::Prepare, PipelineStage::Prompts, PipelineStage::Start, PipelineStage::Consistency],
         get: |o| match &o.restoration_prompt {
             RestorationInput::Verbatim(_) => OptionValue::Text(BLIND.into()),
             p => OptionValue::Text(p.text()),
@@ -347,6 +446,7 @@ pub static OPTIONS: &[OptionSpec] = &[
         default: "",
         doc: "Free text sent to the adaptor as is, instead of `restoration_prompt`, for adaptors trained on another prompt language (it carries no upsample factor). Empty: not used.",
         recommendable: false,
+        stages: &[PipelineStage::Prompts],
         get: |o| match &o.restoration_prompt {
             RestorationInput::Verbatim(s) => OptionValue::Text(s.clone()),
             _ => OptionValue::Text(String::new()),
@@ -367,6 +467,7 @@ pub static OPTIONS: &[OptionSpec] = &[
         default: "",
         doc: "A caption of the picture; only the backbone sees it.",
         recommendable: false,
+        stages: &[PipelineStage::Prompts],
         get: |o| OptionValue::Text(o.semantic_prompt.clone()),
         set: |o, v| {
             o.semantic_prompt = text(v);
@@ -379,6 +480,7 @@ pub static OPTIONS: &[OptionSpec] = &[
         default: "",
         doc: "The semantic null prompt ∅_s.",
         recommendable: false,
+        stages: &[PipelineStage::Prompts],
         get: |o| OptionValue::Text(o.negative_prompt.clone()),
         set: |o, v| {
             o.negative_prompt = text(v);
@@ -391,6 +493,7 @@ pub static OPTIONS: &[OptionSpec] = &[
         default: BLIND,
         doc: "The restoration null prompt ∅_r.",
         recommendable: false,
+        stages: &[PipelineStage::Prompts],
         get: |o| OptionValue::Text(o.restoration_null_prompt.clone()),
         set: |o, v| {
             o.restoration_null_prompt = text(v);
@@ -406,6 +509,7 @@ pub static OPTIONS: &[OptionSpec] = &[
         default: "20",
         doc: "Denoising steps.",
         recommendable: true,
+        stages: &[PipelineStage::Start, PipelineStage::Denoise],
         get: |o| OptionValue::from(o.num_inference_steps),
         set: |o, v| {
             o.num_inference_steps = int(v) as usize;
@@ -418,6 +522,7 @@ pub static OPTIONS: &[OptionSpec] = &[
         default: "dpm++2m",
         doc: "The sampler; `model` uses the class of the model's `scheduler_config.json`. The schedule (betas, prediction type, spacing, Karras sigmas) always comes from that file.",
         recommendable: true,
+        stages: &[PipelineStage::Start, PipelineStage::Denoise],
         get: |o| OptionValue::Text(o.scheduler.map_or("model", |s| s.as_str()).into()),
         set: |o, v| {
             let s = text(v);
@@ -444,6 +549,7 @@ pub static OPTIONS: &[OptionSpec] = &[
         default: "0",
         doc: "DDIM's η (0: deterministic, 1: DDPM-like; seeded). Only with DDIM.",
         recommendable: true,
+        stages: &[PipelineStage::Start, PipelineStage::Denoise],
         get: |o| OptionValue::Float(o.eta),
         set: |o, v| {
             o.eta = float(v);
@@ -456,6 +562,7 @@ pub static OPTIONS: &[OptionSpec] = &[
         default: "1",
         doc: "Strength w_r of restoration-prompt guidance (1 = none).",
         recommendable: true,
+        stages: &[PipelineStage::Prompts, PipelineStage::Denoise],
         get: |o| OptionValue::Float(o.restoration_guidance),
         set: |o, v| {
             o.restoration_guidance = float(v);
@@ -468,6 +575,7 @@ pub static OPTIONS: &[OptionSpec] = &[
         default: "1",
         doc: "Strength w_s of semantic-prompt guidance (1 = none).",
         recommendable: true,
+        stages: &[PipelineStage::Prompts, PipelineStage::Denoise],
         get: |o| OptionValue::Float(o.semantic_guidance),
         set: |o, v| {
             o.semantic_guidance = float(v);
@@ -480,6 +588,7 @@ pub static OPTIONS: &[OptionSpec] = &[
         default: "1",
         doc: "Scale s of the adaptor's signals (`f ⊙ (1 + s·γ) + s·β`, or `f + s·r` for ControlNets); 0 turns the adaptor off.",
         recommendable: true,
+        stages: &[PipelineStage::Denoise],
         get: |o| OptionValue::Float(o.conditioning_scale),
         set: |o, v| {
             o.conditioning_scale = float(v);
@@ -496,6 +605,7 @@ pub static OPTIONS: &[OptionSpec] = &[
         default: "1",
         doc: "Fraction of the schedule to run: 1 starts from pure noise; below 1 from the noised encoding of the input at t = strength·T, running ⌊steps·strength⌋ steps.",
         recommendable: true,
+        stages: &[PipelineStage::Start],
         get: |o| OptionValue::Float(o.strength),
         set: |o, v| {
             o.strength = float(v);
@@ -508,6 +618,7 @@ pub static OPTIONS: &[OptionSpec] = &[
         default: "0",
         doc: "Seed of all noise; the same seed gives the same image on every device and thread count.",
         recommendable: false,
+        stages: &[PipelineStage::Start, PipelineStage::Denoise],
         get: |o| OptionValue::Int(o.seed),
         set: |o, v| {
             o.seed = int(v);
@@ -520,6 +631,7 @@ pub static OPTIONS: &[OptionSpec] = &[
         default: "wavelet",
         doc: "Colour correction after decoding: low frequencies from the input (`wavelet`), per-channel mean and deviation (`adain`), or none.",
         recommendable: true,
+        stages: &[PipelineStage::ColorFix],
         get: |o| OptionValue::Text(o.color_fix.as_str().into()),
         set: |o, v| {
             let s = text(v);
@@ -538,6 +650,7 @@ pub static OPTIONS: &[OptionSpec] = &[
         default: "0",
         doc: "Measurement consistency: after decoding, pull the output towards agreement with the input under the degradation the prompt names, trusting the model's output to this σ on [0, 1] intensities; 0 turns it off.",
         recommendable: true,
+        stages: &[PipelineStage::Consistency],
         get: |o| OptionValue::Float(o.consistency),
         set: |o, v| {
             o.consistency = float(v);
@@ -550,6 +663,7 @@ pub static OPTIONS: &[OptionSpec] = &[
         default: "true",
         doc: "Noise-matched start: with a stated noise σ, DDIM, a linear autoencoder and strength < 1, start from the input at the timestep whose noise level matches σ.",
         recommendable: true,
+        stages: &[PipelineStage::Start],
         get: |o| OptionValue::Bool(o.match_noise),
         set: |o, v| {
             o.match_noise = v == OptionValue::Bool(true);
@@ -562,6 +676,7 @@ pub static OPTIONS: &[OptionSpec] = &[
         default: "true",
         doc: "Enlarge the input by the prompt's upsample factor; false takes it as already enlarged to the output size (a degraded image resized back, as the degradation pipelines return it).",
         recommendable: false,
+        stages: &[PipelineStage::Plan, PipelineStage::Prepare],
         get: |o| OptionValue::Bool(o.upsample_input),
         set: |o, v| {
             o.upsample_input = v == OptionValue::Bool(true);
@@ -577,6 +692,7 @@ pub static OPTIONS: &[OptionSpec] = &[
         default: "auto",
         doc: "Latent tile side for sampling, in latent pixels; auto lets the plan choose (one piece unless it would not fit memory_limit or tiles do less work).",
         recommendable: false,
+        stages: &[PipelineStage::Plan, PipelineStage::Denoise],
         get: |o| optional(o.tile_size),
         set: |o, v| {
             o.tile_size = int_or_auto(v);
@@ -592,6 +708,7 @@ pub static OPTIONS: &[OptionSpec] = &[
         default: "16",
         doc: "Overlap of neighbouring latent tiles, in latent pixels.",
         recommendable: false,
+        stages: &[PipelineStage::Plan, PipelineStage::Denoise],
         get: |o| OptionValue::from(o.tile_overlap),
         set: |o, v| {
             o.tile_overlap = int(v) as usize;
@@ -607,6 +724,7 @@ pub static OPTIONS: &[OptionSpec] = &[
         default: "auto",
         doc: "Autoencoder tile side in image pixels; auto picks it from memory_limit (whole when it fits). Tiles equal the whole-image computation.",
         recommendable: false,
+        stages: &[PipelineStage::Plan, PipelineStage::Start, PipelineStage::Decode],
         get: |o| optional(o.vae_tile_size),
         set: |o, v| {
             o.vae_tile_size = int_or_auto(v);
@@ -619,6 +737,7 @@ pub static OPTIONS: &[OptionSpec] = &[
         default: "auto",
         doc: "Peak memory of the call beyond the loaded weights: `auto` (¾ of available memory), `unlimited`, bytes or a size such as `2GiB`; a call that cannot fit is refused before it starts.",
         recommendable: false,
+        stages: &[PipelineStage::Plan],
         get: |o| match o.memory_limit {
             MemoryLimit::Auto => OptionValue::Auto,
             MemoryLimit::Unlimited => OptionValue::Text("unlimited".into()),

@@ -25,7 +25,7 @@ pub use dpmsolver::DpmSolverMultistep;
 pub use euler::EulerDiscrete;
 
 use crate::error::{Error, Result};
-use crate::model::config::Json;
+use crate::json::Json;
 
 /// Which sampler to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

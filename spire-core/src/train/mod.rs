@@ -5,8 +5,7 @@ pub mod data;
 mod optim;
 pub mod step;
 mod trainer;
-mod vars;
 
+pub use crate::model::vars::VarStore;
 pub use optim::{AdamW, AdamWConfig, Ema};
 pub use trainer::{train, MixedPrecision, TrainConfig, TrainEvent, TrainMode, TrainSummary};
-pub use vars::VarStore;

@@ -22,17 +22,17 @@ use serde::{Deserialize, Serialize};
 use super::data::Dataset;
 use super::optim::{AdamW, AdamWConfig, Ema};
 use super::step::{adaptor_loss_from, backbone_loss};
-use super::vars::VarStore;
 use crate::degrade::{self, ops, ParamConfig, RealEsrganConfig, Rgb};
 use crate::error::{Error, Result};
 use crate::model::adaptor::{Fusion, HintMode};
 use crate::model::config::{ClipTextConfig, Json, UNetConfig};
+use crate::model::vars::VarStore;
 use crate::model::{
     Adaptor, AdaptorConfig, Autoencoder, ClipTextModel, ClipTokenizer, LoadOptions, PixelShuffle,
     UNet2DConditionModel,
 };
 use crate::prompt::RestorationPrompt;
-use crate::rng::{self, Rng};
+use crate::rng::{self, Rng, TrainNoise};
 use crate::scheduler::SchedulerConfig;
 
 /// What to train.
@@ -398,13 +398,6 @@ pub struct TrainSummary {
     pub seconds: f64,
 }
 
-fn stream(seed: u64, step: u64, what: u64) -> u64 {
-    let mut z = seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ what.wrapping_mul(0xD1B5_4A32_D192_ED03);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 fn write_json(path: &Path, v: &serde_json::Value) -> Result<()> {
     if let Some(d) = path.parent() {
         std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
@@ -717,7 +710,7 @@ impl Run {
             scaling_factor: 1.0,
             shift_factor: 0.0,
         };
-        let mut rng = Rng::new(stream(cfg.seed, u64::MAX, 7));
+        let mut rng = Rng::new(rng::train_stream(cfg.seed, u64::MAX, TrainNoise::Probe));
         let probe: Vec<Rgb> = (0..64)
             .map(|_| data.sample(&mut rng, cfg.crop, cfg.scale).image)
             .collect();
@@ -908,7 +901,7 @@ impl Run {
 
     /// The loss of micro-batch `key`.
     fn loss(&self, cfg: &TrainConfig, data: &Dataset, key: u64) -> Result<Tensor> {
-        let mut rng = Rng::new(stream(cfg.seed, key, 1));
+        let mut rng = Rng::new(rng::train_stream(cfg.seed, key, TrainNoise::Data));
         let b = cfg.batch_size;
         let t_max = cfg
             .max_timestep
@@ -941,7 +934,11 @@ impl Run {
                     imgs.push(s.image);
                 }
                 let x0 = self.latents(&imgs)?;
-                let noise = rng::randn(stream(cfg.seed, key, 2), x0.shape(), &self.device)?;
+                let noise = rng::randn(
+                    rng::train_stream(cfg.seed, key, TrainNoise::Diffusion),
+                    x0.shape(),
+                    &self.device,
+                )?;
                 let cast = match self.compute_builder() {
                     Some(vb) => Some((
                         UNet2DConditionModel::new(unet.config(), vb.pp("unet"))?,
@@ -992,7 +989,11 @@ impl Run {
                     degraded.push(y);
                 }
                 let x0 = self.latents(&clean)?;
-                let noise = rng::randn(stream(cfg.seed, key, 2), x0.shape(), &self.device)?;
+                let noise = rng::randn(
+                    rng::train_stream(cfg.seed, key, TrainNoise::Diffusion),
+                    x0.shape(),
+                    &self.device,
+                )?;
                 // Drawn only when enabled, so recipes without it keep their random streams.
                 let from_degraded: Vec<bool> = if cfg.degraded_start > 0.0 {
                     (0..b).map(|_| rng.chance(cfg.degraded_start)).collect()
@@ -1111,7 +1112,11 @@ impl Run {
                 let u = UNet2DConditionModel::new(unet.config(), vb.pp("unet"))?;
                 let te = ClipTextModel::new(text.config(), vb.pp("text_encoder"))?;
                 let x0 = self.latents(std::slice::from_ref(x))?;
-                let noise = rng::randn(stream(7, i, 3), x0.shape(), &self.device)?;
+                let noise = rng::randn(
+                    rng::train_stream(7, i, TrainNoise::Preview),
+                    x0.shape(),
+                    &self.device,
+                )?;
                 let t = cfg.max_timestep.map_or(600, |m| (m * 3 / 5).clamp(1, 600));
                 let x_t = self.sched.add_noise(&x0, &noise, &[t])?;
                 let ctx = te
