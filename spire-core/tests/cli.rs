@@ -47,11 +47,32 @@ fn help_and_version() {
         let o = spire(args);
         assert!(o.status.success(), "{args:?}: {}", text(&o.stderr));
         assert!(
-            text(&o.stdout).starts_with("usage:"),
+            text(&o.stdout).contains("Usage:"),
             "{args:?}: {}",
             text(&o.stdout)
         );
     }
+    // `restore --help` lists every row of the options table, with its alias and default.
+    let help = text(&spire(&["restore", "--help"]).stdout);
+    for row in spire_core::options::OPTIONS {
+        let flag = format!("--{}", row.name.replace('_', "-"));
+        assert!(help.contains(&flag), "restore --help lacks {flag}");
+    }
+    assert!(
+        help.contains("[alias: --prompt]") && help.contains("[default: 20]"),
+        "{help}"
+    );
+    // Shell completions name the commands and the options.
+    for shell in ["bash", "zsh", "fish"] {
+        let o = spire(&["completions", shell]);
+        assert!(o.status.success(), "{shell}: {}", text(&o.stderr));
+        let script = text(&o.stdout);
+        assert!(
+            script.contains("restore-dir") && script.contains("upsample-input"),
+            "{shell}"
+        );
+    }
+    fails_with(&["completions", "tcsh"], &["tcsh"]);
     let o = spire(&["--version"]);
     assert!(o.status.success());
     assert_eq!(
@@ -109,6 +130,26 @@ fn restores_and_degrades_a_png_with_the_builtin_model() {
     let o = restore(&again);
     assert!(o.status.success());
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&again).unwrap());
+
+    // Boolean rows as bare flags or `--flag=value`: an upsample prompt on an image already
+    // enlarged keeps its size with `--upsample-input=false`, and grows by the factor with the
+    // bare `--upsample-input`.
+    let sized = |extra: &str| {
+        let to = dir.path().join("up.png");
+        let o = spire(&[
+            "restore",
+            degraded.to_str().unwrap(),
+            to.to_str().unwrap(),
+            "--prompt=Upsample with scale 2",
+            "--steps=50",
+            extra,
+        ]);
+        assert!(o.status.success(), "{extra}: {}", text(&o.stderr));
+        let r = spire_core::io::load_image(&to).unwrap();
+        (r.width, r.height)
+    };
+    assert_eq!(sized("--upsample-input=false"), (40, 36));
+    assert_eq!(sized("--upsample-input"), (80, 72));
 }
 
 #[test]
@@ -119,11 +160,25 @@ fn bad_arguments_name_what_is_wrong() {
     let (i, o) = (input.to_str().unwrap(), dir.path().join("o.png"));
     let o = o.to_str().unwrap();
     let missing = dir.path().join("nope.png");
-    fails_with(&["frobnicate"], &["unknown command `frobnicate`", "usage:"]);
-    fails_with(&["restore", i], &["restore needs <in> and <out>"]);
-    fails_with(&["restore", i, o, "--colour", "x"], &["unknown option --colour"]);
-    fails_with(&["restore", i, o, "--steps"], &["--steps needs a value"]);
-    fails_with(&["restore", i, o, "--steps", "many"], &["--steps", "`many`"]);
+    fails_with(&["frobnicate"], &["frobnicate", "Usage:"]);
+    fails_with(&["restore", i], &["<output>"]);
+    fails_with(
+        &["restore", i, o, "--colour", "x"],
+        &["'--colour'", "--color-fix"],
+    );
+    fails_with(
+        &["restore", i, o, "--steps"],
+        &["a value is required", "--num-inference-steps"],
+    );
+    fails_with(
+        &["restore", i, o, "--steps", "many"],
+        &["--num-inference-steps", "`many`"],
+    );
+    fails_with(
+        &["restore", i, o, "--steps=0"],
+        &["--num-inference-steps", "got 0"],
+    );
+    fails_with(&["restore", i, o, "--eta", "-1"], &["--eta", "got -1"]);
     fails_with(
         &["restore", i, o, "--scheduler", "heun"],
         &["--scheduler", "`heun`"],
@@ -133,7 +188,7 @@ fn bad_arguments_name_what_is_wrong() {
         &["--color-fix", "`sepia`"],
     );
     fails_with(
-        &["restore", i, o, "--match-noise", "maybe"],
+        &["restore", i, o, "--match-noise=maybe"],
         &["--match-noise", "`maybe`"],
     );
     fails_with(
@@ -184,7 +239,7 @@ fn unpacks_the_builtin_model_into_a_folder_that_restores() {
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert!(out.is_file());
     // Bad invocations name what is wrong.
-    fails_with(&["unpack-builtin"], &["unpack-builtin needs <out-dir>"]);
+    fails_with(&["unpack-builtin"], &["<out-dir>"]);
     fails_with(&["unpack-builtin", "x", "--to", "y"], &["--to"]);
     let junk = tmp.path().join("junk.safetensors");
     std::fs::write(&junk, "junk").unwrap();

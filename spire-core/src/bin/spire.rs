@@ -1,24 +1,12 @@
-//! `spire`: the command line of spire-core.
+//! `spire`: the command line of spire-core (clap; `spire --help`, `spire <command> --help`,
+//! `spire completions bash|zsh|fish|powershell|elvish`).
 //!
-//! ```text
-//! spire restore <in> <out> [--model DIR]
-//!               [--checkpoint SD.safetensors --controlnet FILE|DIR [--config DIR]
-//!                [--prediction-type epsilon|v_prediction]]
-//!               [restore options] [--device cpu|cuda[:N]|metal] [--dtype f32|f16|bf16] [--threads N]
-//! spire degrade <in> <out> [--pipeline parameterized|realesrgan] [--seed N]
-//! spire train --config recipe.json [--device D] [--dtype f32|bf16] [--threads N]
-//! spire export-builtin <model-dir> <out.safetensors>
-//! spire unpack-builtin <out-dir> [--from built-in.safetensors]
-//! spire eval --data DIR [--captions captions.tsv] [--only a.png,b.png] [--model DIR] [--size 256]
-//!            [--seed N] [--steps N] [--rows paper|plain] [--lpips FILE] [--clip DIR]
-//!            [--inception FILE] [--out DIR] [--save-images] [--device D] [--dtype T] [--threads N]
-//! ```
-//!
-//! The restore options are the rows of `spire_core::options::OPTIONS`, each as
-//! `--name-with-dashes VALUE` (`--num-inference-steps 25`, `--upsample-input false`), plus
-//! `--prompt`, `--restoration-text`, `--caption` and `--steps` for the four used most.
-//! Without `--model`, `restore` uses the built-in model. Options not given take the model's
-//! recommendations (its `spire.json` defaults), then the library's defaults.
+//! The restore options are the rows of `spire_core::options::OPTIONS`, each a flag
+//! `--name-with-dashes VALUE` (`--num-inference-steps 25`; `--flag=value` works too; the
+//! boolean rows also as bare `--upsample-input` / `--upsample-input=false`), plus `--prompt`,
+//! `--restoration-text`, `--caption` and `--steps` for the four used most. Without `--model`,
+//! `restore` uses the built-in model. Options not given take the model's recommendations (its
+//! `spire.json` defaults), then the library's defaults.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -26,62 +14,47 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use spire_core::options::{OptionValue, OPTIONS};
+use clap::{Arg, ArgAction, ArgMatches, Command};
+use spire_core::options::{OptionKind, OptionValue, OPTIONS};
 use spire_core::{Error, LoadOptions, RestorationPrompt, Restorer};
 
-const USAGE: &str = "usage:
-  spire restore <in.png|jpg> <out.png|jpg> [--model DIR]
-                [--checkpoint SD.safetensors --controlnet FILE|DIR [--config DIR]
-                 [--prediction-type epsilon|v_prediction]]
-                [restore options, below] [--device cpu|cuda[:N]|metal] [--dtype f32|f16|bf16]
-                [--threads N]
-  spire restore-dir <in-dir> <out-dir> [--prompts prompts.tsv|csv] [--format same|png|jpg]
-                [every restore option]
-  spire estimate <in.png|jpg> [--output-size WxH]
-  spire degrade <in.png> <out.png> [--pipeline parameterized|realesrgan] [--seed N]
-  spire train --config recipe.json [--device D] [--dtype f32|bf16] [--threads N]
-  spire export-builtin <model-dir> <out.safetensors>
-  spire unpack-builtin <out-dir> [--from built-in.safetensors]
-  spire eval --data DIR [--captions captions.tsv] [--only a.png,b.png] [--model DIR] [--size 256]
-             [--seed N] [--steps N] [--rows paper|plain] [--lpips FILE] [--clip DIR]
-             [--inception FILE] [--out DIR] [--save-images yes] [--device D] [--dtype T]
-             [--threads N]
-  spire --version
-Options not given take the model's recommended values (spire.json), then the library's
-(docs/restoring.md lists them). The output's extension picks PNG or JPEG.
---checkpoint loads a single-file Stable Diffusion 1.x/2.x .safetensors (original layout) with
---controlnet (a single-file ControlNet or a ControlNet/adaptor folder) and --config (a folder
-with tokenizer/ and optionally scheduler/, e.g. the model's diffusers folder);
-docs/model-format.md lists the checkpoint kinds that load.
---device picks where the model runs (a GPU needs a build with the `cuda` or `metal` feature,
-docs/gpu.md); --dtype the weights' precision (f16/bf16 halve the memory; the autoencoder stays
-f32 where it would overflow); --threads the CPU threads (default: all cores).
+const AFTER_HELP: &str = "Options not given take the model's recommended values (spire.json), then the \
+library's (docs/restoring.md lists them). The output's extension picks PNG or JPEG. \
 SPIRE_FUSED_KERNELS=0 in the environment turns the fused CPU kernels off (candle's ops instead).";
 
+/// A command's arguments once clap has parsed them: the positionals in order, and every flag
+/// given on the command line by its long name (a bare boolean flag as `true`).
 struct Args {
     positional: Vec<String>,
     flags: HashMap<String, String>,
 }
 
-fn parse(args: &[String], valued: &[&str]) -> Result<Args, String> {
-    let mut positional = Vec::new();
-    let mut flags = HashMap::new();
-    let mut i = 0;
-    while i < args.len() {
-        let a = &args[i];
-        if let Some(name) = a.strip_prefix("--") {
-            if !valued.contains(&name) {
-                return Err(format!("unknown option --{name}"));
+impl Args {
+    fn from_matches(cmd: &Command, m: &ArgMatches) -> Self {
+        let mut positional = Vec::new();
+        let mut flags = HashMap::new();
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if m.value_source(id) != Some(clap::parser::ValueSource::CommandLine) {
+                continue;
             }
-            let v = args.get(i + 1).ok_or_else(|| format!("--{name} needs a value"))?;
-            flags.insert(name.to_string(), v.clone());
-            i += 2;
-        } else {
-            positional.push(a.clone());
-            i += 1;
+            let value = match arg.get_action() {
+                ArgAction::SetTrue => "true".to_string(),
+                _ => m
+                    .get_raw(id)
+                    .and_then(|mut v| v.next_back())
+                    .map(|v| v.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            };
+            match arg.get_long() {
+                Some(long) => {
+                    flags.insert(long.to_string(), value);
+                }
+                None => positional.push(value),
+            }
         }
+        Args { positional, flags }
     }
-    Ok(Args { positional, flags })
 }
 
 fn num<T: std::str::FromStr>(a: &Args, name: &str) -> Result<Option<T>, String> {
@@ -98,21 +71,201 @@ fn fail(e: Error) -> String {
     e.to_string()
 }
 
-/// The flags every model-running command takes.
-const DEVICE_FLAGS: [&str; 3] = ["device", "dtype", "threads"];
-
-fn with_device_flags<'a>(flags: &[&'a str]) -> Vec<&'a str> {
-    flags.iter().copied().chain(DEVICE_FLAGS).collect()
+fn flag(name: &'static str, value: &'static str, help: &'static str) -> Arg {
+    Arg::new(name).long(name).value_name(value).help(help)
 }
 
-/// The flags of commands that load a restorer: the model's and the device's.
-fn with_model_flags<'a>(flags: &[&'a str]) -> Vec<&'a str> {
-    flags
+fn positional(name: &'static str, help: &'static str) -> Arg {
+    Arg::new(name).required(true).help(help)
+}
+
+/// The flags every model-running command takes.
+fn device_args() -> [Arg; 3] {
+    [
+        flag("device", "cpu|cuda[:N]|metal", "Where the model runs (a GPU needs a build with the `cuda` or `metal` feature, docs/gpu.md)")
+            .help_heading("Device"),
+        flag("dtype", "f32|f16|bf16", "The weights' precision (f16/bf16 halve the memory; the autoencoder stays f32 where it would overflow)")
+            .help_heading("Device"),
+        flag("threads", "N", "CPU threads (default: all cores)").help_heading("Device"),
+    ]
+}
+
+/// The flags that pick the model: a folder, or a single-file checkpoint with its ControlNet.
+fn model_args() -> [Arg; 5] {
+    [
+        flag("model", "DIR", "A SPIRE model folder (default: the built-in spire-tiny)").help_heading("Model"),
+        flag("checkpoint", "SD.safetensors", "A single-file Stable Diffusion 1.x/2.x checkpoint (original layout; docs/model-format.md), with --controlnet")
+            .help_heading("Model"),
+        flag("controlnet", "FILE|DIR", "The adaptor for --checkpoint: a single-file ControlNet or a ControlNet/adaptor folder")
+            .help_heading("Model"),
+        flag("config", "DIR", "For --checkpoint: a folder with tokenizer/ and optionally scheduler/ (e.g. the model's diffusers folder)")
+            .help_heading("Model"),
+        flag("prediction-type", "epsilon|v_prediction", "For --checkpoint: what the UNet predicts, when its config cannot tell")
+            .help_heading("Model"),
+    ]
+}
+
+/// Short names the command line keeps for four restore options.
+const RESTORE_ALIASES: [(&str, &str); 4] = [
+    ("prompt", "restoration_prompt"),
+    ("restoration-text", "verbatim_restoration_prompt"),
+    ("caption", "semantic_prompt"),
+    ("steps", "num_inference_steps"),
+];
+
+/// The restore options every restoring command takes: each row of the options table as
+/// `--name-with-dashes VALUE`, its help and default from the row. Values are checked by the
+/// row itself (`RestoreOptions::set`), so the messages are the core's on every surface.
+fn restore_args() -> Vec<Arg> {
+    OPTIONS
         .iter()
-        .copied()
-        .chain(MODEL_FLAGS)
-        .chain(DEVICE_FLAGS)
+        .map(|o| {
+            let long: &'static str = Box::leak(o.name.replace('_', "-").into_boxed_str());
+            let default = if o.default.is_empty() { "\"\"" } else { o.default };
+            let help: &'static str = Box::leak(format!("{} [default: {default}]", o.doc).into_boxed_str());
+            let kind: &'static str = match o.kind {
+                OptionKind::Choice(_) => "NAME",
+                _ => Box::leak(o.kind.describe().to_uppercase().into_boxed_str()),
+            };
+            let mut arg = Arg::new(o.name)
+                .long(long)
+                .help(help)
+                .value_name(kind)
+                .help_heading("Restore options (docs/restoring.md)");
+            if let Some((alias, _)) = RESTORE_ALIASES.iter().find(|(_, n)| *n == o.name) {
+                arg = arg.visible_alias(*alias);
+            }
+            match o.kind {
+                OptionKind::Bool => arg
+                    .num_args(0..=1)
+                    .require_equals(true)
+                    .default_missing_value("true")
+                    .value_name("BOOL"),
+                OptionKind::Int { .. } | OptionKind::IntOrAuto { .. } | OptionKind::Float { .. } => {
+                    arg.allow_negative_numbers(true)
+                }
+                OptionKind::Choice(names) => arg.value_parser(Choices(names)),
+                _ => arg,
+            }
+        })
         .collect()
+}
+
+/// A choice's names for `--help` and the shell completions; the value itself is checked by
+/// the options table, which also takes the names' aliases (`DDIMScheduler`, `dpm`, …).
+#[derive(Clone)]
+struct Choices(&'static [&'static str]);
+
+impl clap::builder::TypedValueParser for Choices {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        _cmd: &Command,
+        _arg: Option<&Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<String, clap::Error> {
+        Ok(value.to_string_lossy().into_owned())
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        Some(Box::new(
+            self.0.iter().map(|n| clap::builder::PossibleValue::new(*n)),
+        ))
+    }
+}
+
+/// The whole command line.
+fn cli() -> Command {
+    Command::new("spire")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("SPIRE: semantic prompt-driven image restoration")
+        .after_help(AFTER_HELP)
+        .subcommand(
+            Command::new("restore")
+                .about("Restore one image")
+                .arg(positional("input", "The image to restore (PNG or JPEG)"))
+                .arg(positional("output", "Where to write it (.png or .jpg)"))
+                .args(restore_args())
+                .args(model_args())
+                .args(device_args())
+                .after_help(AFTER_HELP),
+        )
+        .subcommand(
+            Command::new("restore-dir")
+                .about("Restore every image of a folder (resumable; failures.tsv lists the failures)")
+                .arg(positional("input", "The folder of images (searched recursively)"))
+                .arg(positional("output", "Where the restored images go (relative paths kept)"))
+                .arg(flag("prompts", "prompts.tsv|csv", "Per-image prompts: file<TAB>restoration prompt<TAB>caption"))
+                .arg(flag("format", "same|png|jpg", "The outputs' format (default: each input's)"))
+                .args(restore_args())
+                .args(model_args())
+                .args(device_args()),
+        )
+        .subcommand(
+            Command::new("estimate")
+                .about("Print the restoration prompt read from a photo (its estimates on stderr)")
+                .arg(positional("input", "The image (PNG or JPEG)"))
+                .arg(flag("output-size", "WxH", "The size the restored image should have (adds an upsample clause)")),
+        )
+        .subcommand(
+            Command::new("degrade")
+                .about("Degrade an image as training does; prints the restoration prompt that undoes it")
+                .arg(positional("input", "The clean image"))
+                .arg(positional("output", "Where to write the degraded image"))
+                .arg(flag("pipeline", "parameterized|realesrgan", "The degradation pipeline (default: parameterized)"))
+                .arg(flag("seed", "N", "Its seed")),
+        )
+        .subcommand(
+            Command::new("train")
+                .about("Train an adaptor or a small model from a recipe (docs/training.md)")
+                .arg(flag("config", "recipe.json", "The recipe").required(true))
+                .args(device_args()),
+        )
+        .subcommand(
+            Command::new("export-builtin")
+                .about("Pack a model folder into a built-in model file")
+                .arg(positional("model-dir", "The model folder"))
+                .arg(positional("out", "The .safetensors file to write")),
+        )
+        .subcommand(
+            Command::new("unpack-builtin")
+                .about("Write the built-in model (or a packed file) as a model folder")
+                .arg(positional("out-dir", "The folder to write"))
+                .arg(flag("from", "FILE", "A packed model file (default: the built-in one)")),
+        )
+        .subcommand(
+            Command::new("eval")
+                .about("The paper's evaluation on a folder of clean photos (docs/evaluation.md)")
+                .arg(flag("data", "DIR", "The clean photos").required(true))
+                .arg(flag("captions", "captions.tsv", "Their captions (default: DIR/captions.tsv)"))
+                .arg(flag("only", "a.png,b.png", "Evaluate only these images"))
+                .arg(flag("size", "PX", "The crop size (default 256)"))
+                .arg(flag("seed", "N", "The degradations' and restorations' seed"))
+                .arg(flag("steps", "N", "Denoising steps"))
+                .arg(flag("rows", "paper|plain", "The table's rows (default: paper)"))
+                .arg(flag("lpips", "FILE", "LPIPS weights"))
+                .arg(flag("clip", "DIR", "CLIP weights (for CLIP-I / CLIP-T)"))
+                .arg(flag("inception", "FILE", "Inception weights (for FID)"))
+                .arg(flag("out", "DIR", "Where eval.md and eval.csv go (default: eval-out)"))
+                .arg(
+                    Arg::new("save-images")
+                        .long("save-images")
+                        .action(ArgAction::SetTrue)
+                        .help("Also save the degraded and restored images"),
+                )
+                .args(model_args())
+                .args(device_args()),
+        )
+        .subcommand(
+            Command::new("completions")
+                .about("Print a shell completion script (e.g. `spire completions bash > /etc/bash_completion.d/spire`)")
+                .arg(
+                    Arg::new("shell")
+                        .required(true)
+                        .value_parser(clap::value_parser!(clap_complete::Shell)),
+                ),
+        )
 }
 
 /// `--threads N`: the CPU threads of candle's kernels and ours (rayon's pool). Set before any
@@ -143,9 +296,6 @@ fn load_options(a: &Args) -> Result<LoadOptions, String> {
     }
     Ok(lo)
 }
-
-/// The flags that pick the model: a folder, or a single-file checkpoint with its ControlNet.
-const MODEL_FLAGS: [&str; 5] = ["model", "checkpoint", "controlnet", "config", "prediction-type"];
 
 /// `--model DIR`, `--checkpoint FILE --controlnet FILE|DIR [--config DIR]` or the built-in
 /// model, loaded with `--device` / `--dtype`.
@@ -183,45 +333,6 @@ fn load_restorer(a: &Args) -> Result<Restorer, String> {
     }
 }
 
-/// Short names the command line keeps for four restore options.
-const RESTORE_ALIASES: [(&str, &str); 4] = [
-    ("prompt", "restoration_prompt"),
-    ("restoration-text", "verbatim_restoration_prompt"),
-    ("caption", "semantic_prompt"),
-    ("steps", "num_inference_steps"),
-];
-
-/// The restore options every restoring command takes: each row of the options table as
-/// `--name-with-dashes VALUE` (`spire_core::options::OPTIONS`), and the short aliases.
-fn restore_flags() -> &'static [&'static str] {
-    static FLAGS: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
-    FLAGS.get_or_init(|| {
-        OPTIONS
-            .iter()
-            .map(|o| &*Box::leak(o.name.replace('_', "-").into_boxed_str()))
-            .chain(RESTORE_ALIASES.iter().map(|(flag, _)| *flag))
-            .collect()
-    })
-}
-
-/// The restore options' part of the usage, from the options table.
-fn restore_usage() -> String {
-    let mut s = String::from("restore options (spire restore, spire restore-dir; docs/restoring.md):\n");
-    for o in OPTIONS {
-        let flag = o.name.replace('_', "-");
-        let alias = RESTORE_ALIASES
-            .iter()
-            .find(|(_, n)| *n == o.name)
-            .map_or(String::new(), |(a, _)| format!(" (--{a})"));
-        s += &format!(
-            "  --{flag}{alias} <{}>  [default: {}]\n",
-            o.kind.describe(),
-            if o.default.is_empty() { "\"\"" } else { o.default }
-        );
-    }
-    s + "  (--tile-size whole: one piece)"
-}
-
 /// The model's recommended options with the restore flags applied, each through its row of
 /// the options table.
 fn restore_options(a: &Args, restorer: &Restorer) -> Result<spire_core::RestoreOptions, String> {
@@ -252,13 +363,12 @@ fn restore_options(a: &Args, restorer: &Restorer) -> Result<spire_core::RestoreO
     Ok(o)
 }
 
-fn restore(args: &[String]) -> Result<(), String> {
-    let a = parse(args, &with_model_flags(restore_flags()))?;
+fn restore(a: &Args) -> Result<(), String> {
     let [input, output] = a.positional.as_slice() else {
         return Err("restore needs <in> and <out>".into());
     };
-    let restorer = load_restorer(&a)?;
-    let mut o = restore_options(&a, &restorer)?;
+    let restorer = load_restorer(a)?;
+    let mut o = restore_options(a, &restorer)?;
     o.progress = Some(Arc::new(|p: &spire_core::Progress| {
         if let Some(m) = &p.message {
             eprintln!("{m}");
@@ -300,8 +410,7 @@ fn restore(args: &[String]) -> Result<(), String> {
 
 /// `spire estimate`: the restoration prompt read from a photo (stdout), with each estimate
 /// and its confidence (stderr).
-fn estimate_cmd(args: &[String]) -> Result<(), String> {
-    let a = parse(args, &["output-size"])?;
+fn estimate_cmd(a: &Args) -> Result<(), String> {
     let [input] = a.positional.as_slice() else {
         return Err("estimate needs <in>".into());
     };
@@ -369,11 +478,8 @@ fn stop_after_this_image_on_ctrl_c() {
 #[cfg(not(unix))]
 fn stop_after_this_image_on_ctrl_c() {}
 
-fn restore_dir_cmd(args: &[String]) -> Result<(), String> {
+fn restore_dir_cmd(a: &Args) -> Result<(), String> {
     use spire_core::batch::{self, OutputFormat, PromptTable};
-    let mut flags: Vec<&str> = restore_flags().to_vec();
-    flags.extend(["prompts", "format"]);
-    let a = parse(args, &with_model_flags(&flags))?;
     let [input, output] = a.positional.as_slice() else {
         return Err("restore-dir needs <in-dir> and <out-dir>".into());
     };
@@ -405,8 +511,8 @@ fn restore_dir_cmd(args: &[String]) -> Result<(), String> {
         return Err(format!("{}: no PNG or JPEG images found", input.display()));
     }
     std::fs::create_dir_all(output).map_err(|e| format!("{}: {e}", output.display()))?;
-    let restorer = load_restorer(&a)?;
-    let o = restore_options(&a, &restorer)?;
+    let restorer = load_restorer(a)?;
+    let o = restore_options(a, &restorer)?;
     stop_after_this_image_on_ctrl_c();
     let total = jobs.len();
     let mut last_len = 0usize;
@@ -477,8 +583,7 @@ fn check_output(output: &str) -> Result<(), String> {
     spire_core::io::check_output_path(output).map_err(fail)
 }
 
-fn degrade_cmd(args: &[String]) -> Result<(), String> {
-    let a = parse(args, &["pipeline", "seed"])?;
+fn degrade_cmd(a: &Args) -> Result<(), String> {
     let [input, output] = a.positional.as_slice() else {
         return Err("degrade needs <in> and <out>".into());
     };
@@ -488,7 +593,7 @@ fn degrade_cmd(args: &[String]) -> Result<(), String> {
         }
         None => spire_core::degrade::Pipeline::default(),
     };
-    let seed = num(&a, "seed")?.unwrap_or(spire_core::degrade::DEFAULT_SEED);
+    let seed = num(a, "seed")?.unwrap_or(spire_core::degrade::DEFAULT_SEED);
     check_output(output)?;
     let img = spire_core::io::load_image(input).map_err(fail)?;
     let (out, prompt) = spire_core::degrade::degrade(&img.view(), pl, seed).map_err(fail)?;
@@ -502,10 +607,9 @@ fn fmt_secs(s: f64) -> String {
     format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }
 
-fn train_cmd(args: &[String]) -> Result<(), String> {
+fn train_cmd(a: &Args) -> Result<(), String> {
     use spire_core::train::MixedPrecision;
-    let a = parse(args, &with_device_flags(&["config"]))?;
-    apply_threads(&a)?;
+    apply_threads(a)?;
     let path = PathBuf::from(a.flags.get("config").ok_or("train needs --config recipe.json")?);
     let mut cfg = spire_core::train::TrainConfig::from_file(&path).map_err(fail)?;
     if let Some(d) = a.flags.get("device") {
@@ -568,28 +672,8 @@ fn train_cmd(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-fn eval_cmd(args: &[String]) -> Result<(), String> {
+fn eval_cmd(a: &Args) -> Result<(), String> {
     use spire_core::eval::{self, EvalConfig, EvalSetting, MetricWeights};
-    let a = parse(
-        args,
-        &with_model_flags(&[
-            "data",
-            "captions",
-            "only",
-            "size",
-            "seed",
-            "steps",
-            "rows",
-            "lpips",
-            "clip",
-            "inception",
-            "out",
-            "save-images",
-        ]),
-    )?;
-    if !a.positional.is_empty() {
-        return Err(format!("eval takes only options, got `{}`", a.positional[0]));
-    }
     let data = PathBuf::from(a.flags.get("data").ok_or("eval needs --data DIR")?);
     let captions = a.flags.get("captions").map(PathBuf::from).or_else(|| {
         let c = data.join("captions.tsv");
@@ -605,18 +689,18 @@ fn eval_cmd(args: &[String]) -> Result<(), String> {
                 .collect()
         })
         .unwrap_or_default();
-    let restorer = load_restorer(&a)?;
+    let restorer = load_restorer(a)?;
     let mut cfg = EvalConfig {
         options: restorer.default_options(),
         ..EvalConfig::default()
     };
-    if let Some(v) = num(&a, "size")? {
+    if let Some(v) = num(a, "size")? {
         cfg.size = v;
     }
-    if let Some(v) = num(&a, "seed")? {
+    if let Some(v) = num(a, "seed")? {
         cfg.seed = v;
     }
-    if let Some(v) = num(&a, "steps")? {
+    if let Some(v) = num(a, "steps")? {
         cfg.options.num_inference_steps = v;
     }
     cfg.settings = match a.flags.get("rows").map(String::as_str) {
@@ -673,8 +757,8 @@ fn eval_cmd(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-fn export_cmd(args: &[String]) -> Result<(), String> {
-    let [dir, out] = args else {
+fn export_cmd(a: &Args) -> Result<(), String> {
+    let [dir, out] = a.positional.as_slice() else {
         return Err("export-builtin needs <model-dir> <out.safetensors>".into());
     };
     let bytes = spire_core::builtin::export(std::path::Path::new(dir)).map_err(fail)?;
@@ -683,8 +767,7 @@ fn export_cmd(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-fn unpack_cmd(args: &[String]) -> Result<(), String> {
-    let a = parse(args, &["from"])?;
+fn unpack_cmd(a: &Args) -> Result<(), String> {
     let [dir] = a.positional.as_slice() else {
         return Err("unpack-builtin needs <out-dir> (and optionally --from FILE)".into());
     };
@@ -726,30 +809,52 @@ fn ignore_file_size_signal() {}
 
 fn main() -> ExitCode {
     ignore_file_size_signal();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    // `spire help`, `spire --help` and `spire <command> --help` all print the usage.
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("{USAGE}\n{}", restore_usage());
+    let mut cmd = cli();
+    let matches = match cmd.try_get_matches_from_mut(std::env::args_os()) {
+        Ok(m) => m,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            return match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+                    print!("{}", e.render());
+                    ExitCode::SUCCESS
+                }
+                _ => {
+                    let text = e.render().to_string();
+                    eprint!("spire: {}", text.strip_prefix("error: ").unwrap_or(&text));
+                    ExitCode::from(2)
+                }
+            };
+        }
+    };
+    let Some((name, sub_matches)) = matches.subcommand() else {
+        // `spire` alone: the help.
+        print!("{}", cmd.render_help());
         return ExitCode::SUCCESS;
-    }
-    let result = match args.first().map(String::as_str) {
-        Some("restore") => restore(&args[1..]),
-        Some("restore-dir") => restore_dir_cmd(&args[1..]),
-        Some("degrade") => degrade_cmd(&args[1..]),
-        Some("estimate") => estimate_cmd(&args[1..]),
-        Some("train") => train_cmd(&args[1..]),
-        Some("export-builtin") => export_cmd(&args[1..]),
-        Some("unpack-builtin") => unpack_cmd(&args[1..]),
-        Some("eval") => eval_cmd(&args[1..]),
-        Some("--version") | Some("-V") => {
-            println!("spire {}", env!("CARGO_PKG_VERSION"));
+    };
+    let Some(sub) = cmd.find_subcommand(name) else {
+        eprintln!("spire: unknown command `{name}`");
+        return ExitCode::from(2);
+    };
+    let a = Args::from_matches(sub, sub_matches);
+    let result = match name {
+        "restore" => restore(&a),
+        "restore-dir" => restore_dir_cmd(&a),
+        "degrade" => degrade_cmd(&a),
+        "estimate" => estimate_cmd(&a),
+        "train" => train_cmd(&a),
+        "export-builtin" => export_cmd(&a),
+        "unpack-builtin" => unpack_cmd(&a),
+        "eval" => eval_cmd(&a),
+        "completions" => {
+            let Some(&shell) = sub_matches.get_one::<clap_complete::Shell>("shell") else {
+                eprintln!("spire: completions needs a shell");
+                return ExitCode::from(2);
+            };
+            clap_complete::generate(shell, &mut cli(), "spire", &mut std::io::stdout());
             Ok(())
         }
-        Some("help") | None => {
-            println!("{USAGE}\n{}", restore_usage());
-            Ok(())
-        }
-        Some(other) => Err(format!("unknown command `{other}`\n{USAGE}")),
+        other => Err(format!("unknown command `{other}`")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
