@@ -63,6 +63,18 @@ typedef struct spire_restorer spire_restorer;
 typedef int32_t spire_status;
 
 /**
+ * Severity of a log message (`SPIRE_LOG_*`).
+ */
+typedef int32_t spire_log_level;
+
+/**
+ * A log function: `level`, the message (UTF-8, valid during the call only) and the
+ * `user_data` given to [`spire_set_log_callback`](crate::spire_set_log_callback). Called on the
+ * thread that logs, so it must be thread-safe; it must not throw or unwind.
+ */
+typedef void (*spire_log_fn)(spire_log_level level, const char *message, void *user_data);
+
+/**
  * How to load a model. Initialise with [`spire_load_options_init`]; fields may be appended in
  * later versions (`struct_size` tells the library which are present).
  */
@@ -403,6 +415,46 @@ typedef int32_t spire_pipeline;
 #define SPIRE_PIXEL_GRAY8 3
 
 /**
+ * 8-bit blue, green, red (OpenCV's `CV_8UC3` order).
+ */
+#define SPIRE_PIXEL_BGR8 4
+
+/**
+ * 8-bit blue, green, red, alpha (Windows DIBs, Qt's ARGB32 on little-endian machines).
+ */
+#define SPIRE_PIXEL_BGRA8 5
+
+/**
+ * 16-bit red, green, blue (`uint16_t`, native byte order, 0–65535).
+ */
+#define SPIRE_PIXEL_RGB16 6
+
+/**
+ * 16-bit red, green, blue, alpha.
+ */
+#define SPIRE_PIXEL_RGBA16 7
+
+/**
+ * 16-bit gray.
+ */
+#define SPIRE_PIXEL_GRAY16 8
+
+/**
+ * 32-bit float red, green, blue in [0, 1] (values outside are clipped; NaN is refused).
+ */
+#define SPIRE_PIXEL_RGB_F32 9
+
+/**
+ * 32-bit float red, green, blue, alpha in [0, 1].
+ */
+#define SPIRE_PIXEL_RGBA_F32 10
+
+/**
+ * 32-bit float gray in [0, 1].
+ */
+#define SPIRE_PIXEL_GRAY_F32 11
+
+/**
  * The class named in the model's `scheduler_config.json`.
  */
 #define SPIRE_SCHEDULER_MODEL -1
@@ -447,9 +499,64 @@ typedef int32_t spire_pipeline;
  */
 #define SPIRE_PIPELINE_REALESRGAN 1
 
+/**
+ * Errors.
+ */
+#define SPIRE_LOG_ERROR 1
+
+/**
+ * Warnings.
+ */
+#define SPIRE_LOG_WARN 2
+
+/**
+ * What the library does (model loads, memory plans, estimated prompts).
+ */
+#define SPIRE_LOG_INFO 3
+
+/**
+ * Details for debugging.
+ */
+#define SPIRE_LOG_DEBUG 4
+
+/**
+ * Everything.
+ */
+#define SPIRE_LOG_TRACE 5
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/**
+ * Sends the library's log messages at `max_level` and more severe (`SPIRE_LOG_ERROR` …
+ * `SPIRE_LOG_TRACE`; `SPIRE_LOG_INFO` tells what it loads and plans) to `callback`, with
+ * `user_data`; `callback` NULL stops them. The callback runs on the thread that logs (it must be
+ * thread-safe and must not throw). Process-wide; thread-safe.
+ *
+ * Returns `SPIRE_ERROR_INVALID_ARGUMENT` for a level outside 1–5, `SPIRE_ERROR_UNSUPPORTED`
+ * when the process already has another Rust `tracing` subscriber.
+ *
+ * # Safety
+ * `callback` is NULL or a function that may be called with `user_data` from any thread
+ * until it is replaced.
+ */
+spire_status spire_set_log_callback(spire_log_fn callback, spire_log_level max_level, void *user_data);
+
+/**
+ * Sets how many CPU threads the library computes with, for the whole process (default: every
+ * core). Call it before the first load or restore: the threads start then and keep their
+ * count; setting the count they have is a no-op. Thread-safe.
+ *
+ * Returns `SPIRE_ERROR_INVALID_ARGUMENT` naming `threads` for 0 or when the threads already
+ * run with another count.
+ */
+spire_status spire_set_num_threads(uint32_t threads);
+
+/**
+ * How many CPU threads the library computes with. Thread-safe.
+ */
+uint32_t spire_num_threads(void);
 
 /**
  * The library version, e.g. `"0.1.0"`. Static string: do not free. Thread-safe.

@@ -71,7 +71,48 @@ struct ImageView {
     static ImageView gray8(uint32_t width, uint32_t height, const uint8_t *data) {
         return make(width, height, size_t(width), SPIRE_PIXEL_GRAY8, data);
     }
+    /// Tightly packed 8-bit BGR (OpenCV's CV_8UC3); the result comes back as BGR.
+    static ImageView bgr8(uint32_t width, uint32_t height, const uint8_t *data) {
+        return make(width, height, size_t(width) * 3, SPIRE_PIXEL_BGR8, data);
+    }
+    /// Tightly packed 8-bit BGRA.
+    static ImageView bgra8(uint32_t width, uint32_t height, const uint8_t *data) {
+        return make(width, height, size_t(width) * 4, SPIRE_PIXEL_BGRA8, data);
+    }
+    /// Tightly packed 16-bit RGB; the result comes back 16-bit.
+    static ImageView rgb16(uint32_t width, uint32_t height, const uint16_t *data) {
+        return make(width, height, size_t(width) * 6, SPIRE_PIXEL_RGB16, reinterpret_cast<const uint8_t *>(data));
+    }
+    /// Tightly packed float RGB in [0, 1]; the result comes back as float.
+    static ImageView rgb_f32(uint32_t width, uint32_t height, const float *data) {
+        return make(width, height, size_t(width) * 12, SPIRE_PIXEL_RGB_F32, reinterpret_cast<const uint8_t *>(data));
+    }
 };
+
+/// Log messages at `max_level` (SPIRE_LOG_ERROR … SPIRE_LOG_TRACE) and more severe go to `fn`
+/// (from any thread; an exception it throws is swallowed, as a log must not fail the work);
+/// an empty function stops them. Process-wide.
+using LogFn = std::function<void(spire_log_level level, const std::string &message)>;
+inline void set_log_callback(LogFn fn, spire_log_level max_level = SPIRE_LOG_INFO) {
+    static LogFn current;
+    if (!fn) {
+        detail::check(spire_set_log_callback(nullptr, max_level, nullptr));
+        return;
+    }
+    // Stop the old sink before replacing the function it calls.
+    detail::check(spire_set_log_callback(nullptr, max_level, nullptr));
+    current = std::move(fn);
+    auto trampoline = [](spire_log_level level, const char *message, void *user) {
+        try {
+            (*static_cast<LogFn *>(user))(level, message);
+        } catch (...) {
+        }
+    };
+    detail::check(spire_set_log_callback(trampoline, max_level, &current));
+}
+
+/// The CPU threads the library computes with (call before the first load or restore).
+inline void set_num_threads(uint32_t threads) { detail::check(spire_set_num_threads(threads)); }
 
 /// An image owned by the library (move-only); freed with spire_image_free.
 class Image {
@@ -90,7 +131,8 @@ public:
     }
     ~Image() { spire_image_free(img_); }
 
-    /// Loads a PNG or JPEG file.
+    /// Loads a PNG, JPEG, TIFF or WebP file, upright by its EXIF orientation (format() says
+    /// 8-bit, 16-bit or float).
     static Image load(const std::string &path) {
         spire_image *img = nullptr;
         detail::check(spire_image_load(path.c_str(), &img));

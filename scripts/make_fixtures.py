@@ -1493,6 +1493,62 @@ def make_jpeg_quality():
     img.save(d / "clean.png")
 
 
+def make_image_files():
+    """Image files for the loader's tests (tests/fixtures/image-files): a 24×16 crop of the test
+    photo as PNG; 16-bit RGB PNG and TIFF whose samples follow a formula the test recomputes
+    (v = (x·2731 + y·977 + c·12345) mod 65536); 8-bit TIFFs (raw, LZW, deflate), a float gray
+    TIFF ((x + 24·y) / 400); lossless and lossy WebP (with PIL's decode of the lossy one); and
+    the crop with every EXIF orientation as PNG (eXIf chunk), one JPEG (orientation 6), one
+    WebP (3) and one TIFF (8), each with PIL's `ImageOps.exif_transpose` result beside it."""
+    import struct
+    import zlib
+    import tifffile
+    from PIL import Image, ImageOps
+    d = FIX / "image-files"
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir(parents=True)
+    img = Image.open(FIX / "photos" / "chelsea_crop256.png").convert("RGB").crop((100, 80, 124, 96))
+    img.save(d / "base.png")
+    w, h = img.size
+    yy, xx, cc = np.meshgrid(np.arange(h), np.arange(w), np.arange(3), indexing="ij")
+    v16 = ((xx * 2731 + yy * 977 + cc * 12345) % 65536).astype(np.uint16)
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    raw = b"".join(b"\0" + v16[y].astype(">u2").tobytes() for y in range(h))
+    png16 = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+             + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+    (d / "rgb16.png").write_bytes(png16)
+    tifffile.imwrite(d / "rgb16.tif", v16, photometric="rgb")
+    f32 = ((xx[..., 0] + 24 * yy[..., 0]) / 400.0).astype(np.float32)
+    tifffile.imwrite(d / "gray-f32.tif", f32, photometric="minisblack")
+    img.save(d / "rgb8.tif")
+    img.save(d / "rgb8-lzw.tif", compression="tiff_lzw")
+    img.save(d / "rgb8-deflate.tif", compression="tiff_adobe_deflate")
+    img.save(d / "lossless.webp", lossless=True)
+    rgba = img.convert("RGBA")
+    rgba.putalpha(Image.fromarray((np.arange(w * h).reshape(h, w) % 256).astype(np.uint8)))
+    rgba.save(d / "rgba-lossless.webp", lossless=True)
+    img.save(d / "lossy.webp", quality=80)
+    Image.open(d / "lossy.webp").convert("RGB").save(d / "lossy-pil.png")
+
+    def exif(o):
+        e = Image.Exif()
+        e[0x0112] = o
+        return e.tobytes()
+
+    for o in range(1, 9):
+        img.save(d / f"orient{o}.png", exif=exif(o))
+        ImageOps.exif_transpose(Image.open(d / f"orient{o}.png")).convert("RGB").save(d / f"orient{o}-upright.png")
+    img.save(d / "orient6.jpg", quality=95, exif=exif(6))
+    ImageOps.exif_transpose(Image.open(d / "orient6.jpg")).save(d / "orient6-jpg-upright.png")
+    img.save(d / "orient3.webp", lossless=True, exif=exif(3))
+    ImageOps.exif_transpose(Image.open(d / "orient3.webp")).convert("RGB").save(d / "orient3-webp-upright.png")
+    img.save(d / "orient8.tif", tiffinfo={0x0112: 8})
+    ImageOps.exif_transpose(Image.open(d / "orient8.tif")).convert("RGB").save(d / "orient8-tif-upright.png")
+
+
 def write_versions():
     v = versions()
     (FIX / "VERSIONS.json").write_text(json.dumps(v, indent=2) + "\n")

@@ -11,6 +11,7 @@ fuzz_target!(|data: &[u8]| {
         let n = img.width * img.height * img.color.channels();
         match &img.data {
             ImageData::U8(v) => assert_eq!(v.len(), n),
+            ImageData::U16(v) => assert_eq!(v.len(), n),
             ImageData::F32(v) => assert_eq!(v.len(), n),
         }
         assert!(img.width * img.height <= spire_core::io::MAX_IMAGE_PIXELS);

@@ -31,6 +31,9 @@
 //! ```
 #![allow(non_camel_case_types)]
 
+mod log;
+pub use log::*;
+
 use std::cell::RefCell;
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -39,7 +42,7 @@ use std::sync::Arc;
 
 use spire_core::{
     ColorFix, ColorType, Error, ErrorKind, Image, ImageData, ImageView, LoadOptions, MemoryLimit, Progress,
-    RestorationPrompt, RestoreOptions, Restorer, Samples, SchedulerKind, Stage,
+    RestorationPrompt, RestoreOptions, Restorer, SampleType, Samples, SchedulerKind, Stage,
 };
 
 /// The major version of this ABI; bumped only for incompatible changes.
@@ -84,6 +87,22 @@ pub const SPIRE_PIXEL_RGB8: spire_pixel_format = 1;
 pub const SPIRE_PIXEL_RGBA8: spire_pixel_format = 2;
 /// 8-bit gray.
 pub const SPIRE_PIXEL_GRAY8: spire_pixel_format = 3;
+/// 8-bit blue, green, red (OpenCV's `CV_8UC3` order).
+pub const SPIRE_PIXEL_BGR8: spire_pixel_format = 4;
+/// 8-bit blue, green, red, alpha (Windows DIBs, Qt's ARGB32 on little-endian machines).
+pub const SPIRE_PIXEL_BGRA8: spire_pixel_format = 5;
+/// 16-bit red, green, blue (`uint16_t`, native byte order, 0–65535).
+pub const SPIRE_PIXEL_RGB16: spire_pixel_format = 6;
+/// 16-bit red, green, blue, alpha.
+pub const SPIRE_PIXEL_RGBA16: spire_pixel_format = 7;
+/// 16-bit gray.
+pub const SPIRE_PIXEL_GRAY16: spire_pixel_format = 8;
+/// 32-bit float red, green, blue in [0, 1] (values outside are clipped; NaN is refused).
+pub const SPIRE_PIXEL_RGB_F32: spire_pixel_format = 9;
+/// 32-bit float red, green, blue, alpha in [0, 1].
+pub const SPIRE_PIXEL_RGBA_F32: spire_pixel_format = 10;
+/// 32-bit float gray in [0, 1].
+pub const SPIRE_PIXEL_GRAY_F32: spire_pixel_format = 11;
 
 /// Sampler choice in [`spire_restore_params`].
 pub type spire_scheduler = i32;
@@ -342,60 +361,239 @@ unsafe fn opt_str(p: *const c_char, name: &str) -> Result<Option<String>, Fail> 
         .map_err(|_| Fail(SPIRE_ERROR_INVALID_UTF8, format!("`{name}` is not valid UTF-8")))
 }
 
-fn color_of(format: spire_pixel_format) -> Result<ColorType, Fail> {
-    match format {
-        SPIRE_PIXEL_RGB8 => Ok(ColorType::Rgb),
-        SPIRE_PIXEL_RGBA8 => Ok(ColorType::Rgba),
-        SPIRE_PIXEL_GRAY8 => Ok(ColorType::Gray),
-        f => Err(Fail(
-            SPIRE_ERROR_INVALID_IMAGE,
-            format!("unknown pixel format {f}"),
-        )),
+/// What a pixel format holds: channels, sample type, and whether red and blue are swapped.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct PixelLayout {
+    color: ColorType,
+    sample: SampleType,
+    bgr: bool,
+}
+
+/// Every pixel format with its layout (the one table both directions read).
+const PIXEL_FORMATS: [(spire_pixel_format, PixelLayout); 11] = {
+    const fn l(color: ColorType, sample: SampleType, bgr: bool) -> PixelLayout {
+        PixelLayout { color, sample, bgr }
+    }
+    [
+        (SPIRE_PIXEL_RGB8, l(ColorType::Rgb, SampleType::U8, false)),
+        (SPIRE_PIXEL_RGBA8, l(ColorType::Rgba, SampleType::U8, false)),
+        (SPIRE_PIXEL_GRAY8, l(ColorType::Gray, SampleType::U8, false)),
+        (SPIRE_PIXEL_BGR8, l(ColorType::Rgb, SampleType::U8, true)),
+        (SPIRE_PIXEL_BGRA8, l(ColorType::Rgba, SampleType::U8, true)),
+        (SPIRE_PIXEL_RGB16, l(ColorType::Rgb, SampleType::U16, false)),
+        (SPIRE_PIXEL_RGBA16, l(ColorType::Rgba, SampleType::U16, false)),
+        (SPIRE_PIXEL_GRAY16, l(ColorType::Gray, SampleType::U16, false)),
+        (SPIRE_PIXEL_RGB_F32, l(ColorType::Rgb, SampleType::F32, false)),
+        (SPIRE_PIXEL_RGBA_F32, l(ColorType::Rgba, SampleType::F32, false)),
+        (SPIRE_PIXEL_GRAY_F32, l(ColorType::Gray, SampleType::F32, false)),
+    ]
+};
+
+fn layout_of(format: spire_pixel_format) -> Result<PixelLayout, Fail> {
+    PIXEL_FORMATS
+        .iter()
+        .find(|(f, _)| *f == format)
+        .map(|(_, l)| *l)
+        .ok_or_else(|| {
+            Fail(
+                SPIRE_ERROR_INVALID_IMAGE,
+                format!("unknown pixel format {format} (SPIRE_PIXEL_RGB8 … SPIRE_PIXEL_GRAY_F32: 1–11)"),
+            )
+        })
+}
+
+fn format_of(l: PixelLayout) -> spire_pixel_format {
+    PIXEL_FORMATS
+        .iter()
+        .find(|(_, x)| *x == l)
+        .map_or(SPIRE_PIXEL_RGB8, |(f, _)| *f)
+}
+
+/// Bytes per pixel of a layout.
+fn pixel_bytes(l: PixelLayout) -> usize {
+    l.color.channels() * l.sample.size()
+}
+
+/// A C image as the core sees it: borrowed when its samples can be used in place (RGB order,
+/// samples aligned for their type), otherwise copied once (BGR order swapped, unaligned 16-bit
+/// or float samples).
+enum InImage<'a> {
+    View(ImageView<'a>),
+    Owned(Image),
+}
+
+impl InImage<'_> {
+    fn view(&self) -> ImageView<'_> {
+        match self {
+            InImage::View(v) => *v,
+            InImage::Owned(i) => i.view(),
+        }
     }
 }
 
-fn format_of(c: ColorType) -> spire_pixel_format {
-    match c {
-        ColorType::Rgb => SPIRE_PIXEL_RGB8,
-        ColorType::Rgba => SPIRE_PIXEL_RGBA8,
-        ColorType::Gray => SPIRE_PIXEL_GRAY8,
+/// Packs rows of `c`-sample pixels (`row` bytes each, `stride` apart) into samples of `T`
+/// read by `read` from native-order bytes, swapping the first and third channel when `bgr`.
+fn pack<T: Copy>(
+    bytes: &[u8],
+    (w, h, c, stride): (usize, usize, usize, usize),
+    size: usize,
+    bgr: bool,
+    read: impl Fn(&[u8]) -> T,
+) -> Vec<T> {
+    let mut out = Vec::with_capacity(w * h * c);
+    for y in 0..h {
+        let row = &bytes[y * stride..y * stride + w * c * size];
+        for px in row.chunks_exact(c * size) {
+            let at = |k: usize| read(&px[k * size..(k + 1) * size]);
+            for k in 0..c {
+                let k = if bgr && c >= 3 && (k == 0 || k == 2) {
+                    2 - k
+                } else {
+                    k
+                };
+                out.push(at(k));
+            }
+        }
     }
+    out
 }
 
 /// A core view of a C image view.
 ///
 /// # Safety
-/// `v.data` covers `stride × (height − 1) + width × channels` bytes.
-unsafe fn view<'a>(v: &'a spire_image_view, name: &str) -> Result<ImageView<'a>, Fail> {
+/// `v.data` covers `stride × (height − 1) + width × bytes per pixel` bytes.
+unsafe fn view<'a>(v: &'a spire_image_view, name: &str) -> Result<InImage<'a>, Fail> {
     if v.data.is_null() {
         return Err(null(&format!("{name}->data")));
     }
-    let color = color_of(v.format)?;
+    let l = layout_of(v.format)?;
     let (w, h) = (v.width as usize, v.height as usize);
-    let row = w * color.channels();
+    let (c, size) = (l.color.channels(), l.sample.size());
+    let row = w * c * size;
+    if h > 0 && v.stride < row {
+        return Err(Fail(
+            SPIRE_ERROR_INVALID_IMAGE,
+            format!(
+                "{name}: stride {} is less than a row ({w} pixels × {} bytes = {row} bytes)",
+                v.stride,
+                c * size
+            ),
+        ));
+    }
     let len = if h == 0 || w == 0 {
         0
     } else {
         v.stride.saturating_mul(h - 1).saturating_add(row)
     };
     // SAFETY: the caller guarantees the buffer covers the rows it describes.
-    let data = unsafe { std::slice::from_raw_parts(v.data, len) };
-    Ok(ImageView::with_stride(w, h, v.stride, color, Samples::U8(data))?)
+    let bytes = unsafe { std::slice::from_raw_parts(v.data, len) };
+    #[allow(clippy::manual_is_multiple_of)] // MSRV 1.85: `is_multiple_of` is 1.87
+    let aligned = (v.data as usize) % size == 0 && v.stride % size == 0;
+    if !l.bgr && aligned {
+        let s = match l.sample {
+            SampleType::U8 => Samples::U8(bytes),
+            // SAFETY: aligned for the type, `len` a multiple of its size (row and stride are).
+            SampleType::U16 => {
+                Samples::U16(unsafe { std::slice::from_raw_parts(v.data.cast::<u16>(), len / 2) })
+            }
+            // SAFETY: as above.
+            SampleType::F32 => {
+                Samples::F32(unsafe { std::slice::from_raw_parts(v.data.cast::<f32>(), len / 4) })
+            }
+        };
+        return Ok(InImage::View(ImageView::with_stride(
+            w,
+            h,
+            v.stride / size,
+            l.color,
+            s,
+        )?));
+    }
+    let dims = (w, h, c, v.stride);
+    let data = match l.sample {
+        SampleType::U8 => ImageData::U8(pack(bytes, dims, 1, l.bgr, |b| b[0])),
+        SampleType::U16 => ImageData::U16(pack(bytes, dims, 2, l.bgr, |b| u16::from_ne_bytes([b[0], b[1]]))),
+        SampleType::F32 => ImageData::F32(pack(bytes, dims, 4, l.bgr, |b| {
+            f32::from_ne_bytes([b[0], b[1], b[2], b[3]])
+        })),
+    };
+    let img = Image {
+        width: w,
+        height: h,
+        color: l.color,
+        data,
+    };
+    // The core's checks on the copy too.
+    ImageView::new(w, h, l.color, img.view().samples())?;
+    Ok(InImage::Owned(img))
 }
 
-fn into_c_image(img: Image) -> Result<*mut spire_image, Fail> {
-    let data = match img.data {
-        ImageData::U8(v) => v,
-        ImageData::F32(_) => return Err(Fail(SPIRE_ERROR_INTERNAL, "unexpected float image".into())),
+/// The tightly packed bytes of `img` in the pixel format `l` (native byte order).
+fn c_bytes(img: &Image, l: PixelLayout) -> Result<Vec<u8>, Fail> {
+    let c = img.color.channels();
+    let swap = |i: usize| -> usize {
+        if l.bgr && c >= 3 {
+            match i % c {
+                0 => i + 2,
+                2 => i - 2,
+                _ => i,
+            }
+        } else {
+            i
+        }
     };
-    let mut data = data.into_boxed_slice();
-    let ptr = data.as_mut_ptr();
-    std::mem::forget(data);
+    Ok(match &img.data {
+        ImageData::U8(v) if l.sample == SampleType::U8 => (0..v.len()).map(|i| v[swap(i)]).collect(),
+        ImageData::U16(v) if l.sample == SampleType::U16 => {
+            (0..v.len()).flat_map(|i| v[swap(i)].to_ne_bytes()).collect()
+        }
+        ImageData::F32(v) if l.sample == SampleType::F32 => {
+            (0..v.len()).flat_map(|i| v[swap(i)].to_ne_bytes()).collect()
+        }
+        _ => {
+            return Err(Fail(
+                SPIRE_ERROR_INTERNAL,
+                format!(
+                    "a {:?} image cannot be returned as pixel format {}",
+                    img.sample_type(),
+                    format_of(l)
+                ),
+            ))
+        }
+    })
+}
+
+/// Alignment of every pixel buffer the library allocates (any sample type reads in place).
+const IMAGE_ALIGN: usize = 16;
+
+/// An image allocated for C in the pixel format `l` (by default the image's own: RGB order),
+/// its buffer aligned to [`IMAGE_ALIGN`].
+fn into_c_image(img: Image, bgr: bool) -> Result<*mut spire_image, Fail> {
+    let l = PixelLayout {
+        color: img.color,
+        sample: img.sample_type(),
+        bgr,
+    };
+    let bytes = c_bytes(&img, l)?;
+    let (width, height, stride) = (img.width, img.height, img.width * pixel_bytes(l));
+    drop(img);
+    let layout = std::alloc::Layout::from_size_align(bytes.len().max(1), IMAGE_ALIGN)
+        .map_err(|e| Fail(SPIRE_ERROR_INTERNAL, format!("image layout: {e}")))?;
+    // SAFETY: non-zero size.
+    let ptr = unsafe { std::alloc::alloc(layout) };
+    if ptr.is_null() {
+        return Err(Fail(
+            SPIRE_ERROR_INTERNAL,
+            format!("out of memory: cannot allocate {} bytes", bytes.len()),
+        ));
+    }
+    // SAFETY: `ptr` has `bytes.len()` writable bytes.
+    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), ptr, bytes.len()) };
     Ok(Box::into_raw(Box::new(spire_image {
-        width: img.width as u32,
-        height: img.height as u32,
-        stride: img.width * img.color.channels(),
-        format: format_of(img.color),
+        width: width as u32,
+        height: height as u32,
+        stride,
+        format: format_of(l),
         data: ptr,
     })))
 }
@@ -527,6 +725,57 @@ unsafe fn options(
         }));
     }
     Ok(o)
+}
+
+/// Sends the library's log messages at `max_level` and more severe (`SPIRE_LOG_ERROR` …
+/// `SPIRE_LOG_TRACE`; `SPIRE_LOG_INFO` tells what it loads and plans) to `callback`, with
+/// `user_data`; `callback` NULL stops them. The callback runs on the thread that logs (it must be
+/// thread-safe and must not throw). Process-wide; thread-safe.
+///
+/// Returns `SPIRE_ERROR_INVALID_ARGUMENT` for a level outside 1–5, `SPIRE_ERROR_UNSUPPORTED`
+/// when the process already has another Rust `tracing` subscriber.
+///
+/// # Safety
+/// `callback` is NULL or a function that may be called with `user_data` from any thread
+/// until it is replaced.
+#[no_mangle]
+pub unsafe extern "C" fn spire_set_log_callback(
+    callback: spire_log_fn,
+    max_level: spire_log_level,
+    user_data: *mut c_void,
+) -> spire_status {
+    guard(|| {
+        if !(SPIRE_LOG_ERROR..=SPIRE_LOG_TRACE).contains(&max_level) {
+            return Err(Fail(
+                SPIRE_ERROR_INVALID_ARGUMENT,
+                format!("invalid argument `max_level`: {max_level} is not a SPIRE_LOG_* level (1–5)"),
+            ));
+        }
+        if !log::set(callback.map(|f| (f, user_data as usize, max_level))) {
+            return Err(Fail(
+                SPIRE_ERROR_UNSUPPORTED,
+                "another tracing subscriber owns this process's log messages".into(),
+            ));
+        }
+        Ok(())
+    })
+}
+
+/// Sets how many CPU threads the library computes with, for the whole process (default: every
+/// core). Call it before the first load or restore: the threads start then and keep their
+/// count; setting the count they have is a no-op. Thread-safe.
+///
+/// Returns `SPIRE_ERROR_INVALID_ARGUMENT` naming `threads` for 0 or when the threads already
+/// run with another count.
+#[no_mangle]
+pub extern "C" fn spire_set_num_threads(threads: u32) -> spire_status {
+    guard(|| Ok(spire_core::device::set_num_threads(threads as usize)?))
+}
+
+/// How many CPU threads the library computes with. Thread-safe.
+#[no_mangle]
+pub extern "C" fn spire_num_threads() -> u32 {
+    spire_core::device::num_threads() as u32
 }
 
 /// The library version, e.g. `"0.1.0"`. Static string: do not free. Thread-safe.
@@ -947,6 +1196,8 @@ unsafe fn output_size(
     let v = unsafe { &*input };
     // SAFETY: contract.
     let img = unsafe { view(v, "input")? };
+    let img = img.view();
+    let px_bytes = pixel_bytes(layout_of(v.format)?);
     // SAFETY: contract.
     let o = unsafe { options(RestoreOptions::default(), params, None, std::ptr::null_mut())? };
     // The core's own formula (what `restore` will produce), not a copy of it.
@@ -967,7 +1218,7 @@ unsafe fn output_size(
     );
     let need = w
         .checked_mul(h)
-        .and_then(|p| p.checked_mul(img.color().channels()))
+        .and_then(|p| p.checked_mul(px_bytes))
         .ok_or_else(|| {
             Fail(
                 SPIRE_ERROR_INVALID_ARGUMENT,
@@ -1016,8 +1267,10 @@ pub unsafe extern "C" fn spire_restorer_restore(
                 options((*restorer).inner.default_options(), params, progress, user_data)?,
             )
         };
-        let result = r.restore(&img, &o)?;
-        let c = into_c_image(result)?;
+        // SAFETY: checked non-NULL.
+        let bgr = layout_of(unsafe { (*input).format })?.bgr;
+        let result = r.restore(&img.view(), &o)?;
+        let c = into_c_image(result, bgr)?;
         // SAFETY: checked non-NULL.
         unsafe { *out = c };
         Ok(())
@@ -1082,10 +1335,10 @@ pub unsafe extern "C" fn spire_restorer_restore_into(
                 options((*restorer).inner.default_options(), params, progress, user_data)?,
             )
         };
-        let result = r.restore(&img, &o)?;
-        let bytes = result
-            .as_u8()
-            .ok_or_else(|| Fail(SPIRE_ERROR_INTERNAL, "unexpected float output".into()))?;
+        // SAFETY: checked non-NULL by output_size.
+        let layout = layout_of(unsafe { (*input).format })?;
+        let result = r.restore(&img.view(), &o)?;
+        let bytes = c_bytes(&result, layout)?;
         if bytes.len() != need {
             // Never expected (the size came from the same core function); never a copy past
             // the caller's buffer either way.
@@ -1110,19 +1363,24 @@ pub unsafe extern "C" fn spire_image_free(image: *mut spire_image) {
         return;
     }
     let _ = catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: allocated by into_c_image: a boxed struct and a boxed slice of stride × height.
+        // SAFETY: allocated by into_c_image: a boxed struct and `stride × height` bytes
+        // aligned to IMAGE_ALIGN.
         unsafe {
             let img = Box::from_raw(image);
-            let len = img.stride * img.height as usize;
+            let len = (img.stride * img.height as usize).max(1);
             if !img.data.is_null() {
-                drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(img.data, len)));
+                if let Ok(layout) = std::alloc::Layout::from_size_align(len, IMAGE_ALIGN) {
+                    std::alloc::dealloc(img.data, layout);
+                }
             }
         }
     }));
 }
 
-/// Loads a PNG or JPEG file as an 8-bit image (gray, RGB or RGBA); free with
-/// [`spire_image_free`]. Thread-safe.
+/// Loads a PNG, JPEG, TIFF or WebP file (by content), upright by its EXIF orientation, as
+/// gray, RGB or RGBA with the file's depth: 8-bit (`SPIRE_PIXEL_RGB8` …), 16-bit PNG and TIFF
+/// (`SPIRE_PIXEL_RGB16` …) or float TIFF (`SPIRE_PIXEL_RGB_F32` …); `format` says which. The
+/// buffer is 16-byte aligned. Free with [`spire_image_free`]. Thread-safe.
 ///
 /// # Safety
 /// `path` is a NUL-terminated string; `out` is writable.
@@ -1137,7 +1395,7 @@ pub unsafe extern "C" fn spire_image_load(path: *const c_char, out: *mut *mut sp
         // SAFETY: contract.
         let p = unsafe { opt_str(path, "path")? }.ok_or_else(|| null("path"))?;
         let img = spire_core::io::load_image(&p)?;
-        let c = into_c_image(img)?;
+        let c = into_c_image(img, false)?;
         // SAFETY: checked non-NULL.
         unsafe { *out = c };
         Ok(())
@@ -1162,7 +1420,7 @@ pub unsafe extern "C" fn spire_image_save(
         }
         // SAFETY: contract.
         let v = unsafe { view(&*image, "image")? };
-        spire_core::io::save_image(&p, &v.to_image())?;
+        spire_core::io::save_image(&p, &v.view().to_image())?;
         Ok(())
     })
 }
@@ -1199,7 +1457,7 @@ pub unsafe extern "C" fn spire_prompt_estimate(
                 }
                 // SAFETY: contract.
                 let v = unsafe { view(&*image, "image")? };
-                RestorationPrompt::estimate(&v, None)?
+                RestorationPrompt::estimate(&v.view(), None)?
             }
         };
         // SAFETY: checked non-NULL.
@@ -1331,8 +1589,10 @@ pub unsafe extern "C" fn spire_degrade(
         };
         // SAFETY: contract.
         let v = unsafe { view(&*input, "input")? };
-        let (img, prompt) = spire_core::degrade::degrade(&v, pl, seed)?;
-        let c = into_c_image(img)?;
+        // SAFETY: checked non-NULL.
+        let bgr = layout_of(unsafe { (*input).format })?.bgr;
+        let (img, prompt) = spire_core::degrade::degrade(&v.view(), pl, seed)?;
+        let c = into_c_image(img, bgr)?;
         // SAFETY: checked non-NULL / NULL-or-writable.
         unsafe {
             *out = c;

@@ -392,3 +392,238 @@ fn builtin_model_needs_no_files() {
     unsafe { spire_image_free(img) };
     unsafe { spire_restorer_free(r) };
 }
+
+/// Restores `v` with 2 steps and seed 5; returns the C image (format, stride, bytes).
+fn restore_view(r: *mut spire_restorer, v: &spire_image_view) -> (spire_pixel_format, usize, Vec<u8>) {
+    let p = params(2);
+    let mut out = null_mut();
+    let s = unsafe { spire_restorer_restore(r, v, &p, None, null_mut(), &mut out) };
+    assert_eq!(s, SPIRE_OK, "format {}: {}", v.format, last_error());
+    let o = unsafe { &*out };
+    assert_eq!(
+        o.data as usize % 16,
+        0,
+        "the library's buffers are 16-byte aligned"
+    );
+    let bytes = unsafe { std::slice::from_raw_parts(o.data, o.stride * o.height as usize) }.to_vec();
+    let res = (o.format, o.stride, bytes);
+    unsafe { spire_image_free(out) };
+    res
+}
+
+#[test]
+fn bgr_16_bit_and_float_pixels_in_and_out() {
+    let r = load();
+    let (w, h) = (12u32, 10u32);
+    let px = rgb(w, h);
+    let n = (w * h) as usize;
+    let (f_rgb, stride_rgb, out_rgb) = restore_view(r, &rgb8_view(&px, w, h));
+    assert_eq!((f_rgb, stride_rgb), (SPIRE_PIXEL_RGB8, 36));
+
+    // BGR in → BGR out, the same pixels with red and blue swapped.
+    let bgr: Vec<u8> = px.chunks(3).flat_map(|p| [p[2], p[1], p[0]]).collect();
+    let v = spire_image_view {
+        format: SPIRE_PIXEL_BGR8,
+        ..rgb8_view(&bgr, w, h)
+    };
+    let (f, _, out) = restore_view(r, &v);
+    assert_eq!(f, SPIRE_PIXEL_BGR8);
+    let back: Vec<u8> = out.chunks(3).flat_map(|p| [p[2], p[1], p[0]]).collect();
+    assert_eq!(back, out_rgb);
+
+    // 16-bit in → 16-bit out, not rounded to 8 bits; an unaligned buffer (copied) gives the
+    // same result as an aligned one (borrowed).
+    let px16: Vec<u16> = px.iter().map(|&b| u16::from(b) * 257 + 3).collect();
+    let v16 = spire_image_view {
+        width: w,
+        height: h,
+        stride: w as usize * 6,
+        format: SPIRE_PIXEL_RGB16,
+        data: px16.as_ptr().cast(),
+    };
+    let (f, stride, out16) = restore_view(r, &v16);
+    assert_eq!((f, stride), (SPIRE_PIXEL_RGB16, w as usize * 6));
+    let samples: Vec<u16> = out16
+        .chunks(2)
+        .map(|b| u16::from_ne_bytes([b[0], b[1]]))
+        .collect();
+    assert_eq!(samples.len(), n * 3);
+    assert!(
+        samples.iter().any(|s| s % 257 != 0),
+        "16-bit output rounded to 8 bits"
+    );
+    let mut shifted = vec![0u8; px16.len() * 2 + 1];
+    for (i, s) in px16.iter().enumerate() {
+        shifted[1 + 2 * i..3 + 2 * i].copy_from_slice(&s.to_ne_bytes());
+    }
+    let (_, _, out_unaligned) = restore_view(
+        r,
+        &spire_image_view {
+            data: shifted[1..].as_ptr(),
+            ..v16
+        },
+    );
+    assert_eq!(out_unaligned, out16);
+    // The same numbers through the core directly.
+    let core = spire_core::Restorer::from_pretrained(
+        fixtures().join("tiny-sd1"),
+        &spire_core::LoadOptions {
+            adaptor: Some(fixtures().join("tiny-spire-adaptor")),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut o = core.default_options();
+    o.num_inference_steps = 2;
+    let p = params(2);
+    o.seed = p.seed;
+    let view = spire_core::ImageView::new(
+        w as usize,
+        h as usize,
+        spire_core::ColorType::Rgb,
+        spire_core::Samples::U16(&px16),
+    )
+    .unwrap();
+    let direct = core.restore(&view, &o).unwrap();
+    assert_eq!(direct.as_u16().unwrap(), &samples[..]);
+
+    // Float in → float out.
+    let pxf: Vec<f32> = px.iter().map(|&b| f32::from(b) / 255.0).collect();
+    let vf = spire_image_view {
+        width: w,
+        height: h,
+        stride: w as usize * 12,
+        format: SPIRE_PIXEL_RGB_F32,
+        data: pxf.as_ptr().cast(),
+    };
+    let (f, _, outf) = restore_view(r, &vf);
+    assert_eq!(f, SPIRE_PIXEL_RGB_F32);
+    let fl: Vec<f32> = outf
+        .chunks(4)
+        .map(|b| f32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    assert!(fl.iter().all(|x| (0.0..=1.0).contains(x)));
+    // NaN in a float image is refused, naming the sample.
+    let mut bad = pxf.clone();
+    bad[7] = f32::NAN;
+    let vb = spire_image_view {
+        data: bad.as_ptr().cast(),
+        ..vf
+    };
+    let mut out = null_mut();
+    let s = unsafe { spire_restorer_restore(r, &vb, &params(2), None, null_mut(), &mut out) };
+    assert_eq!(s, SPIRE_ERROR_INVALID_IMAGE);
+    assert!(last_error().contains("NaN"), "{}", last_error());
+    // restore_into sizes 16-bit outputs in bytes.
+    let mut need = 0usize;
+    let s = unsafe {
+        spire_restorer_restore_into(
+            r,
+            &v16,
+            &p,
+            None,
+            null_mut(),
+            null_mut(),
+            0,
+            &mut need,
+            null_mut(),
+            null_mut(),
+        )
+    };
+    assert_eq!((s, need), (SPIRE_ERROR_BUFFER_TOO_SMALL, n * 6));
+    let mut buf = vec![0u8; need];
+    let s = unsafe {
+        spire_restorer_restore_into(
+            r,
+            &v16,
+            &p,
+            None,
+            null_mut(),
+            buf.as_mut_ptr(),
+            need,
+            null_mut(),
+            null_mut(),
+            null_mut(),
+        )
+    };
+    assert_eq!(s, SPIRE_OK, "{}", last_error());
+    assert_eq!(buf, out16);
+    // An unknown format and a stride shorter than a 16-bit row are named.
+    let s = unsafe {
+        spire_restorer_restore(
+            r,
+            &spire_image_view { format: 99, ..v16 },
+            &p,
+            None,
+            null_mut(),
+            &mut out,
+        )
+    };
+    assert_eq!(s, SPIRE_ERROR_INVALID_IMAGE);
+    assert!(last_error().contains("pixel format 99"), "{}", last_error());
+    let s = unsafe {
+        spire_restorer_restore(
+            r,
+            &spire_image_view {
+                stride: w as usize * 3,
+                ..v16
+            },
+            &p,
+            None,
+            null_mut(),
+            &mut out,
+        )
+    };
+    assert_eq!(s, SPIRE_ERROR_INVALID_IMAGE);
+    assert!(last_error().contains("stride"), "{}", last_error());
+    unsafe { spire_restorer_free(r) };
+}
+
+unsafe extern "C" fn collect_log(level: spire_log_level, msg: *const std::ffi::c_char, user: *mut c_void) {
+    let seen = unsafe { &*(user as *const std::sync::Mutex<Vec<(i32, String)>>) };
+    let text = unsafe { CStr::from_ptr(msg) }.to_string_lossy().into_owned();
+    seen.lock().unwrap().push((level, text));
+}
+
+#[test]
+fn log_callback_and_thread_count() {
+    let seen: &'static std::sync::Mutex<Vec<(i32, String)>> = Box::leak(Box::default());
+    let user = seen as *const _ as *mut c_void;
+    assert_eq!(
+        unsafe { spire_set_log_callback(Some(collect_log), 9, user) },
+        SPIRE_ERROR_INVALID_ARGUMENT
+    );
+    assert!(last_error().contains("max_level"), "{}", last_error());
+    assert_eq!(
+        unsafe { spire_set_log_callback(Some(collect_log), SPIRE_LOG_INFO, user) },
+        SPIRE_OK
+    );
+    let r = load();
+    let msgs = seen.lock().unwrap().clone();
+    assert!(
+        msgs.iter()
+            .any(|(l, m)| *l == SPIRE_LOG_INFO && m.contains("loaded") && m.contains("tiny-sd1")),
+        "{msgs:?}"
+    );
+    // Removed: nothing more arrives (other tests' threads may log meanwhile; this one loads again).
+    assert_eq!(
+        unsafe { spire_set_log_callback(None, SPIRE_LOG_INFO, null_mut()) },
+        SPIRE_OK
+    );
+    let before = seen.lock().unwrap().len();
+    let r2 = load();
+    assert_eq!(seen.lock().unwrap().len(), before);
+    unsafe {
+        spire_restorer_free(r);
+        spire_restorer_free(r2);
+    }
+    // Threads: 0 is refused; the count the pool already has is accepted; another is refused
+    // once the pool runs, naming `threads`.
+    assert_eq!(spire_set_num_threads(0), SPIRE_ERROR_INVALID_ARGUMENT);
+    assert!(last_error().contains("threads"), "{}", last_error());
+    let n = spire_num_threads();
+    assert!(n >= 1);
+    assert_eq!(spire_set_num_threads(n), SPIRE_OK, "{}", last_error());
+    assert_eq!(spire_set_num_threads(n + 1), SPIRE_ERROR_INVALID_ARGUMENT);
+    assert!(last_error().contains("already run"), "{}", last_error());
+}

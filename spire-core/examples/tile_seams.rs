@@ -15,7 +15,7 @@ use spire_core::{MemoryLimit, RestoreOptions, Restorer};
 fn rgb(img: &Image) -> &[u8] {
     match &img.data {
         ImageData::U8(d) => d,
-        ImageData::F32(_) => unreachable!("RGB8 in, RGB8 out"),
+        _ => unreachable!("RGB8 in, RGB8 out"),
     }
 }
 

@@ -208,9 +208,12 @@ pub struct Job {
 }
 
 fn is_image(p: &Path) -> bool {
-    p.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
+    p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+        matches!(
+            e.to_ascii_lowercase().as_str(),
+            "png" | "jpg" | "jpeg" | "tif" | "tiff" | "webp"
+        )
+    })
 }
 
 /// Every PNG/JPEG file under `dir` (recursively; hidden files and folders, symbolic links to

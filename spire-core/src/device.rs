@@ -114,3 +114,40 @@ pub fn available_memory(device: &Device) -> Option<u64> {
         _ => crate::tiling::available_memory(),
     }
 }
+
+/// Sets how many CPU threads the library computes with (candle's kernels, ours and the GEMMs),
+/// for the whole process. Call it before the first load or restore: the thread pool starts
+/// then and keeps its size. Setting the count it already has is a no-op. Not needed otherwise:
+/// by default every core is used.
+///
+/// It also sets `RAYON_NUM_THREADS` (candle reads it on each call), so call it before other
+/// threads of the process read or write the environment.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] naming `threads` for 0, or when the pool already runs with
+/// another count.
+pub fn set_num_threads(n: usize) -> Result<()> {
+    if n == 0 {
+        return Err(Error::invalid_arg("threads", "must be at least 1"));
+    }
+    match rayon::ThreadPoolBuilder::new().num_threads(n).build_global() {
+        Ok(()) => {
+            std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+            Ok(())
+        }
+        Err(_) if rayon::current_num_threads() == n => Ok(()),
+        Err(_) => Err(Error::invalid_arg(
+            "threads",
+            format!(
+                "the CPU threads already run ({} of them): set the count before the first load or \
+                 restore (or with RAYON_NUM_THREADS in the environment)",
+                rayon::current_num_threads()
+            ),
+        )),
+    }
+}
+
+/// How many CPU threads the library computes with.
+pub fn num_threads() -> usize {
+    rayon::current_num_threads()
+}

@@ -1,5 +1,6 @@
 //! Images in and out of the library: borrowed views with a row stride ([`ImageView`]), owned
-//! results ([`Image`]), 8-bit or f32 samples, gray / RGB / RGBA.
+//! results ([`Image`]), 8-bit, 16-bit or f32 samples, gray / RGB / RGBA. A restore returns the
+//! input's layout and sample type: 16-bit in, 16-bit out, without 8-bit rounding.
 //!
 //! Float samples are expected in [0, 1]; values outside are clipped, NaN or infinity is an
 //! [`Error::InvalidImage`]. Images must be at least 2×2.
@@ -33,8 +34,32 @@ impl ColorType {
 pub enum Samples<'a> {
     /// 8-bit samples, 0–255.
     U8(&'a [u8]),
+    /// 16-bit samples, 0–65535.
+    U16(&'a [u16]),
     /// Float samples in [0, 1].
     F32(&'a [f32]),
+}
+
+/// The sample type of an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SampleType {
+    /// 8-bit, 0–255.
+    U8,
+    /// 16-bit, 0–65535.
+    U16,
+    /// f32 in [0, 1].
+    F32,
+}
+
+impl SampleType {
+    /// Bytes per sample.
+    pub fn size(self) -> usize {
+        match self {
+            SampleType::U8 => 1,
+            SampleType::U16 => 2,
+            SampleType::F32 => 4,
+        }
+    }
 }
 
 /// A borrowed image: `height` rows of `width` pixels, rows `stride` samples apart.
@@ -101,6 +126,7 @@ impl<'a> ImageView<'a> {
             .ok_or_else(|| Error::InvalidImage("image dimensions overflow".into()))?;
         let have = match samples {
             Samples::U8(s) => s.len(),
+            Samples::U16(s) => s.len(),
             Samples::F32(s) => s.len(),
         };
         if have < need {
@@ -150,13 +176,31 @@ impl<'a> ImageView<'a> {
 
     /// Bytes of the pixels the view covers (`width × height × channels × sample size`).
     pub fn byte_len(&self) -> usize {
-        let sample = if self.is_float() { 4 } else { 1 };
-        self.width * self.height * self.color.channels() * sample
+        self.width * self.height * self.color.channels() * self.sample_type().size()
     }
 
     /// Whether samples are f32.
     pub fn is_float(&self) -> bool {
         matches!(self.samples, Samples::F32(_))
+    }
+
+    /// The samples' type.
+    pub fn sample_type(&self) -> SampleType {
+        match self.samples {
+            Samples::U8(_) => SampleType::U8,
+            Samples::U16(_) => SampleType::U16,
+            Samples::F32(_) => SampleType::F32,
+        }
+    }
+
+    /// The borrowed samples (rows `stride` samples apart).
+    pub fn samples(&self) -> Samples<'a> {
+        self.samples
+    }
+
+    /// Samples from one row start to the next.
+    pub fn stride(&self) -> usize {
+        self.stride
     }
 
     /// A tightly packed owned copy (same layout and sample type).
@@ -165,6 +209,11 @@ impl<'a> ImageView<'a> {
         let row = self.width * c;
         let data = match self.samples {
             Samples::U8(s) => ImageData::U8(
+                (0..self.height)
+                    .flat_map(|y| s[y * self.stride..y * self.stride + row].iter().copied())
+                    .collect(),
+            ),
+            Samples::U16(s) => ImageData::U16(
                 (0..self.height)
                     .flat_map(|y| s[y * self.stride..y * self.stride + row].iter().copied())
                     .collect(),
@@ -188,6 +237,7 @@ impl<'a> ImageView<'a> {
         let i = y * self.stride + x * self.color.channels() + c;
         match self.samples {
             Samples::U8(s) => s[i] as f32 / 255.0,
+            Samples::U16(s) => s[i] as f32 / 65535.0,
             Samples::F32(s) => s[i],
         }
     }
@@ -254,6 +304,8 @@ impl<'a> ImageView<'a> {
 pub enum ImageData {
     /// 8-bit samples.
     U8(Vec<u8>),
+    /// 16-bit samples.
+    U16(Vec<u16>),
     /// Float samples in [0, 1].
     F32(Vec<f32>),
 }
@@ -276,6 +328,7 @@ impl Image {
     pub fn view(&self) -> ImageView<'_> {
         let samples = match &self.data {
             ImageData::U8(v) => Samples::U8(v),
+            ImageData::U16(v) => Samples::U16(v),
             ImageData::F32(v) => Samples::F32(v),
         };
         ImageView {
@@ -291,7 +344,24 @@ impl Image {
     pub fn as_u8(&self) -> Option<&[u8]> {
         match &self.data {
             ImageData::U8(v) => Some(v),
-            ImageData::F32(_) => None,
+            _ => None,
+        }
+    }
+
+    /// The 16-bit samples, if this is a 16-bit image.
+    pub fn as_u16(&self) -> Option<&[u16]> {
+        match &self.data {
+            ImageData::U16(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The samples' type.
+    pub fn sample_type(&self) -> SampleType {
+        match &self.data {
+            ImageData::U8(_) => SampleType::U8,
+            ImageData::U16(_) => SampleType::U16,
+            ImageData::F32(_) => SampleType::F32,
         }
     }
 
@@ -299,7 +369,7 @@ impl Image {
     pub fn as_f32(&self) -> Option<&[f32]> {
         match &self.data {
             ImageData::F32(v) => Some(v),
-            ImageData::U8(_) => None,
+            _ => None,
         }
     }
 }
@@ -317,7 +387,7 @@ pub(crate) struct Planar {
 
 impl Planar {
     /// Interleaves into the requested layout and sample type (gray by ITU-R BT.601 luma).
-    pub(crate) fn to_image(&self, color: ColorType, float: bool) -> Image {
+    pub(crate) fn to_image(&self, color: ColorType, kind: SampleType) -> Image {
         let (w, h) = (self.width, self.height);
         let n = w * h;
         // Straight into the result's sample type: no float copy of an 8-bit result.
@@ -332,18 +402,28 @@ impl Planar {
                 }
             }
         };
-        let data = if float {
-            let mut v = Vec::with_capacity(n * color.channels());
-            for p in 0..n {
-                pixel(p, &mut |x| v.push(x.clamp(0.0, 1.0)));
+        let data = match kind {
+            SampleType::F32 => {
+                let mut v = Vec::with_capacity(n * color.channels());
+                for p in 0..n {
+                    pixel(p, &mut |x| v.push(x.clamp(0.0, 1.0)));
+                }
+                ImageData::F32(v)
             }
-            ImageData::F32(v)
-        } else {
-            let mut v = Vec::with_capacity(n * color.channels());
-            for p in 0..n {
-                pixel(p, &mut |x| v.push((x.clamp(0.0, 1.0) * 255.0).round() as u8));
+            SampleType::U16 => {
+                let mut v = Vec::with_capacity(n * color.channels());
+                for p in 0..n {
+                    pixel(p, &mut |x| v.push((x.clamp(0.0, 1.0) * 65535.0).round() as u16));
+                }
+                ImageData::U16(v)
             }
-            ImageData::U8(v)
+            SampleType::U8 => {
+                let mut v = Vec::with_capacity(n * color.channels());
+                for p in 0..n {
+                    pixel(p, &mut |x| v.push((x.clamp(0.0, 1.0) * 255.0).round() as u8));
+                }
+                ImageData::U8(v)
+            }
         };
         Image {
             width: w,

@@ -178,70 +178,121 @@ fn quote_python_constants(text: &str) -> String {
 /// What an image file's header says, read without decoding the pixels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ImageInfo {
-    /// Width in pixels.
+    /// Width in pixels, as [`load_image`] returns it (after the EXIF orientation).
     pub width: usize,
-    /// Height in pixels.
+    /// Height in pixels, as [`load_image`] returns it.
     pub height: usize,
     /// The colour type [`load_image`] returns for it.
     pub color: ColorType,
 }
 
-/// Reads a PNG or JPEG file's header: its size and colour type, without decoding (and so
-/// without allocating) its pixels. The CLI plans a restore from it before loading the image.
-///
-/// # Errors
-/// As [`load_image`]: [`Error::Io`] if the file cannot be read, [`Error::InvalidImage`] for a
-/// header that is not a PNG or JPEG header or claims more than [`MAX_IMAGE_PIXELS`].
-pub fn image_info(path: impl AsRef<Path>) -> Result<ImageInfo> {
-    let path = path.as_ref();
-    let bytes = read_file(path)?;
+/// The image file formats [`load_image`] reads, by content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FileKind {
+    Png,
+    Jpeg,
+    Tiff,
+    WebP,
+}
+
+fn sniff(bytes: &[u8]) -> Option<FileKind> {
     if bytes.starts_with(&[0x89, b'P', b'N', b'G']) {
-        let mut dec = png::Decoder::new(std::io::Cursor::new(&bytes));
-        dec.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
-        let reader = dec
-            .read_info()
-            .map_err(|e| bad(path, format!("cannot read PNG: {e}")))?;
-        let (w, h) = (reader.info().width as usize, reader.info().height as usize);
-        check_header_size(path, w, h, 4)?;
-        let color = match reader.output_color_type().0 {
-            png::ColorType::Grayscale | png::ColorType::GrayscaleAlpha => ColorType::Gray,
-            png::ColorType::Rgba => ColorType::Rgba,
-            // A palette with transparency expands to RGBA, without to RGB.
-            png::ColorType::Indexed if reader.info().trns.is_some() => ColorType::Rgba,
-            png::ColorType::Rgb | png::ColorType::Indexed => ColorType::Rgb,
-        };
-        Ok(ImageInfo {
-            width: w,
-            height: h,
-            color,
-        })
+        Some(FileKind::Png)
     } else if bytes.starts_with(&[0xFF, 0xD8]) {
-        let (_, w, h) = jpeg_header(path, &bytes)?;
-        Ok(ImageInfo {
-            width: w,
-            height: h,
-            color: ColorType::Rgb,
-        })
+        Some(FileKind::Jpeg)
+    } else if bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*") {
+        Some(FileKind::Tiff)
+    } else if bytes.len() >= 12 && &bytes[..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
+        Some(FileKind::WebP)
     } else {
-        Err(bad(path, "not a PNG or JPEG file"))
+        None
     }
 }
 
-/// Loads a PNG or JPEG file (by content, not extension) as an 8-bit image.
+const NOT_AN_IMAGE: &str = "not a PNG, JPEG, TIFF or WebP file";
+
+/// Reads an image file's header: its size (after the EXIF orientation) and colour type,
+/// without decoding (and so without allocating) its pixels. The CLI plans a restore from it
+/// before loading the image.
 ///
 /// # Errors
-/// [`Error::Io`] if the file cannot be read, [`Error::InvalidImage`] if it is not a PNG or JPEG
-/// this function can decode.
+/// As [`load_image`]: [`Error::Io`] if the file cannot be read, [`Error::InvalidImage`] for a
+/// header that is not a PNG, JPEG, TIFF or WebP header or claims more than
+/// [`MAX_IMAGE_PIXELS`].
+pub fn image_info(path: impl AsRef<Path>) -> Result<ImageInfo> {
+    let path = path.as_ref();
+    let bytes = read_file(path)?;
+    let (w, h, color, orientation) = match sniff(&bytes) {
+        Some(FileKind::Png) => {
+            let reader = png_reader(path, &bytes)?;
+            let info = reader.info();
+            let (w, h) = (info.width as usize, info.height as usize);
+            let color = match reader.output_color_type().0 {
+                png::ColorType::Grayscale | png::ColorType::GrayscaleAlpha => ColorType::Gray,
+                png::ColorType::Rgba => ColorType::Rgba,
+                // A palette with transparency expands to RGBA, without to RGB.
+                png::ColorType::Indexed if info.trns.is_some() => ColorType::Rgba,
+                png::ColorType::Rgb | png::ColorType::Indexed => ColorType::Rgb,
+            };
+            (
+                w,
+                h,
+                color,
+                info.exif_metadata.as_deref().and_then(exif_orientation),
+            )
+        }
+        Some(FileKind::Jpeg) => {
+            let (dec, w, h) = jpeg_header(path, &bytes)?;
+            (w, h, ColorType::Rgb, dec.exif().and_then(|e| exif_orientation(e)))
+        }
+        Some(FileKind::Tiff) => {
+            let mut dec = tiff_decoder(path, &bytes)?;
+            let (w, h, c, _, _) = tiff_layout(path, &mut dec)?;
+            (w, h, c, tiff_orientation(&mut dec))
+        }
+        Some(FileKind::WebP) => {
+            let mut dec = webp_decoder(path, &bytes)?;
+            let (w, h) = dec.dimensions();
+            let color = if dec.has_alpha() {
+                ColorType::Rgba
+            } else {
+                ColorType::Rgb
+            };
+            let o = dec.exif_metadata().ok().flatten();
+            (
+                w as usize,
+                h as usize,
+                color,
+                o.as_deref().and_then(exif_orientation),
+            )
+        }
+        None => return Err(bad(path, NOT_AN_IMAGE)),
+    };
+    let (width, height) = if orientation.is_some_and(|o| o >= 5) {
+        (h, w)
+    } else {
+        (w, h)
+    };
+    Ok(ImageInfo { width, height, color })
+}
+
+/// Loads a PNG, JPEG, TIFF or WebP file (by content, not extension), turned upright by its
+/// EXIF orientation: 8-bit files as 8-bit images, 16-bit PNG and TIFF as 16-bit images, float
+/// TIFF as float images. Gray + alpha loads as gray.
+///
+/// # Errors
+/// [`Error::Io`] if the file cannot be read, [`Error::InvalidImage`] naming the file if it is
+/// not an image this function can decode.
 pub fn load_image(path: impl AsRef<Path>) -> Result<Image> {
     let path = path.as_ref();
     decode(path, &read_file(path)?)
 }
 
-/// Decodes a PNG or JPEG file held in memory, as [`load_image`] does (the same header limit,
-/// strict JPEG decoding); `name` names it in messages.
+/// Decodes an image file held in memory, as [`load_image`] does (the same header limit, strict
+/// decoding, the EXIF orientation); `name` names it in messages.
 ///
 /// # Errors
-/// [`Error::InvalidImage`] naming `name` if the bytes are not a PNG or JPEG this function can
+/// [`Error::InvalidImage`] naming `name` if the bytes are not an image this function can
 /// decode.
 pub fn decode_image(bytes: &[u8], name: &str) -> Result<Image> {
     decode(Path::new(name), bytes)
@@ -267,36 +318,133 @@ fn jpeg_header<'a>(path: &Path, bytes: &'a [u8]) -> Result<(JpegDecoder<'a>, usi
     Ok((dec, w, h))
 }
 
-fn decode(path: &Path, bytes: &[u8]) -> Result<Image> {
-    if bytes.starts_with(&[0x89, b'P', b'N', b'G']) {
-        decode_png(path, bytes)
-    } else if bytes.starts_with(&[0xFF, 0xD8]) {
-        let (mut dec, _, _) = jpeg_header(path, bytes)?;
-        let px = dec
-            .decode()
-            .map_err(|e| bad(path, format!("cannot decode JPEG: {e:?}")))?;
-        let (w, h) = dec
-            .dimensions()
-            .ok_or_else(|| bad(path, "JPEG without dimensions"))?;
-        Ok(Image {
-            width: w,
-            height: h,
-            color: ColorType::Rgb,
-            data: ImageData::U8(px),
-        })
-    } else {
-        Err(bad(path, "not a PNG or JPEG file"))
-    }
-}
-
-fn decode_png(path: &Path, bytes: &[u8]) -> Result<Image> {
+/// A PNG reader past the header (palettes and low bit depths expanded; 16 bits kept), with the
+/// header's size checked.
+fn png_reader<'a>(path: &Path, bytes: &'a [u8]) -> Result<png::Reader<std::io::Cursor<&'a [u8]>>> {
     let mut dec = png::Decoder::new(std::io::Cursor::new(bytes));
-    dec.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
-    let mut reader = dec
+    dec.set_transformations(png::Transformations::EXPAND);
+    let reader = dec
         .read_info()
         .map_err(|e| bad(path, format!("cannot read PNG: {e}")))?;
-    let (w, h) = (reader.info().width as usize, reader.info().height as usize);
-    check_header_size(path, w, h, 4)?;
+    check_header_size(
+        path,
+        reader.info().width as usize,
+        reader.info().height as usize,
+        8,
+    )?;
+    Ok(reader)
+}
+
+fn tiff_decoder<'a>(
+    path: &Path,
+    bytes: &'a [u8],
+) -> Result<tiff::decoder::Decoder<std::io::Cursor<&'a [u8]>>> {
+    tiff::decoder::Decoder::new(std::io::Cursor::new(bytes))
+        .map_err(|e| bad(path, format!("cannot read the TIFF header: {e}")))
+}
+
+/// A TIFF's size, the colour type it loads as, and its bits per sample; checks the size and
+/// sets the decoder's buffer limit to exactly what the image needs.
+fn tiff_layout(
+    path: &Path,
+    dec: &mut tiff::decoder::Decoder<std::io::Cursor<&[u8]>>,
+) -> Result<(usize, usize, ColorType, u8, usize)> {
+    let (w, h) = dec
+        .dimensions()
+        .map_err(|e| bad(path, format!("cannot read the TIFF size: {e}")))?;
+    let (w, h) = (w as usize, h as usize);
+    check_header_size(path, w, h, 16)?;
+    let ct = dec
+        .colortype()
+        .map_err(|e| bad(path, format!("cannot read the TIFF colour type: {e}")))?;
+    let (color, bits, channels) = match ct {
+        tiff::ColorType::Gray(b) => (ColorType::Gray, b, 1),
+        tiff::ColorType::GrayA(b) => (ColorType::Gray, b, 2),
+        tiff::ColorType::RGB(b) => (ColorType::Rgb, b, 3),
+        tiff::ColorType::RGBA(b) => (ColorType::Rgba, b, 4),
+        other => {
+            return Err(bad(
+                path,
+                format!("TIFF colour type {other:?} is not supported (gray, gray + alpha, RGB or RGBA)"),
+            ))
+        }
+    };
+    if !matches!(bits, 8 | 16 | 32) {
+        return Err(bad(
+            path,
+            format!("TIFF with {bits} bits per sample is not supported (8, 16 or 32)"),
+        ));
+    }
+    Ok((w, h, color, bits, channels))
+}
+
+fn webp_decoder<'a>(
+    path: &Path,
+    bytes: &'a [u8],
+) -> Result<image_webp::WebPDecoder<std::io::Cursor<&'a [u8]>>> {
+    // The RIFF header's length: a file cut short is an error even where the decoder would
+    // accept what is left (a trailing pad byte).
+    let riff = bytes
+        .get(4..8)
+        .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+    if riff.saturating_add(8) > bytes.len() {
+        return Err(bad(
+            path,
+            format!(
+                "the WebP file is cut short ({} of {} bytes)",
+                bytes.len(),
+                riff.saturating_add(8)
+            ),
+        ));
+    }
+    let dec = image_webp::WebPDecoder::new(std::io::Cursor::new(bytes))
+        .map_err(|e| bad(path, format!("cannot read the WebP header: {e}")))?;
+    let (w, h) = dec.dimensions();
+    check_header_size(path, w as usize, h as usize, 4)?;
+    Ok(dec)
+}
+
+fn tiff_orientation(dec: &mut tiff::decoder::Decoder<std::io::Cursor<&[u8]>>) -> Option<u16> {
+    dec.find_tag_unsigned::<u16>(tiff::tags::Tag::Orientation)
+        .ok()
+        .flatten()
+        .filter(|o| (1..=8).contains(o))
+}
+
+fn decode(path: &Path, bytes: &[u8]) -> Result<Image> {
+    let (img, orientation) = match sniff(bytes) {
+        Some(FileKind::Png) => decode_png(path, bytes)?,
+        Some(FileKind::Jpeg) => {
+            let (mut dec, _, _) = jpeg_header(path, bytes)?;
+            let px = dec
+                .decode()
+                .map_err(|e| bad(path, format!("cannot decode JPEG: {e:?}")))?;
+            let (w, h) = dec
+                .dimensions()
+                .ok_or_else(|| bad(path, "JPEG without dimensions"))?;
+            let o = dec.exif().and_then(|e| exif_orientation(e));
+            (
+                Image {
+                    width: w,
+                    height: h,
+                    color: ColorType::Rgb,
+                    data: ImageData::U8(px),
+                },
+                o,
+            )
+        }
+        Some(FileKind::Tiff) => decode_tiff(path, bytes)?,
+        Some(FileKind::WebP) => decode_webp(path, bytes)?,
+        None => return Err(bad(path, NOT_AN_IMAGE)),
+    };
+    Ok(match orientation {
+        Some(o) if o > 1 => orient(img, o),
+        _ => img,
+    })
+}
+
+fn decode_png(path: &Path, bytes: &[u8]) -> Result<(Image, Option<u16>)> {
+    let mut reader = png_reader(path, bytes)?;
     let size = reader
         .output_buffer_size()
         .ok_or_else(|| bad(path, "PNG too large"))?;
@@ -305,52 +453,266 @@ fn decode_png(path: &Path, bytes: &[u8]) -> Result<Image> {
         .next_frame(&mut buf)
         .map_err(|e| bad(path, format!("cannot decode PNG: {e}")))?;
     buf.truncate(info.buffer_size());
+    let orientation = reader.info().exif_metadata.as_deref().and_then(exif_orientation);
     let (w, h) = (info.width as usize, info.height as usize);
-    let (color, data) = match info.color_type {
-        png::ColorType::Grayscale => (ColorType::Gray, buf),
-        png::ColorType::GrayscaleAlpha => (ColorType::Gray, buf.chunks(2).map(|p| p[0]).collect()),
-        png::ColorType::Rgb => (ColorType::Rgb, buf),
-        png::ColorType::Rgba => (ColorType::Rgba, buf),
+    let (color, keep) = match info.color_type {
+        png::ColorType::Grayscale => (ColorType::Gray, (1, 1)),
+        png::ColorType::GrayscaleAlpha => (ColorType::Gray, (1, 2)),
+        png::ColorType::Rgb => (ColorType::Rgb, (3, 3)),
+        png::ColorType::Rgba => (ColorType::Rgba, (4, 4)),
         png::ColorType::Indexed => return Err(bad(path, "palette PNG was not expanded")),
     };
-    Ok(Image {
-        width: w,
-        height: h,
-        color,
-        data: ImageData::U8(data),
-    })
+    // Gray + alpha keeps the gray channel: the first sample of every pair.
+    let (take, of) = keep;
+    let data = if info.bit_depth == png::BitDepth::Sixteen {
+        let v: Vec<u16> = buf
+            .chunks_exact(2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+            .enumerate()
+            .filter(|(i, _)| i % of < take)
+            .map(|(_, v)| v)
+            .collect();
+        ImageData::U16(v)
+    } else if take == of {
+        ImageData::U8(buf)
+    } else {
+        ImageData::U8(
+            buf.iter()
+                .enumerate()
+                .filter(|(i, _)| i % of < take)
+                .map(|(_, &v)| v)
+                .collect(),
+        )
+    };
+    Ok((
+        Image {
+            width: w,
+            height: h,
+            color,
+            data,
+        },
+        orientation,
+    ))
+}
+
+fn decode_tiff(path: &Path, bytes: &[u8]) -> Result<(Image, Option<u16>)> {
+    let mut dec = tiff_decoder(path, bytes)?;
+    let (w, h, color, bits, channels) = tiff_layout(path, &mut dec)?;
+    let orientation = tiff_orientation(&mut dec);
+    // The decoder's buffer limit: exactly what this image needs (its default caps at 256 MiB).
+    let need = (w * h * channels * (bits as usize / 8)).max(1 << 20);
+    let mut limits = tiff::decoder::Limits::default();
+    limits.decoding_buffer_size = need;
+    limits.intermediate_buffer_size = need;
+    let mut dec = tiff_decoder(path, bytes)?.with_limits(limits);
+    let px = dec
+        .read_image()
+        .map_err(|e| bad(path, format!("cannot decode TIFF: {e}")))?;
+    let take = color.channels();
+    let pick = |i: usize| i % channels < take;
+    let n = w * h * channels;
+    let short = || bad(path, "TIFF ended before its pixels");
+    let data = match px {
+        tiff::decoder::DecodingResult::U8(v) if v.len() >= n => {
+            ImageData::U8(v[..n].iter().enumerate().filter(|(i, _)| pick(*i)).map(|(_, &x)| x).collect())
+        }
+        tiff::decoder::DecodingResult::U16(v) if v.len() >= n => {
+            ImageData::U16(v[..n].iter().enumerate().filter(|(i, _)| pick(*i)).map(|(_, &x)| x).collect())
+        }
+        tiff::decoder::DecodingResult::F32(v) if v.len() >= n => {
+            let v: Vec<f32> = v[..n].iter().enumerate().filter(|(i, _)| pick(*i)).map(|(_, &x)| x).collect();
+            if let Some(x) = v.iter().find(|x| !x.is_finite()) {
+                return Err(bad(path, format!("float TIFF with a non-finite sample ({x})")));
+            }
+            ImageData::F32(v)
+        }
+        tiff::decoder::DecodingResult::U8(_)
+        | tiff::decoder::DecodingResult::U16(_)
+        | tiff::decoder::DecodingResult::F32(_) => return Err(short()),
+        _ => {
+            return Err(bad(
+                path,
+                format!("TIFF with {bits}-bit samples of this kind is not supported (8- or 16-bit unsigned, 32-bit float)"),
+            ))
+        }
+    };
+    Ok((
+        Image {
+            width: w,
+            height: h,
+            color,
+            data,
+        },
+        orientation,
+    ))
+}
+
+fn decode_webp(path: &Path, bytes: &[u8]) -> Result<(Image, Option<u16>)> {
+    let mut dec = webp_decoder(path, bytes)?;
+    let (w, h) = dec.dimensions();
+    let color = if dec.has_alpha() {
+        ColorType::Rgba
+    } else {
+        ColorType::Rgb
+    };
+    let size = dec
+        .output_buffer_size()
+        .ok_or_else(|| bad(path, "WebP too large"))?;
+    let mut buf = vec![0u8; size];
+    dec.read_image(&mut buf)
+        .map_err(|e| bad(path, format!("cannot decode WebP: {e}")))?;
+    let orientation = dec
+        .exif_metadata()
+        .ok()
+        .flatten()
+        .as_deref()
+        .and_then(exif_orientation);
+    Ok((
+        Image {
+            width: w as usize,
+            height: h as usize,
+            color,
+            data: ImageData::U8(buf),
+        },
+        orientation,
+    ))
+}
+
+/// The EXIF orientation (1–8) in an EXIF block: a TIFF structure, optionally after the
+/// `Exif\0\0` marker of a JPEG's APP1 segment. `None` when absent, malformed or out of range;
+/// every offset is bounds-checked.
+pub fn exif_orientation(exif: &[u8]) -> Option<u16> {
+    let t = exif.strip_prefix(b"Exif\0\0").unwrap_or(exif);
+    let le = match t.get(..4)? {
+        [b'I', b'I', 42, 0] => true,
+        [b'M', b'M', 0, 42] => false,
+        _ => return None,
+    };
+    let u16_at = |i: usize| -> Option<u16> {
+        let b = t.get(i..i.checked_add(2)?)?;
+        Some(if le {
+            u16::from_le_bytes([b[0], b[1]])
+        } else {
+            u16::from_be_bytes([b[0], b[1]])
+        })
+    };
+    let u32_at = |i: usize| -> Option<u32> {
+        let b = t.get(i..i.checked_add(4)?)?;
+        let a = [b[0], b[1], b[2], b[3]];
+        Some(if le {
+            u32::from_le_bytes(a)
+        } else {
+            u32::from_be_bytes(a)
+        })
+    };
+    let ifd = u32_at(4)? as usize;
+    let count = u16_at(ifd)? as usize;
+    for k in 0..count {
+        let e = ifd.checked_add(2)?.checked_add(k.checked_mul(12)?)?;
+        // Tag 0x0112 (Orientation), type 3 (SHORT), count 1: the value is in the entry.
+        if u16_at(e)? == 0x0112 && u16_at(e + 2)? == 3 {
+            return u16_at(e + 8).filter(|o| (1..=8).contains(o));
+        }
+    }
+    None
+}
+
+/// Turns an image upright by its EXIF orientation (2–8: mirrored, rotated 180°, mirrored
+/// vertically, transposed, rotated 90° clockwise, transversed, rotated 90° counter-clockwise).
+pub fn orient(img: Image, orientation: u16) -> Image {
+    let (w, h, c) = (img.width, img.height, img.color.channels());
+    let swap = orientation >= 5;
+    let (ow, oh) = if swap { (h, w) } else { (w, h) };
+    // The source pixel of output pixel (x, y).
+    let src = move |x: usize, y: usize| -> (usize, usize) {
+        match orientation {
+            2 => (w - 1 - x, y),
+            3 => (w - 1 - x, h - 1 - y),
+            4 => (x, h - 1 - y),
+            5 => (y, x),
+            6 => (y, h - 1 - x),
+            7 => (w - 1 - y, h - 1 - x),
+            8 => (w - 1 - y, x),
+            _ => (x, y),
+        }
+    };
+    fn remap<T: Copy>(
+        v: &[T],
+        w: usize,
+        c: usize,
+        ow: usize,
+        oh: usize,
+        src: impl Fn(usize, usize) -> (usize, usize),
+    ) -> Vec<T> {
+        let mut out = Vec::with_capacity(v.len());
+        for y in 0..oh {
+            for x in 0..ow {
+                let (sx, sy) = src(x, y);
+                let i = (sy * w + sx) * c;
+                out.extend_from_slice(&v[i..i + c]);
+            }
+        }
+        out
+    }
+    let data = match &img.data {
+        ImageData::U8(v) => ImageData::U8(remap(v, w, c, ow, oh, src)),
+        ImageData::U16(v) => ImageData::U16(remap(v, w, c, ow, oh, src)),
+        ImageData::F32(v) => ImageData::F32(remap(v, w, c, ow, oh, src)),
+    };
+    Image {
+        width: ow,
+        height: oh,
+        color: img.color,
+        data,
+    }
 }
 
 /// The file formats [`save_image`] writes, chosen by the file name's extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ImageFormat {
-    /// `.png` (8 bits per sample, lossless).
+    /// `.png` (lossless; 8 bits per sample, 16 for 16-bit images).
     Png,
     /// `.jpg` or `.jpeg` (quality 95; no alpha).
     Jpeg,
+    /// `.tif` or `.tiff` (lossless, deflate; 8-bit, 16-bit or float samples as the image has).
+    Tiff,
+    /// `.webp` (lossless; 8 bits per sample).
+    WebP,
 }
 
 impl ImageFormat {
-    /// The format called `name`: `png`, `jpg` or `jpeg` (case-insensitive).
+    /// The format named by a file extension or a name (case-insensitive), if any.
+    fn from_ext(ext: &str) -> Option<Self> {
+        Some(match ext.to_ascii_lowercase().as_str() {
+            "png" => ImageFormat::Png,
+            "jpg" | "jpeg" => ImageFormat::Jpeg,
+            "tif" | "tiff" => ImageFormat::Tiff,
+            "webp" => ImageFormat::WebP,
+            _ => return None,
+        })
+    }
+}
+
+impl ImageFormat {
+    /// The format called `name`: `png`, `jpg`/`jpeg`, `tif`/`tiff` or `webp` (case-insensitive).
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] (`format`) for another name.
     pub fn from_name(name: &str) -> Result<Self> {
-        match name.to_ascii_lowercase().as_str() {
-            "png" => Ok(ImageFormat::Png),
-            "jpg" | "jpeg" => Ok(ImageFormat::Jpeg),
-            _ => Err(Error::invalid_arg(
+        Self::from_ext(name).ok_or_else(|| {
+            Error::invalid_arg(
                 "format",
-                format!("`{name}`: expected png, jpg or jpeg"),
-            )),
-        }
+                format!("`{name}`: expected png, jpg, jpeg, tif, tiff or webp"),
+            )
+        })
     }
 
     /// The format for `path`'s extension (case-insensitive).
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] naming the path when the extension is neither `.png`, `.jpg`
-    /// nor `.jpeg` (a file called `out.tif` would otherwise hold PNG bytes).
+    /// [`Error::InvalidArgument`] naming the path when the extension is not one of `.png`,
+    /// `.jpg`, `.jpeg`, `.tif`, `.tiff`, `.webp` (a file called `out.bmp` would otherwise hold
+    /// PNG bytes).
     pub fn from_path(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let ext = path
@@ -358,13 +720,12 @@ impl ImageFormat {
             .and_then(|e| e.to_str())
             .unwrap_or("")
             .to_ascii_lowercase();
-        match ext.as_str() {
-            "png" => Ok(ImageFormat::Png),
-            "jpg" | "jpeg" => Ok(ImageFormat::Jpeg),
-            _ => Err(Error::invalid_arg(
+        match Self::from_ext(&ext) {
+            Some(f) => Ok(f),
+            None => Err(Error::invalid_arg(
                 "path",
                 format!(
-                    "{}: cannot write {} (the extension picks the format: .png, .jpg or .jpeg)",
+                    "{}: cannot write {} (the extension picks the format: .png, .jpg, .jpeg, .tif, .tiff or .webp)",
                     path.display(),
                     if ext.is_empty() {
                         "a file without an extension".to_string()
@@ -377,8 +738,9 @@ impl ImageFormat {
     }
 }
 
-/// Writes an image as PNG (`.png`) or JPEG at quality 95 (`.jpg`/`.jpeg`), by extension.
-/// Float images are converted to 8 bits.
+/// Writes an image as PNG (`.png`), JPEG at quality 95 (`.jpg`/`.jpeg`), TIFF (`.tif`/`.tiff`,
+/// deflate) or lossless WebP (`.webp`), by extension. TIFF keeps every sample type; PNG keeps
+/// 16-bit images 16-bit; the rest is written in 8 bits.
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] for another extension (see [`ImageFormat::from_path`]) or an
@@ -390,20 +752,65 @@ pub fn save_image(path: impl AsRef<Path>, image: &Image) -> Result<()> {
     write_atomic(path, &encode_image(image, format)?)
 }
 
-/// Encodes an image as PNG or as JPEG at quality 95, in memory: the bytes [`save_image`]
-/// writes. Float images are converted to 8 bits.
+/// Encodes an image in memory in `format`: the bytes [`save_image`] writes. TIFF keeps every
+/// sample type; PNG keeps 16-bit images 16-bit; the rest is written in 8 bits.
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] for an image JPEG cannot hold (larger than 65535 px).
 pub fn encode_image(image: &Image, format: ImageFormat) -> Result<Vec<u8>> {
+    let expected = image
+        .width
+        .checked_mul(image.height)
+        .and_then(|p| p.checked_mul(image.color.channels()));
+    let len = match &image.data {
+        ImageData::U8(v) => v.len(),
+        ImageData::U16(v) => v.len(),
+        ImageData::F32(v) => v.len(),
+    };
+    if expected != Some(len) {
+        return Err(Error::invalid_arg(
+            "image",
+            format!(
+                "holds {len} samples, a {}×{} {:?} image has {}",
+                image.width,
+                image.height,
+                image.color,
+                expected.map_or("more than can be counted".into(), |e| e.to_string())
+            ),
+        ));
+    }
+    if format == ImageFormat::Tiff {
+        return encode_tiff(image);
+    }
+    // PNG keeps 16-bit images 16-bit (big-endian samples); everything else is written in 8 bits.
+    let sixteen = format == ImageFormat::Png && matches!(image.data, ImageData::U16(_));
     let data: Vec<u8> = match &image.data {
         ImageData::U8(v) => v.clone(),
+        ImageData::U16(v) if sixteen => v.iter().flat_map(|x| x.to_be_bytes()).collect(),
+        ImageData::U16(v) => v
+            .iter()
+            .map(|&x| ((x as u32 * 255 + 32767) / 65535) as u8)
+            .collect(),
         ImageData::F32(v) => v
             .iter()
             .map(|x| (x.clamp(0.0, 1.0) * 255.0).round() as u8)
             .collect(),
     };
     let mut out = Vec::new();
+    if format == ImageFormat::WebP {
+        let ct = match image.color {
+            ColorType::Gray => image_webp::ColorType::L8,
+            ColorType::Rgb => image_webp::ColorType::Rgb8,
+            ColorType::Rgba => image_webp::ColorType::Rgba8,
+        };
+        if image.width > 16384 || image.height > 16384 {
+            return Err(Error::invalid_arg("image", "too large for WebP (16384 px max)"));
+        }
+        image_webp::WebPEncoder::new(&mut out)
+            .encode(&data, image.width as u32, image.height as u32, ct)
+            .map_err(|e| Error::invalid_arg("image", format!("WebP encoding failed: {e}")))?;
+        return Ok(out);
+    }
     if format == ImageFormat::Jpeg {
         let ct = match image.color {
             ColorType::Gray => jpeg_encoder::ColorType::Luma,
@@ -423,7 +830,11 @@ pub fn encode_image(image: &Image, format: ImageFormat) -> Result<Vec<u8>> {
             ColorType::Rgb => png::ColorType::Rgb,
             ColorType::Rgba => png::ColorType::Rgba,
         });
-        enc.set_depth(png::BitDepth::Eight);
+        enc.set_depth(if sixteen {
+            png::BitDepth::Sixteen
+        } else {
+            png::BitDepth::Eight
+        });
         let mut w = enc
             .write_header()
             .map_err(|e| Error::Internal(format!("PNG: {e}")))?;
@@ -432,6 +843,33 @@ pub fn encode_image(image: &Image, format: ImageFormat) -> Result<Vec<u8>> {
         w.finish().map_err(|e| Error::Internal(format!("PNG: {e}")))?;
     }
     Ok(out)
+}
+
+/// A TIFF (deflate) with the image's own sample type: 8-bit, 16-bit or float.
+fn encode_tiff(image: &Image) -> Result<Vec<u8>> {
+    use tiff::encoder::{colortype, compression::DeflateLevel, Compression, TiffEncoder};
+    let mut out = std::io::Cursor::new(Vec::new());
+    let fail = |e: tiff::TiffError| Error::invalid_arg("image", format!("TIFF encoding failed: {e}"));
+    let mut enc = TiffEncoder::new(&mut out)
+        .map_err(fail)?
+        .with_compression(Compression::Deflate(DeflateLevel::Balanced));
+    let (w, h) = (
+        u32::try_from(image.width).map_err(|_| Error::invalid_arg("image", "too wide for TIFF"))?,
+        u32::try_from(image.height).map_err(|_| Error::invalid_arg("image", "too tall for TIFF"))?,
+    );
+    match (&image.data, image.color) {
+        (ImageData::U8(v), ColorType::Gray) => enc.write_image::<colortype::Gray8>(w, h, v),
+        (ImageData::U8(v), ColorType::Rgb) => enc.write_image::<colortype::RGB8>(w, h, v),
+        (ImageData::U8(v), ColorType::Rgba) => enc.write_image::<colortype::RGBA8>(w, h, v),
+        (ImageData::U16(v), ColorType::Gray) => enc.write_image::<colortype::Gray16>(w, h, v),
+        (ImageData::U16(v), ColorType::Rgb) => enc.write_image::<colortype::RGB16>(w, h, v),
+        (ImageData::U16(v), ColorType::Rgba) => enc.write_image::<colortype::RGBA16>(w, h, v),
+        (ImageData::F32(v), ColorType::Gray) => enc.write_image::<colortype::Gray32Float>(w, h, v),
+        (ImageData::F32(v), ColorType::Rgb) => enc.write_image::<colortype::RGB32Float>(w, h, v),
+        (ImageData::F32(v), ColorType::Rgba) => enc.write_image::<colortype::RGBA32Float>(w, h, v),
+    }
+    .map_err(fail)?;
+    Ok(out.into_inner())
 }
 
 /// Checks, before any work, that `path` can take an output file: its folder exists, and it is

@@ -35,7 +35,7 @@ pub use weights::random_weights;
 
 pub use colorfix::ColorFix;
 pub use error::{Error, ErrorKind, Result};
-pub use image::{ColorType, Image, ImageData, ImageView, Samples};
+pub use image::{ColorType, Image, ImageData, ImageView, SampleType, Samples};
 pub use model::LoadOptions;
 pub use options::{
     MemoryLimit, ModelDefaults, Progress, ProgressCallback, RestorationInput, RestoreOptions, Stage,

@@ -27,7 +27,7 @@ pub(crate) struct Owned {
 pub(crate) enum InKind {
     /// A uint8 array.
     U8,
-    /// A uint16 array: restored in float32 (v / 65535) and returned as uint16, so 16-bit
+    /// A uint16 array: restored and returned as uint16 (the core's 16-bit images), so 16-bit
     /// precision is kept.
     U16,
     /// A float32 array.
@@ -38,6 +38,7 @@ pub(crate) enum InKind {
 
 pub(crate) enum Data {
     U8(Vec<u8>),
+    U16(Vec<u16>),
     F32(Vec<f32>),
 }
 
@@ -46,6 +47,7 @@ impl Owned {
     pub(crate) fn view(&self) -> spire_core::Result<ImageView<'_>> {
         let s = match &self.data {
             Data::U8(v) => Samples::U8(v),
+            Data::U16(v) => Samples::U16(v),
             Data::F32(v) => Samples::F32(v),
         };
         ImageView::new(self.width, self.height, self.color, s)
@@ -59,6 +61,7 @@ impl Owned {
             color: self.color,
             data: match self.data {
                 Data::U8(v) => ImageData::U8(v),
+                Data::U16(v) => ImageData::U16(v),
                 Data::F32(v) => ImageData::F32(v),
             },
         }
@@ -121,13 +124,10 @@ pub(crate) fn from_numpy(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Owned> 
             InKind::F32,
         )
     } else if let Ok(a) = obj.cast::<PyArrayDyn<u16>>() {
-        let v = a
-            .readonly()
-            .as_array()
-            .iter()
-            .map(|&x| x as f32 / 65535.0)
-            .collect();
-        (Data::F32(v), InKind::U16)
+        (
+            Data::U16(a.readonly().as_array().iter().copied().collect()),
+            InKind::U16,
+        )
     } else {
         let dt = arr.dtype().to_string();
         return Err(errors::new(
@@ -154,18 +154,11 @@ pub(crate) fn to_numpy(py: Python<'_>, img: Image, like: &Owned) -> PyResult<Py<
     } else {
         vec![h, w, c]
     };
-    // A PIL image came from an array of its own kind: that kind, then the PIL image.
-    let sixteen =
-        like.kind == InKind::U16 || (like.kind == InKind::Pil && matches!(img.data, ImageData::F32(_)));
+    // The core returns the input's sample type; a PIL image came from an array of its own
+    // kind: that kind, then the PIL image.
     let arr = match img.data {
         ImageData::U8(v) => PyArray1::from_vec(py, v).reshape(shape)?.into_any(),
-        ImageData::F32(v) if sixteen => {
-            let v: Vec<u16> = v
-                .iter()
-                .map(|&x| (x.clamp(0.0, 1.0) * 65535.0).round() as u16)
-                .collect();
-            PyArray1::from_vec(py, v).reshape(shape)?.into_any()
-        }
+        ImageData::U16(v) => PyArray1::from_vec(py, v).reshape(shape)?.into_any(),
         ImageData::F32(v) => PyArray1::from_vec(py, v).reshape(shape)?.into_any(),
     };
     if like.kind == InKind::Pil {

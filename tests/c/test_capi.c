@@ -324,9 +324,9 @@ int main(int argc, char **argv) {
         {
             /* The extension picks the format; another one is refused, naming the path. */
             char tif[1100];
-            snprintf(tif, sizeof tif, "%s/degraded.tif", argv[2]);
+            snprintf(tif, sizeof tif, "%s/degraded.bmp", argv[2]);
             CHECK(spire_image_save(tif, &v) == SPIRE_ERROR_INVALID_ARGUMENT);
-            CHECK(strstr(spire_last_error_message(), "degraded.tif") != NULL);
+            CHECK(strstr(spire_last_error_message(), "degraded.bmp") != NULL);
         }
     }
     CHECK(spire_image_load(path, &loaded) == SPIRE_OK);

@@ -271,18 +271,10 @@ fn cli() -> Command {
 /// `--threads N`: the CPU threads of candle's kernels and ours (rayon's pool). Set before any
 /// work starts.
 fn apply_threads(a: &Args) -> Result<(), String> {
-    if let Some(n) = num::<usize>(a, "threads")? {
-        if n == 0 {
-            return Err("--threads: must be at least 1".into());
-        }
-        // candle reads the variable on every call; rayon's global pool is built once.
-        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global()
-            .map_err(|e| format!("--threads: {e}"))?;
+    match num::<usize>(a, "threads")? {
+        Some(n) => spire_core::device::set_num_threads(n).map_err(|e| format!("--threads: {e}")),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// `--device` and `--dtype` → load options.

@@ -15,6 +15,7 @@ fn planes(v: &ImageView<'_>) -> (Vec<Vec<f64>>, f64) {
     let n = img.width * img.height;
     let (vals, range): (Vec<f64>, f64) = match &img.data {
         crate::ImageData::U8(d) => (d.iter().map(|&x| x as f64).collect(), 255.0),
+        crate::ImageData::U16(d) => (d.iter().map(|&x| x as f64).collect(), 65535.0),
         crate::ImageData::F32(d) => (d.iter().map(|&x| x as f64).collect(), 1.0),
     };
     (
@@ -37,10 +38,12 @@ fn check(a: &ImageView<'_>, b: &ImageView<'_>) -> Result<()> {
             b.color()
         )));
     }
-    if a.is_float() != b.is_float() {
-        return Err(Error::InvalidImage(
-            "compare two 8-bit or two float images".into(),
-        ));
+    if a.sample_type() != b.sample_type() {
+        return Err(Error::InvalidImage(format!(
+            "compare two images of one sample type (8-bit, 16-bit or float), not {:?} and {:?}",
+            a.sample_type(),
+            b.sample_type()
+        )));
     }
     Ok(())
 }
@@ -65,10 +68,11 @@ pub fn psnr(a: &ImageView<'_>, b: &ImageView<'_>) -> Result<f64> {
     let (ia, ib) = (a.to_image(), b.to_image());
     let (s, n, r) = match (&ia.data, &ib.data) {
         (crate::ImageData::U8(x), crate::ImageData::U8(y)) => (squared_error(x, y), x.len(), 255.0),
+        (crate::ImageData::U16(x), crate::ImageData::U16(y)) => (squared_error(x, y), x.len(), 65535.0),
         (crate::ImageData::F32(x), crate::ImageData::F32(y)) => (squared_error(x, y), x.len(), 1.0),
         _ => {
             return Err(Error::InvalidImage(
-                "compare two 8-bit or two float images".into(),
+                "compare two images of one sample type".into(),
             ))
         }
     };

@@ -152,6 +152,7 @@ impl Restorer {
     /// [`Error::Io`] for missing folders or files, [`Error::ModelLoad`] for bad configs or
     /// weights, [`Error::Device`] if the device fails.
     pub fn from_pretrained(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Self> {
+        let t0 = std::time::Instant::now();
         let root = path.as_ref();
         if !root.is_dir() {
             return Err(Error::io(
@@ -216,10 +217,7 @@ impl Restorer {
             dtype: opts.dtype,
             path: root.to_path_buf(),
         };
-        inner.check()?;
-        Ok(Self {
-            inner: Arc::new(inner),
-        })
+        Self::assemble(inner, t0)
     }
 
     /// Loads a single-file Stable Diffusion 1.x / 2.x checkpoint in the original layout
@@ -238,6 +236,7 @@ impl Restorer {
     /// [`Error::Io`] for missing files, [`Error::ModelLoad`] naming the file and the first
     /// unknown keys for a layout that is not SD 1.x/2.x, and as [`Restorer::from_pretrained`].
     pub fn from_single_file(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Self> {
+        let t0 = std::time::Instant::now();
         let path = path.as_ref();
         let adaptor_path = opts.adaptor.as_ref().ok_or_else(|| {
             Error::model_load(
@@ -272,10 +271,7 @@ impl Restorer {
             dtype: opts.dtype,
             path: path.to_path_buf(),
         };
-        inner.check()?;
-        Ok(Self {
-            inner: Arc::new(inner),
-        })
+        Self::assemble(inner, t0)
     }
 
     /// Assembles a restorer from components built in memory.
@@ -283,6 +279,7 @@ impl Restorer {
     /// # Errors
     /// [`Error::ModelLoad`] if the components do not fit together.
     pub fn from_parts(parts: RestorerParts) -> Result<Self> {
+        let t0 = std::time::Instant::now();
         let inner = Inner {
             unet: parts.unet,
             vae: parts.vae,
@@ -300,7 +297,19 @@ impl Restorer {
             dtype: parts.dtype,
             path: PathBuf::from(parts.name),
         };
+        Self::assemble(inner, t0)
+    }
+
+    /// Cross-checks the components, logs the load (`tracing` info) and wraps them.
+    fn assemble(inner: Inner, t0: std::time::Instant) -> Result<Self> {
         inner.check()?;
+        tracing::info!(
+            "loaded {} on {} ({:?}) in {:.2} s",
+            inner.path.display(),
+            crate::device::device_name(&inner.device),
+            inner.dtype,
+            t0.elapsed().as_secs_f64()
+        );
         Ok(Self {
             inner: Arc::new(inner),
         })
@@ -433,7 +442,9 @@ impl Restorer {
                 .enumerate()
                 .map(|(i, img)| {
                     let mut o = opts.clone();
-                    o.restoration_prompt = RestorationInput::Prompt(self.resolve_prompt(img, opts, None)?);
+                    let prompt = self.resolve_prompt(img, opts, None)?;
+                    tracing::info!("image {i}: estimated restoration prompt \"{prompt}\"");
+                    o.restoration_prompt = RestorationInput::Prompt(prompt);
                     o.seed = opts.seed.wrapping_add(i as u64);
                     self.restore(img, &o)
                 })
@@ -492,7 +503,7 @@ impl Restorer {
             drop(batch);
             drop(inputs);
             for (&j, o) in group.iter().zip(outs) {
-                results[j] = Some(o.to_image(images[j].color(), images[j].is_float()));
+                results[j] = Some(o.to_image(images[j].color(), images[j].sample_type()));
             }
         }
         results
@@ -633,8 +644,8 @@ impl Reporter<'_> {
 
     /// A message (logged too) at the start of `stage`.
     fn message(&self, stage: Stage, msg: String) -> Result<()> {
+        tracing::info!("{msg}");
         if self.opts.progress.is_some() {
-            tracing::info!("{msg}");
             self.send(stage, 0, 1, Some(msg))?;
         }
         Ok(())
