@@ -69,7 +69,7 @@ typedef int32_t spire_log_level;
 
 /**
  * A log function: `level`, the message (UTF-8, valid during the call only) and the
- * `user_data` given to [`spire_set_log_callback`](crate::spire_set_log_callback). Called on the
+ * `user_data` given to `spire_set_log_callback`. Called on the
  * thread that logs, so it must be thread-safe; it must not throw or unwind.
  */
 typedef void (*spire_log_fn)(spire_log_level level, const char *message, void *user_data);
@@ -723,8 +723,10 @@ spire_status spire_restorer_restore_into(const struct spire_restorer *restorer, 
 void spire_image_free(struct spire_image *image);
 
 /**
- * Loads a PNG or JPEG file as an 8-bit image (gray, RGB or RGBA); free with
- * [`spire_image_free`]. Thread-safe.
+ * Loads a PNG, JPEG, TIFF or WebP file (by content), upright by its EXIF orientation, as
+ * gray, RGB or RGBA with the file's depth: 8-bit (`SPIRE_PIXEL_RGB8` …), 16-bit PNG and TIFF
+ * (`SPIRE_PIXEL_RGB16` …) or float TIFF (`SPIRE_PIXEL_RGB_F32` …); `format` says which. The
+ * buffer is 16-byte aligned. Free with [`spire_image_free`]. Thread-safe.
  *
  * # Safety
  * `path` is a NUL-terminated string; `out` is writable.

@@ -27,6 +27,8 @@ from ._spire import (
     restore_options,
     write_image,
     encode_image,
+    num_threads,
+    set_num_threads,
 )
 
 __all__ = [
@@ -50,6 +52,8 @@ __all__ = [
     "restore_options",
     "write_image",
     "encode_image",
+    "num_threads",
+    "set_num_threads",
 ]
 
 def _progress_bar(force=False):

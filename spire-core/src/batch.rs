@@ -171,15 +171,21 @@ pub enum OutputFormat {
     Png,
     /// JPEG (quality 95) for every image.
     Jpeg,
+    /// TIFF (deflate; 16-bit and float inputs keep their depth) for every image.
+    Tiff,
+    /// Lossless WebP for every image.
+    WebP,
 }
 
 impl OutputFormat {
-    /// `same`, `png`, `jpg`/`jpeg`.
+    /// `same`, `png`, `jpg`/`jpeg`, `tif`/`tiff`, `webp`.
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "same" => OutputFormat::Same,
             "png" => OutputFormat::Png,
             "jpg" | "jpeg" => OutputFormat::Jpeg,
+            "tif" | "tiff" => OutputFormat::Tiff,
+            "webp" => OutputFormat::WebP,
             _ => return None,
         })
     }
@@ -189,8 +195,9 @@ impl OutputFormat {
     /// # Errors
     /// [`Error::InvalidArgument`] (`format`) for another name.
     pub fn from_name(s: &str) -> Result<Self> {
-        Self::parse(s)
-            .ok_or_else(|| Error::invalid_arg("format", format!("`{s}`: expected same, png or jpg")))
+        Self::parse(s).ok_or_else(|| {
+            Error::invalid_arg("format", format!("`{s}`: expected same, png, jpg, tiff or webp"))
+        })
     }
 }
 
@@ -285,6 +292,12 @@ pub fn plan_dir(
                 }
                 OutputFormat::Jpeg => {
                     out.set_extension("jpg");
+                }
+                OutputFormat::Tiff => {
+                    out.set_extension("tif");
+                }
+                OutputFormat::WebP => {
+                    out.set_extension("webp");
                 }
             }
             Job {

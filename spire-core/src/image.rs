@@ -433,3 +433,118 @@ impl Planar {
         }
     }
 }
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for u8 {}
+    impl Sealed for u16 {}
+    impl Sealed for f32 {}
+}
+
+/// A sample type an image holds: `u8`, `u16` or `f32` (for the `ndarray` conversions).
+pub trait Sample: Copy + Send + Sync + 'static + sealed::Sealed {
+    /// Its [`SampleType`].
+    const TYPE: SampleType;
+    /// Borrowed samples of this type.
+    fn samples(s: &[Self]) -> Samples<'_>;
+    /// Owned samples of this type.
+    fn data(v: Vec<Self>) -> ImageData;
+    /// The samples, if `d` holds this type.
+    fn from_data(d: ImageData) -> std::result::Result<Vec<Self>, ImageData>;
+}
+
+macro_rules! sample {
+    ($t:ty, $variant:ident) => {
+        impl Sample for $t {
+            const TYPE: SampleType = SampleType::$variant;
+            fn samples(s: &[Self]) -> Samples<'_> {
+                Samples::$variant(s)
+            }
+            fn data(v: Vec<Self>) -> ImageData {
+                ImageData::$variant(v)
+            }
+            fn from_data(d: ImageData) -> std::result::Result<Vec<Self>, ImageData> {
+                match d {
+                    ImageData::$variant(v) => Ok(v),
+                    other => Err(other),
+                }
+            }
+        }
+    };
+}
+sample!(u8, U8);
+sample!(u16, U16);
+sample!(f32, F32);
+
+/// The colour type of an `H×W×C` array's channel count.
+fn color_of_channels(c: usize) -> Result<ColorType> {
+    match c {
+        1 => Ok(ColorType::Gray),
+        3 => Ok(ColorType::Rgb),
+        4 => Ok(ColorType::Rgba),
+        c => Err(Error::InvalidImage(format!(
+            "an H×W×C array needs C = 1 (gray), 3 (RGB) or 4 (RGBA), not {c}"
+        ))),
+    }
+}
+
+impl<'a> ImageView<'a> {
+    /// An `H×W×C` array (C = 1, 3 or 4; `u8`, `u16` or `f32`) as a view of the same memory,
+    /// without a copy. The array must be in standard (row-major, contiguous) layout; for any
+    /// other, [`Image::from_ndarray`] copies, or call `.as_standard_layout()`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidImage`] for another channel count, a layout that is not standard, or a
+    /// size the library refuses.
+    pub fn from_ndarray<T: Sample>(a: ndarray::ArrayView3<'a, T>) -> Result<Self> {
+        let (h, w, c) = a.dim();
+        let color = color_of_channels(c)?;
+        let s = a.to_slice().ok_or_else(|| {
+            Error::InvalidImage(format!(
+                "a {h}×{w}×{c} array with strides {:?} is not contiguous row-major: use \
+                 `Image::from_ndarray` (copies) or `.as_standard_layout()`",
+                a.strides()
+            ))
+        })?;
+        Self::new(w, h, color, T::samples(s))
+    }
+}
+
+impl Image {
+    /// An `H×W×C` array (C = 1, 3 or 4; `u8`, `u16` or `f32`) of any layout, copied.
+    ///
+    /// # Errors
+    /// [`Error::InvalidImage`] for another channel count.
+    pub fn from_ndarray<T: Sample>(a: ndarray::ArrayView3<'_, T>) -> Result<Self> {
+        let (h, w, c) = a.dim();
+        let color = color_of_channels(c)?;
+        Ok(Image {
+            width: w,
+            height: h,
+            color,
+            // One memcpy for a standard-layout array, element by element otherwise.
+            data: T::data(
+                a.as_slice()
+                    .map_or_else(|| a.iter().copied().collect(), <[T]>::to_vec),
+            ),
+        })
+    }
+
+    /// The image as an `H×W×C` array of its own sample type, moving the samples (no copy).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming `T` when the image holds another sample type (check
+    /// [`Image::sample_type`] first to keep the image in that case).
+    pub fn into_ndarray<T: Sample>(self) -> Result<ndarray::Array3<T>> {
+        let (w, h, c) = (self.width, self.height, self.color.channels());
+        let have = self.sample_type();
+        let v = T::from_data(self.data).map_err(|_| {
+            Error::invalid_arg(
+                "T",
+                format!("the image holds {have:?} samples, not {:?}", T::TYPE),
+            )
+        })?;
+        ndarray::Array3::from_shape_vec((h, w, c), v)
+            .map_err(|e| Error::Internal(format!("image of inconsistent size: {e}")))
+    }
+}

@@ -1004,7 +1004,7 @@ mod tests {
         assert_eq!((back.width, back.height, back.color), (30, 20, ColorType::Rgb));
         std::fs::write(dir.path().join("x.png"), b"not an image").unwrap_or_else(|e| panic!("{e}"));
         assert!(load_image(dir.path().join("x.png")).is_err());
-        for bad in ["a.tif", "a", "a.png.bak"] {
+        for bad in ["a.bmp", "a", "a.png.bak"] {
             let e = save_image(dir.path().join(bad), &img).unwrap_err();
             assert_eq!(e.kind(), crate::ErrorKind::InvalidArgument);
             assert!(e.to_string().contains(bad), "{e}");

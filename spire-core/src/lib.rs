@@ -33,10 +33,16 @@ pub(crate) mod weights;
 /// Seeded random weights for benchmarks at real model sizes (never for restoration).
 pub use weights::random_weights;
 
+/// The candle types of the public API (`Device`, `DType`, `Tensor`), so users need not depend on
+/// the same candle version themselves; and candle itself, for what else they need.
+pub use candle_core::{self as candle, DType, Device, Tensor};
 pub use colorfix::ColorFix;
 pub use error::{Error, ErrorKind, Result};
-pub use image::{ColorType, Image, ImageData, ImageView, SampleType, Samples};
+pub use image::{ColorType, Image, ImageData, ImageView, Sample, SampleType, Samples};
 pub use model::LoadOptions;
+/// `ndarray`, whose `ArrayView3` / `Array3` images convert to and from
+/// ([`ImageView::from_ndarray`], [`Image::into_ndarray`]).
+pub use ndarray;
 pub use options::{
     MemoryLimit, ModelDefaults, Progress, ProgressCallback, RestorationInput, RestoreOptions, Stage,
 };

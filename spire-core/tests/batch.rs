@@ -80,7 +80,7 @@ fn the_cli_restores_a_folder_with_prompts_resumes_and_reports_failures() {
     }
     let failures = std::fs::read_to_string(out.join("failures.tsv")).unwrap();
     assert!(
-        failures.starts_with("file\terror\nbad.png\t") && failures.contains("not a PNG or JPEG"),
+        failures.starts_with("file\terror\nbad.png\t") && failures.contains("not a PNG, JPEG, TIFF or WebP"),
         "{failures}"
     );
 

@@ -186,3 +186,61 @@ fn tiff_keeps_every_sample_type_and_webp_is_lossless() {
         assert!(e.contains("samples"), "{f:?}: {e}");
     }
 }
+
+#[test]
+fn a_tiff_header_claiming_a_huge_size_is_refused_before_decoding() {
+    // A 100000×100000 gray TIFF header with one 1-byte strip.
+    let mut t: Vec<u8> = b"II*\0\x08\0\0\0".to_vec();
+    let entries: [(u16, u16, u32); 8] = [
+        (256, 4, 100_000), // ImageWidth, LONG
+        (257, 4, 100_000), // ImageLength
+        (258, 3, 8),       // BitsPerSample
+        (259, 3, 1),       // Compression: none
+        (262, 3, 1),       // Photometric: black is zero
+        (273, 4, 200),     // StripOffsets
+        (278, 4, 100_000), // RowsPerStrip
+        (279, 4, 1),       // StripByteCounts
+    ];
+    t.extend((entries.len() as u16).to_le_bytes());
+    for (tag, kind, value) in entries {
+        t.extend(tag.to_le_bytes());
+        t.extend(kind.to_le_bytes());
+        t.extend(1u32.to_le_bytes());
+        t.extend(value.to_le_bytes());
+    }
+    t.extend(0u32.to_le_bytes());
+    t.resize(201, 0);
+    let e = decode_image(&t, "huge.tif").unwrap_err().to_string();
+    assert!(e.contains("huge.tif") && e.contains("100000×100000"), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("huge.tif"), &t).unwrap();
+    assert!(image_info(dir.path().join("huge.tif")).is_err());
+}
+
+#[test]
+fn ndarray_views_borrow_and_arrays_round_trip() {
+    use spire_core::ndarray::{s, Array3};
+    use spire_core::{Image, ImageView};
+    let a = Array3::from_shape_fn((5, 7, 3), |(y, x, c)| (y * 100 + x * 10 + c) as u16);
+    let v = ImageView::from_ndarray(a.view()).unwrap();
+    assert_eq!((v.width(), v.height(), v.color()), (7, 5, ColorType::Rgb));
+    let spire_core::Samples::U16(borrowed) = v.samples() else {
+        panic!("not u16")
+    };
+    assert_eq!(borrowed.as_ptr(), a.as_ptr(), "the view copies");
+    // Not contiguous: refused as a view, copied as an image.
+    let cut = a.slice(s![.., 1..6, ..]);
+    assert!(ImageView::from_ndarray(cut)
+        .unwrap_err()
+        .to_string()
+        .contains("as_standard_layout"));
+    let img = Image::from_ndarray(cut).unwrap();
+    assert_eq!((img.width, img.height), (5, 5));
+    assert_eq!(img.clone().into_ndarray::<u16>().unwrap(), cut.to_owned());
+    assert!(img.into_ndarray::<u8>().is_err());
+    let two = Array3::<f32>::zeros((4, 4, 2));
+    assert!(ImageView::from_ndarray(two.view())
+        .unwrap_err()
+        .to_string()
+        .contains("C = 1"));
+}

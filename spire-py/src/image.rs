@@ -1,5 +1,6 @@
-//! numpy arrays ↔ core images. Arrays are copied before the GIL is released, so Python code
-//! mutating them concurrently cannot race the restoration.
+//! numpy arrays ↔ core images, through the core's `ndarray` views
+//! (`spire_core::Image::from_ndarray`). Arrays are copied (one memcpy when C-contiguous) before
+//! the GIL is released, so Python code mutating them concurrently cannot race the restoration.
 
 use numpy::{PyArray1, PyArrayDyn, PyArrayMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::exceptions::PyTypeError;
@@ -113,21 +114,13 @@ pub(crate) fn from_numpy(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Owned> 
             ))
         }
     };
+    let dims = (h, w, color.channels());
     let (data, kind) = if let Ok(a) = obj.cast::<PyArrayDyn<u8>>() {
-        (
-            Data::U8(a.readonly().as_array().iter().copied().collect()),
-            InKind::U8,
-        )
+        (Data::U8(copy(a, dims, what)?), InKind::U8)
     } else if let Ok(a) = obj.cast::<PyArrayDyn<f32>>() {
-        (
-            Data::F32(a.readonly().as_array().iter().copied().collect()),
-            InKind::F32,
-        )
+        (Data::F32(copy(a, dims, what)?), InKind::F32)
     } else if let Ok(a) = obj.cast::<PyArrayDyn<u16>>() {
-        (
-            Data::U16(a.readonly().as_array().iter().copied().collect()),
-            InKind::U16,
-        )
+        (Data::U16(copy(a, dims, what)?), InKind::U16)
     } else {
         let dt = arr.dtype().to_string();
         return Err(errors::new(
@@ -143,6 +136,36 @@ pub(crate) fn from_numpy(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Owned> 
         channel_axis: shape.len() == 3,
         kind,
     })
+}
+
+/// The samples of a numpy array seen as the core's `H×W×C` `ndarray` view
+/// (`spire_core::Image::from_ndarray`): one memcpy when the array is C-contiguous, a strided
+/// copy otherwise. Copied, not borrowed, because the GIL is released while the core works and
+/// Python code may write to the array meanwhile.
+fn copy<T: spire_core::Sample + numpy::Element>(
+    a: &Bound<'_, PyArrayDyn<T>>,
+    (h, w, c): (usize, usize, usize),
+    what: &str,
+) -> PyResult<Vec<T>> {
+    let ro = a.readonly();
+    let view = ro
+        .as_array()
+        .into_shape_with_order(ndarray::IxDyn(&[h, w, c]))
+        .ok()
+        .and_then(|v| v.into_dimensionality::<ndarray::Ix3>().ok());
+    let img = match view {
+        Some(v) => spire_core::Image::from_ndarray(v),
+        // A strided 2-D gray array cannot be reshaped in place: add the channel axis by a copy.
+        None => spire_core::Image::from_ndarray(
+            ro.as_array()
+                .to_owned()
+                .into_shape_with_order((h, w, c))
+                .map_err(|e| errors::new("InvalidImageError", format!("{what}: {e}")))?
+                .view(),
+        ),
+    }
+    .map_err(errors::to_py)?;
+    T::from_data(img.data).map_err(|_| errors::new("InternalError", "sample type changed".to_string()))
 }
 
 /// A core image as a new numpy array in the layout of the input `like`: `H×W×C`, and gray as
@@ -183,8 +206,10 @@ fn file_to_numpy(py: Python<'_>, img: Image) -> PyResult<Py<PyAny>> {
     to_numpy(py, img, &like)
 }
 
-/// Decodes a PNG or JPEG held in memory (as the CLI reads files: the header's size is checked
-/// before decoding) into an `H×W×C` uint8 array (C = 1, 3 or 4). `name` appears in errors.
+/// Decodes a PNG, JPEG, TIFF or WebP held in memory (as the CLI reads files: the header's size
+/// is checked before decoding; upright by its EXIF orientation) into an `H×W×C` array
+/// (C = 1, 3 or 4): uint8, uint16 for 16-bit PNG/TIFF, float32 for float TIFF. `name` appears
+/// in errors.
 #[pyfunction]
 #[pyo3(signature = (data, name = "<bytes>"))]
 pub(crate) fn decode_image(py: Python<'_>, data: &[u8], name: &str) -> PyResult<Py<PyAny>> {
@@ -194,7 +219,7 @@ pub(crate) fn decode_image(py: Python<'_>, data: &[u8], name: &str) -> PyResult<
     file_to_numpy(py, img)
 }
 
-/// Reads a PNG or JPEG file into an `H×W×C` uint8 array.
+/// Reads a PNG, JPEG, TIFF or WebP file into an `H×W×C` array (as `decode_image`).
 #[pyfunction]
 pub(crate) fn read_image(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Py<PyAny>> {
     let img = py
@@ -203,8 +228,10 @@ pub(crate) fn read_image(py: Python<'_>, path: std::path::PathBuf) -> PyResult<P
     file_to_numpy(py, img)
 }
 
-/// Encodes an image array (uint8 or float32 in [0, 1]) as PNG (``format="png"``) or JPEG at
-/// quality 95 (``"jpg"``/``"jpeg"``), returning the bytes ``write_image`` would write.
+/// Encodes an image array (uint8, uint16 or float32 in [0, 1]) as PNG (``format="png"``; 16
+/// bits for uint16), JPEG at quality 95 (``"jpg"``/``"jpeg"``), TIFF (``"tif"``/``"tiff"``;
+/// every sample type kept) or lossless WebP (``"webp"``), returning the bytes ``write_image``
+/// would write.
 #[pyfunction]
 #[pyo3(signature = (image, format = "png"))]
 pub(crate) fn encode_image<'py>(
@@ -220,8 +247,8 @@ pub(crate) fn encode_image<'py>(
     Ok(pyo3::types::PyBytes::new(py, &bytes))
 }
 
-/// Writes an image array (uint8 or float32 in [0, 1]) as PNG or JPEG (quality 95) by the
-/// extension, atomically: to a temporary file renamed into place, so a file that exists is
+/// Writes an image array (uint8, uint16 or float32 in [0, 1]) as PNG, JPEG (quality 95), TIFF
+/// or WebP by the extension (as ``encode_image``), atomically: to a temporary file renamed into place, so a file that exists is
 /// complete.
 #[pyfunction]
 pub(crate) fn write_image(

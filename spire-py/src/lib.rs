@@ -32,5 +32,22 @@ fn _spire(py: Python<'_>, m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(image::encode_image, m)?)?;
     m.add_function(wrap_pyfunction!(batch::plan_folder, m)?)?;
     m.add_function(wrap_pyfunction!(batch::read_prompt_table, m)?)?;
+    m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(num_threads, m)?)?;
     Ok(())
+}
+
+/// Sets how many CPU threads the library computes with, for the whole process (default: every
+/// core). Call it before the first load or restore; setting the current count is a no-op.
+/// Raises ``InvalidArgumentError`` naming ``threads`` for 0 or once the threads run with
+/// another count.
+#[pyfunction]
+fn set_num_threads(threads: usize) -> PyResult<()> {
+    spire_core::device::set_num_threads(threads).map_err(errors::to_py)
+}
+
+/// How many CPU threads the library computes with.
+#[pyfunction]
+fn num_threads() -> usize {
+    spire_core::device::num_threads()
 }

@@ -182,7 +182,7 @@ def test_folder_plans_and_prompt_tables_come_from_the_core(tmp_path):
     with pytest.raises(spire.InvalidArgumentError, match=r"bad.tsv.*line 1"):
         sr.read_prompts(bad)
     with pytest.raises(spire.InvalidArgumentError, match="format"):
-        sr.plan_folder(src, tmp_path / "o", "tiff")
+        sr.plan_folder(src, tmp_path / "o", "bmp")
 
 
 def test_the_ray_example_restores_a_folder_and_resumes(tmp_path):

@@ -197,7 +197,7 @@ fn cli() -> Command {
                 .arg(positional("input", "The folder of images (searched recursively)"))
                 .arg(positional("output", "Where the restored images go (relative paths kept)"))
                 .arg(flag("prompts", "prompts.tsv|csv", "Per-image prompts: file<TAB>restoration prompt<TAB>caption"))
-                .arg(flag("format", "same|png|jpg", "The outputs' format (default: each input's)"))
+                .arg(flag("format", "same|png|jpg|tiff|webp", "The outputs' format (default: each input's)"))
                 .args(restore_args())
                 .args(model_args())
                 .args(device_args()),
@@ -476,9 +476,8 @@ fn restore_dir_cmd(a: &Args) -> Result<(), String> {
         return Err("restore-dir needs <in-dir> and <out-dir>".into());
     };
     let format = match a.flags.get("format") {
-        Some(f) => {
-            OutputFormat::parse(f).ok_or_else(|| format!("--format: `{f}` is not same, png or jpg"))?
-        }
+        Some(f) => OutputFormat::parse(f)
+            .ok_or_else(|| format!("--format: `{f}` is not same, png, jpg, tiff or webp"))?,
         None => OutputFormat::Same,
     };
     let table = match a.flags.get("prompts") {
@@ -500,7 +499,10 @@ fn restore_dir_cmd(a: &Args) -> Result<(), String> {
         );
     }
     if jobs.is_empty() {
-        return Err(format!("{}: no PNG or JPEG images found", input.display()));
+        return Err(format!(
+            "{}: no PNG, JPEG, TIFF or WebP images found",
+            input.display()
+        ));
     }
     std::fs::create_dir_all(output).map_err(|e| format!("{}: {e}", output.display()))?;
     let restorer = load_restorer(a)?;
