@@ -25,6 +25,10 @@ echo "== Parity tests with the fused CPU kernels off (SPIRE_FUSED_KERNELS=0)"
 SPIRE_FUSED_KERNELS=0 cargo test --release --workspace --test parity_models --test restorer \
   --test parity_train --test precision --test training --test tiling
 
+echo "== The optional \`image\` feature (DynamicImage conversions): clippy and its tests"
+cargo clippy -p spire-core --features image --lib -q -- -D warnings
+cargo test --release -p spire-core --features image --lib image::dynamic
+
 echo "== GPU check's parity mode on the CPU (every model and the restore in f32, f16, bf16)"
 cargo build --release -q --workspace --example gpu_check
 ./target/release/examples/gpu_check parity --device cpu > target/gpu_check_parity.jsonl

@@ -6,6 +6,34 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union, 
 import numpy as np
 import numpy.typing as npt
 
+# What the native module exports (pyo3 sets it; stubtest checks the two agree).
+__all__ = [
+    "CancelledError",
+    "DeviceError",
+    "InternalError",
+    "InvalidArgumentError",
+    "InvalidImageError",
+    "ModelLoadError",
+    "NumericalError",
+    "RestorationPrompt",
+    "Restorer",
+    "SpireError",
+    "UnsupportedError",
+    "__version__",
+    "decode_image",
+    "degrade",
+    "encode_image",
+    "estimate",
+    "evaluate",
+    "num_threads",
+    "plan_folder",
+    "read_image",
+    "read_prompt_table",
+    "restore_options",
+    "set_num_threads",
+    "write_image",
+]
+
 __version__: str
 
 _Image = Union[npt.NDArray[np.uint8], npt.NDArray[np.uint16], npt.NDArray[np.float32], Any]  # Any: a PIL image

@@ -467,10 +467,7 @@ fn bgr_16_bit_and_float_pixels_in_and_out() {
     // The same numbers through the core directly.
     let core = spire_core::Restorer::from_pretrained(
         fixtures().join("tiny-sd1"),
-        &spire_core::LoadOptions {
-            adaptor: Some(fixtures().join("tiny-spire-adaptor")),
-            ..Default::default()
-        },
+        &spire_core::LoadOptions::default().with_adaptor(Some(fixtures().join("tiny-spire-adaptor"))),
     )
     .unwrap();
     let mut o = core.default_options();

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use spire_core::consistency::apply;
 use spire_core::degrade::{apply_prompt, Rgb};
-use spire_core::{ImageView, MemoryLimit, RestorationPrompt, RestoreOptions, Restorer};
+use spire_core::{ImageView, MemoryLimit, RestorationPrompt, Restorer};
 
 fn median(
     mut f: impl FnMut() -> Result<(), Box<dyn std::error::Error>>,
@@ -46,10 +46,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .map(|(c, p)| x.data[c * n + p])
                 .collect();
             let img = ImageView::rgb_f32(size, size, &interleaved)?;
-            let o = RestoreOptions {
-                memory_limit: MemoryLimit::Unlimited,
-                ..r.default_options()
-            };
+            let o = r.default_options().with_memory_limit(MemoryLimit::Unlimited);
             Some(median(|| Ok(r.restore(&img, &o).map(|_| ())?), runs)?)
         } else {
             None

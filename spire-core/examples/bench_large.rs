@@ -25,7 +25,7 @@ use spire_core::model::{
     Adaptor, AdaptorConfig, AutoencoderKL, ClipTextConfig, ClipTextModel, ClipTokenizer, Fusion, HintMode,
     UNet2DConditionModel, UNetConfig, VaeConfig,
 };
-use spire_core::{ImageView, MemoryLimit, RestoreOptions, Restorer, RestorerParts, SchedulerConfig};
+use spire_core::{ImageView, MemoryLimit, Restorer, RestorerParts, SchedulerConfig};
 
 fn status_mib(key: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -107,18 +107,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "model" => (base.num_inference_steps, base.strength),
         n => (n.parse()?, 1.0),
     };
-    let opts = RestoreOptions {
-        num_inference_steps: steps,
-        strength,
-        restoration_guidance: 1.0,
-        semantic_guidance: 1.0,
-        memory_limit: MemoryLimit::parse(&limit)?,
-        tile_size: match tile_arg.as_str() {
+    let opts = base
+        .with_num_inference_steps(steps)
+        .with_strength(strength)
+        .with_restoration_guidance(1.0)
+        .with_semantic_guidance(1.0)
+        .with_memory_limit(MemoryLimit::parse(&limit)?)
+        .with_tile_size(match tile_arg.as_str() {
             "auto" => None,
             "whole" => Some(usize::MAX / 2),
             n => Some(n.parse()?),
-        },
-        progress: Some(Arc::new(move |p: &spire_core::Progress| {
+        })
+        .with_progress(Some(Arc::new(move |p: &spire_core::Progress| {
             if let (Some(m), Ok(mut g)) = (&p.message, p2.lock()) {
                 eprintln!("{m}");
                 *g = m.clone();
@@ -134,9 +134,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
             }
             true
-        })),
-        ..base
-    };
+        })));
     let json_line = |fields: String| {
         println!(
             "{{\"model\":\"{model}\",\"size\":{size},\"memory_limit\":\"{limit}\",\"tile_size\":\"{tile_arg}\",{fields}}}"

@@ -76,24 +76,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (passes, wr, ws) in [(1, 1.0, 1.0), (2, 1.0, 4.0), (3, 2.0, 4.0)] {
         let stamps = Arc::new(Mutex::new(Vec::new()));
         let s = stamps.clone();
-        let opts = RestoreOptions {
-            num_inference_steps: steps,
-            restoration_prompt: "Denoise with sigma 0.1"
-                .parse::<spire_core::RestorationPrompt>()?
-                .into(),
-            semantic_prompt: "a photo of a cat".into(),
-            restoration_guidance: wr,
-            semantic_guidance: ws,
-            progress: Some(Arc::new(move |p: &spire_core::Progress| {
+        let opts = RestoreOptions::default()
+            .with_num_inference_steps(steps)
+            .with_restoration_prompt(
+                "Denoise with sigma 0.1"
+                    .parse::<spire_core::RestorationPrompt>()?
+                    .into(),
+            )
+            .with_semantic_prompt("a photo of a cat".into())
+            .with_restoration_guidance(wr)
+            .with_semantic_guidance(ws)
+            .with_progress(Some(Arc::new(move |p: &spire_core::Progress| {
                 if p.stage == spire_core::Stage::Denoising {
                     if let Ok(mut v) = s.lock() {
                         v.push(Instant::now());
                     }
                 }
                 true
-            })),
-            ..Default::default()
-        };
+            })));
         restorer.restore(&image, &opts)?;
         let v = stamps.lock().map_err(|_| "poisoned")?.clone();
         let mut d: Vec<f64> = v

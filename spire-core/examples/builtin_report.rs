@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use spire_core::degrade::{apply_prompt, Rgb};
 use spire_core::eval::load_images;
 use spire_core::image::{Image, ImageData};
-use spire_core::{metrics, RestorationPrompt, RestoreOptions, Restorer};
+use spire_core::{metrics, RestorationPrompt, Restorer};
 
 const HELD_OUT: [&str; 4] = [
     "astronaut.png",
@@ -184,10 +184,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for img in &images {
         spire_core::io::save_image(out.join("clean").join(&img.name), &img.image)?;
     }
-    let mut base = RestoreOptions {
-        upsample_input: false,
-        ..restorer.default_options()
-    };
+    let mut base = restorer.default_options().with_upsample_input(false);
     // Overrides of the model's recommended options, to choose them on training photos.
     if let Some(v) = arg("--consistency") {
         base.consistency = v.parse()?;
@@ -215,13 +212,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             spire_core::io::save_image(dir.join(format!("degraded_{}", img.name)), &y)?;
             let t = std::time::Instant::now();
             let blind = restorer.restore(&y.view(), &base)?;
-            let prompted = restorer.restore(
-                &y.view(),
-                &RestoreOptions {
-                    restoration_prompt: p.into(),
-                    ..base.clone()
-                },
-            )?;
+            let prompted = restorer.restore(&y.view(), &base.clone().with_restoration_prompt(p.into()))?;
             let secs = t.elapsed().as_secs_f64() / 2.0;
             spire_core::io::save_image(dir.join(format!("blind_{}", img.name)), &blind)?;
             spire_core::io::save_image(dir.join(format!("prompt_{}", img.name)), &prompted)?;

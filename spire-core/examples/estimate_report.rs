@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use spire_core::degrade::ops;
 use spire_core::degrade::Rgb;
 use spire_core::eval::load_images;
-use spire_core::{metrics, RestorationPrompt, RestoreOptions, Restorer};
+use spire_core::{metrics, RestorationPrompt, Restorer};
 
 const HELD_OUT: [&str; 4] = [
     "astronaut.png",
@@ -148,10 +148,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let images = load_images(&data, None, &only, 256)?;
     let restorer = Restorer::builtin()?;
-    let base = RestoreOptions {
-        upsample_input: false,
-        ..restorer.default_options()
-    };
+    let base = restorer.default_options().with_upsample_input(false);
     // Per row: sums over photos of (blind, auto, true) PSNR and SSIM, and the auto prompts.
     let mut table: Vec<(String, [f64; 6], Vec<String>)> = Vec::new();
     // Estimator errors: (parameter, row, true value (0: absent), estimate, clause in the prompt).
@@ -204,13 +201,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let y = ops::resize_bicubic(&small, 256, 256).clip().to_rgb8();
                 let c = img.image.view();
                 let run = |prompt: RestorationPrompt| -> spire_core::Result<(f64, f64)> {
-                    let o = restorer.restore(
-                        &y.view(),
-                        &RestoreOptions {
-                            restoration_prompt: prompt.into(),
-                            ..base.clone()
-                        },
-                    )?;
+                    let o =
+                        restorer.restore(&y.view(), &base.clone().with_restoration_prompt(prompt.into()))?;
                     Ok((metrics::psnr(&o.view(), &c)?, metrics::ssim(&o.view(), &c)?))
                 };
                 let b = run(RestorationPrompt::blind())?;

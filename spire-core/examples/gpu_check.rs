@@ -92,11 +92,9 @@ impl Parity<'_> {
     }
 
     fn models(&mut self, dtype: DType, tol: f32) -> Res<()> {
-        let lo = LoadOptions {
-            device: self.device.clone(),
-            dtype,
-            ..Default::default()
-        };
+        let lo = LoadOptions::default()
+            .with_device(self.device.clone())
+            .with_dtype(dtype);
         let cast = |t: &Tensor| t.to_dtype(dtype);
         let ts = |t: &Tensor| -> Res<Vec<f32>> { Ok(t.to_device(&Device::Cpu)?.to_vec1::<f32>()?) };
         for flavour in ["tiny-sd1", "tiny-sd2"] {
@@ -151,28 +149,24 @@ impl Parity<'_> {
     /// diffusers' `StableDiffusionControlNetPipeline` fixture: 5 DDIM steps, dual guidance.
     fn pipeline(&mut self, dtype: DType, tol: f32) -> Res<()> {
         let r = candle_core::safetensors::load(self.fixtures.join("ref/pipeline.safetensors"), &Device::Cpu)?;
-        let lo = LoadOptions {
-            device: self.device.clone(),
-            dtype,
-            adaptor: Some(self.fixtures.join("tiny-controlnet")),
-            ..Default::default()
-        };
+        let lo = LoadOptions::default()
+            .with_device(self.device.clone())
+            .with_dtype(dtype)
+            .with_adaptor(Some(self.fixtures.join("tiny-controlnet")));
         let restorer = Restorer::from_pretrained(self.fixtures.join("tiny-sd1"), &lo)?;
         let image: Vec<f32> = r["image"].flatten_all()?.to_vec1()?;
         let prompt = "a red motorcycle in a workshop";
-        let o = RestoreOptions {
-            restoration_prompt: RestorationInput::Verbatim(prompt.into()),
-            semantic_prompt: prompt.into(),
-            negative_prompt: String::new(),
-            restoration_null_prompt: String::new(),
-            restoration_guidance: 3.0,
-            semantic_guidance: 3.0,
-            num_inference_steps: 5,
-            scheduler: Some(SchedulerKind::Ddim),
-            initial_latents: Some(r["latents"].clone()),
-            color_fix: ColorFix::None,
-            ..Default::default()
-        };
+        let o = RestoreOptions::default()
+            .with_restoration_prompt(RestorationInput::Verbatim(prompt.into()))
+            .with_semantic_prompt(prompt.into())
+            .with_negative_prompt(String::new())
+            .with_restoration_null_prompt(String::new())
+            .with_restoration_guidance(3.0)
+            .with_semantic_guidance(3.0)
+            .with_num_inference_steps(5)
+            .with_scheduler(Some(SchedulerKind::Ddim))
+            .with_initial_latents(Some(r["latents"].clone()))
+            .with_color_fix(ColorFix::None);
         let out = restorer.restore(&ImageView::rgb_f32(48, 64, &image)?, &o)?;
         let got = Tensor::from_slice(
             out.as_f32().ok_or("f32 output expected")?,
@@ -311,17 +305,15 @@ fn bench(
         let init = t0.elapsed().as_secs_f64();
         let px: Vec<u8> = (0..size * size * 3).map(|i| (i * 31 % 251) as u8).collect();
         let image = ImageView::rgb8(size, size, &px)?;
-        let o = RestoreOptions {
-            num_inference_steps: steps,
-            scheduler: Some(SchedulerKind::DpmSolverPlusPlus2M),
-            restoration_prompt: RestorationInput::Verbatim("Remove all degradation".into()),
-            semantic_prompt: "a photo of a cat".into(),
-            restoration_guidance: 1.0,
-            semantic_guidance: 1.0,
-            color_fix: ColorFix::None,
-            consistency: 0.0,
-            ..Default::default()
-        };
+        let o = RestoreOptions::default()
+            .with_num_inference_steps(steps)
+            .with_scheduler(Some(SchedulerKind::DpmSolverPlusPlus2M))
+            .with_restoration_prompt(RestorationInput::Verbatim("Remove all degradation".into()))
+            .with_semantic_prompt("a photo of a cat".into())
+            .with_restoration_guidance(1.0)
+            .with_semantic_guidance(1.0)
+            .with_color_fix(ColorFix::None)
+            .with_consistency(0.0);
         let run = || -> Res<f64> {
             let t = Instant::now();
             restorer.restore(&image, &o)?;

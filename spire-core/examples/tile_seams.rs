@@ -10,7 +10,7 @@
 //!     cargo run --release --example tile_seams -- [--model DIR] [--photo PATH]
 
 use spire_core::image::{ColorType, Image, ImageData};
-use spire_core::{MemoryLimit, RestoreOptions, Restorer};
+use spire_core::{MemoryLimit, Restorer};
 
 fn rgb(img: &Image) -> &[u8] {
     match &img.data {
@@ -68,29 +68,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let img = spire_core::io::load_image(&photo)?;
     let f = restorer.vae_scale_factor();
     let tile = 64 / f; // 64-pixel tiles
-    let base = RestoreOptions {
-        memory_limit: MemoryLimit::Unlimited,
-        restoration_prompt: "Denoise with sigma 0.05"
-            .parse::<spire_core::RestorationPrompt>()?
-            .into(),
-        ..restorer.default_options()
-    };
+    let base = restorer
+        .default_options()
+        .with_memory_limit(MemoryLimit::Unlimited)
+        .with_restoration_prompt(
+            "Denoise with sigma 0.05"
+                .parse::<spire_core::RestorationPrompt>()?
+                .into(),
+        );
     let untiled = restorer.restore(&img.view(), &base)?;
     let hard = restorer.restore(
         &img.view(),
-        &RestoreOptions {
-            tile_size: Some(tile),
-            tile_overlap: 0,
-            ..base.clone()
-        },
+        &base.clone().with_tile_size(Some(tile)).with_tile_overlap(0),
     )?;
     let blended = restorer.restore(
         &img.view(),
-        &RestoreOptions {
-            tile_size: Some(tile),
-            tile_overlap: tile / 2,
-            ..base.clone()
-        },
+        &base
+            .clone()
+            .with_tile_size(Some(tile))
+            .with_tile_overlap(tile / 2),
     )?;
     let diff = |a: &Image| {
         rgb(a)

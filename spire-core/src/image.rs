@@ -548,3 +548,124 @@ impl Image {
             .map_err(|e| Error::Internal(format!("image of inconsistent size: {e}")))
     }
 }
+
+/// Conversions to and from the `image` crate (feature `image`).
+#[cfg(feature = "image")]
+mod dynamic {
+    use super::{ColorType, Image, ImageData};
+    use crate::error::{Error, Result};
+    use image::DynamicImage as D;
+
+    impl TryFrom<&D> for Image {
+        type Error = Error;
+
+        /// Copies a `DynamicImage`: 8-bit, 16-bit and f32 gray/RGB/RGBA keep their samples;
+        /// gray + alpha becomes RGBA of its depth (the alpha kept).
+        fn try_from(d: &D) -> Result<Self> {
+            let (w, h) = (d.width() as usize, d.height() as usize);
+            let (color, data) = match d {
+                D::ImageLuma8(b) => (ColorType::Gray, ImageData::U8(b.as_raw().clone())),
+                D::ImageRgb8(b) => (ColorType::Rgb, ImageData::U8(b.as_raw().clone())),
+                D::ImageRgba8(b) => (ColorType::Rgba, ImageData::U8(b.as_raw().clone())),
+                D::ImageLumaA8(_) => (ColorType::Rgba, ImageData::U8(d.to_rgba8().into_raw())),
+                D::ImageLuma16(b) => (ColorType::Gray, ImageData::U16(b.as_raw().clone())),
+                D::ImageRgb16(b) => (ColorType::Rgb, ImageData::U16(b.as_raw().clone())),
+                D::ImageRgba16(b) => (ColorType::Rgba, ImageData::U16(b.as_raw().clone())),
+                D::ImageLumaA16(_) => (ColorType::Rgba, ImageData::U16(d.to_rgba16().into_raw())),
+                D::ImageRgb32F(b) => (ColorType::Rgb, ImageData::F32(b.as_raw().clone())),
+                D::ImageRgba32F(b) => (ColorType::Rgba, ImageData::F32(b.as_raw().clone())),
+                other => (ColorType::Rgba, ImageData::F32(other.to_rgba32f().into_raw())),
+            };
+            Ok(Image {
+                width: w,
+                height: h,
+                color,
+                data,
+            })
+        }
+    }
+
+    impl TryFrom<Image> for D {
+        type Error = Error;
+
+        /// Moves an image into a `DynamicImage` of the same layout and sample type (f32 gray,
+        /// which `image` has no type for, becomes f32 RGB).
+        fn try_from(img: Image) -> Result<Self> {
+            let (w, h) = (
+                u32::try_from(img.width).map_err(|_| Error::invalid_arg("image", "too wide"))?,
+                u32::try_from(img.height).map_err(|_| Error::invalid_arg("image", "too tall"))?,
+            );
+            let bad = || Error::invalid_arg("image", "its samples do not fill its size");
+            Ok(match (img.color, img.data) {
+                (ColorType::Gray, ImageData::U8(v)) => {
+                    D::ImageLuma8(image::ImageBuffer::from_raw(w, h, v).ok_or_else(bad)?)
+                }
+                (ColorType::Rgb, ImageData::U8(v)) => {
+                    D::ImageRgb8(image::ImageBuffer::from_raw(w, h, v).ok_or_else(bad)?)
+                }
+                (ColorType::Rgba, ImageData::U8(v)) => {
+                    D::ImageRgba8(image::ImageBuffer::from_raw(w, h, v).ok_or_else(bad)?)
+                }
+                (ColorType::Gray, ImageData::U16(v)) => {
+                    D::ImageLuma16(image::ImageBuffer::from_raw(w, h, v).ok_or_else(bad)?)
+                }
+                (ColorType::Rgb, ImageData::U16(v)) => {
+                    D::ImageRgb16(image::ImageBuffer::from_raw(w, h, v).ok_or_else(bad)?)
+                }
+                (ColorType::Rgba, ImageData::U16(v)) => {
+                    D::ImageRgba16(image::ImageBuffer::from_raw(w, h, v).ok_or_else(bad)?)
+                }
+                (ColorType::Gray, ImageData::F32(v)) => D::ImageRgb32F(
+                    image::ImageBuffer::from_raw(w, h, v.iter().flat_map(|&x| [x, x, x]).collect())
+                        .ok_or_else(bad)?,
+                ),
+                (ColorType::Rgb, ImageData::F32(v)) => {
+                    D::ImageRgb32F(image::ImageBuffer::from_raw(w, h, v).ok_or_else(bad)?)
+                }
+                (ColorType::Rgba, ImageData::F32(v)) => {
+                    D::ImageRgba32F(image::ImageBuffer::from_raw(w, h, v).ok_or_else(bad)?)
+                }
+            })
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn dynamic_images_round_trip_every_sample_type() {
+            let rgb16 = Image {
+                width: 3,
+                height: 2,
+                color: ColorType::Rgb,
+                data: ImageData::U16((0..18).map(|i| i * 3000).collect()),
+            };
+            let d = D::try_from(rgb16.clone()).unwrap();
+            assert!(matches!(d, D::ImageRgb16(_)));
+            assert_eq!(Image::try_from(&d).unwrap(), rgb16);
+            let gray8 = Image {
+                width: 2,
+                height: 2,
+                color: ColorType::Gray,
+                data: ImageData::U8(vec![1, 2, 3, 4]),
+            };
+            assert_eq!(
+                Image::try_from(&D::try_from(gray8.clone()).unwrap()).unwrap(),
+                gray8
+            );
+            let rgba_f = Image {
+                width: 1,
+                height: 2,
+                color: ColorType::Rgba,
+                data: ImageData::F32(vec![0.1, 0.2, 0.3, 1.0, 0.5, 0.6, 0.7, 0.0]),
+            };
+            assert_eq!(
+                Image::try_from(&D::try_from(rgba_f.clone()).unwrap()).unwrap(),
+                rgba_f
+            );
+            let short = Image { width: 5, ..gray8 };
+            assert!(D::try_from(short).is_err());
+        }
+    }
+}

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 
 use common::fixtures;
 use spire_core::batch::{self, OutputFormat, PromptTable};
-use spire_core::{ImageView, RestoreOptions, Restorer};
+use spire_core::{ImageView, Restorer};
 
 /// A folder with 4 photos (one in a subfolder, one JPEG) and a file that is not an image.
 fn folder(root: &Path) -> std::path::PathBuf {
@@ -196,11 +196,7 @@ fn the_library_run_stops_on_request_and_formats_and_prompt_tables_are_checked() 
     let names: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
     assert_eq!(names, ["a.png", "bad.png", "c.jpg", "d.png", "sub/b.png"]);
     assert!(jobs[2].output.ends_with("c.png"));
-    let o = RestoreOptions {
-        num_inference_steps: 3,
-        strength: 0.5,
-        ..r.default_options()
-    };
+    let o = r.default_options().with_num_inference_steps(3).with_strength(0.5);
     let mut seen = 0;
     let rep = batch::restore_dir(&r, &jobs, &out, &o, &mut |_| {
         seen += 1;

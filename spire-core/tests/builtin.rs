@@ -3,7 +3,7 @@
 //! `examples/builtin_report.rs`, see docs/builtin-model.md.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use spire_core::{ImageView, RestorationPrompt, RestoreOptions, Restorer};
+use spire_core::{ImageView, RestorationPrompt, Restorer};
 
 #[test]
 fn builtin_loads_without_files_and_clones_share_it() {
@@ -25,12 +25,11 @@ fn builtin_restores_with_exact_geometry_and_is_deterministic() {
     let d = r.default_options();
     assert!(d.strength > 0.0 && d.strength < 1.0, "{d:?}");
     assert_eq!(d.scheduler, Some(spire_core::SchedulerKind::Ddim));
-    let o = RestoreOptions {
-        restoration_prompt: RestorationPrompt::parse("Upsample 2x; Denoise with sigma 0.05")
+    let o = d.with_restoration_prompt(
+        RestorationPrompt::parse("Upsample 2x; Denoise with sigma 0.05")
             .unwrap()
             .into(),
-        ..d
-    };
+    );
     let a = r.restore(&img, &o).unwrap();
     assert_eq!((a.width, a.height), (74, 58));
     assert_eq!(a, r.restore(&img, &o).unwrap());

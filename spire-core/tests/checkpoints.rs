@@ -66,13 +66,7 @@ fn a_model_folder_saved_by_diffusers_with_dpm_loads_and_restores() {
     let px = common::test_rgb8(64, 64);
     let img = spire_core::ImageView::rgb8(64, 64, &px).unwrap();
     let out = r
-        .restore(
-            &img,
-            &spire_core::RestoreOptions {
-                num_inference_steps: 2,
-                ..r.default_options()
-            },
-        )
+        .restore(&img, &r.default_options().with_num_inference_steps(2))
         .unwrap();
     assert_eq!((out.width, out.height), (64, 64));
     // The CLI.

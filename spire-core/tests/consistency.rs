@@ -299,13 +299,7 @@ fn bad_arguments_are_named() {
     let r = Restorer::builtin().unwrap();
     let img = ImageView::rgb_f32(w, h, &y).unwrap();
     let e = r
-        .restore(
-            &img,
-            &RestoreOptions {
-                consistency: -1.0,
-                ..r.default_options()
-            },
-        )
+        .restore(&img, &r.default_options().with_consistency(-1.0))
         .unwrap_err();
     assert!(e.to_string().contains("consistency"), "{e}");
 }
@@ -314,15 +308,12 @@ fn bad_arguments_are_named() {
 fn steps_run(r: &Restorer, img: &ImageView, opts: RestoreOptions) -> (usize, Vec<f32>) {
     let total = Arc::new(Mutex::new(0));
     let t = total.clone();
-    let opts = RestoreOptions {
-        progress: Some(Arc::new(move |p: &Progress| {
-            if p.stage == Stage::Denoising {
-                *t.lock().unwrap() = p.total;
-            }
-            true
-        })),
-        ..opts
-    };
+    let opts = opts.with_progress(Some(Arc::new(move |p: &Progress| {
+        if p.stage == Stage::Denoising {
+            *t.lock().unwrap() = p.total;
+        }
+        true
+    })));
     let out = r.restore(img, &opts).unwrap();
     let n = *total.lock().unwrap();
     (n, out.as_f32().unwrap().to_vec())
@@ -344,15 +335,16 @@ fn noise_matched_start_follows_the_prompt() {
         .map(|(c, i)| y.data[c * w * h + i])
         .collect();
     let img = ImageView::rgb_f32(w, h, &interleaved).unwrap();
-    let base = RestoreOptions {
-        consistency: 0.0,
-        strength: 0.05,
-        num_inference_steps: 40,
-        ..r.default_options()
-    };
-    let with = |text: &str, on: bool| RestoreOptions {
-        match_noise: on,
-        ..base.clone().with_restoration_text(text).unwrap()
+    let base = r
+        .default_options()
+        .with_consistency(0.0)
+        .with_strength(0.05)
+        .with_num_inference_steps(40);
+    let with = |text: &str, on: bool| {
+        base.clone()
+            .with_restoration_text(text)
+            .unwrap()
+            .with_match_noise(on)
     };
     assert_eq!(steps_run(&r, &img, with("Denoise with sigma 0.04", true)).0, 1);
     let (n_on, out_on) = steps_run(&r, &img, with("Denoise with sigma 0.10", true));
@@ -366,14 +358,7 @@ fn noise_matched_start_follows_the_prompt() {
         "σ 0.24 ran {n_cap} steps, as from the strength's t = 49"
     );
     // The start is deterministic (no noise is drawn): other seeds give the same image.
-    let (_, again) = steps_run(
-        &r,
-        &img,
-        RestoreOptions {
-            seed: 99,
-            ..with("Denoise with sigma 0.24", true)
-        },
-    );
+    let (_, again) = steps_run(&r, &img, with("Denoise with sigma 0.24", true).with_seed(99));
     assert_eq!(out_cap, again);
     // A shrink makes the noise non-white: the strength path is kept.
     let (_, a) = steps_run(
@@ -435,11 +420,11 @@ fn restoring_a_small_input_agrees_with_it_after_shrinking() {
     let sd = &small.data;
     let interleaved: Vec<f32> = (0..n).flat_map(|p| (0..3).map(move |c| sd[c * n + p])).collect();
     let img = ImageView::rgb_f32(w, h, &interleaved).unwrap();
-    let opts = |tau: f64| RestoreOptions {
-        consistency: tau,
-        ..r.default_options()
+    let opts = |tau: f64| {
+        r.default_options()
             .with_restoration_text("Upsample with scale 2.0")
             .unwrap()
+            .with_consistency(tau)
     };
     let shrink_error = |tau: f64| -> f64 {
         let out = r.restore(&img, &opts(tau)).unwrap();

@@ -69,14 +69,12 @@ fn spire_json_defaults_are_the_starting_options() {
     let px = test_rgb8(32, 24);
     let view = ImageView::rgb8(32, 24, &px).unwrap();
     let a = r.restore(&view, &d).unwrap();
-    let explicit = RestoreOptions {
-        strength: 0.5,
-        num_inference_steps: 4,
-        scheduler: Some(SchedulerKind::Ddim),
-        color_fix: ColorFix::None,
-        restoration_guidance: 1.5,
-        ..Default::default()
-    };
+    let explicit = RestoreOptions::default()
+        .with_strength(0.5)
+        .with_num_inference_steps(4)
+        .with_scheduler(Some(SchedulerKind::Ddim))
+        .with_color_fix(ColorFix::None)
+        .with_restoration_guidance(1.5);
     let b = r.restore(&view, &explicit).unwrap();
     assert_eq!(a.as_u8().unwrap(), b.as_u8().unwrap());
     let c = r.restore(&view, &RestoreOptions::default()).unwrap();

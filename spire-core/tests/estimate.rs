@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use spire_core::degrade::ops;
 use spire_core::degrade::Rgb;
 use spire_core::estimate::{self, JpegSource, SourceInfo};
-use spire_core::{RestorationInput, RestorationPrompt, RestoreOptions, Restorer};
+use spire_core::{RestorationInput, RestorationPrompt, Restorer};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
@@ -131,19 +131,16 @@ fn a_degraded_photo_gets_its_prompt_and_a_clean_one_the_blind_prompt() {
     let auto = RestorationInput::parse("auto").unwrap();
     assert_eq!(auto, RestorationInput::Auto(RestorationPrompt::blind()));
     let given = RestorationInput::parse("Auto; Upsample with scale 2").unwrap();
-    let base = RestoreOptions {
-        restoration_prompt: given,
-        ..r.default_options()
-    };
+    let base = r.default_options().with_restoration_prompt(given);
     let p = r.resolve_prompt(&y.view(), &base, None).unwrap();
     assert_eq!(p.upsample_scale_f64(), Some(2.0));
     assert!(p.denoise_sigma().is_some(), "{p}");
     assert!(RestorationInput::parse("autos").is_err());
-    let opts = |input: RestorationInput| RestoreOptions {
-        restoration_prompt: input,
-        num_inference_steps: 4,
-        strength: 0.5,
-        ..r.default_options()
+    let opts = |input: RestorationInput| {
+        r.default_options()
+            .with_restoration_prompt(input)
+            .with_num_inference_steps(4)
+            .with_strength(0.5)
     };
     let a = r.restore(&clean.view(), &opts(auto)).unwrap();
     let b = r

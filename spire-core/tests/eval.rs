@@ -38,10 +38,7 @@ fn evaluation_scores_both_sets_with_every_metric() {
         seed: 5,
         settings: vec![EvalSetting::new("SPIRE", true, true)],
         include_input: true,
-        options: RestoreOptions {
-            num_inference_steps: 1,
-            ..Default::default()
-        },
+        options: RestoreOptions::default().with_num_inference_steps(1),
         weights: MetricWeights {
             lpips: Some(common::lpips_file("alex", w.path())),
             clip: Some(fixtures().join("tiny-clip")),
@@ -108,10 +105,7 @@ fn missing_weights_are_reported_not_invented() {
     let cfg = EvalConfig {
         size: 40,
         settings: vec![EvalSetting::new("SPIRE w/o text", false, false)],
-        options: RestoreOptions {
-            num_inference_steps: 1,
-            ..Default::default()
-        },
+        options: RestoreOptions::default().with_num_inference_steps(1),
         ..Default::default()
     };
     let report = eval::evaluate(&r, &images, &cfg, &mut |_, _, _| {}).unwrap();

@@ -125,19 +125,13 @@ fn scheduler_configs_out_of_range_are_refused() {
 fn step_counts_and_strengths_out_of_range_are_refused_at_once() {
     // Were: an endless loop (strength below ~5e-20) and aborts / overflow panics (huge counts).
     for strength in [1e-30, 5e-20, 1e-19, 1e-9] {
-        let o = RestoreOptions {
-            strength,
-            ..Default::default()
-        };
+        let o = RestoreOptions::default().with_strength(strength);
         let err = bounded("strength", move || o.validate().unwrap_err());
         assert_eq!(err.kind(), ErrorKind::InvalidArgument);
         assert!(err.to_string().contains("strength"), "{err}");
     }
     for steps in [10_001, u32::MAX as usize, usize::MAX] {
-        let o = RestoreOptions {
-            num_inference_steps: steps,
-            ..Default::default()
-        };
+        let o = RestoreOptions::default().with_num_inference_steps(steps);
         let err = o.validate().unwrap_err();
         assert!(
             err.to_string().contains("num_inference_steps") && err.to_string().contains("10000"),
@@ -145,16 +139,11 @@ fn step_counts_and_strengths_out_of_range_are_refused_at_once() {
         );
     }
     // The largest step count is accepted, and the hint names the smallest count that runs.
-    let o = RestoreOptions {
-        num_inference_steps: 10_000,
-        ..Default::default()
-    };
+    let o = RestoreOptions::default().with_num_inference_steps(10_000);
     o.validate().unwrap();
-    let o = RestoreOptions {
-        strength: 0.001,
-        num_inference_steps: 20,
-        ..Default::default()
-    };
+    let o = RestoreOptions::default()
+        .with_strength(0.001)
+        .with_num_inference_steps(20);
     let m = o.validate().unwrap_err().to_string();
     assert!(m.contains("at least 1000 steps"), "{m}");
 }
@@ -311,18 +300,15 @@ fn silent_wrong_answers_are_now_errors() {
     for v in [f32::NAN, f32::INFINITY] {
         let mut data = vec![0.1f32; 4 * 4 * 4];
         data[5] = v;
-        let o = RestoreOptions {
-            initial_latents: Some(candle_core::Tensor::from_vec(data, (1, 4, 4, 4), &dev).unwrap()),
-            ..Default::default()
-        };
+        let o = RestoreOptions::default().with_initial_latents(Some(
+            candle_core::Tensor::from_vec(data, (1, 4, 4, 4), &dev).unwrap(),
+        ));
         let err = o.validate().unwrap_err();
         assert!(err.to_string().contains("initial_latents"), "{err}");
     }
-    let o = RestoreOptions {
-        eta: 1e30,
-        scheduler: Some(spire_core::SchedulerKind::Ddim),
-        ..Default::default()
-    };
+    let o = RestoreOptions::default()
+        .with_eta(1e30)
+        .with_scheduler(Some(spire_core::SchedulerKind::Ddim));
     assert!(o.validate().unwrap_err().to_string().contains("[0, 1]"));
 }
 
@@ -376,16 +362,10 @@ fn nan_weights_give_a_numerical_error_not_a_black_image() {
     let nan = (w[k].clone() * f64::NAN).unwrap();
     w.insert(k.into(), nan);
     candle_core::safetensors::save(&w, &file).unwrap();
-    let lo = LoadOptions {
-        adaptor: Some(fixtures().join("tiny-controlnet")),
-        ..Default::default()
-    };
+    let lo = LoadOptions::default().with_adaptor(Some(fixtures().join("tiny-controlnet")));
     let r = spire_core::Restorer::from_pretrained(tmp.path(), &lo).unwrap();
     let px = common::test_rgb8(16, 16);
-    let o = RestoreOptions {
-        num_inference_steps: 3,
-        ..Default::default()
-    };
+    let o = RestoreOptions::default().with_num_inference_steps(3);
     let err = r
         .restore(&spire_core::ImageView::rgb8(16, 16, &px).unwrap(), &o)
         .unwrap_err();
@@ -487,10 +467,9 @@ fn png_claiming(w: u32, h: u32) -> Vec<u8> {
 #[test]
 fn the_memory_limit_refuses_a_large_image_before_anything_is_sized_from_it() {
     let r = spire_core::Restorer::builtin().unwrap();
-    let small = RestoreOptions {
-        memory_limit: spire_core::MemoryLimit::parse("64MiB").unwrap(),
-        ..r.default_options()
-    };
+    let small = r
+        .default_options()
+        .with_memory_limit(spire_core::MemoryLimit::parse("64MiB").unwrap());
     // The library: the plan refuses from the sizes, before the 4096² input is converted (its
     // planar float copy alone would be 256 MiB), naming the option and what would be needed.
     let px = common::test_rgb8(4096, 4096);
@@ -515,10 +494,9 @@ fn the_memory_limit_refuses_a_large_image_before_anything_is_sized_from_it() {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no amount in: {m}"));
     // The amount it names is enough: with that limit the plan is made.
-    let enough = RestoreOptions {
-        memory_limit: spire_core::MemoryLimit::parse(&format!("{need}MiB")).unwrap(),
-        ..r.default_options()
-    };
+    let enough = r
+        .default_options()
+        .with_memory_limit(spire_core::MemoryLimit::parse(&format!("{need}MiB")).unwrap());
     let plan = r.plan(4096, 4096, spire_core::ColorType::Rgb, &enough).unwrap();
     // Sizes without pixels behind them cannot overflow the arithmetic.
     for (w, h) in [(usize::MAX, 2), (1 << 32, 1 << 32)] {
@@ -564,10 +542,9 @@ fn the_memory_limit_refuses_a_large_image_before_anything_is_sized_from_it() {
 fn the_plan_tiles_large_latents_for_speed_and_keeps_small_ones_whole() {
     use spire_core::TileReason;
     let r = spire_core::Restorer::builtin().unwrap();
-    let opts = RestoreOptions {
-        memory_limit: spire_core::MemoryLimit::Unlimited,
-        ..r.default_options()
-    };
+    let opts = r
+        .default_options()
+        .with_memory_limit(spire_core::MemoryLimit::Unlimited);
     // 256²: one piece (nothing to gain).
     let p = r.plan(256, 256, spire_core::ColorType::Rgb, &opts).unwrap();
     assert_eq!(p.reason, TileReason::Whole);
@@ -579,18 +556,13 @@ fn the_plan_tiles_large_latents_for_speed_and_keeps_small_ones_whole() {
     assert!(p.whole_step_flops > 4.0 * p.step_flops, "{}", p.describe());
     assert!(p.tiles.tile.0 >= spire_core::plan::SPEED_MIN_TILE);
     // Asked for one piece, it is one piece.
-    let whole = RestoreOptions {
-        tile_size: Some(usize::MAX / 2),
-        ..opts.clone()
-    };
+    let whole = opts.clone().with_tile_size(Some(usize::MAX / 2));
     let p = r.plan(2048, 2048, spire_core::ColorType::Rgb, &whole).unwrap();
     assert!(p.tiles.is_single() && p.reason == TileReason::Asked);
     // A limit too small for one piece: tiles for memory.
-    let tight = RestoreOptions {
-        memory_limit: spire_core::MemoryLimit::parse("700MiB").unwrap(),
-        tile_size: None,
-        ..opts
-    };
+    let tight = opts
+        .with_memory_limit(spire_core::MemoryLimit::parse("700MiB").unwrap())
+        .with_tile_size(None);
     let p = r.plan(2048, 2048, spire_core::ColorType::Rgb, &tight).unwrap();
     assert!(!p.tiles.is_single());
     assert!(p.peak().0 <= 700 << 20, "{}", p.describe());

@@ -69,10 +69,7 @@ fn vae_encoder_and_decoder_equal_diffusers() {
 #[test]
 fn vae_fp16_variant_loads_into_f32() {
     let r = reference("vae");
-    let o = LoadOptions {
-        variant: Some("fp16".into()),
-        ..opts()
-    };
+    let o = opts().with_variant(Some("fp16".into()));
     let vae = AutoencoderKL::from_dir(&fixtures().join("tiny-sd1/vae"), &o).unwrap();
     let dec = vae.decode(&r["z"]).unwrap();
     assert_eq!(dec.dtype(), DType::F32);

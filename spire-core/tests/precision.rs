@@ -17,10 +17,7 @@ fn the_fused_kernel_switch_picks_the_path_and_both_equal_diffusers() {
     let dir = fixtures().join("tiny-sd1/unet");
     let mut outs = Vec::new();
     for fused in [true, false] {
-        let o = LoadOptions {
-            fused_kernels: fused,
-            ..Default::default()
-        };
+        let o = LoadOptions::default().with_fused_kernels(fused);
         let unet = UNet2DConditionModel::from_dir(&dir, &o).unwrap();
         let before = fused_dispatches_on_this_thread();
         let out = unet
@@ -47,10 +44,7 @@ fn the_fused_kernel_switch_picks_the_path_and_both_equal_diffusers() {
 fn unet_in_f16_and_bf16_is_within_measured_tolerance_of_f32() {
     let r = reference("tiny-sd1-unet");
     for (dtype, tol) in [(DType::F16, 1e-2f32), (DType::BF16, 6e-2)] {
-        let o = LoadOptions {
-            dtype,
-            ..Default::default()
-        };
+        let o = LoadOptions::default().with_dtype(dtype);
         let unet = UNet2DConditionModel::from_dir(&fixtures().join("tiny-sd1/unet"), &o).unwrap();
         let out = unet
             .forward(
@@ -72,11 +66,9 @@ fn unet_in_f16_and_bf16_is_within_measured_tolerance_of_f32() {
 
 fn pipeline(dtype: DType) -> (Restorer, Vec<f32>) {
     let r = reference("pipeline");
-    let opts = LoadOptions {
-        adaptor: Some(fixtures().join("tiny-controlnet")),
-        dtype,
-        ..Default::default()
-    };
+    let opts = LoadOptions::default()
+        .with_adaptor(Some(fixtures().join("tiny-controlnet")))
+        .with_dtype(dtype);
     let restorer = Restorer::from_pretrained(fixtures().join("tiny-sd1"), &opts).unwrap();
     let image: Vec<f32> = r["image"].flatten_all().unwrap().to_vec1().unwrap();
     let out = restorer
@@ -157,11 +149,9 @@ fn an_f16_autoencoder_without_the_upcast_is_caught_not_returned_as_nan() {
     let view = ImageView::rgb_f32(48, 64, &image).unwrap();
     let o = common::pipeline_options(&r);
     let load = |dir: &std::path::Path| {
-        let lo = LoadOptions {
-            adaptor: Some(fixtures().join("tiny-controlnet")),
-            dtype: DType::F16,
-            ..Default::default()
-        };
+        let lo = LoadOptions::default()
+            .with_adaptor(Some(fixtures().join("tiny-controlnet")))
+            .with_dtype(DType::F16);
         Restorer::from_pretrained(dir, &lo).unwrap()
     };
     // With diffusers' default upcast the decoder runs in f32: a finite (saturated) image.
@@ -188,11 +178,7 @@ fn the_builtin_model_runs_in_f16_and_bf16_on_the_cpu() {
     let want = f32_model.restore(&view, &o).unwrap();
     let want = want.as_u8().unwrap();
     for dtype in [DType::F16, DType::BF16] {
-        let m = Restorer::builtin_with(&LoadOptions {
-            dtype,
-            ..Default::default()
-        })
-        .unwrap();
+        let m = Restorer::builtin_with(&LoadOptions::default().with_dtype(dtype)).unwrap();
         assert_eq!(m.dtype(), dtype);
         let got = m.restore(&view, &o).unwrap();
         let worst = got

@@ -16,7 +16,7 @@ use std::path::Path;
 use candle_core::DType;
 use common::fixtures;
 use spire_core::model::{Generation, SingleFile};
-use spire_core::{ImageView, LoadOptions, RestoreOptions, Restorer};
+use spire_core::{ImageView, LoadOptions, Restorer};
 
 /// Writes a safetensors file of f16 zeros with these names and shapes; the data section is a
 /// hole (no disk space, no memory until read).
@@ -69,11 +69,9 @@ fn the_public_sd15_tile_and_sd21_base_layouts_load_and_run() {
     sparse_safetensors(&sd21, &l["sd21-base"]);
 
     // SD 2.1-base: the architecture is inferred as published (f16, so it fits beside the rest).
-    let o = LoadOptions {
-        config: Some(tmp.path().to_path_buf()),
-        dtype: DType::F16,
-        ..Default::default()
-    };
+    let o = LoadOptions::default()
+        .with_config(Some(tmp.path().to_path_buf()))
+        .with_dtype(DType::F16);
     let m = SingleFile::load(&sd21, &o).unwrap();
     assert_eq!(m.generation, Generation::Sd2);
     assert_eq!(
@@ -99,11 +97,9 @@ fn the_public_sd15_tile_and_sd21_base_layouts_load_and_run() {
     drop(m);
 
     // SD 1.5 + the tile ControlNet: the blind restorer of the docs, one step end to end.
-    let o = LoadOptions {
-        config: Some(tmp.path().to_path_buf()),
-        adaptor: Some(tile.clone()),
-        ..Default::default()
-    };
+    let o = LoadOptions::default()
+        .with_config(Some(tmp.path().to_path_buf()))
+        .with_adaptor(Some(tile.clone()));
     let t0 = std::time::Instant::now();
     let r = Restorer::from_single_file(&sd15, &o).unwrap();
     eprintln!(
@@ -114,10 +110,7 @@ fn the_public_sd15_tile_and_sd21_base_layouts_load_and_run() {
     let out = r
         .restore(
             &ImageView::rgb8(64, 64, &px).unwrap(),
-            &RestoreOptions {
-                num_inference_steps: 1,
-                ..r.default_options()
-            },
+            &r.default_options().with_num_inference_steps(1),
         )
         .unwrap();
     assert_eq!((out.width, out.height), (64, 64));

@@ -21,19 +21,13 @@ fn spire() -> (tempfile::TempDir, Restorer) {
 }
 
 fn quick() -> RestoreOptions {
-    RestoreOptions {
-        num_inference_steps: 3,
-        ..Default::default()
-    }
+    RestoreOptions::default().with_num_inference_steps(3)
 }
 
 #[test]
 fn equals_diffusers_controlnet_pipeline() {
     let r = reference("pipeline");
-    let opts = LoadOptions {
-        adaptor: Some(fixtures().join("tiny-controlnet")),
-        ..Default::default()
-    };
+    let opts = LoadOptions::default().with_adaptor(Some(fixtures().join("tiny-controlnet")));
     let restorer = Restorer::from_pretrained(fixtures().join("tiny-sd1"), &opts).unwrap();
     let image: Vec<f32> = r["image"].flatten_all().unwrap().to_vec1().unwrap();
     let o = common::pipeline_options(&r);
@@ -62,7 +56,7 @@ fn same_seed_same_output_other_seed_differs() {
     let a = r.restore(&img, &quick()).unwrap();
     let b = r.restore(&img, &quick()).unwrap();
     assert_eq!(a, b);
-    let c = r.restore(&img, &RestoreOptions { seed: 7, ..quick() }).unwrap();
+    let c = r.restore(&img, &quick().with_seed(7)).unwrap();
     assert_ne!(a, c);
 }
 
@@ -79,14 +73,12 @@ fn every_scheduler_and_guidance_mode_runs() {
         SchedulerKind::Euler,
     ] {
         for (wr, ws) in [(1.0, 1.0), (1.0, 4.0), (3.0, 1.0), (2.0, 5.0), (0.0, 0.0)] {
-            let o = RestoreOptions {
-                scheduler: Some(kind),
-                restoration_prompt: prompt.into(),
-                semantic_prompt: "a photo".into(),
-                restoration_guidance: wr,
-                semantic_guidance: ws,
-                ..quick()
-            };
+            let o = quick()
+                .with_scheduler(Some(kind))
+                .with_restoration_prompt(prompt.into())
+                .with_semantic_prompt("a photo".into())
+                .with_restoration_guidance(wr)
+                .with_semantic_guidance(ws);
             outs.push(r.restore(&img, &o).unwrap());
         }
     }
@@ -94,11 +86,7 @@ fn every_scheduler_and_guidance_mode_runs() {
     assert_ne!(outs[0], outs[1]);
     assert_ne!(outs[0], outs[2]);
     // DDIM with eta > 0 is seeded too.
-    let o = RestoreOptions {
-        scheduler: Some(SchedulerKind::Ddim),
-        eta: 1.0,
-        ..quick()
-    };
+    let o = quick().with_scheduler(Some(SchedulerKind::Ddim)).with_eta(1.0);
     assert_eq!(r.restore(&img, &o).unwrap(), r.restore(&img, &o).unwrap());
 }
 
@@ -109,17 +97,15 @@ fn cancelling_stops_within_one_step() {
     let img = ImageView::rgb8(16, 16, &px).unwrap();
     let denoise_calls = Arc::new(AtomicUsize::new(0));
     let c = denoise_calls.clone();
-    let o = RestoreOptions {
-        num_inference_steps: 10,
-        progress: Some(Arc::new(move |p: &spire_core::Progress| {
+    let o = RestoreOptions::default()
+        .with_num_inference_steps(10)
+        .with_progress(Some(Arc::new(move |p: &spire_core::Progress| {
             if p.stage == spire_core::Stage::Denoising {
                 let k = c.fetch_add(1, Ordering::SeqCst);
                 return k < 2; // continue after the report before step 1 and after step 1; stop after step 2
             }
             true
-        })),
-        ..Default::default()
-    };
+        })));
     let err = r.restore(&img, &o).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Cancelled);
     assert_eq!(
@@ -136,16 +122,14 @@ fn progress_reports_every_step() {
     let img = ImageView::rgb8(16, 16, &px).unwrap();
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     let s = seen.clone();
-    let o = RestoreOptions {
-        num_inference_steps: 4,
-        progress: Some(Arc::new(move |p: &spire_core::Progress| {
+    let o = RestoreOptions::default()
+        .with_num_inference_steps(4)
+        .with_progress(Some(Arc::new(move |p: &spire_core::Progress| {
             if p.stage == spire_core::Stage::Denoising {
                 s.lock().unwrap().push((p.step, p.total));
             }
             true
-        })),
-        ..Default::default()
-    };
+        })));
     r.restore(&img, &o).unwrap();
     assert_eq!(
         *seen.lock().unwrap(),
@@ -153,7 +137,7 @@ fn progress_reports_every_step() {
     );
     // strength 0.5 runs half the steps.
     seen.lock().unwrap().clear();
-    r.restore(&img, &RestoreOptions { strength: 0.5, ..o }).unwrap();
+    r.restore(&img, &o.with_strength(0.5)).unwrap();
     assert_eq!(seen.lock().unwrap().last(), Some(&(2, 2)));
 }
 
@@ -253,23 +237,13 @@ fn batch_equals_single_images_with_consecutive_seeds() {
         ImageView::rgb8(16, 16, &b).unwrap(),
         ImageView::rgb8(24, 8, &c).unwrap(),
     ];
-    let o = RestoreOptions {
-        seed: 11,
-        semantic_prompt: "a photo".into(),
-        semantic_guidance: 2.0,
-        ..quick()
-    };
+    let o = quick()
+        .with_seed(11)
+        .with_semantic_prompt("a photo".into())
+        .with_semantic_guidance(2.0);
     let batch = r.restore_batch(&views, &o).unwrap();
     for (i, v) in views.iter().enumerate() {
-        let single = r
-            .restore(
-                v,
-                &RestoreOptions {
-                    seed: 11 + i as u64,
-                    ..o.clone()
-                },
-            )
-            .unwrap();
+        let single = r.restore(v, &o.clone().with_seed(11 + i as u64)).unwrap();
         let d = batch[i]
             .as_u8()
             .unwrap()
@@ -313,94 +287,44 @@ fn bad_inputs_are_clear_errors() {
     let img = ImageView::rgb8(16, 16, &px).unwrap();
     let cases: Vec<(RestoreOptions, ErrorKind, &str)> = vec![
         (
-            RestoreOptions {
-                num_inference_steps: 0,
-                ..quick()
-            },
+            quick().with_num_inference_steps(0),
             ErrorKind::InvalidArgument,
             "num_inference_steps",
         ),
         (
-            RestoreOptions {
-                num_inference_steps: 5000,
-                ..quick()
-            },
+            quick().with_num_inference_steps(5000),
             ErrorKind::InvalidArgument,
             "num_inference_steps",
         ),
         (
-            RestoreOptions {
-                restoration_guidance: -1.0,
-                ..quick()
-            },
+            quick().with_restoration_guidance(-1.0),
             ErrorKind::InvalidArgument,
             "restoration_guidance",
         ),
         (
-            RestoreOptions {
-                semantic_guidance: f64::NAN,
-                ..quick()
-            },
+            quick().with_semantic_guidance(f64::NAN),
             ErrorKind::InvalidArgument,
             "semantic_guidance",
         ),
         (
-            RestoreOptions {
-                conditioning_scale: f64::INFINITY,
-                ..quick()
-            },
+            quick().with_conditioning_scale(f64::INFINITY),
             ErrorKind::InvalidArgument,
             "conditioning_scale",
         ),
+        (quick().with_strength(0.0), ErrorKind::InvalidArgument, "strength"),
+        (quick().with_strength(1.5), ErrorKind::InvalidArgument, "strength"),
+        (quick().with_strength(0.1), ErrorKind::InvalidArgument, "strength"),
+        (quick().with_eta(0.5), ErrorKind::InvalidArgument, "eta"),
         (
-            RestoreOptions {
-                strength: 0.0,
-                ..quick()
-            },
-            ErrorKind::InvalidArgument,
-            "strength",
-        ),
-        (
-            RestoreOptions {
-                strength: 1.5,
-                ..quick()
-            },
-            ErrorKind::InvalidArgument,
-            "strength",
-        ),
-        (
-            RestoreOptions {
-                strength: 0.1,
-                ..quick()
-            },
-            ErrorKind::InvalidArgument,
-            "strength",
-        ),
-        (
-            RestoreOptions { eta: 0.5, ..quick() },
-            ErrorKind::InvalidArgument,
-            "eta",
-        ),
-        (
-            RestoreOptions {
-                initial_latents: Some(
-                    candle_core::Tensor::zeros(
-                        (1, 4, 5, 5),
-                        candle_core::DType::F32,
-                        &candle_core::Device::Cpu,
-                    )
+            quick().with_initial_latents(Some(
+                candle_core::Tensor::zeros((1, 4, 5, 5), candle_core::DType::F32, &candle_core::Device::Cpu)
                     .unwrap(),
-                ),
-                ..quick()
-            },
+            )),
             ErrorKind::InvalidArgument,
             "initial_latents",
         ),
         (
-            RestoreOptions {
-                restoration_prompt: RestorationInput::Verbatim("  ".into()),
-                ..quick()
-            },
+            quick().with_restoration_prompt(RestorationInput::Verbatim("  ".into())),
             ErrorKind::InvalidArgument,
             "restoration_prompt",
         ),

@@ -37,10 +37,7 @@ fn minimal_config(flavour: &str) -> tempfile::TempDir {
 }
 
 fn opts(config: &Path) -> LoadOptions {
-    LoadOptions {
-        config: Some(config.to_path_buf()),
-        ..Default::default()
-    }
+    LoadOptions::default().with_config(Some(config.to_path_buf()))
 }
 
 fn ts(t: &Tensor) -> Vec<f32> {
@@ -158,10 +155,7 @@ fn single_file_controlnet_matches_diffusers() {
 fn restorer_from_single_files_equals_diffusers_controlnet_pipeline_from_single_file() {
     let r = reference("single-file-pipeline");
     let min = minimal_config("sd1");
-    let o = LoadOptions {
-        adaptor: Some(sf("tiny-controlnet.safetensors")),
-        ..opts(min.path())
-    };
+    let o = opts(min.path()).with_adaptor(Some(sf("tiny-controlnet.safetensors")));
     let restorer = Restorer::from_single_file(sf("tiny-sd1.safetensors"), &o).unwrap();
     let image: Vec<f32> = r["image"].flatten_all().unwrap().to_vec1().unwrap();
     let out = restorer
@@ -188,10 +182,7 @@ fn restorer_from_single_files_equals_diffusers_controlnet_pipeline_from_single_f
 fn a_single_file_controlnet_also_loads_next_to_a_diffusers_folder() {
     // The folder path takes the same adaptor files: tiny-sd1's UNet has other widths than the
     // tiny ControlNet's backbone, so the shapes are checked and the error names the tensor.
-    let o = LoadOptions {
-        adaptor: Some(sf("tiny-controlnet.safetensors")),
-        ..Default::default()
-    };
+    let o = LoadOptions::default().with_adaptor(Some(sf("tiny-controlnet.safetensors")));
     let e = Restorer::from_pretrained(fixtures().join("tiny-sd1"), &o).unwrap_err();
     let msg = e.to_string();
     assert_eq!(e.kind(), ErrorKind::ModelLoad, "{msg}");
@@ -227,10 +218,7 @@ fn sd2_defaults_to_v_prediction_and_the_option_overrides_it() {
     let (_, vars) = Adaptor::from_unet(&cfg, |_| None, 3, &Device::Cpu).unwrap();
     vars.save(&adaptor_dir.join("diffusion_pytorch_model.safetensors"), false)
         .unwrap();
-    let base = LoadOptions {
-        adaptor: Some(adaptor_dir),
-        ..opts(min.path())
-    };
+    let base = opts(min.path()).with_adaptor(Some(adaptor_dir));
     let r = Restorer::from_single_file(sf("tiny-sd2.safetensors"), &base).unwrap();
     assert_eq!(
         r.scheduler_config().prediction_type,
@@ -238,10 +226,7 @@ fn sd2_defaults_to_v_prediction_and_the_option_overrides_it() {
     );
     let eps = Restorer::from_single_file(
         sf("tiny-sd2.safetensors"),
-        &LoadOptions {
-            prediction_type: Some(spire_core::scheduler::PredictionType::Epsilon),
-            ..base
-        },
+        &base.with_prediction_type(Some(spire_core::scheduler::PredictionType::Epsilon)),
     )
     .unwrap();
     assert_eq!(
@@ -259,10 +244,7 @@ fn load_err(path: &Path, o: &LoadOptions) -> String {
 #[test]
 fn pickle_checkpoints_are_refused_with_the_conversion_command() {
     let tmp = tempfile::tempdir().unwrap();
-    let o = LoadOptions {
-        adaptor: Some(sf("tiny-controlnet.safetensors")),
-        ..opts(&sf("sd1-config"))
-    };
+    let o = opts(&sf("sd1-config")).with_adaptor(Some(sf("tiny-controlnet.safetensors")));
     for (name, bytes) in [
         ("v1-5-pruned.ckpt", b"PK\x03\x04archive/data.pkl....".to_vec()),
         ("model.bin", vec![0x80, 0x02, b'c', b'o', b's']),
@@ -281,10 +263,7 @@ fn pickle_checkpoints_are_refused_with_the_conversion_command() {
     // Also as the adaptor.
     let p = tmp.path().join("control_v11f1e_sd15_tile.pth");
     std::fs::write(&p, b"PK\x03\x04....").unwrap();
-    let o2 = LoadOptions {
-        adaptor: Some(p),
-        ..opts(&sf("sd1-config"))
-    };
+    let o2 = opts(&sf("sd1-config")).with_adaptor(Some(p));
     let msg = load_err(&sf("tiny-sd1.safetensors"), &o2);
     assert!(
         msg.contains("control_v11f1e_sd15_tile.pth") && msg.contains("pickle"),
@@ -303,10 +282,7 @@ fn write_st(path: &Path, tensors: &[(&str, Tensor)]) {
 #[test]
 fn unknown_layouts_and_swapped_files_say_what_they_are() {
     let tmp = tempfile::tempdir().unwrap();
-    let o = LoadOptions {
-        adaptor: Some(sf("tiny-controlnet.safetensors")),
-        ..opts(&sf("sd1-config"))
-    };
+    let o = opts(&sf("sd1-config")).with_adaptor(Some(sf("tiny-controlnet.safetensors")));
     let z = Tensor::zeros((2, 2), DType::F32, &Device::Cpu).unwrap();
     let p = tmp.path().join("odd.safetensors");
     write_st(
@@ -329,10 +305,7 @@ fn unknown_layouts_and_swapped_files_say_what_they_are() {
     // The ControlNet given as the checkpoint, and the checkpoint given as the ControlNet.
     let msg = load_err(&sf("tiny-controlnet.safetensors"), &o);
     assert!(msg.contains("this is a ControlNet"), "{msg}");
-    let o2 = LoadOptions {
-        adaptor: Some(sf("tiny-sd1.safetensors")),
-        ..opts(&sf("sd1-config"))
-    };
+    let o2 = opts(&sf("sd1-config")).with_adaptor(Some(sf("tiny-sd1.safetensors")));
     let msg = load_err(&sf("tiny-sd1.safetensors"), &o2);
     assert!(msg.contains("not a ControlNet"), "{msg}");
 
@@ -350,10 +323,7 @@ fn unknown_layouts_and_swapped_files_say_what_they_are() {
     // No tokenizer, no adaptor.
     let msg = load_err(
         &sf("tiny-sd1.safetensors"),
-        &LoadOptions {
-            adaptor: Some(sf("tiny-controlnet.safetensors")),
-            ..Default::default()
-        },
+        &LoadOptions::default().with_adaptor(Some(sf("tiny-controlnet.safetensors"))),
     );
     assert!(msg.contains("tokenizer"), "{msg}");
     let msg = load_err(&sf("tiny-sd1.safetensors"), &opts(&sf("sd1-config")));

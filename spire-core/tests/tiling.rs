@@ -22,21 +22,11 @@ fn one_tile_equals_untiled_exactly() {
     let (_t, r) = spire();
     let px = common::test_rgb8(48, 40);
     let img = ImageView::rgb8(48, 40, &px).unwrap();
-    let base = RestoreOptions {
-        num_inference_steps: 3,
-        memory_limit: MemoryLimit::Unlimited,
-        ..Default::default()
-    };
+    let base = RestoreOptions::default()
+        .with_num_inference_steps(3)
+        .with_memory_limit(MemoryLimit::Unlimited);
     let untiled = r.restore(&img, &base).unwrap();
-    let one = r
-        .restore(
-            &img,
-            &RestoreOptions {
-                tile_size: Some(1000),
-                ..base.clone()
-            },
-        )
-        .unwrap();
+    let one = r.restore(&img, &base.clone().with_tile_size(Some(1000))).unwrap();
     assert_eq!(untiled, one);
 }
 
@@ -58,22 +48,14 @@ fn flat_image_has_no_seams() {
         &candle_core::Device::Cpu,
     )
     .unwrap();
-    let base = RestoreOptions {
-        color_fix: ColorFix::None,
-        memory_limit: MemoryLimit::Unlimited,
-        initial_latents: Some(zeros),
-        ..r.default_options()
-    };
+    let base = r
+        .default_options()
+        .with_color_fix(ColorFix::None)
+        .with_memory_limit(MemoryLimit::Unlimited)
+        .with_initial_latents(Some(zeros));
     let untiled = r.restore(&img, &base).unwrap();
     let tiled = r
-        .restore(
-            &img,
-            &RestoreOptions {
-                tile_size: Some(16),
-                tile_overlap: 8,
-                ..base.clone()
-            },
-        )
+        .restore(&img, &base.clone().with_tile_size(Some(16)).with_tile_overlap(8))
         .unwrap();
     let (a, b) = (untiled.as_f32().unwrap(), tiled.as_f32().unwrap());
     // Largest difference between the two pixels on either side of a tile border (every 32 px:
@@ -153,17 +135,15 @@ fn memory_limit_picks_tiles_and_reports_the_plan() {
     let img = ImageView::rgb8(256, 192, &px).unwrap();
     let notes = Arc::new(Mutex::new(Vec::new()));
     let n2 = notes.clone();
-    let o = RestoreOptions {
-        num_inference_steps: 2,
-        memory_limit: MemoryLimit::Bytes(16 << 20),
-        progress: Some(Arc::new(move |p: &spire_core::Progress| {
+    let o = RestoreOptions::default()
+        .with_num_inference_steps(2)
+        .with_memory_limit(MemoryLimit::Bytes(16 << 20))
+        .with_progress(Some(Arc::new(move |p: &spire_core::Progress| {
             if let Some(m) = &p.message {
                 n2.lock().unwrap().push(m.clone());
             }
             true
-        })),
-        ..Default::default()
-    };
+        })));
     let out = r.restore(&img, &o).unwrap();
     assert_eq!((out.width, out.height), (256, 192));
     let notes = notes.lock().unwrap();
@@ -176,10 +156,7 @@ fn memory_limit_picks_tiles_and_reports_the_plan() {
     let err = r
         .restore(
             &img,
-            &RestoreOptions {
-                memory_limit: MemoryLimit::Bytes(1000),
-                ..Default::default()
-            },
+            &RestoreOptions::default().with_memory_limit(MemoryLimit::Bytes(1000)),
         )
         .unwrap_err();
     assert_eq!(err.kind(), spire_core::ErrorKind::InvalidArgument);
@@ -256,22 +233,14 @@ fn tiled_autoencoder_in_the_pipeline_equals_whole() {
     let (_t, r) = spire();
     let px = common::test_rgb8(72, 56);
     let img = ImageView::rgb8(72, 56, &px).unwrap();
-    let base = RestoreOptions {
-        num_inference_steps: 2,
-        strength: 0.6,
-        memory_limit: MemoryLimit::Unlimited,
-        color_fix: ColorFix::None,
-        ..Default::default()
-    };
+    let base = RestoreOptions::default()
+        .with_num_inference_steps(2)
+        .with_strength(0.6)
+        .with_memory_limit(MemoryLimit::Unlimited)
+        .with_color_fix(ColorFix::None);
     let whole = r.restore(&img, &base).unwrap();
     let tiled = r
-        .restore(
-            &img,
-            &RestoreOptions {
-                vae_tile_size: Some(24),
-                ..base.clone()
-            },
-        )
+        .restore(&img, &base.clone().with_vae_tile_size(Some(24)))
         .unwrap();
     let (a, b) = (whole.as_u8().unwrap(), tiled.as_u8().unwrap());
     let worst = a.iter().zip(b).map(|(x, y)| x.abs_diff(*y)).max().unwrap();

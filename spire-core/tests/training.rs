@@ -106,12 +106,10 @@ fn backbone_then_adaptor_train_and_restore() {
     let r = spire_core::Restorer::from_pretrained(&out, &Default::default()).unwrap();
     assert_eq!(r.default_options().strength, 0.5);
     assert_eq!(r.default_options().num_inference_steps, 4);
-    let o = spire_core::RestoreOptions {
-        num_inference_steps: 2,
-        ..Default::default()
-    }
-    .with_restoration_text("Denoise with sigma 0.1")
-    .unwrap();
+    let o = spire_core::RestoreOptions::default()
+        .with_num_inference_steps(2)
+        .with_restoration_text("Denoise with sigma 0.1")
+        .unwrap();
     let img = restore_small(&r, &o);
     // The built-in format round-trips it.
     let bytes = spire_core::builtin::export(&out).unwrap();
@@ -286,14 +284,12 @@ fn prompt_embedding_trains_from_zero_and_the_model_restores() {
     // The folder and its built-in export load and restore.
     let r = spire_core::Restorer::from_pretrained(&out, &Default::default()).unwrap();
     let b = spire_core::builtin::load(&spire_core::builtin::export(&out).unwrap(), "test").unwrap();
-    let o = spire_core::RestoreOptions {
-        num_inference_steps: 2,
-        strength: 0.5,
-        consistency: 0.0,
-        ..Default::default()
-    }
-    .with_restoration_text("Deblur with sigma 1.0")
-    .unwrap();
+    let o = spire_core::RestoreOptions::default()
+        .with_num_inference_steps(2)
+        .with_strength(0.5)
+        .with_consistency(0.0)
+        .with_restoration_text("Deblur with sigma 1.0")
+        .unwrap();
     for restorer in [&r, &b] {
         restore_small(restorer, &o);
     }
@@ -314,13 +310,11 @@ fn an_adaptor_trains_on_the_unpacked_builtin_backbone() {
         weights(&base.join("unet/diffusion_pytorch_model.safetensors"))
     );
     let r = spire_core::Restorer::from_pretrained(&out, &Default::default()).unwrap();
-    let o = spire_core::RestoreOptions {
-        num_inference_steps: 2,
-        strength: 0.5,
-        ..Default::default()
-    }
-    .with_restoration_text("Denoise with sigma 0.1")
-    .unwrap();
+    let o = spire_core::RestoreOptions::default()
+        .with_num_inference_steps(2)
+        .with_strength(0.5)
+        .with_restoration_text("Denoise with sigma 0.1")
+        .unwrap();
     restore_small(&r, &o);
 }
 
@@ -477,19 +471,16 @@ fn an_adaptor_trains_on_a_single_file_backbone_and_restores_from_it() {
         out.join("tokenizer/vocab.json").is_file() && out.join("scheduler/scheduler_config.json").is_file()
     );
     assert!(!out.join("unet").exists());
-    let o = spire_core::LoadOptions {
-        adaptor: Some(out.join("adaptor")),
-        config: Some(out.clone()),
-        prediction_type: Some(spire_core::scheduler::PredictionType::Epsilon),
-        ..Default::default()
-    };
+    let o = spire_core::LoadOptions::default()
+        .with_adaptor(Some(out.join("adaptor")))
+        .with_config(Some(out.clone()))
+        .with_prediction_type(Some(spire_core::scheduler::PredictionType::Epsilon));
     let r = spire_core::Restorer::from_single_file(&ckpt, &o).unwrap();
-    let opts = spire_core::RestoreOptions {
-        num_inference_steps: 2,
-        ..r.default_options()
-    }
-    .with_restoration_text("Denoise with sigma 0.1")
-    .unwrap();
+    let opts = r
+        .default_options()
+        .with_num_inference_steps(2)
+        .with_restoration_text("Denoise with sigma 0.1")
+        .unwrap();
     restore_small(&r, &opts);
 
     // Refusals name the field.

@@ -258,3 +258,43 @@ def test_progress_false_true_and_callable(restorer, capsys):
     # Not a terminal here: the default shows nothing.
     restorer.restore(img, **QUICK)
     assert "restoring" not in capsys.readouterr().err
+
+
+def test_image_files_16_bit_tiff_webp_exif_and_strided_arrays(restorer, tmp_path):
+    from conftest import FIX
+
+    files = FIX / "image-files"
+    # 16-bit PNG and TIFF read as uint16: (x·2731 + y·977 + c·12345) mod 65536.
+    y, x, c = np.mgrid[0:16, 0:24, 0:3]
+    want = ((x * 2731 + y * 977 + c * 12345) % 65536).astype(np.uint16)
+    for name in ["rgb16.png", "rgb16.tif"]:
+        got = spire.read_image(files / name)
+        assert got.dtype == np.uint16 and np.array_equal(got, want), name
+    # Written back 16-bit (PNG, TIFF) and read again unchanged; float TIFF stays float.
+    for ext in ["png", "tif"]:
+        spire.write_image(tmp_path / f"o.{ext}", want)
+        assert np.array_equal(spire.read_image(tmp_path / f"o.{ext}"), want), ext
+    f32 = spire.read_image(files / "gray-f32.tif")
+    assert f32.dtype == np.float32 and f32.shape == (16, 24, 1)
+    # WebP equals the PNG; EXIF orientation 6 turns the 24×16 crop upright to 16×24.
+    assert np.array_equal(spire.read_image(files / "lossless.webp"), spire.read_image(files / "base.png"))
+    o6 = spire.read_image(files / "orient6.png")
+    assert o6.shape == (24, 16, 3)
+    assert np.array_equal(o6, spire.read_image(files / "orient6-upright.png"))
+    # A strided (non-contiguous) array restores as its contiguous copy does.
+    big = picture(24, 80)
+    strided = big[:, ::2]
+    assert not strided.flags["C_CONTIGUOUS"]
+    assert np.array_equal(restorer.restore(strided, **QUICK), restorer.restore(np.ascontiguousarray(strided), **QUICK))
+    gray_t = picture()[:, :, 0].T  # a transposed 2-D gray array
+    assert restorer.restore(gray_t, **QUICK).shape == gray_t.shape
+
+
+def test_thread_count():
+    n = spire.num_threads()
+    assert n >= 1
+    spire.set_num_threads(n)  # the count it has: a no-op
+    with pytest.raises(spire.InvalidArgumentError, match="threads"):
+        spire.set_num_threads(0)
+    with pytest.raises(spire.InvalidArgumentError, match="already run"):
+        spire.set_num_threads(n + 1)

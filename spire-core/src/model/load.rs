@@ -22,8 +22,20 @@ use super::vae::AutoencoderKL;
 use crate::error::{Error, Result};
 use crate::weights::{component_files, var_builder, TensorStore};
 
-/// Where and how to load weights.
+crate::options::builders!(LoadOptions {
+    with_device => device: Device,
+    with_dtype => dtype: DType,
+    with_variant => variant: Option<String>,
+    with_adaptor => adaptor: Option<std::path::PathBuf>,
+    with_config => config: Option<std::path::PathBuf>,
+    with_prediction_type => prediction_type: Option<crate::scheduler::PredictionType>,
+    with_fused_kernels => fused_kernels: bool,
+});
+
+/// Where and how to load weights: [`LoadOptions::default`] (the CPU, f32) with the `with_*`
+/// builders or field assignment; `#[non_exhaustive]`, so new fields are not breaking.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct LoadOptions {
     /// The compute device (CPU by default; CUDA / Metal with the `cuda` / `metal` features).
     pub device: Device,

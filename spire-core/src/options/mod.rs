@@ -180,8 +180,65 @@ pub struct Progress {
 /// [`Error::Cancelled`] within one denoising step).
 pub type ProgressCallback = Arc<dyn Fn(&Progress) -> bool + Send + Sync>;
 
+/// `with_<field>(value)` builders, one per listed field.
+macro_rules! builders {
+    ($ty:ty { $($method:ident => $field:ident: $t:ty),* $(,)? }) => {
+        impl $ty {
+            $(
+                #[doc = concat!("Sets `", stringify!($field), "` (builder).")]
+                #[must_use]
+                pub fn $method(mut self, value: $t) -> Self {
+                    self.$field = value;
+                    self
+                }
+            )*
+        }
+    };
+}
+pub(crate) use builders;
+
+builders!(RestoreOptions {
+    with_restoration_prompt => restoration_prompt: RestorationInput,
+    with_semantic_prompt => semantic_prompt: String,
+    with_negative_prompt => negative_prompt: String,
+    with_restoration_null_prompt => restoration_null_prompt: String,
+    with_num_inference_steps => num_inference_steps: usize,
+    with_scheduler => scheduler: Option<SchedulerKind>,
+    with_eta => eta: f64,
+    with_restoration_guidance => restoration_guidance: f64,
+    with_semantic_guidance => semantic_guidance: f64,
+    with_conditioning_scale => conditioning_scale: f64,
+    with_strength => strength: f64,
+    with_seed => seed: u64,
+    with_initial_latents => initial_latents: Option<Tensor>,
+    with_color_fix => color_fix: ColorFix,
+    with_consistency => consistency: f64,
+    with_match_noise => match_noise: bool,
+    with_tile_size => tile_size: Option<usize>,
+    with_tile_overlap => tile_overlap: usize,
+    with_upsample_input => upsample_input: bool,
+    with_vae_tile_size => vae_tile_size: Option<usize>,
+    with_memory_limit => memory_limit: MemoryLimit,
+    with_progress => progress: Option<ProgressCallback>,
+});
+
 /// Options of [`Restorer::restore`](crate::Restorer::restore).
+///
+/// Built from [`RestoreOptions::default`] (or `restorer.default_options()`, which applies the
+/// model's recommendations) with the `with_*` builders, field assignment, or
+/// [`RestoreOptions::set`] by name; `#[non_exhaustive]`, so new options are not breaking.
+///
+/// ```
+/// use spire_core::RestoreOptions;
+/// let o = RestoreOptions::default()
+///     .with_restoration_text("Denoise with sigma 0.1")?
+///     .with_num_inference_steps(30)
+///     .with_seed(7);
+/// assert_eq!(o.num_inference_steps, 30);
+/// # Ok::<(), spire_core::Error>(())
+/// ```
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct RestoreOptions {
     /// What to undo. Default: blind ("Remove all degradation").
     pub restoration_prompt: RestorationInput,

@@ -87,10 +87,7 @@ pub fn tiny_spire() -> (tempfile::TempDir, spire_core::LoadOptions) {
     vars.save(&dir.join("diffusion_pytorch_model.safetensors"), false)
         .unwrap();
     std::fs::write(dir.join("config.json"), cfg.to_json().to_string()).unwrap();
-    let opts = spire_core::LoadOptions {
-        adaptor: Some(dir),
-        ..Default::default()
-    };
+    let opts = spire_core::LoadOptions::default().with_adaptor(Some(dir));
     (tmp, opts)
 }
 
@@ -201,17 +198,15 @@ pub fn inception_file(dir: &std::path::Path) -> std::path::PathBuf {
 /// from the reference's initial latents, no colour fix.
 pub fn pipeline_options(r: &HashMap<String, Tensor>) -> spire_core::RestoreOptions {
     let prompt = "a red motorcycle in a workshop";
-    spire_core::RestoreOptions {
-        restoration_prompt: spire_core::RestorationInput::Verbatim(prompt.into()),
-        semantic_prompt: prompt.into(),
-        negative_prompt: String::new(),
-        restoration_null_prompt: String::new(),
-        restoration_guidance: 3.0,
-        semantic_guidance: 3.0,
-        num_inference_steps: 5,
-        scheduler: Some(spire_core::SchedulerKind::Ddim),
-        initial_latents: Some(r["latents"].clone()),
-        color_fix: spire_core::ColorFix::None,
-        ..Default::default()
-    }
+    spire_core::RestoreOptions::default()
+        .with_restoration_prompt(spire_core::RestorationInput::Verbatim(prompt.into()))
+        .with_semantic_prompt(prompt.into())
+        .with_negative_prompt(String::new())
+        .with_restoration_null_prompt(String::new())
+        .with_restoration_guidance(3.0)
+        .with_semantic_guidance(3.0)
+        .with_num_inference_steps(5)
+        .with_scheduler(Some(spire_core::SchedulerKind::Ddim))
+        .with_initial_latents(Some(r["latents"].clone()))
+        .with_color_fix(spire_core::ColorFix::None)
 }
