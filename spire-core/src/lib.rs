@@ -2,6 +2,24 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 #![deny(missing_docs)]
 
+/// `with_<field>(value)` builders, one per listed field, for the options structs of any layer
+/// (`RestoreOptions`, `LoadOptions`); defined here, before the modules, so none imports another
+/// for it.
+macro_rules! builders {
+    ($ty:ty { $($method:ident => $field:ident: $t:ty),* $(,)? }) => {
+        impl $ty {
+            $(
+                #[doc = concat!("Sets `", stringify!($field), "` (builder).")]
+                #[must_use]
+                pub fn $method(mut self, value: $t) -> Self {
+                    self.$field = value;
+                    self
+                }
+            )*
+        }
+    };
+}
+
 mod json;
 #[macro_use]
 mod simd;

@@ -22,7 +22,7 @@ use super::vae::AutoencoderKL;
 use crate::error::{Error, Result};
 use crate::weights::{component_files, var_builder, TensorStore};
 
-crate::options::builders!(LoadOptions {
+builders!(LoadOptions {
     with_device => device: Device,
     with_dtype => dtype: DType,
     with_variant => variant: Option<String>,

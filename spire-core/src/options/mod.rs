@@ -180,23 +180,6 @@ pub struct Progress {
 /// [`Error::Cancelled`] within one denoising step).
 pub type ProgressCallback = Arc<dyn Fn(&Progress) -> bool + Send + Sync>;
 
-/// `with_<field>(value)` builders, one per listed field.
-macro_rules! builders {
-    ($ty:ty { $($method:ident => $field:ident: $t:ty),* $(,)? }) => {
-        impl $ty {
-            $(
-                #[doc = concat!("Sets `", stringify!($field), "` (builder).")]
-                #[must_use]
-                pub fn $method(mut self, value: $t) -> Self {
-                    self.$field = value;
-                    self
-                }
-            )*
-        }
-    };
-}
-pub(crate) use builders;
-
 builders!(RestoreOptions {
     with_restoration_prompt => restoration_prompt: RestorationInput,
     with_semantic_prompt => semantic_prompt: String,

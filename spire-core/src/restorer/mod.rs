@@ -326,10 +326,7 @@ impl Restorer {
     ///
     /// ```no_run
     /// let r = spire_core::Restorer::builtin()?;
-    /// let opts = spire_core::RestoreOptions {
-    ///     seed: 7,
-    ///     ..r.default_options()
-    /// };
+    /// let opts = r.default_options().with_seed(7);
     /// # Ok::<(), spire_core::Error>(())
     /// ```
     pub fn default_options(&self) -> RestoreOptions {
