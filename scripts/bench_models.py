@@ -79,6 +79,9 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--models", default="unet,vae")
+    ap.add_argument("--simd", default="",
+                    help="SPIRE_SIMD levels to run spire at, e.g. avx512,avx2 (default: the CPU's best); "
+                         "they cap the fused kernels only, the GEMMs keep their own dispatch")
     ap.add_argument("--torch", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.torch:
@@ -87,16 +90,20 @@ def main():
     subprocess.run(["cargo", "build", "--release", "--example", "bench_models"], cwd=ROOT, check=True)
     env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads))
     rows = []
+    levels = [l for l in a.simd.split(",") if l] or [""]
     for model in a.models.split(","):
-        s = run_json([str(ROOT / "target/release/examples/bench_models"), model, "--runs", str(a.runs)], env)
         p = run_json([sys.executable, __file__, "--torch", model, "--runs", str(a.runs), "--threads", str(a.threads)])
-        rows.append((s, p))
-        print(json.dumps(s)); print(json.dumps(p))
+        print(json.dumps(p))
+        for level in levels:
+            e = dict(env, SPIRE_SIMD=level) if level else env
+            s = run_json([str(ROOT / "target/release/examples/bench_models"), model, "--runs", str(a.runs)], e)
+            rows.append((s, p))
+            print(json.dumps(s))
     print()
-    print(f"| model | spire s | PyTorch s | time ratio | spire peak RSS MiB | PyTorch peak RSS MiB | RSS ratio |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"| model | spire kernels | spire s | PyTorch s | time ratio | spire peak RSS MiB | PyTorch peak RSS MiB | RSS ratio |")
+    print("|---|---|---|---|---|---|---|---|")
     for s, p in rows:
-        print(f"| {s['model']} | {s['median_s']:.2f} | {p['median_s']:.2f} | {s['median_s'] / p['median_s']:.2f}× "
+        print(f"| {s['model']} | {s.get('simd', '?')} | {s['median_s']:.2f} | {p['median_s']:.2f} | {s['median_s'] / p['median_s']:.2f}× "
               f"| {s['peak_rss_mib']:.0f} | {p['peak_rss_mib']:.0f} | {s['peak_rss_mib'] / p['peak_rss_mib']:.2f}× |")
     print(f"\n{a.threads} threads, median of {a.runs} runs after one warm-up; torch {rows[0][1].get('torch')}")
 

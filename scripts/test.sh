@@ -25,6 +25,13 @@ echo "== Parity tests with the fused CPU kernels off (SPIRE_FUSED_KERNELS=0)"
 SPIRE_FUSED_KERNELS=0 cargo test --release --workspace --test parity_models --test restorer \
   --test parity_train --test precision --test training --test tiling
 
+# Most desktops and laptops have AVX2 but not AVX-512: SPIRE_SIMD caps the fused kernels'
+# dispatch, so an AVX-512 machine proves the AVX2 and baseline paths as well.
+for level in avx2 baseline; do
+  echo "== Kernel and model parity tests with the fused kernels at $level (SPIRE_SIMD=$level)"
+  SPIRE_SIMD=$level cargo test --release --workspace --lib --test parity_models -q
+done
+
 echo "== The optional \`image\` feature (DynamicImage conversions): clippy and its tests"
 cargo clippy -p spire-core --features image --lib -q -- -D warnings
 cargo test --release -p spire-core --features image --lib image::dynamic

@@ -4,6 +4,9 @@
 //!
 //!     RAYON_NUM_THREADS=2 cargo run --release --example bench_models -- [unet|vae] [--runs N]
 //!
+//! `SPIRE_SIMD=avx2` caps the fused kernels at AVX2 (the GEMMs keep their own dispatch), so an
+//! AVX-512 machine measures the AVX2 kernels too; the JSON line says which level ran.
+//!
 //! `scripts/bench_models.py` runs this and the same shapes in diffusers/PyTorch and prints the
 //! ratios. Benchmarks, not tests: nothing here asserts a time.
 
@@ -38,13 +41,14 @@ fn report(name: &str, secs: &[f64], load_s: f64) {
     let mut s = secs.to_vec();
     s.sort_by(f64::total_cmp);
     println!(
-        "{{\"impl\":\"spire\",\"model\":\"{name}\",\"runs\":{},\"min_s\":{:.3},\"median_s\":{:.3},\"init_s\":{:.2},\"peak_rss_mib\":{:.0},\"threads\":{}}}",
+        "{{\"impl\":\"spire\",\"model\":\"{name}\",\"runs\":{},\"min_s\":{:.3},\"median_s\":{:.3},\"init_s\":{:.2},\"peak_rss_mib\":{:.0},\"threads\":{},\"simd\":\"{}\"}}",
         s.len(),
         s[0],
         s[s.len() / 2],
         load_s,
         peak_rss_mib(),
-        std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all".into())
+        std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all".into()),
+        spire_core::simd::level().name()
     );
 }
 

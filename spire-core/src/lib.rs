@@ -22,7 +22,7 @@ macro_rules! builders {
 
 mod json;
 #[macro_use]
-mod simd;
+pub mod simd;
 
 pub mod batch;
 pub mod builtin;

@@ -193,6 +193,31 @@ int main(int argc, char **argv) {
     spire_image_free(out);
     out = NULL;
 
+    /* Strided BGR8 in, BGR8 out; 16-bit from an odd (unaligned) address, 16-bit out. */
+    {
+        spire_image_view v = in;
+        spire_image *o2 = NULL;
+        size_t i, n16 = (size_t)W * H * 3;
+        uint8_t *raw16 = (uint8_t *)malloc(n16 * 2 + 1);
+        v.format = SPIRE_PIXEL_BGR8;
+        CHECK(spire_restorer_restore(r, &v, &p, NULL, NULL, &o2) == SPIRE_OK);
+        CHECK(o2 != NULL && o2->format == SPIRE_PIXEL_BGR8 && o2->width == 2 * W);
+        CHECK(((uintptr_t)o2->data % 16) == 0);
+        spire_image_free(o2);
+        o2 = NULL;
+        for (i = 0; i < n16; i++) {
+            uint16_t s16 = (uint16_t)(i * 2654435761u >> 16);
+            memcpy(raw16 + 1 + 2 * i, &s16, 2);
+        }
+        v.stride = (size_t)W * 6;
+        v.format = SPIRE_PIXEL_RGB16;
+        v.data = raw16 + 1;
+        CHECK(spire_restorer_restore(r, &v, &p, NULL, NULL, &o2) == SPIRE_OK);
+        CHECK(o2 != NULL && o2->format == SPIRE_PIXEL_RGB16 && o2->stride == (size_t)o2->width * 6);
+        spire_image_free(o2);
+        free(raw16);
+    }
+
     /* "auto": the prompt estimated from the image, given clauses kept (the scale here). */
     p.restoration_prompt = "auto; Upsample with scale 2";
     CHECK(spire_restorer_restore(r, &in, &p, NULL, NULL, &out) == SPIRE_OK);

@@ -27,7 +27,18 @@ int main(int argc, char **argv) {
     spire_load_options_init(&lo);
     const std::string adaptor = fix + "/tiny-spire-adaptor";
     lo.adaptor = adaptor.c_str();
+    // The log callback sees the load; an exception it throws is swallowed, not propagated.
+    std::vector<std::string> logged;
+    spire::set_log_callback([&logged](spire_log_level, const std::string &m) {
+        logged.push_back(m);
+        throw std::runtime_error("a log function that throws");
+    });
     spire::Restorer r(fix + "/tiny-sd1", &lo);
+    spire::set_log_callback(nullptr);
+    bool saw_load = false;
+    for (const auto &m : logged) saw_load = saw_load || m.find("loaded") != std::string::npos;
+    CHECK(saw_load);
+    spire::set_num_threads(spire_num_threads());  // the count it has: a no-op
 
     const uint32_t W = 24, H = 16;
     std::vector<uint8_t> px(W * H * 3);
@@ -37,6 +48,26 @@ int main(int argc, char **argv) {
     spire::RestoreParams copy = p;  // strings survive copies
     const spire::Image want = r.restore(spire::ImageView::rgb8(W, H, px.data()), copy);
     CHECK(want.width() == W && want.height() == H);
+
+    // BGR in, BGR out (the same pixels, red and blue swapped); 16-bit in, 16-bit out.
+    {
+        std::vector<uint8_t> bgr(px.size());
+        for (size_t i = 0; i < px.size(); i += 3) {
+            bgr[i] = px[i + 2];
+            bgr[i + 1] = px[i + 1];
+            bgr[i + 2] = px[i];
+        }
+        const spire::Image b = r.restore(spire::ImageView::bgr8(W, H, bgr.data()), copy);
+        CHECK(b.format() == SPIRE_PIXEL_BGR8);
+        bool swapped = true;
+        for (size_t i = 0; i < px.size(); i += 3)
+            swapped = swapped && b.data()[i] == want.data()[i + 2] && b.data()[i + 2] == want.data()[i];
+        CHECK(swapped);
+        std::vector<uint16_t> px16(px.size());
+        for (size_t i = 0; i < px.size(); i++) px16[i] = uint16_t(px[i] * 257);
+        const spire::Image w16 = r.restore(spire::ImageView::rgb16(W, H, px16.data()), copy);
+        CHECK(w16.format() == SPIRE_PIXEL_RGB16 && w16.stride() == size_t(W) * 6);
+    }
 
     // eta, upsample_input and any option by name; the by-name string survives copies too.
     {
