@@ -21,10 +21,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/single-file/sd1-config");
-    let opts = LoadOptions {
-        config: Some(config),
-        ..Default::default()
-    };
+    let opts = LoadOptions::default().with_config(Some(config));
     if let Err(e) = SingleFile::load(&path, &opts) {
         assert!(!e.to_string().is_empty());
     }
