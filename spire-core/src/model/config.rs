@@ -2,7 +2,7 @@
 //!
 //! Fields are read by their upstream names with the upstream defaults. A field that changes
 //! the architecture in a way this crate does not implement (a class embedding, a different
-//! time embedding, an unknown block type, …) is an [`Error::ModelLoad`] naming the field and
+//! time embedding, an unknown block type, …) is an [`Error::ModelLoad`](crate::Error::ModelLoad) naming the field and
 //! its value, never silently ignored. Fields that do not matter for inference
 //! (`_class_name`, `sample_size`, `dropout`, …) are ignored.
 
@@ -79,7 +79,7 @@ impl UNetConfig {
     /// folder's file is read by the model's loader).
     ///
     /// # Errors
-    /// [`Error::ModelLoad`] naming a bad field, its value and the allowed range.
+    /// [`Error::ModelLoad`](crate::Error::ModelLoad) naming a bad field, its value and the allowed range.
     pub fn from_json_str(text: &str) -> Result<Self> {
         Self::from_json(&Json::parse(Path::new("unet/config.json"), text)?, false)
     }
@@ -300,7 +300,7 @@ impl VaeConfig {
     /// folder's file is read by the model's loader).
     ///
     /// # Errors
-    /// [`Error::ModelLoad`] naming a bad field, its value and the allowed range.
+    /// [`Error::ModelLoad`](crate::Error::ModelLoad) naming a bad field, its value and the allowed range.
     pub fn from_json_str(text: &str) -> Result<Self> {
         Self::from_json(&Json::parse(Path::new("vae/config.json"), text)?)
     }
@@ -400,7 +400,7 @@ impl ClipTextConfig {
     /// folder's file is read by the model's loader).
     ///
     /// # Errors
-    /// [`Error::ModelLoad`] naming a bad field, its value and the allowed range.
+    /// [`Error::ModelLoad`](crate::Error::ModelLoad) naming a bad field, its value and the allowed range.
     pub fn from_json_str(text: &str) -> Result<Self> {
         Self::from_json(&Json::parse(Path::new("text_encoder/config.json"), text)?)
     }
