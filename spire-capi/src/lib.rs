@@ -528,39 +528,44 @@ unsafe fn view<'a>(v: &'a spire_image_view, name: &str) -> Result<InImage<'a>, F
     Ok(InImage::Owned(img))
 }
 
-/// The tightly packed bytes of `img` in the pixel format `l` (native byte order).
-fn c_bytes(img: &Image, l: PixelLayout) -> Result<Vec<u8>, Fail> {
+/// Writes `img` tightly packed in the pixel format `l` (native byte order) into `dst`, which
+/// must hold exactly `width × height × bytes per pixel` bytes (checked: never a write past it).
+fn write_c_pixels(img: &Image, l: PixelLayout, dst: &mut [u8]) -> Result<(), Fail> {
     let c = img.color.channels();
-    let swap = |i: usize| -> usize {
-        if l.bgr && c >= 3 {
-            match i % c {
-                0 => i + 2,
-                2 => i - 2,
-                _ => i,
-            }
-        } else {
-            i
+    let size = l.sample.size();
+    let samples = img.width * img.height * c;
+    if img.sample_type() != l.sample || dst.len() != samples * size {
+        return Err(Fail(
+            SPIRE_ERROR_INTERNAL,
+            format!(
+                "a {}×{} {:?} image does not fill {} bytes of pixel format {}",
+                img.width,
+                img.height,
+                img.sample_type(),
+                dst.len(),
+                format_of(l)
+            ),
+        ));
+    }
+    // The sample that lands at index `i`: red and blue swapped for BGR layouts.
+    let src = |i: usize| -> usize {
+        match i % c {
+            0 if l.bgr && c >= 3 => i + 2,
+            2 if l.bgr && c >= 3 => i - 2,
+            _ => i,
         }
     };
-    Ok(match &img.data {
-        ImageData::U8(v) if l.sample == SampleType::U8 => (0..v.len()).map(|i| v[swap(i)]).collect(),
-        ImageData::U16(v) if l.sample == SampleType::U16 => {
-            (0..v.len()).flat_map(|i| v[swap(i)].to_ne_bytes()).collect()
-        }
-        ImageData::F32(v) if l.sample == SampleType::F32 => {
-            (0..v.len()).flat_map(|i| v[swap(i)].to_ne_bytes()).collect()
-        }
-        _ => {
-            return Err(Fail(
-                SPIRE_ERROR_INTERNAL,
-                format!(
-                    "a {:?} image cannot be returned as pixel format {}",
-                    img.sample_type(),
-                    format_of(l)
-                ),
-            ))
-        }
-    })
+    let out = dst.chunks_exact_mut(size);
+    match &img.data {
+        ImageData::U8(v) => out.enumerate().for_each(|(i, d)| d[0] = v[src(i)]),
+        ImageData::U16(v) => out
+            .enumerate()
+            .for_each(|(i, d)| d.copy_from_slice(&v[src(i)].to_ne_bytes())),
+        ImageData::F32(v) => out
+            .enumerate()
+            .for_each(|(i, d)| d.copy_from_slice(&v[src(i)].to_ne_bytes())),
+    }
+    Ok(())
 }
 
 /// Alignment of every pixel buffer the library allocates (any sample type reads in place).
@@ -574,21 +579,26 @@ fn into_c_image(img: Image, bgr: bool) -> Result<*mut spire_image, Fail> {
         sample: img.sample_type(),
         bgr,
     };
-    let bytes = c_bytes(&img, l)?;
     let (width, height, stride) = (img.width, img.height, img.width * pixel_bytes(l));
-    drop(img);
-    let layout = std::alloc::Layout::from_size_align(bytes.len().max(1), IMAGE_ALIGN)
+    let len = stride * height;
+    let layout = std::alloc::Layout::from_size_align(len.max(1), IMAGE_ALIGN)
         .map_err(|e| Fail(SPIRE_ERROR_INTERNAL, format!("image layout: {e}")))?;
     // SAFETY: non-zero size.
     let ptr = unsafe { std::alloc::alloc(layout) };
     if ptr.is_null() {
         return Err(Fail(
             SPIRE_ERROR_INTERNAL,
-            format!("out of memory: cannot allocate {} bytes", bytes.len()),
+            format!("out of memory: cannot allocate {len} bytes"),
         ));
     }
-    // SAFETY: `ptr` has `bytes.len()` writable bytes.
-    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), ptr, bytes.len()) };
+    // SAFETY: `ptr` holds `len` freshly allocated bytes, written (every one) before C reads them.
+    let dst = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
+    if let Err(e) = write_c_pixels(&img, l, dst) {
+        // SAFETY: allocated above with this layout.
+        unsafe { std::alloc::dealloc(ptr, layout) };
+        return Err(e);
+    }
+    drop(img);
     Ok(Box::into_raw(Box::new(spire_image {
         width: width as u32,
         height: height as u32,
@@ -1338,17 +1348,11 @@ pub unsafe extern "C" fn spire_restorer_restore_into(
         // SAFETY: checked non-NULL by output_size.
         let layout = layout_of(unsafe { (*input).format })?;
         let result = r.restore(&img.view(), &o)?;
-        let bytes = c_bytes(&result, layout)?;
-        if bytes.len() != need {
-            // Never expected (the size came from the same core function); never a copy past
-            // the caller's buffer either way.
-            return Err(Fail(
-                SPIRE_ERROR_INTERNAL,
-                format!("output has {} bytes, {need} were announced", bytes.len()),
-            ));
-        }
-        // SAFETY: out_data has out_capacity ≥ need = bytes.len() writable bytes.
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), out_data, bytes.len().min(out_capacity)) };
+        // The size came from the same core function; `write_c_pixels` checks it again, so a
+        // disagreement is an error, never a write past the caller's buffer.
+        // SAFETY: out_data has out_capacity ≥ need writable bytes.
+        let dst = unsafe { std::slice::from_raw_parts_mut(out_data, need) };
+        write_c_pixels(&result, layout, dst)?;
         Ok(())
     })
 }

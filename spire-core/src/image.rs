@@ -402,28 +402,18 @@ impl Planar {
                 }
             }
         };
+        fn collect<T: Sample>(n: usize, c: usize, pixel: impl Fn(usize, &mut dyn FnMut(f32))) -> Vec<T> {
+            let mut v = Vec::with_capacity(n * c);
+            for p in 0..n {
+                pixel(p, &mut |x| v.push(T::from_unit(x)));
+            }
+            v
+        }
+        let c = color.channels();
         let data = match kind {
-            SampleType::F32 => {
-                let mut v = Vec::with_capacity(n * color.channels());
-                for p in 0..n {
-                    pixel(p, &mut |x| v.push(x.clamp(0.0, 1.0)));
-                }
-                ImageData::F32(v)
-            }
-            SampleType::U16 => {
-                let mut v = Vec::with_capacity(n * color.channels());
-                for p in 0..n {
-                    pixel(p, &mut |x| v.push((x.clamp(0.0, 1.0) * 65535.0).round() as u16));
-                }
-                ImageData::U16(v)
-            }
-            SampleType::U8 => {
-                let mut v = Vec::with_capacity(n * color.channels());
-                for p in 0..n {
-                    pixel(p, &mut |x| v.push((x.clamp(0.0, 1.0) * 255.0).round() as u8));
-                }
-                ImageData::U8(v)
-            }
+            SampleType::F32 => ImageData::F32(collect(n, c, pixel)),
+            SampleType::U16 => ImageData::U16(collect(n, c, pixel)),
+            SampleType::U8 => ImageData::U8(collect(n, c, pixel)),
         };
         Image {
             width: w,
@@ -451,10 +441,12 @@ pub trait Sample: Copy + Send + Sync + 'static + sealed::Sealed {
     fn data(v: Vec<Self>) -> ImageData;
     /// The samples, if `d` holds this type.
     fn from_data(d: ImageData) -> std::result::Result<Vec<Self>, ImageData>;
+    /// A value in [0, 1] (clipped) as this type: rounded to 0–255 or 0–65535, or kept.
+    fn from_unit(x: f32) -> Self;
 }
 
 macro_rules! sample {
-    ($t:ty, $variant:ident) => {
+    ($t:ty, $variant:ident, |$x:ident| $from_unit:expr) => {
         impl Sample for $t {
             const TYPE: SampleType = SampleType::$variant;
             fn samples(s: &[Self]) -> Samples<'_> {
@@ -469,12 +461,27 @@ macro_rules! sample {
                     other => Err(other),
                 }
             }
+            fn from_unit($x: f32) -> Self {
+                let $x = $x.clamp(0.0, 1.0);
+                $from_unit
+            }
         }
     };
 }
-sample!(u8, U8);
-sample!(u16, U16);
-sample!(f32, F32);
+sample!(u8, U8, |x| (x * 255.0).round() as u8);
+sample!(u16, U16, |x| (x * 65535.0).round() as u16);
+sample!(f32, F32, |x| x);
+
+impl ImageData {
+    /// Samples in [0, 1] (clipped) as `kind`: rounded to 8 or 16 bits, or kept as f32.
+    pub fn from_unit(kind: SampleType, v: Vec<f32>) -> Self {
+        match kind {
+            SampleType::F32 => ImageData::F32(v.into_iter().map(f32::from_unit).collect()),
+            SampleType::U16 => ImageData::U16(v.into_iter().map(u16::from_unit).collect()),
+            SampleType::U8 => ImageData::U8(v.into_iter().map(u8::from_unit).collect()),
+        }
+    }
+}
 
 /// The colour type of an `H×W×C` array's channel count.
 fn color_of_channels(c: usize) -> Result<ColorType> {

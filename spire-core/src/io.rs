@@ -443,6 +443,17 @@ fn decode(path: &Path, bytes: &[u8]) -> Result<Image> {
     })
 }
 
+/// The first `take` of every `of` interleaved samples (gray + alpha → gray); `v` itself when
+/// every channel is kept.
+fn first_channels<T: Copy>(v: Vec<T>, take: usize, of: usize) -> Vec<T> {
+    if take == of {
+        return v;
+    }
+    v.chunks_exact(of)
+        .flat_map(|p| p[..take].iter().copied())
+        .collect()
+}
+
 fn decode_png(path: &Path, bytes: &[u8]) -> Result<(Image, Option<u16>)> {
     let mut reader = png_reader(path, bytes)?;
     let size = reader
@@ -468,21 +479,10 @@ fn decode_png(path: &Path, bytes: &[u8]) -> Result<(Image, Option<u16>)> {
         let v: Vec<u16> = buf
             .chunks_exact(2)
             .map(|b| u16::from_be_bytes([b[0], b[1]]))
-            .enumerate()
-            .filter(|(i, _)| i % of < take)
-            .map(|(_, v)| v)
             .collect();
-        ImageData::U16(v)
-    } else if take == of {
-        ImageData::U8(buf)
+        ImageData::U16(first_channels(v, take, of))
     } else {
-        ImageData::U8(
-            buf.iter()
-                .enumerate()
-                .filter(|(i, _)| i % of < take)
-                .map(|(_, &v)| v)
-                .collect(),
-        )
+        ImageData::U8(first_channels(buf, take, of))
     };
     Ok((
         Image {
@@ -504,23 +504,25 @@ fn decode_tiff(path: &Path, bytes: &[u8]) -> Result<(Image, Option<u16>)> {
     let mut limits = tiff::decoder::Limits::default();
     limits.decoding_buffer_size = need;
     limits.intermediate_buffer_size = need;
-    let mut dec = tiff_decoder(path, bytes)?.with_limits(limits);
     let px = dec
+        .with_limits(limits)
         .read_image()
         .map_err(|e| bad(path, format!("cannot decode TIFF: {e}")))?;
     let take = color.channels();
-    let pick = |i: usize| i % channels < take;
     let n = w * h * channels;
     let short = || bad(path, "TIFF ended before its pixels");
     let data = match px {
-        tiff::decoder::DecodingResult::U8(v) if v.len() >= n => {
-            ImageData::U8(v[..n].iter().enumerate().filter(|(i, _)| pick(*i)).map(|(_, &x)| x).collect())
+        tiff::decoder::DecodingResult::U8(mut v) if v.len() >= n => {
+            v.truncate(n);
+            ImageData::U8(first_channels(v, take, channels))
         }
-        tiff::decoder::DecodingResult::U16(v) if v.len() >= n => {
-            ImageData::U16(v[..n].iter().enumerate().filter(|(i, _)| pick(*i)).map(|(_, &x)| x).collect())
+        tiff::decoder::DecodingResult::U16(mut v) if v.len() >= n => {
+            v.truncate(n);
+            ImageData::U16(first_channels(v, take, channels))
         }
-        tiff::decoder::DecodingResult::F32(v) if v.len() >= n => {
-            let v: Vec<f32> = v[..n].iter().enumerate().filter(|(i, _)| pick(*i)).map(|(_, &x)| x).collect();
+        tiff::decoder::DecodingResult::F32(mut v) if v.len() >= n => {
+            v.truncate(n);
+            let v = first_channels(v, take, channels);
             if let Some(x) = v.iter().find(|x| !x.is_finite()) {
                 return Err(bad(path, format!("float TIFF with a non-finite sample ({x})")));
             }

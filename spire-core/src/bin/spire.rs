@@ -135,6 +135,10 @@ fn restore_args() -> Vec<Arg> {
             if let Some((alias, _)) = RESTORE_ALIASES.iter().find(|(_, n)| *n == o.name) {
                 arg = arg.visible_alias(*alias);
             }
+            if o.name == "verbatim_restoration_prompt" {
+                // A parsed prompt or verbatim text, not both.
+                arg = arg.conflicts_with("restoration_prompt");
+            }
             match o.kind {
                 OptionKind::Bool => arg
                     .num_args(0..=1)
@@ -329,17 +333,9 @@ fn load_restorer(a: &Args) -> Result<Restorer, String> {
 /// the options table.
 fn restore_options(a: &Args, restorer: &Restorer) -> Result<spire_core::RestoreOptions, String> {
     let mut o = restorer.default_options();
-    let given = |n: &str| a.flags.contains_key(n) || a.flags.contains_key(&n.replace('_', "-"));
-    if (given("prompt") || given("restoration_prompt"))
-        && (given("restoration-text") || given("verbatim_restoration_prompt"))
-    {
-        return Err("--prompt and --restoration-text: give one (a parsed prompt or verbatim text)".into());
-    }
+    // Flags come by their long names (clap resolves the aliases).
     for (flag, value) in &a.flags {
-        let name = RESTORE_ALIASES
-            .iter()
-            .find(|(f, _)| f == flag)
-            .map_or_else(|| flag.replace('-', "_"), |(_, n)| n.to_string());
+        let name = flag.replace('-', "_");
         let Ok(spec) = spire_core::options::option(&name) else {
             continue; // a model, device or command flag
         };

@@ -365,21 +365,7 @@ pub fn degrade(image: &ImageView, pipeline: Pipeline, seed: u64) -> Result<(Imag
     for i in 0..n {
         inter.extend([y.data[i], y.data[n + i], y.data[2 * n + i]]);
     }
-    let data = match image.sample_type() {
-        crate::image::SampleType::F32 => ImageData::F32(inter),
-        crate::image::SampleType::U16 => ImageData::U16(
-            inter
-                .into_iter()
-                .map(|v| (v.clamp(0.0, 1.0) * 65535.0).round() as u16)
-                .collect(),
-        ),
-        crate::image::SampleType::U8 => ImageData::U8(
-            inter
-                .into_iter()
-                .map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8)
-                .collect(),
-        ),
-    };
+    let data = ImageData::from_unit(image.sample_type(), inter);
     Ok((
         Image {
             width: y.width,

@@ -70,6 +70,13 @@ pub(super) struct Prompts {
 }
 
 impl Inner {
+    /// `text` through the adaptor's text encoder (the backbone's unless the model has a
+    /// dedicated restoration-prompt encoder): the `[1, 77, hidden]` embedding and the pooled one.
+    pub(super) fn encode_restoration_pooled(&self, text: &str) -> Result<(Tensor, Tensor)> {
+        let stack = self.restoration_text.as_ref().unwrap_or(&self.text);
+        stack.encode_pooled(text, &self.device, self.dtype)
+    }
+
     /// Stage 2: encodes the prompts the passes need — `c_r` and `∅_r` with the adaptor's text
     /// encoder, `c_s` and `∅_s` with the backbone's — each once, repeated for `n` images.
     pub(super) fn encode_prompts(&self, opts: &RestoreOptions, n: usize) -> Result<Prompts> {
@@ -79,7 +86,6 @@ impl Inner {
         let mut r_ctx: Vec<Option<Tensor>> = vec![None, None];
         let mut r_pooled: Vec<Option<Tensor>> = vec![None, None];
         let mut s_ctx: Vec<Option<Tensor>> = vec![None, None];
-        let r_stack = self.restoration_text.as_ref().unwrap_or(&self.text);
         for &(r, s, _) in &plan.passes {
             if r_ctx[r].is_none() {
                 let text = if r == 0 {
@@ -87,7 +93,7 @@ impl Inner {
                 } else {
                     &c_r
                 };
-                let (hidden, pooled) = r_stack.encode_pooled(text, &self.device, self.dtype)?;
+                let (hidden, pooled) = self.encode_restoration_pooled(text)?;
                 r_ctx[r] = Some(hidden);
                 r_pooled[r] = Some(pooled);
             }

@@ -553,13 +553,7 @@ impl Restorer {
     /// # Errors
     /// As [`Restorer::encode_semantic_prompt`].
     pub fn encode_restoration_prompt(&self, text: &str) -> Result<Tensor> {
-        Ok(self.encode_restoration_pooled(text)?.0)
-    }
-
-    /// [`Restorer::encode_restoration_prompt`] and the prompt's pooled embedding.
-    fn encode_restoration_pooled(&self, text: &str) -> Result<(Tensor, Tensor)> {
-        let stack = self.inner.restoration_text.as_ref().unwrap_or(&self.inner.text);
-        stack.encode_pooled(text, &self.inner.device, self.inner.dtype)
+        Ok(self.inner.encode_restoration_pooled(text)?.0)
     }
 
     /// Restores a batch of equal-size planar images (already enlarged to the output size):
