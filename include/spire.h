@@ -113,6 +113,13 @@ typedef struct spire_load_options {
    * `"v_prediction"`, SD 2.x *base* models need `"epsilon"`. (Appended in 0.2.)
    */
   const char *prediction_type;
+  /**
+   * The dtype convolution and linear weights are kept in, or NULL (as `dtype`):
+   * `"float16"` or `"bfloat16"` with `dtype` float32 halves the model's memory on the CPU
+   * while the arithmetic stays f32 (each layer widens its weights when it runs).
+   * (Appended in 0.3; a smaller `struct_size` reads it as NULL.)
+   */
+  const char *weight_dtype;
 } spire_load_options;
 
 /**

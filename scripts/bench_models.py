@@ -2,6 +2,8 @@
 """The model benchmark: spire (candle) against diffusers/PyTorch on the same shapes.
 
     venv/bin/python scripts/bench_models.py [--runs 3] [--threads 2] [--models unet,vae]
+        [--simd avx512,avx2] [--variants default,im2col,f16]
+        [--sdcpp BUILD/bin/sd-cli --sdcpp-model f32.safetensors,f16.safetensors --sdcpp-args ';--diffusion-fa']
 
 Each measurement runs in its own process (so peak RSS is per implementation and model):
 `cargo run --release --example bench_models -- <model>` for spire, and this script with
@@ -71,7 +73,82 @@ def torch_bench(model: str, runs: int, threads: int):
 
 def run_json(cmd, env=None) -> dict:
     out = subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, text=True).stdout
-    return json.loads([l for l in out.splitlines() if l.startswith("{")][-1])
+    lines = [json.loads(l) for l in out.splitlines() if l.startswith("{")]
+    result = [l for l in lines if "profile" not in l][-1]
+    result["profile_rows"] = [l for l in lines if "profile" in l]
+    return result
+
+
+def profile_tables(rows) -> str:
+    """Per model: seconds per forward pass by kernel kind (share of the pass) for every spire
+    configuration, then the ten costliest shapes of the first configuration."""
+    out = []
+    for model in dict.fromkeys(s["model"] for s, _ in rows):
+        runs = [s for s, _ in rows if s["model"] == model and s["profile_rows"]]
+        if not runs:
+            continue
+        cols = [f"{s.get('simd')} {s['variant']}" for s in runs]
+        kinds = list(dict.fromkeys(r["kind"] for s in runs for r in s["profile_rows"]))
+        out.append(f"**{model}**, s per forward pass (share)\n")
+        out.append("| kernel | " + " | ".join(cols) + " |")
+        out.append("|---|" + "---:|" * len(cols))
+        for k in kinds + ["other (candle ops)", "total"]:
+            cells = []
+            for s in runs:
+                total = s["median_s"]
+                covered = sum(r["secs"] for r in s["profile_rows"])
+                v = {"total": total, "other (candle ops)": max(total - covered, 0.0)}.get(
+                    k, sum(r["secs"] for r in s["profile_rows"] if r["kind"] == k))
+                cells.append(f"{v:.3f} ({100 * v / total:.0f} %)" if v else "—")
+            out.append(f"| {k} | " + " | ".join(cells) + " |")
+        for s in runs:
+            top = sorted(s["profile_rows"], key=lambda r: -r["secs"])[:10]
+            out.append(f"\n{model}, {s.get('simd')} {s['variant']}: the ten costliest shapes\n")
+            out.append("| kernel | shape | calls | s | in GEMMs | GFLOP/s |")
+            out.append("|---|---|---:|---:|---:|---:|")
+            for r in top:
+                gf = r["gflops"] / r["secs"] if r["secs"] and r["gflops"] else 0
+                out.append(f"| {r['kind']} | {r['shape']} | {r['calls']:g} | {r['secs']:.3f} "
+                           f"| {100 * r['gemm_secs'] / r['secs']:.0f} % | {gf:.0f} |")
+        out.append("")
+    return "\n".join(out)
+
+
+# spire configurations: environment and arguments of `bench_models`.
+VARIANTS = {
+    "default": ({}, []),                          # Winograd 3×3 convolutions, f32 weights
+    "im2col": ({"SPIRE_WINOGRAD": "0"}, []),      # every convolution as im2col + GEMM (before Winograd)
+    "f16": ({}, ["--weights", "f16"]),            # convolution/linear weights kept in f16
+    "bf16": ({}, ["--weights", "bf16"]),
+}
+
+
+def sdcpp_bench(cli: str, model: str, threads: int, extra: list[str]) -> dict:
+    """stable-diffusion.cpp's CLI on an SD-2.1-base-sized file: 3 Euler steps at cfg 1 (one UNet
+    evaluation per step, batch 1) at 512×512, then the VAE decode. Its own timings are parsed
+    from the log; peak RSS is the child's (os.wait4), for the whole process."""
+    import re
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [cli, "-m", model, "-p", "a photo of a cat", "-W", "512", "-H", "512", "--steps", "3",
+               "--sampling-method", "euler", "--cfg-scale", "1", "-t", str(threads), "-s", "42", "-v",
+               "-o", os.path.join(tmp, "out.png"), *extra]
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        log = proc.stdout.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"sd-cli failed ({proc.returncode}):\n{log[-3000:]}")
+    def taking(what):
+        m = re.findall(what + r" completed, taking ([0-9.]+)s", log)
+        return float(m[-1]) if m else float("nan")
+    version = re.search(r"stable-diffusion\.cpp version ([^\s,]+)", log)
+    return {"impl": "sdcpp", "model_file": os.path.basename(model), "args": " ".join(extra),
+            "unet_eval_s": round(taking("sampling") / 3, 3), "vae_decode_s": round(taking("decode_first_stage"), 3),
+            "peak_rss_mib": round(usage.ru_maxrss / 1024), "wall_s": round(wall, 1), "threads": threads,
+            "version": version.group(1) if version else "unknown"}
 
 
 def main():
@@ -81,7 +158,16 @@ def main():
     ap.add_argument("--models", default="unet,vae")
     ap.add_argument("--simd", default="",
                     help="SPIRE_SIMD levels to run spire at, e.g. avx512,avx2 (default: the CPU's best); "
-                         "they cap the fused kernels only, the GEMMs keep their own dispatch")
+                         "they cap the fused kernels and their GEMMs")
+    ap.add_argument("--variants", default="default",
+                    help="spire configurations, comma-separated: " + ", ".join(VARIANTS))
+    ap.add_argument("--sdcpp", help="stable-diffusion.cpp's sd-cli: adds its rows (shared/tools/sdcpp-anchor builds it)")
+    ap.add_argument("--sdcpp-model", default="",
+                    help="comma-separated SD-2.1-base-sized files for sd-cli (make_model.py writes f32 and f16 ones)")
+    ap.add_argument("--sdcpp-args", default="",
+                    help="semicolon-separated extra sd-cli argument sets, one run each per file, e.g. ';--diffusion-fa'")
+    ap.add_argument("--profile", action="store_true",
+                    help="SPIRE_PROFILE=1 for the spire runs, and the per-layer tables (the profiled runs are a little slower)")
     ap.add_argument("--torch", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.torch:
@@ -89,23 +175,56 @@ def main():
         return
     subprocess.run(["cargo", "build", "--release", "--example", "bench_models"], cwd=ROOT, check=True)
     env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads))
+    if a.profile:
+        env["SPIRE_PROFILE"] = "1"
     rows = []
     levels = [l for l in a.simd.split(",") if l] or [""]
+    variants = [v for v in a.variants.split(",") if v]
+    for v in variants:
+        if v not in VARIANTS:
+            raise SystemExit(f"unknown variant {v!r} ({', '.join(VARIANTS)})")
+    torch_rows = {}
     for model in a.models.split(","):
         p = run_json([sys.executable, __file__, "--torch", model, "--runs", str(a.runs), "--threads", str(a.threads)])
-        print(json.dumps(p))
+        torch_rows[model] = p
+        print(json.dumps(p), flush=True)
         for level in levels:
-            e = dict(env, SPIRE_SIMD=level) if level else env
-            s = run_json([str(ROOT / "target/release/examples/bench_models"), model, "--runs", str(a.runs)], e)
-            rows.append((s, p))
-            print(json.dumps(s))
+            for v in variants:
+                venv, vargs = VARIANTS[v]
+                e = dict(env, **venv)
+                if level:
+                    e["SPIRE_SIMD"] = level
+                s = run_json([str(ROOT / "target/release/examples/bench_models"), model, "--runs", str(a.runs), *vargs], e)
+                s["variant"] = v
+                rows.append((s, p))
+                print(json.dumps({k: x for k, x in s.items() if k != "profile_rows"}), flush=True)
+    sd_rows = []
+    if a.sdcpp:
+        for f in [f for f in a.sdcpp_model.split(",") if f]:
+            for extra in a.sdcpp_args.split(";") if a.sdcpp_args else [""]:
+                r = sdcpp_bench(a.sdcpp, f, a.threads, extra.split())
+                sd_rows.append(r)
+                print(json.dumps(r), flush=True)
     print()
-    print(f"| model | spire kernels | spire s | PyTorch s | time ratio | spire peak RSS MiB | PyTorch peak RSS MiB | RSS ratio |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| model | spire SIMD | spire variant | spire s | PyTorch s | time ratio | spire peak RSS MiB | PyTorch peak RSS MiB | RSS ratio |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for s, p in rows:
-        print(f"| {s['model']} | {s.get('simd', '?')} | {s['median_s']:.2f} | {p['median_s']:.2f} | {s['median_s'] / p['median_s']:.2f}× "
-              f"| {s['peak_rss_mib']:.0f} | {p['peak_rss_mib']:.0f} | {s['peak_rss_mib'] / p['peak_rss_mib']:.2f}× |")
-    print(f"\n{a.threads} threads, median of {a.runs} runs after one warm-up; torch {rows[0][1].get('torch')}")
+        print(f"| {s['model']} | {s.get('simd', '?')} | {s['variant']} | {s['median_s']:.2f} | {p['median_s']:.2f} "
+              f"| {s['median_s'] / p['median_s']:.2f}× | {s['peak_rss_mib']:.0f} | {p['peak_rss_mib']:.0f} "
+              f"| {s['peak_rss_mib'] / p['peak_rss_mib']:.2f}× |")
+    if sd_rows:
+        print()
+        print("| stable-diffusion.cpp | UNet eval s | vs PyTorch UNet | VAE decode s | vs PyTorch VAE | peak RSS MiB (whole process) |")
+        print("|---|---|---|---|---|---|")
+        pu, pv = torch_rows.get("unet"), torch_rows.get("vae")
+        for r in sd_rows:
+            ru = f"{r['unet_eval_s'] / pu['median_s']:.2f}×" if pu else "—"
+            rv = f"{r['vae_decode_s'] / pv['median_s']:.2f}×" if pv else "—"
+            print(f"| {r['model_file']} {r['args']} | {r['unet_eval_s']:.2f} | {ru} | {r['vae_decode_s']:.2f} | {rv} | {r['peak_rss_mib']} |")
+    print(f"\n{a.threads} threads, median of {a.runs} runs after one warm-up; torch {next(iter(torch_rows.values())).get('torch')}")
+    if a.profile:
+        print()
+        print(profile_tables(rows))
 
 
 if __name__ == "__main__":

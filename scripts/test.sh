@@ -26,11 +26,16 @@ SPIRE_FUSED_KERNELS=0 cargo test --release --workspace --test parity_models --te
   --test parity_train --test precision --test training --test tiling
 
 # Most desktops and laptops have AVX2 but not AVX-512: SPIRE_SIMD caps the fused kernels'
-# dispatch, so an AVX-512 machine proves the AVX2 and baseline paths as well.
+# dispatch and their GEMMs, so an AVX-512 machine proves the AVX2 and baseline paths as well.
 for level in avx2 baseline; do
   echo "== Kernel and model parity tests with the fused kernels at $level (SPIRE_SIMD=$level)"
-  SPIRE_SIMD=$level cargo test --release --workspace --lib --test parity_models -q
+  SPIRE_SIMD=$level cargo test --release --workspace --lib --test parity_models --test restorer -q
 done
+
+# 3×3 convolutions of 16×16 pixels and more run as Winograd F(2×2, 3×3) by default; the model
+# and pipeline parity tests again with every convolution on the im2col path.
+echo "== Model and pipeline parity tests with Winograd off (SPIRE_WINOGRAD=0)"
+SPIRE_WINOGRAD=0 cargo test --release --workspace --test parity_models --test restorer -q
 
 echo "== The optional \`image\` feature (DynamicImage conversions): clippy and its tests"
 cargo clippy -p spire-core --features image --lib -q -- -D warnings

@@ -93,6 +93,7 @@ class Restorer:
         dtype: Optional[str] = None,
         variant: Optional[str] = None,
         adaptor: Optional[_Path] = None,
+        weight_dtype: Optional[str] = None,
     ) -> "Restorer": ...
     @staticmethod
     def from_single_file(
@@ -103,9 +104,12 @@ class Restorer:
         prediction_type: Optional[str] = None,
         device: Optional[str] = None,
         dtype: Optional[str] = None,
+        weight_dtype: Optional[str] = None,
     ) -> "Restorer": ...
     @staticmethod
-    def builtin(*, device: Optional[str] = None, dtype: Optional[str] = None) -> "Restorer": ...
+    def builtin(
+        *, device: Optional[str] = None, dtype: Optional[str] = None, weight_dtype: Optional[str] = None
+    ) -> "Restorer": ...
     def restore(
         self,
         image: _Image,

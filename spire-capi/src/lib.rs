@@ -167,11 +167,18 @@ pub struct spire_load_options {
     /// `"v_prediction"`, `"sample"`, or NULL. Single files cannot say; SD 2.x ones default to
     /// `"v_prediction"`, SD 2.x *base* models need `"epsilon"`. (Appended in 0.2.)
     pub prediction_type: *const c_char,
+    /// The dtype convolution and linear weights are kept in, or NULL (as `dtype`):
+    /// `"float16"` or `"bfloat16"` with `dtype` float32 halves the model's memory on the CPU
+    /// while the arithmetic stays f32 (each layer widens its weights when it runs).
+    /// (Appended in 0.3; a smaller `struct_size` reads it as NULL.)
+    pub weight_dtype: *const c_char,
 }
 
 /// The size of `spire_load_options` before `config` was appended: callers built against the
 /// older header pass it, and the appended fields read as NULL.
 const LOAD_OPTIONS_V1_SIZE: usize = std::mem::offset_of!(spire_load_options, config);
+/// `sizeof(spire_load_options)` in 0.2 (before `weight_dtype`).
+const LOAD_OPTIONS_V2_SIZE: usize = std::mem::offset_of!(spire_load_options, weight_dtype);
 
 /// Options of one restoration. Initialise with [`spire_restore_params_init`], which takes the
 /// library's defaults; fields may be appended in later versions. String fields: NULL means the
@@ -850,6 +857,7 @@ pub unsafe extern "C" fn spire_load_options_init(options: *mut spire_load_option
             adaptor: std::ptr::null(),
             config: std::ptr::null(),
             prediction_type: std::ptr::null(),
+            weight_dtype: std::ptr::null(),
         });
     }
 }
@@ -1042,6 +1050,11 @@ unsafe fn load_options(options: *const spire_load_options) -> Result<LoadOptions
         lo.variant = opt_str(o.variant, "variant")?;
         lo.adaptor = opt_str(o.adaptor, "adaptor")?.map(PathBuf::from);
         if size >= std::mem::size_of::<spire_load_options>() {
+            if let Some(d) = opt_str(o.weight_dtype, "weight_dtype")? {
+                lo.weight_dtype = Some(spire_core::device::parse_weight_dtype(&d)?);
+            }
+        }
+        if size >= LOAD_OPTIONS_V2_SIZE {
             lo.config = opt_str(o.config, "config")?.map(PathBuf::from);
             if let Some(p) = opt_str(o.prediction_type, "prediction_type")? {
                 lo.prediction_type =

@@ -195,7 +195,10 @@ pub fn load(bytes: &[u8], name: &str) -> Result<Restorer> {
 /// # Errors
 /// As [`load`]; [`Error::Device`] if the weights cannot be moved to the device.
 pub fn load_with(bytes: &[u8], name: &str, opts: &LoadOptions) -> Result<Restorer> {
-    crate::model::kernels::building_with(opts.fused_kernels, || load_inner(bytes, name, opts))
+    opts.check_weight_dtype()?;
+    crate::model::kernels::building_with(opts.fused_kernels, || {
+        crate::model::kernels::building_weights_in(opts.weight_dtype, || load_inner(bytes, name, opts))
+    })
 }
 
 fn load_inner(bytes: &[u8], name: &str, opts: &LoadOptions) -> Result<Restorer> {
@@ -317,7 +320,8 @@ impl Restorer {
         let d = LoadOptions::default();
         if !(opts.device.same_device(&d.device)
             && opts.dtype == d.dtype
-            && opts.fused_kernels == d.fused_kernels)
+            && opts.fused_kernels == d.fused_kernels
+            && opts.weight_dtype.is_none())
         {
             #[cfg(spire_builtin)]
             return load_with(BYTES, "builtin:spire-tiny", opts);

@@ -98,6 +98,20 @@ pub fn parse_dtype(name: &str) -> Result<DType> {
     }
 }
 
+/// The dtype weights are kept in ([`crate::LoadOptions::weight_dtype`]), by the same names as
+/// [`parse_dtype`]; errors name `weight_dtype`.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for an unknown name.
+pub fn parse_weight_dtype(name: &str) -> Result<DType> {
+    parse_dtype(name).map_err(|_| {
+        Error::invalid_arg(
+            "weight_dtype",
+            format!("unknown dtype `{name}` (float16, bfloat16, float32)"),
+        )
+    })
+}
+
 /// Bytes the automatic memory budget may plan with on `device`: the free memory of a CUDA
 /// GPU (`cuMemGetInfo`, what other processes and this one already hold is taken out), and the
 /// host's available memory on the CPU and on Metal (Apple silicon's GPU shares the system

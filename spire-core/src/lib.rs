@@ -40,6 +40,7 @@ pub mod metrics;
 pub mod model;
 pub mod options;
 pub mod plan;
+pub mod profile;
 pub mod prompt;
 pub mod restorer;
 pub mod rng;

@@ -3,8 +3,10 @@
 //! so element loops vectorise to the widest registers without building for a specific CPU.
 //!
 //! `SPIRE_SIMD=avx2` (or `baseline`) in the environment caps the level, so one AVX-512 machine
-//! can measure the AVX2 path too ([`level`]). It caps our kernels only: the GEMMs (the `gemm`
-//! crate, used by our convolutions and linears and by candle) pick their own level.
+//! can measure the AVX2 path too ([`level`]). It caps our element kernels and the GEMMs under
+//! our convolutions, linear layers and attention (the `gemm` crate's own AVX2 or scalar
+//! micro-kernels, instantiated directly — what it runs on a CPU without AVX-512); candle's own
+//! matmuls, outside the fused kernels, keep the `gemm` crate's dispatch.
 
 /// An instruction-set level of the fused kernels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

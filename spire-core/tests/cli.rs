@@ -303,6 +303,30 @@ fn device_dtype_and_threads_flags() {
         &["--device", "unknown device `tpu`"],
     );
     fails_with(&["restore", inp, out, "--dtype", "int8"], &["--dtype", "int8"]);
+    // Weights kept in f16 with f32 arithmetic: the built-in model's file stores f16, so the
+    // output is the f32 one byte for byte.
+    let f16w = tmp.path().join("out-f16-weights.png");
+    let o = spire(&[
+        "restore",
+        inp,
+        f16w.to_str().unwrap(),
+        "--weight-dtype",
+        "f16",
+        "--threads",
+        "1",
+    ]);
+    assert!(o.status.success(), "--weight-dtype f16: {}", text(&o.stderr));
+    assert_eq!(
+        spire_core::io::load_image(&f16w).unwrap().as_u8().unwrap(),
+        spire_core::io::load_image(tmp.path().join("out-f32.png"))
+            .unwrap()
+            .as_u8()
+            .unwrap()
+    );
+    fails_with(
+        &["restore", inp, out, "--weight-dtype", "int8"],
+        &["--weight-dtype", "int8"],
+    );
     fails_with(&["restore", inp, out, "--threads", "0"], &["--threads"]);
     fails_with(
         &["eval", "--data", inp, "--device", "cuda:1"],

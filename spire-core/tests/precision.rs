@@ -193,3 +193,68 @@ fn the_builtin_model_runs_in_f16_and_bf16_on_the_cpu() {
         assert!(worst <= 4, "{dtype:?}: {worst}");
     }
 }
+
+/// Weights kept in half size with f32 arithmetic (`LoadOptions::weight_dtype`): the whole
+/// restore of diffusers' ControlNet pipeline fixture against diffusers' f32 output, and the
+/// built-in model against itself in f32. The only change is the rounding of the convolution
+/// and linear weights, so the error sits between f32 and full half precision.
+#[test]
+fn half_size_weights_with_f32_arithmetic_stay_close_to_f32() {
+    let r = reference("pipeline");
+    let want: Vec<f32> = r["out"].flatten_all().unwrap().to_vec1().unwrap();
+    let image: Vec<f32> = r["image"].flatten_all().unwrap().to_vec1().unwrap();
+    for (wd, tol) in [(DType::F16, 5e-3f32), (DType::BF16, 5e-2)] {
+        let opts = LoadOptions::default()
+            .with_adaptor(Some(fixtures().join("tiny-controlnet")))
+            .with_weight_dtype(Some(wd));
+        let restorer = Restorer::from_pretrained(fixtures().join("tiny-sd1"), &opts).unwrap();
+        assert_eq!(restorer.dtype(), DType::F32, "arithmetic stays f32");
+        let before = fused_dispatches_on_this_thread();
+        let got = restorer
+            .restore(
+                &ImageView::rgb_f32(48, 64, &image).unwrap(),
+                &common::pipeline_options(&r),
+            )
+            .unwrap();
+        // With the kernels on they widen the weights; off (SPIRE_FUSED_KERNELS=0, as the
+        // test script runs this too), candle's path widens them per call.
+        let fused = fused_dispatches_on_this_thread() > before;
+        assert_eq!(
+            fused,
+            spire_core::model::fused_default(),
+            "the fused kernels ran iff on"
+        );
+        let got = got.as_f32().unwrap();
+        let d = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        eprintln!("pipeline with {wd:?} weights, f32 arithmetic: max abs diff {d:e} against diffusers f32");
+        assert!(d < tol && d > 0.0, "{wd:?} weights: max abs diff {d}");
+    }
+    // The built-in model, 8-bit output: its file stores f16, so keeping the weights in f16
+    // loses nothing and the restore is the f32 one exactly.
+    let px = common::test_rgb8(40, 32);
+    let view = ImageView::rgb8(40, 32, &px).unwrap();
+    let full = Restorer::builtin().unwrap();
+    let o = full.default_options();
+    let want = full.restore(&view, &o).unwrap();
+    let half = Restorer::builtin_with(&LoadOptions::default().with_weight_dtype(Some(DType::F16))).unwrap();
+    let got = half.restore(&view, &o).unwrap();
+    let diffs: Vec<u8> = got
+        .as_u8()
+        .unwrap()
+        .iter()
+        .zip(want.as_u8().unwrap())
+        .map(|(a, b)| a.abs_diff(*b))
+        .collect();
+    let worst = *diffs.iter().max().unwrap();
+    let mean = diffs.iter().map(|&d| d as f64).sum::<f64>() / diffs.len() as f64;
+    eprintln!("built-in model with f16 weights: worst pixel {worst}/255, mean {mean:.3}/255 from f32");
+    assert_eq!(worst, 0, "mean {mean}");
+    // Not a float dtype weights can be kept in: refused, naming the option.
+    let e = Restorer::builtin_with(&LoadOptions::default().with_weight_dtype(Some(DType::U8))).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    assert!(e.to_string().contains("weight_dtype"), "{e}");
+}

@@ -272,8 +272,15 @@ fn absolute(p: &std::path::Path) -> PathBuf {
 }
 
 /// Load options from the device and dtype names the Python API takes.
-fn load_options(device: Option<&str>, dtype: Option<&str>) -> PyResult<LoadOptions> {
+fn load_options(
+    device: Option<&str>,
+    dtype: Option<&str>,
+    weight_dtype: Option<&str>,
+) -> PyResult<LoadOptions> {
     let mut opts = LoadOptions::default();
+    if let Some(d) = weight_dtype {
+        opts.weight_dtype = Some(spire_core::device::parse_weight_dtype(d).map_err(to_py)?);
+    }
     if let Some(d) = device {
         opts.device = spire_core::device::parse_device(d).map_err(to_py)?;
     }
@@ -294,11 +301,17 @@ impl PyRestorer {
 impl PyRestorer {
     /// The built-in spire-tiny model (embedded in the library; loaded once per process), on
     /// `device` ("cpu", "cuda", "cuda:N", "metal") in `dtype` ("float32", "float16",
-    /// "bfloat16").
+    /// "bfloat16"); `weight_dtype` ("float16", "bfloat16") keeps convolution and linear
+    /// weights in half size while computing in `dtype`.
     #[staticmethod]
-    #[pyo3(signature = (*, device=None, dtype=None))]
-    fn builtin(py: Python<'_>, device: Option<&str>, dtype: Option<&str>) -> PyResult<Self> {
-        let opts = load_options(device, dtype)?;
+    #[pyo3(signature = (*, device=None, dtype=None, weight_dtype=None))]
+    fn builtin(
+        py: Python<'_>,
+        device: Option<&str>,
+        dtype: Option<&str>,
+        weight_dtype: Option<&str>,
+    ) -> PyResult<Self> {
+        let opts = load_options(device, dtype, weight_dtype)?;
         let inner = py
             .detach(|| guard(|| Restorer::builtin_with(&opts)))
             .map_err(to_py)?;
@@ -308,14 +321,15 @@ impl PyRestorer {
             kwargs: vec![
                 ("device", device.map(str::to_owned)),
                 ("dtype", dtype.map(str::to_owned)),
+                ("weight_dtype", weight_dtype.map(str::to_owned)),
             ],
         };
         Ok(Self { inner, source })
     }
 
-    /// Loads a model folder.
+    /// Loads a model folder (`weight_dtype` as in [`builtin`]).
     #[staticmethod]
-    #[pyo3(signature = (path, *, device=None, dtype=None, variant=None, adaptor=None))]
+    #[pyo3(signature = (path, *, device=None, dtype=None, variant=None, adaptor=None, weight_dtype=None))]
     fn from_pretrained(
         py: Python<'_>,
         path: PathBuf,
@@ -323,8 +337,9 @@ impl PyRestorer {
         dtype: Option<&str>,
         variant: Option<String>,
         adaptor: Option<PathBuf>,
+        weight_dtype: Option<&str>,
     ) -> PyResult<Self> {
-        let mut opts = load_options(device, dtype)?;
+        let mut opts = load_options(device, dtype, weight_dtype)?;
         opts.variant = variant.clone();
         opts.adaptor = adaptor.clone();
         let inner = py
@@ -338,6 +353,7 @@ impl PyRestorer {
                 ("dtype", dtype.map(str::to_owned)),
                 ("variant", variant),
                 ("adaptor", adaptor.map(|a| absolute(&a).display().to_string())),
+                ("weight_dtype", weight_dtype.map(str::to_owned)),
             ],
         };
         Ok(Self { inner, source })
@@ -349,7 +365,8 @@ impl PyRestorer {
     /// diffusers configs), e.g. the model's diffusers folder; `prediction_type` ("epsilon",
     /// "v_prediction") says what the backbone predicts where the file cannot.
     #[staticmethod]
-    #[pyo3(signature = (path, *, adaptor, config, prediction_type=None, device=None, dtype=None))]
+    #[pyo3(signature = (path, *, adaptor, config, prediction_type=None, device=None, dtype=None, weight_dtype=None))]
+    #[allow(clippy::too_many_arguments)] // Python keywords
     fn from_single_file(
         py: Python<'_>,
         path: PathBuf,
@@ -358,8 +375,9 @@ impl PyRestorer {
         prediction_type: Option<&str>,
         device: Option<&str>,
         dtype: Option<&str>,
+        weight_dtype: Option<&str>,
     ) -> PyResult<Self> {
-        let mut opts = load_options(device, dtype)?;
+        let mut opts = load_options(device, dtype, weight_dtype)?;
         let source = Source {
             kind: "single_file",
             path: Some(absolute(&path)),
@@ -369,6 +387,7 @@ impl PyRestorer {
                 ("prediction_type", prediction_type.map(str::to_owned)),
                 ("device", device.map(str::to_owned)),
                 ("dtype", dtype.map(str::to_owned)),
+                ("weight_dtype", weight_dtype.map(str::to_owned)),
             ],
         };
         opts.adaptor = Some(adaptor);

@@ -118,6 +118,25 @@ int main(int argc, char **argv) {
         r2 = NULL;
         old.struct_size = (uint32_t)offsetof(spire_load_options, adaptor);
         CHECK(spire_restorer_new(model, &old, &r2) == SPIRE_ERROR_INVALID_ARGUMENT && r2 == NULL);
+        /* The 0.2 struct (up to `weight_dtype`): `weight_dtype` is not read. */
+        old = lo;
+        old.struct_size = (uint32_t)offsetof(spire_load_options, weight_dtype);
+        old.weight_dtype = "not-a-dtype";
+        CHECK(spire_restorer_new(model, &old, &r2) == SPIRE_OK && r2 != NULL);
+        spire_restorer_free(r2);
+        r2 = NULL;
+    }
+    /* Weights kept in half size (f32 arithmetic), and a bad name refused naming the field. */
+    {
+        spire_load_options half = lo;
+        half.weight_dtype = "float16";
+        CHECK(spire_restorer_new(model, &half, &r2) == SPIRE_OK && r2 != NULL);
+        spire_restorer_free(r2);
+        r2 = NULL;
+        half.weight_dtype = "int8";
+        CHECK(spire_restorer_new(model, &half, &r2) == SPIRE_ERROR_INVALID_ARGUMENT && r2 == NULL);
+        CHECK(strstr(spire_last_error_message(), "int8") != NULL);
+        CHECK(strstr(spire_last_error_message(), "weight_dtype") != NULL);
     }
 
     /* A single-file SD checkpoint (original ldm layout) with a single-file ControlNet and a

@@ -80,11 +80,13 @@ fn positional(name: &'static str, help: &'static str) -> Arg {
 }
 
 /// The flags every model-running command takes.
-fn device_args() -> [Arg; 3] {
+fn device_args() -> [Arg; 4] {
     [
         flag("device", "cpu|cuda[:N]|metal", "Where the model runs (a GPU needs a build with the `cuda` or `metal` feature, docs/gpu.md)")
             .help_heading("Device"),
         flag("dtype", "f32|f16|bf16", "The weights' precision (f16/bf16 halve the memory; the autoencoder stays f32 where it would overflow)")
+            .help_heading("Device"),
+        flag("weight-dtype", "f16|bf16", "Keep convolution and linear weights in half size while computing in --dtype (halves a CPU model's memory; docs/performance.md)")
             .help_heading("Device"),
         flag("threads", "N", "CPU threads (default: all cores)").help_heading("Device"),
     ]
@@ -289,6 +291,10 @@ fn load_options(a: &Args) -> Result<LoadOptions, String> {
     }
     if let Some(d) = a.flags.get("dtype") {
         lo.dtype = spire_core::device::parse_dtype(d).map_err(|e| format!("--dtype: {e}"))?;
+    }
+    if let Some(d) = a.flags.get("weight-dtype") {
+        lo.weight_dtype =
+            Some(spire_core::device::parse_weight_dtype(d).map_err(|e| format!("--weight-dtype: {e}"))?);
     }
     Ok(lo)
 }

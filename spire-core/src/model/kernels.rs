@@ -9,6 +9,7 @@
 //! the same function. Element loops are compiled three times (AVX-512, AVX2+FMA, baseline) and
 //! picked at run time, so one binary is fast on every x86-64 machine.
 
+use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -53,6 +54,48 @@ pub(crate) fn fused_for_new_layer() -> bool {
 }
 
 thread_local! {
+    static WEIGHT_DTYPE: std::cell::Cell<Option<DType>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` (a model constructor, e.g. `UNet2DConditionModel::new` on a `VarBuilder`) with
+/// the convolution and linear weights it creates kept in `dtype` (what
+/// [`crate::LoadOptions::weight_dtype`] does for loaded models); `None` keeps them as built.
+/// Scopes nest.
+pub fn keep_weights_in<T>(dtype: Option<DType>, f: impl FnOnce() -> T) -> T {
+    building_weights_in(dtype, f)
+}
+
+/// See [`keep_weights_in`].
+pub(crate) fn building_weights_in<T>(dtype: Option<DType>, f: impl FnOnce() -> T) -> T {
+    struct Restore(Option<DType>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            WEIGHT_DTYPE.with(|b| b.set(self.0));
+        }
+    }
+    let _restore = Restore(WEIGHT_DTYPE.with(|b| b.replace(dtype)));
+    f()
+}
+
+/// A convolution or linear weight as a layer created now stores it: converted to the storage
+/// dtype of the enclosing [`building_weights_in`] scope, if any.
+pub(crate) fn stored_weight(w: Tensor) -> Result<Tensor> {
+    match WEIGHT_DTYPE.with(|b| b.get()) {
+        Some(dt) if dt != w.dtype() => w.to_dtype(dt),
+        _ => Ok(w),
+    }
+}
+
+/// Whether the fused kernels run for the activation tensors `ts` and a convolution or linear
+/// `weight`, which may be stored in f16 or bf16 (widened inside the kernel).
+pub(crate) fn fast_path_weighted(enabled: bool, weight: &Tensor, ts: &[&Tensor]) -> bool {
+    let w_ok = weight.device().is_cpu()
+        && matches!(weight.dtype(), DType::F32 | DType::F16 | DType::BF16)
+        && !weight.track_op();
+    w_ok && fast_path(enabled, ts)
+}
+
+thread_local! {
     static DISPATCHED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
@@ -81,6 +124,158 @@ fn data<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
         Some((a, b)) => Ok(&d[a..b]),
         None => candle_core::bail!("fused kernel input must be contiguous"),
     }
+}
+
+/// Reused per-thread f32 buffers, so large short-lived work buffers (widened weights,
+/// Winograd transforms) do not page-fault on every call.
+#[derive(Clone, Copy)]
+enum Slot {
+    Widened = 0,
+    WinoWeights = 1,
+    WinoInput = 2,
+    WinoOutput = 3,
+}
+
+thread_local! {
+    static SCRATCH: [std::cell::Cell<Vec<f32>>; 4] = const {
+        [
+            std::cell::Cell::new(Vec::new()),
+            std::cell::Cell::new(Vec::new()),
+            std::cell::Cell::new(Vec::new()),
+            std::cell::Cell::new(Vec::new()),
+        ]
+    };
+}
+
+/// This thread's buffer `slot`, at least `n` long (contents unspecified); given back on drop.
+struct Scratch {
+    slot: Slot,
+    buf: Vec<f32>,
+    n: usize,
+}
+
+impl Scratch {
+    fn take(slot: Slot, n: usize) -> Scratch {
+        let mut buf = SCRATCH.with(|s| s[slot as usize].take());
+        if buf.len() < n {
+            buf.resize(n, 0.0);
+        }
+        Scratch { slot, buf, n }
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.buf[..self.n]
+    }
+}
+
+impl std::ops::DerefMut for Scratch {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut self.buf[..self.n]
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let v = std::mem::take(&mut self.buf);
+        SCRATCH.with(|s| {
+            let old = s[self.slot as usize].take();
+            s[self.slot as usize].set(if old.capacity() > v.capacity() { old } else { v });
+        });
+    }
+}
+
+/// A layer's weights as f32: borrowed when stored in f32, widened into this thread's reused
+/// buffer when stored in f16 or bf16 (returned to it on drop).
+enum Weights<'a> {
+    Borrowed(&'a [f32]),
+    Widened(Scratch),
+}
+
+impl std::ops::Deref for Weights<'_> {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        match self {
+            Weights::Borrowed(w) => w,
+            Weights::Widened(v) => v,
+        }
+    }
+}
+
+fn weights<'a>(s: &'a CpuStorage, l: &Layout) -> Result<Weights<'a>> {
+    let (a, b) = match l.contiguous_offsets() {
+        Some(r) => r,
+        None => candle_core::bail!("fused kernel weights must be contiguous"),
+    };
+    let n = b - a;
+    let take = || Scratch::take(Slot::Widened, n);
+    let span = || crate::profile::Span::start("widen weights", || format!("{:?}", s.dtype()), 0.0);
+    match s {
+        CpuStorage::F32(d) => Ok(Weights::Borrowed(&d[a..b])),
+        CpuStorage::F16(d) => {
+            let _span = span();
+            let mut v = take();
+            v.par_chunks_mut(1 << 15)
+                .zip(d[a..b].par_chunks(1 << 15))
+                .for_each(|(o, i)| widen_f16(i, o));
+            Ok(Weights::Widened(v))
+        }
+        CpuStorage::BF16(d) => {
+            let _span = span();
+            let mut v = take();
+            v.par_chunks_mut(1 << 15)
+                .zip(d[a..b].par_chunks(1 << 15))
+                .for_each(|(o, i)| widen_bf16(i, o));
+            Ok(Weights::Widened(v))
+        }
+        other => candle_core::bail!(
+            "fused kernel weights must be f32, f16 or bf16, not {:?}",
+            other.dtype()
+        ),
+    }
+}
+
+/// f16 → f32, with F16C (8 at a time) when the CPU has it and the level allows AVX2.
+fn widen_f16(src: &[half::f16], dst: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::level() >= crate::simd::Level::Avx2 && std::arch::is_x86_feature_detected!("f16c") {
+        // SAFETY: the CPU has AVX and F16C (checked above).
+        unsafe { widen_f16_f16c(src, dst) };
+        return;
+    }
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = s.to_f32();
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx,f16c")]
+unsafe fn widen_f16_f16c(src: &[half::f16], dst: &mut [f32]) {
+    use std::arch::x86_64::{__m128i, _mm256_cvtph_ps, _mm256_storeu_ps, _mm_loadu_si128};
+    let n = src.len().min(dst.len());
+    let n8 = n / 8 * 8;
+    let mut i = 0;
+    while i < n8 {
+        // SAFETY: i + 8 ≤ n for both slices; unaligned loads and stores.
+        unsafe {
+            let h = _mm_loadu_si128(src.as_ptr().add(i) as *const __m128i);
+            _mm256_storeu_ps(dst.as_mut_ptr().add(i), _mm256_cvtph_ps(h));
+        }
+        i += 8;
+    }
+    for j in n8..n {
+        dst[j] = src[j].to_f32();
+    }
+}
+
+simd! {
+fn widen_bf16(src: &[half::bf16], dst: &mut [f32]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = f32::from_bits((s.to_bits() as u32) << 16);
+    }
+}
 }
 
 fn threads() -> usize {
@@ -149,12 +344,197 @@ unsafe fn gemm(
     } else {
         gemm::Parallelism::None
     };
+    crate::profile::gemm_timed(|| {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            gemm_at_level(
+                m,
+                n,
+                k,
+                dst,
+                dst_rs,
+                read_dst,
+                lhs,
+                (lhs_rs, lhs_cs),
+                rhs,
+                (rhs_rs, rhs_cs),
+                scale,
+                par,
+            )
+        }
+    })
+}
+
+/// [`gemm`] at the level [`crate::simd::level`] allows.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_at_level(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: isize,
+    read_dst: bool,
+    lhs: *const f32,
+    (lhs_rs, lhs_cs): (isize, isize),
+    rhs: *const f32,
+    (rhs_rs, rhs_cs): (isize, isize),
+    scale: f32,
+    par: gemm::Parallelism,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::level() < crate::simd::Level::Avx512 {
+        // `SPIRE_SIMD` capped the level: run the `gemm` crate's own AVX2 (or scalar) kernels,
+        // which its dispatch would pick on such a CPU, instead of the best this CPU has.
+        // SAFETY: as below; `level` never exceeds the CPU's features.
+        unsafe {
+            gemm_capped(
+                crate::simd::level(),
+                m,
+                n,
+                k,
+                dst,
+                dst_rs,
+                read_dst,
+                lhs,
+                (lhs_rs, lhs_cs),
+                rhs,
+                (rhs_rs, rhs_cs),
+                scale,
+                par,
+            )
+        };
+        return;
+    }
     // SAFETY: the caller guarantees the pointers cover the strided ranges.
     unsafe {
         gemm::gemm(
             m, n, k, dst, 1, dst_rs, read_dst, lhs, lhs_cs, lhs_rs, rhs, rhs_cs, rhs_rs, 1.0, scale, false,
             false, false, par,
         )
+    }
+}
+
+/// [`gemm`] at a capped instruction-set level: `gemm::gemm`'s argument normalisation (the
+/// destination made column-major by swapping the operands) followed by the generic driver
+/// instantiated with the `gemm-f32` micro-kernels of that level — the same code `gemm` runs on a
+/// CPU without AVX-512. Strides must be non-negative (all of ours are). `level` must be one the
+/// CPU has; AVX-512 runs the AVX2 kernels here.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_capped(
+    level: crate::simd::Level,
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: isize,
+    read_dst: bool,
+    lhs: *const f32,
+    (lhs_rs, lhs_cs): (isize, isize),
+    rhs: *const f32,
+    (rhs_rs, rhs_cs): (isize, isize),
+    scale: f32,
+    par: gemm::Parallelism,
+) {
+    use gemm_common::gemm::gemm_basic_generic;
+    debug_assert!(dst_rs >= 0 && lhs_rs >= 0 && lhs_cs >= 0 && rhs_rs >= 0 && rhs_cs >= 0);
+    if m == 0 || n == 0 {
+        return;
+    }
+    // dst[m×n] row-major = lhs·rhs  ⇔  dstᵀ[n×m] column-major = rhsᵀ·lhsᵀ.
+    let (mm, nn, d_cs, d_rs, a, a_cs, a_rs, b, b_cs, b_rs) = if 1 < dst_rs.abs() {
+        (n, m, dst_rs, 1, rhs, rhs_rs, rhs_cs, lhs, lhs_rs, lhs_cs)
+    } else {
+        (m, n, 1, dst_rs, lhs, lhs_cs, lhs_rs, rhs, rhs_cs, rhs_rs)
+    };
+    let mul_add = |a: f32, b: f32, c: f32| a * b + c;
+    let v3 = if level >= crate::simd::Level::Avx2 {
+        gemm_common::simd::V3::try_new()
+    } else {
+        None
+    };
+    if let Some(v3) = v3 {
+        use gemm_f32::microkernel::fma::f32 as uk;
+        const N: usize = 8;
+        // SAFETY: `try_new` checked that the CPU has AVX2 + FMA.
+        unsafe {
+            gemm_basic_generic::<
+                _,
+                f32,
+                N,
+                { uk::MR_DIV_N * N },
+                { uk::NR },
+                { uk::MR_DIV_N },
+                { uk::H_M },
+                { uk::H_N },
+            >(
+                v3,
+                mm,
+                nn,
+                k,
+                dst,
+                d_cs,
+                d_rs,
+                read_dst,
+                a,
+                a_cs,
+                a_rs,
+                b,
+                b_cs,
+                b_rs,
+                1.0,
+                scale,
+                false,
+                false,
+                false,
+                mul_add,
+                &uk::UKR,
+                &uk::H_UKR,
+                false,
+                par,
+            )
+        }
+    } else {
+        use gemm_f32::microkernel::scalar::f32 as uk;
+        const N: usize = 1;
+        // SAFETY: the scalar kernels need no CPU feature.
+        unsafe {
+            gemm_basic_generic::<
+                _,
+                f32,
+                N,
+                { uk::MR_DIV_N * N },
+                { uk::NR },
+                { uk::MR_DIV_N },
+                { uk::H_M },
+                { uk::H_N },
+            >(
+                gemm_common::simd::Scalar,
+                mm,
+                nn,
+                k,
+                dst,
+                d_cs,
+                d_rs,
+                read_dst,
+                a,
+                a_cs,
+                a_rs,
+                b,
+                b_cs,
+                b_rs,
+                1.0,
+                scale,
+                false,
+                false,
+                false,
+                mul_add,
+                &uk::UKR,
+                &uk::H_UKR,
+                false,
+                par,
+            )
+        }
     }
 }
 
@@ -165,6 +545,8 @@ unsafe fn gemm(
 struct Conv2dOp {
     stride: usize,
     padding: usize,
+    /// Whether a 3×3 stride-1 padding-1 convolution of a large enough image may use Winograd.
+    winograd: bool,
 }
 
 simd! {
@@ -218,7 +600,8 @@ impl CustomOp3 for Conv2dOp {
         bs: &CpuStorage,
         bl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (x, w, bias) = (data(xs, xl)?, data(ws, wl)?, data(bs, bl)?);
+        let (x, bias) = (data(xs, xl)?, data(bs, bl)?);
+        let w = weights(ws, wl)?;
         let (b, ci, h, wd) = xl.shape().dims4()?;
         let (co, ci2, kh, kw) = wl.shape().dims4()?;
         if ci != ci2 || bias.len() != co {
@@ -236,7 +619,27 @@ impl CustomOp3 for Conv2dOp {
         let oh = (h + 2 * p - kh) / s + 1;
         let ow = (wd + 2 * p - kw) / s + 1;
         let (n, k) = (oh * ow, ci * kh * kw);
+        let winograd = self.winograd
+            && (kh, kw, s, p) == (3, 3, 1, 1)
+            && oh.div_ceil(2) * ow.div_ceil(2) >= WINOGRAD_MIN_TILES;
+        let kind = match (kh, kw, s) {
+            (3, 3, 1) if winograd => "conv3x3 winograd",
+            (3, 3, 1) => "conv3x3",
+            (1, 1, 1) => "conv1x1",
+            _ => "conv",
+        };
+        let _span = crate::profile::Span::start(
+            kind,
+            || format!("{ci}→{co} {h}×{wd} k{kh} s{s} b{b}"),
+            2.0 * (b * co * n * k) as f64,
+        );
         let mut out = vec![0f32; b * co * n];
+        if winograd {
+            for (xb, ob) in x.chunks(ci * h * wd).zip(out.chunks_mut(co * n)) {
+                conv_winograd(xb, &w, bias, ci, co, h, wd, ob);
+            }
+            return Ok((CpuStorage::F32(out), Shape::from((b, co, oh, ow))));
+        }
         let direct = kh == 1 && kw == 1 && s == 1 && p == 0;
         // Output rows per tile, so the column buffer stays under ~32 MiB.
         let rows = if direct {
@@ -294,12 +697,281 @@ impl CustomOp3 for Conv2dOp {
     }
 }
 
+// ------------------------------------------------------------------------------------------
+// Winograd F(2×2, 3×3)
+// ------------------------------------------------------------------------------------------
+//
+// A 3×3, stride-1, padding-1 convolution computed on 2×2 output tiles (Lavin & Gray 2016):
+// Y = Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A for each 4×4 input patch d and kernel g. The products become
+// 16 GEMMs (one per position ξ of the 4×4 transform) of [c_out × c_in]·[c_in × tiles]:
+// 2.25× fewer multiply-adds than the direct or im2col convolution, and no 9× column copy of
+// the input (the transformed input is 4× it). Exact in real arithmetic; in f32 it differs
+// from im2col by rounding only (the transforms add and halve, no large constants). Used for
+// images of at least `WINOGRAD_MIN_TILES` tiles, where the 16 GEMMs are wide enough.
+
+/// Winograd is used when the output has at least this many 2×2 tiles (16×16 pixels). Measured
+/// on the SD UNet's 1280-channel layers (AVX-512, 2 threads): 16×16 runs 1.5× faster than
+/// im2col, 8×8 (16 tiles) 1.4× slower — the kernel transform no longer pays off.
+const WINOGRAD_MIN_TILES: usize = 64;
+
+/// Whether 3×3 stride-1 padding-1 convolutions may use Winograd F(2×2, 3×3): yes unless
+/// `SPIRE_WINOGRAD` is `0`, `off`, `false` or `no` (read once; the benchmarks time both).
+pub fn winograd_default() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        !matches!(
+            std::env::var("SPIRE_WINOGRAD")
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+                .as_str(),
+            "0" | "off" | "false" | "no"
+        )
+    })
+}
+
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: used only to hand disjoint regions of one buffer to rayon tasks.
+unsafe impl Send for SendPtr {}
+// SAFETY: as above.
+unsafe impl Sync for SendPtr {}
+
+/// `U = G g Gᵀ` for every input channel of one output channel: `g` is `ci × 9`, `u` is
+/// `16 × ci` (position-major, so each position's matrix is a strided GEMM operand).
+fn wino_weights(g: &[f32], ci: usize, u: &mut [f32]) {
+    for c in 0..ci {
+        let k = &g[c * 9..c * 9 + 9];
+        // Rows of G g (4 × 3).
+        let mut gg = [[0f32; 3]; 4];
+        for j in 0..3 {
+            let (a, b, d) = (k[j], k[3 + j], k[6 + j]);
+            gg[0][j] = a;
+            gg[1][j] = 0.5 * (a + b + d);
+            gg[2][j] = 0.5 * (a - b + d);
+            gg[3][j] = d;
+        }
+        for (i, r) in gg.iter().enumerate() {
+            let row = [r[0], 0.5 * (r[0] + r[1] + r[2]), 0.5 * (r[0] - r[1] + r[2]), r[2]];
+            for (j, v) in row.into_iter().enumerate() {
+                u[(4 * i + j) * ci + c] = v;
+            }
+        }
+    }
+}
+
+// `V = Bᵀ d B` for the tiles of tile rows `ty0..ty0 + rows` of one input channel `xc`
+// (`h × w`): `v` is `16 × tc` (tc = rows · tw), written position-major.
+simd! {
+fn wino_input(xc: &[f32], h: usize, w: usize, tw: usize, ty0: usize, rows: usize, v: &mut [f32], pad: &mut [f32]) {
+    let tc = rows * tw;
+    let pw = 2 * tw + 2;
+    let (d, c) = pad.split_at_mut(4 * pw);
+    for ty in ty0..ty0 + rows {
+        // The four input rows of this tile row, zero-padded: padded column j is input x = j − 1.
+        for i in 0..4 {
+            let row = &mut d[i * pw..(i + 1) * pw];
+            let iy = (2 * ty + i) as isize - 1;
+            if iy < 0 || iy >= h as isize {
+                row.fill(0.0);
+            } else {
+                row[0] = 0.0;
+                row[1..=w].copy_from_slice(&xc[iy as usize * w..(iy as usize + 1) * w]);
+                row[w + 1..].fill(0.0);
+            }
+        }
+        // Bᵀ d along the rows.
+        {
+            let (d0, rest) = d.split_at(pw);
+            let (d1, rest) = rest.split_at(pw);
+            let (d2, d3) = rest.split_at(pw);
+            let (c0, rest) = c.split_at_mut(pw);
+            let (c1, rest) = rest.split_at_mut(pw);
+            let (c2, c3) = rest.split_at_mut(pw);
+            for x in 0..pw {
+                c0[x] = d0[x] - d2[x];
+                c1[x] = d1[x] + d2[x];
+                c2[x] = d2[x] - d1[x];
+                c3[x] = d1[x] - d3[x];
+            }
+        }
+        // (Bᵀ d) B along the columns, tile by tile.
+        let t0 = (ty - ty0) * tw;
+        for i in 0..4 {
+            let ci = &c[i * pw..(i + 1) * pw];
+            let (v0, rest) = v[(4 * i) * tc..].split_at_mut(tc);
+            let (v1, rest) = rest.split_at_mut(tc);
+            let (v2, rest) = rest.split_at_mut(tc);
+            let v3 = &mut rest[..tc];
+            for tx in 0..tw {
+                let x0 = 2 * tx;
+                let (a, b, e, f) = (ci[x0], ci[x0 + 1], ci[x0 + 2], ci[x0 + 3]);
+                v0[t0 + tx] = a - e;
+                v1[t0 + tx] = b + e;
+                v2[t0 + tx] = e - b;
+                v3[t0 + tx] = b - f;
+            }
+        }
+    }
+}
+}
+
+// `Y = Aᵀ M A` plus the bias for the tiles of tile rows `ty0..ty0 + rows` of one output
+// channel: `m` is `16 × tc` position-major, `out` the channel's `h × w` plane.
+simd! {
+fn wino_output(m: &[f32], bias: f32, h: usize, w: usize, tw: usize, ty0: usize, rows: usize, out: &mut [f32]) {
+    let tc = rows * tw;
+    for ty in ty0..ty0 + rows {
+        let t0 = (ty - ty0) * tw;
+        let p = |xi: usize| &m[xi * tc + t0..xi * tc + t0 + tw];
+        let oy = 2 * ty;
+        let two_rows = oy + 1 < h;
+        let (top, bottom) = out[oy * w..].split_at_mut(w);
+        let (m0, m1, m2, m3) = (p(0), p(1), p(2), p(3));
+        let (m4, m5, m6, m7) = (p(4), p(5), p(6), p(7));
+        let (m8, m9, m10, m11) = (p(8), p(9), p(10), p(11));
+        let (m12, m13, m14, m15) = (p(12), p(13), p(14), p(15));
+        for tx in 0..tw {
+            // Aᵀ M: row sums over rows 0..3, then across columns.
+            let a0 = [m0[tx] + m4[tx] + m8[tx], m1[tx] + m5[tx] + m9[tx], m2[tx] + m6[tx] + m10[tx], m3[tx] + m7[tx] + m11[tx]];
+            let a1 = [m4[tx] - m8[tx] - m12[tx], m5[tx] - m9[tx] - m13[tx], m6[tx] - m10[tx] - m14[tx], m7[tx] - m11[tx] - m15[tx]];
+            let ox = 2 * tx;
+            top[ox] = a0[0] + a0[1] + a0[2] + bias;
+            if ox + 1 < w {
+                top[ox + 1] = a0[1] - a0[2] - a0[3] + bias;
+            }
+            if two_rows {
+                bottom[ox] = a1[0] + a1[1] + a1[2] + bias;
+                if ox + 1 < w {
+                    bottom[ox + 1] = a1[1] - a1[2] - a1[3] + bias;
+                }
+            }
+        }
+    }
+}
+}
+
+/// One image's 3×3 stride-1 padding-1 convolution by Winograd F(2×2, 3×3): `xb` is `ci × h × w`,
+/// `wt` the kernels (`co × ci × 9`), `ob` the `co × h × w` output (overwritten).
+///
+/// Work buffers are bounded whatever the layer: the transformed kernels are made for blocks of
+/// output channels of at most 32 MiB (once per call when one block holds them all), and the
+/// image is done in passes of tile rows whose transformed input and output fit another 32 MiB.
+#[allow(clippy::too_many_arguments)]
+fn conv_winograd(
+    xb: &[f32],
+    wt: &[f32],
+    bias: &[f32],
+    ci: usize,
+    co: usize,
+    h: usize,
+    w: usize,
+    ob: &mut [f32],
+) {
+    conv_winograd_within(8 << 20, xb, wt, bias, ci, co, h, w, ob)
+}
+
+/// [`conv_winograd`] with each work buffer bounded by `budget` floats.
+#[allow(clippy::too_many_arguments)]
+fn conv_winograd_within(
+    budget: usize,
+    xb: &[f32],
+    wt: &[f32],
+    bias: &[f32],
+    ci: usize,
+    co: usize,
+    h: usize,
+    w: usize,
+    ob: &mut [f32],
+) {
+    let (th, tw) = (h.div_ceil(2), w.div_ceil(2));
+    let cob = (budget / (16 * ci).max(1)).clamp(1, co);
+    let rows = (budget / (16 * (ci + cob) * tw).max(1)).clamp(1, th);
+    let mut u = Scratch::take(Slot::WinoWeights, 16 * ci * cob);
+    let mut v = Scratch::take(Slot::WinoInput, 16 * ci * rows * tw);
+    let mut m = Scratch::take(Slot::WinoOutput, 16 * cob * rows * tw);
+    let transform = |u: &mut [f32], o0: usize, n: usize| {
+        u[..16 * ci * n]
+            .par_chunks_mut(16 * ci)
+            .enumerate()
+            .for_each(|(o, uo)| wino_weights(&wt[(o0 + o) * ci * 9..(o0 + o + 1) * ci * 9], ci, uo));
+    };
+    if cob == co {
+        transform(&mut u, 0, co);
+    }
+    let pw = 2 * tw + 2;
+    let mut ty0 = 0;
+    while ty0 < th {
+        let r = rows.min(th - ty0);
+        let tc = r * tw;
+        v[..16 * ci * tc]
+            .par_chunks_mut(16 * tc)
+            .enumerate()
+            .for_each_init(
+                || vec![0f32; 8 * pw],
+                |pad, (c, vc)| wino_input(&xb[c * h * w..(c + 1) * h * w], h, w, tw, ty0, r, vc, pad),
+            );
+        for o0 in (0..co).step_by(cob) {
+            let n = cob.min(co - o0);
+            if cob < co {
+                transform(&mut u, o0, n);
+            }
+            let (mp, vp) = (SendPtr(m.as_mut_ptr()), SendPtr(v.as_ptr() as *mut f32));
+            let up = SendPtr(u.as_ptr() as *mut f32);
+            crate::profile::gemm_timed(|| {
+                (0..16).into_par_iter().for_each(|xi| {
+                    let (mp, vp, up) = (mp, vp, up);
+                    // SAFETY: position ξ's matrices: U rows n (stride 16·ci) × ci; V rows ci
+                    // (stride 16·tc) × tc; M rows n (stride 16·tc) × tc, disjoint across ξ.
+                    unsafe {
+                        gemm_at_level(
+                            n,
+                            tc,
+                            ci,
+                            mp.0.add(xi * tc),
+                            (16 * tc) as isize,
+                            false,
+                            up.0.add(xi * ci),
+                            ((16 * ci) as isize, 1),
+                            vp.0.add(xi * tc),
+                            ((16 * tc) as isize, 1),
+                            1.0,
+                            gemm::Parallelism::None,
+                        )
+                    }
+                })
+            });
+            let m = &m[..16 * n * tc];
+            ob[o0 * h * w..(o0 + n) * h * w]
+                .par_chunks_mut(h * w)
+                .enumerate()
+                .for_each(|(o, oc)| {
+                    wino_output(
+                        &m[o * 16 * tc..(o + 1) * 16 * tc],
+                        bias[o0 + o],
+                        h,
+                        w,
+                        tw,
+                        ty0,
+                        r,
+                        oc,
+                    )
+                });
+        }
+        ty0 += r;
+    }
+}
+
 /// Convolution with bias, NCHW.
 pub(crate) fn conv2d(x: &Tensor, w: &Tensor, bias: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
     x.contiguous()?.apply_op3_no_bwd(
         &w.contiguous()?,
         &bias.contiguous()?,
-        &Conv2dOp { stride, padding },
+        &Conv2dOp {
+            stride,
+            padding,
+            winograd: winograd_default(),
+        },
     )
 }
 
@@ -323,7 +995,8 @@ impl CustomOp3 for LinearOp {
         bs: &CpuStorage,
         bl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (x, w, bias) = (data(xs, xl)?, data(ws, wl)?, data(bs, bl)?);
+        let (x, bias) = (data(xs, xl)?, data(bs, bl)?);
+        let w = weights(ws, wl)?;
         let (nout, k) = wl.shape().dims2()?;
         let dims = xl.dims();
         let kin = *dims.last().unwrap_or(&0);
@@ -331,6 +1004,11 @@ impl CustomOp3 for LinearOp {
             candle_core::bail!("linear: input {:?}, weight {:?}", dims, wl.dims());
         }
         let m = x.len() / k.max(1);
+        let _span = crate::profile::Span::start(
+            "linear",
+            || format!("{m}×{k}→{nout}"),
+            2.0 * (m * k * nout) as f64,
+        );
         let mut out = vec![0f32; m * nout];
         if !bias.is_empty() {
             for row in out.chunks_mut(nout) {
@@ -440,6 +1118,15 @@ impl CustomOp3 for GroupNormOp {
         let dims = xl.dims();
         let c = dims[1];
         let hw: usize = dims[2..].iter().product();
+        let _span = crate::profile::Span::start(
+            if self.silu {
+                "group_norm+silu"
+            } else {
+                "group_norm"
+            },
+            || format!("{c} ch {hw} px b{}", dims[0]),
+            0.0,
+        );
         let g = self.groups;
         if c % g != 0 || w.len() != c || bias.len() != c {
             candle_core::bail!("group norm: {c} channels, {g} groups");
@@ -550,6 +1237,7 @@ impl CustomOp1 for GegluOp {
         let h = data(s, l)?;
         let d2 = *l.dims().last().unwrap_or(&0);
         let d = d2 / 2;
+        let _span = crate::profile::Span::start("geglu", || format!("{}×{d2}", h.len() / d2.max(1)), 0.0);
         let mut out = vec![0f32; h.len() / 2];
         out.par_chunks_mut(d.max(1) * 64)
             .zip(h.par_chunks(d2.max(1) * 64))
@@ -645,6 +1333,11 @@ impl CustomOp3 for AttentionOp {
                 vl.dims()
             );
         }
+        let _span = crate::profile::Span::start(
+            "attention",
+            || format!("b·h {bh}, {nq}×{nk}, d {d}"),
+            4.0 * (bh * nq * nk * d) as f64,
+        );
         let mut out = vec![0f32; bh * nq * d];
         // Query blocks: scores of one block are at most 64 rows × nk.
         let qb = 64.min(nq.max(1));
@@ -736,6 +1429,91 @@ mod tests {
         }
     }
 
+    /// The capped GEMMs (AVX2 and scalar instantiations) against a naive f64 product, with the
+    /// operand layouts our kernels pass: row-major and transposed operands, accumulation into
+    /// the destination, a scale, odd sizes that leave partial micro-tiles, and threads.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn capped_gemms_match_a_naive_product() {
+        use crate::simd::Level;
+        let mut levels = vec![Level::Baseline];
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            levels.push(Level::Avx2);
+        }
+        let mut seed = 1u64;
+        let mut next = move || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+        };
+        for &(m, n, k) in &[(1, 1, 1), (7, 13, 5), (33, 65, 17), (64, 300, 129), (130, 9, 70)] {
+            let a: Vec<f32> = (0..m * k).map(|_| next()).collect();
+            let b: Vec<f32> = (0..k * n).map(|_| next()).collect();
+            let init: Vec<f32> = (0..m * n).map(|_| next()).collect();
+            for &a_t in &[false, true] {
+                for &b_t in &[false, true] {
+                    for &read in &[false, true] {
+                        // a is m×k stored row-major, or its transpose stored row-major (k×m).
+                        let a_store: Vec<f32> = if a_t {
+                            (0..k * m).map(|i| a[(i % m) * k + i / m]).collect()
+                        } else {
+                            a.clone()
+                        };
+                        let a_strides = if a_t { (1, m as isize) } else { (k as isize, 1) };
+                        let b_store: Vec<f32> = if b_t {
+                            (0..n * k).map(|i| b[(i % k) * n + i / k]).collect()
+                        } else {
+                            b.clone()
+                        };
+                        let b_strides = if b_t { (1, k as isize) } else { (n as isize, 1) };
+                        for &level in &levels {
+                            for threads in [1, 2] {
+                                let par = if threads > 1 {
+                                    gemm::Parallelism::Rayon(threads)
+                                } else {
+                                    gemm::Parallelism::None
+                                };
+                                let mut dst = init.clone();
+                                // SAFETY: the buffers hold exactly the strided ranges.
+                                unsafe {
+                                    gemm_capped(
+                                        level,
+                                        m,
+                                        n,
+                                        k,
+                                        dst.as_mut_ptr(),
+                                        n as isize,
+                                        read,
+                                        a_store.as_ptr(),
+                                        a_strides,
+                                        b_store.as_ptr(),
+                                        b_strides,
+                                        0.75,
+                                        par,
+                                    )
+                                };
+                                for i in 0..m {
+                                    for j in 0..n {
+                                        let dot: f64 =
+                                            (0..k).map(|t| a[i * k + t] as f64 * b[t * n + j] as f64).sum();
+                                        let want =
+                                            if read { init[i * n + j] as f64 } else { 0.0 } + 0.75 * dot;
+                                        let got = dst[i * n + j] as f64;
+                                        assert!(
+                                            (got - want).abs() < 1e-5 * (1.0 + k as f64).sqrt(),
+                                            "{level:?} {m}×{n}×{k} a_t={a_t} b_t={b_t} read={read}: [{i},{j}] {got} vs {want}"
+                                        );
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     use candle_core::{Device, D};
 
     fn randn(seed: u64, shape: &[usize]) -> Tensor {
@@ -784,6 +1562,161 @@ mod tests {
                 max_diff(&got, &want)
             );
         }
+    }
+
+    /// Winograd F(2×2, 3×3) against the im2col path and candle's convolution: odd sizes (partial
+    /// tiles on the right and bottom), batches, and an image large enough to be done in several
+    /// passes of tile rows (the 32 MiB bound) with a partial last pass.
+    #[test]
+    fn winograd_equals_im2col_and_candle() {
+        for (i, &(b, ci, co, h, w)) in [
+            (2usize, 3usize, 5usize, 32usize, 32usize),
+            (1, 7, 4, 33, 31),
+            (2, 16, 9, 35, 64),
+            (1, 32, 32, 201, 199),
+        ]
+        .iter()
+        .enumerate()
+        {
+            assert!(h.div_ceil(2) * w.div_ceil(2) >= WINOGRAD_MIN_TILES);
+            let x = randn(300 + i as u64, &[b, ci, h, w]);
+            let wt = randn(400 + i as u64, &[co, ci, 3, 3]);
+            let bias = randn(500 + i as u64, &[co]);
+            let run = |winograd| {
+                x.apply_op3_no_bwd(
+                    &wt,
+                    &bias,
+                    &Conv2dOp {
+                        stride: 1,
+                        padding: 1,
+                        winograd,
+                    },
+                )
+                .unwrap()
+            };
+            let (wino, im2col) = (run(true), run(false));
+            let want = x
+                .conv2d(&wt, 1, 1, 1, 1)
+                .unwrap()
+                .broadcast_add(&bias.reshape((1, co, 1, 1)).unwrap())
+                .unwrap();
+            // Sums of 9·ci products of unit normals: rounding grows like √(9·ci).
+            let tol = 2e-6 * (9.0 * ci as f32).sqrt() * 8.0;
+            let (d_im2col, d_candle) = (max_diff(&wino, &im2col), max_diff(&wino, &want));
+            assert!(
+                d_im2col < tol && d_candle < tol,
+                "case {i}: vs im2col {d_im2col}, vs candle {d_candle} (tol {tol})"
+            );
+        }
+        // Small work-buffer budgets: blocks of output channels (the last one partial) and
+        // single-tile-row passes give the same result as one block and one pass.
+        let (ci, co, h, w) = (6, 11, 13, 18);
+        let x: Vec<f32> = randn(20, &[ci, h, w]).flatten_all().unwrap().to_vec1().unwrap();
+        let wt: Vec<f32> = randn(21, &[co, ci, 3, 3])
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let bias: Vec<f32> = randn(22, &[co]).to_vec1().unwrap();
+        let mut whole = vec![0f32; co * h * w];
+        conv_winograd_within(1 << 20, &x, &wt, &bias, ci, co, h, w, &mut whole);
+        for budget in [16 * ci * 4, 16 * ci * 3 + 5, 1] {
+            let mut parts = vec![0f32; co * h * w];
+            conv_winograd_within(budget, &x, &wt, &bias, ci, co, h, w, &mut parts);
+            assert_eq!(parts, whole, "budget {budget}");
+        }
+        let want: Vec<f32> = Tensor::from_vec(x, (1, ci, h, w), &Device::Cpu)
+            .unwrap()
+            .conv2d(
+                &Tensor::from_vec(wt, (co, ci, 3, 3), &Device::Cpu).unwrap(),
+                1,
+                1,
+                1,
+                1,
+            )
+            .unwrap()
+            .broadcast_add(&Tensor::from_vec(bias, (1, co, 1, 1), &Device::Cpu).unwrap())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let d = whole
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(d < 1e-4, "{d}");
+        // A 3×3 convolution with another padding or stride never takes Winograd (same results).
+        let x = randn(7, &[1, 4, 40, 40]);
+        let wt = randn(8, &[6, 4, 3, 3]);
+        let bias = randn(9, &[6]);
+        for (s, p) in [(1, 0), (2, 1)] {
+            let a = x
+                .apply_op3_no_bwd(
+                    &wt,
+                    &bias,
+                    &Conv2dOp {
+                        stride: s,
+                        padding: p,
+                        winograd: true,
+                    },
+                )
+                .unwrap();
+            let c = x
+                .apply_op3_no_bwd(
+                    &wt,
+                    &bias,
+                    &Conv2dOp {
+                        stride: s,
+                        padding: p,
+                        winograd: false,
+                    },
+                )
+                .unwrap();
+            assert_eq!(max_diff(&a, &c), 0.0);
+        }
+    }
+
+    /// Weights stored in f16 or bf16 are widened exactly inside the convolution and linear
+    /// kernels: the result equals the f32 kernels on the rounded weights.
+    #[test]
+    fn half_weights_are_widened_exactly() {
+        for dt in [DType::F16, DType::BF16] {
+            let x = randn(11, &[2, 5, 34, 33]);
+            let wt = randn(12, &[7, 5, 3, 3]);
+            let bias = randn(13, &[7]);
+            let rounded = wt.to_dtype(dt).unwrap().to_dtype(DType::F32).unwrap();
+            for winograd in [true, false] {
+                let op = || Conv2dOp {
+                    stride: 1,
+                    padding: 1,
+                    winograd,
+                };
+                let half = x
+                    .apply_op3_no_bwd(&wt.to_dtype(dt).unwrap(), &bias, &op())
+                    .unwrap();
+                let full = x.apply_op3_no_bwd(&rounded, &bias, &op()).unwrap();
+                assert_eq!(max_diff(&half, &full), 0.0, "{dt:?} conv, winograd {winograd}");
+            }
+            let xl = randn(14, &[3, 37, 50]);
+            let wl = randn(15, &[21, 50]);
+            let bl = randn(16, &[21]);
+            let rounded = wl.to_dtype(dt).unwrap().to_dtype(DType::F32).unwrap();
+            let half = linear(&xl, &wl.to_dtype(dt).unwrap(), &bl).unwrap();
+            assert_eq!(
+                max_diff(&half, &linear(&xl, &rounded, &bl).unwrap()),
+                0.0,
+                "{dt:?} linear"
+            );
+        }
+        // The widening itself, odd lengths (the F16C loop's tail) included.
+        let v: Vec<half::f16> = (0..37)
+            .map(|i| half::f16::from_f32(i as f32 * 0.37 - 5.0))
+            .collect();
+        let mut out = vec![0f32; 37];
+        widen_f16(&v, &mut out);
+        assert!(v.iter().zip(&out).all(|(a, b)| a.to_f32() == *b));
     }
 
     #[test]

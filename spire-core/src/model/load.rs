@@ -30,6 +30,7 @@ builders!(LoadOptions {
     with_config => config: Option<std::path::PathBuf>,
     with_prediction_type => prediction_type: Option<crate::scheduler::PredictionType>,
     with_fused_kernels => fused_kernels: bool,
+    with_weight_dtype => weight_dtype: Option<DType>,
 });
 
 /// Where and how to load weights: [`LoadOptions::default`] (the CPU, f32) with the `with_*`
@@ -63,6 +64,25 @@ pub struct LoadOptions {
     /// the path a GPU takes — which compute the same function; the parity tests run both ways.
     /// No effect off the CPU or outside f32.
     pub fused_kernels: bool,
+    /// The dtype convolution and linear weights are *kept* in, when it differs from
+    /// [`LoadOptions::dtype`] (`None`: kept in `dtype`). `F16` or `BF16` with `dtype` f32 halves
+    /// the model's memory on the CPU while the arithmetic stays f32: the fused kernels widen
+    /// each layer's weights when it runs (F16C on x86), into one reused buffer; candle's path
+    /// widens them per call. Norms, biases and embeddings stay in `dtype`.
+    pub weight_dtype: Option<DType>,
+}
+
+impl LoadOptions {
+    /// [`Error::InvalidArgument`] unless `weight_dtype` is a float dtype weights can be kept in.
+    pub(crate) fn check_weight_dtype(&self) -> Result<()> {
+        match self.weight_dtype {
+            None | Some(DType::F32 | DType::F16 | DType::BF16) => Ok(()),
+            Some(other) => Err(Error::invalid_arg(
+                "weight_dtype",
+                format!("weights can be kept in f32, f16 or bf16, not {other:?}"),
+            )),
+        }
+    }
 }
 
 impl Default for LoadOptions {
@@ -75,6 +95,7 @@ impl Default for LoadOptions {
             config: None,
             prediction_type: None,
             fused_kernels: super::kernels::fused_default(),
+            weight_dtype: None,
         }
     }
 }
@@ -111,9 +132,12 @@ pub(crate) fn build<T>(
     opts: &LoadOptions,
     f: impl FnOnce(VarBuilder<'static>) -> candle_core::Result<T>,
 ) -> Result<T> {
+    opts.check_weight_dtype()?;
     let vb = var_builder(store, opts.dtype, &opts.device);
-    super::kernels::building_with(opts.fused_kernels, || f(vb))
-        .map_err(|e| Error::model_load(dir, e.to_string()))
+    super::kernels::building_with(opts.fused_kernels, || {
+        super::kernels::building_weights_in(opts.weight_dtype, || f(vb))
+    })
+    .map_err(|e| Error::model_load(dir, e.to_string()))
 }
 
 impl UNet2DConditionModel {

@@ -22,9 +22,9 @@ pub use adaptor::{Adaptor, AdaptorConfig, Fusion, HintMode};
 pub use autoencoder::{Autoencoder, PixelShuffle};
 pub use clip::{ClipTextModel, ClipTextOutput, ClipVisionModel};
 pub use config::{ClipTextConfig, ClipVisionConfig, UNetConfig, VaeConfig};
-pub use kernels::fused_default;
 #[doc(hidden)]
 pub use kernels::fused_dispatches_on_this_thread;
+pub use kernels::{fused_default, keep_weights_in, winograd_default};
 pub use ldm::Generation;
 pub use load::{LoadOptions, SingleFile};
 pub use tokenizer::ClipTokenizer;

@@ -94,9 +94,18 @@ pub(crate) fn conv2d_raw(
     stride: usize,
     padding: usize,
 ) -> Result<Tensor> {
-    if kernels::fast_path(fused, &[xs, weight, bias]) {
+    if kernels::fast_path_weighted(fused, weight, &[xs, bias]) {
         return kernels::conv2d(xs, weight, bias, stride, padding);
     }
+    // Weights stored in another dtype than the activations (`LoadOptions::weight_dtype`) are
+    // widened for candle's operations here; the fused kernels widen them themselves.
+    let widened;
+    let weight = if weight.dtype() != xs.dtype() {
+        widened = weight.to_dtype(xs.dtype())?;
+        &widened
+    } else {
+        weight
+    };
     if xs.device().is_cpu() && xs.dtype() == DType::BF16 {
         // candle 0.11's CPU convolution has no bf16 GEMM (its matmul widens, its conv fails):
         // widen to f32, convolve, round back — bf16 storage, f32 arithmetic. GPUs run bf16.
@@ -142,7 +151,7 @@ pub(crate) fn conv2d(
         },
     )?;
     Ok(Conv2d {
-        weight,
+        weight: kernels::stored_weight(weight)?,
         bias,
         stride,
         padding,
@@ -161,7 +170,7 @@ pub(crate) fn zero_conv2d(
     let weight = vb.get_with_hints((c_out, c_in, k, k), "weight", Init::Const(0.))?;
     let bias = vb.get_with_hints(c_out, "bias", Init::Const(0.))?;
     Ok(Conv2d {
-        weight,
+        weight: kernels::stored_weight(weight)?,
         bias,
         stride: 1,
         padding,
@@ -187,6 +196,12 @@ impl Linear {
         }
     }
 
+    /// As [`Linear::new`], the weight stored as the enclosing load asks
+    /// ([`crate::LoadOptions::weight_dtype`]).
+    fn stored(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
+        Ok(Self::new(kernels::stored_weight(weight)?, bias))
+    }
+
     /// Whether this layer may use the fused CPU kernels (read when it was made).
     pub(crate) fn fused(&self) -> bool {
         self.fused
@@ -196,8 +211,8 @@ impl Linear {
 impl Module for Linear {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let fast = match &self.bias {
-            Some(b) => kernels::fast_path(self.fused, &[xs, &self.weight, b]),
-            None => kernels::fast_path(self.fused, &[xs, &self.weight]),
+            Some(b) => kernels::fast_path_weighted(self.fused, &self.weight, &[xs, b]),
+            None => kernels::fast_path_weighted(self.fused, &self.weight, &[xs]),
         };
         if fast {
             let empty;
@@ -212,17 +227,23 @@ impl Module for Linear {
         }
         // Contiguous input: candle's batched matmul mishandles some strided/broadcast
         // operand combinations (huggingface/candle#3744); `Linear` then folds batch into rows.
-        candle_nn::Linear::new(self.weight.clone(), self.bias.clone()).forward(&xs.contiguous()?)
+        // Weights stored in another dtype (`LoadOptions::weight_dtype`) are widened here.
+        let weight = if self.weight.dtype() != xs.dtype() {
+            self.weight.to_dtype(xs.dtype())?
+        } else {
+            self.weight.clone()
+        };
+        candle_nn::Linear::new(weight, self.bias.clone()).forward(&xs.contiguous()?)
     }
 }
 
 /// `nn.Linear(d_in, d_out)` that a fresh training variable starts at zero (a checkpoint's
 /// values are read as usual).
 pub(crate) fn zero_linear(d_in: usize, d_out: usize, vb: VarBuilder) -> Result<Linear> {
-    Ok(Linear::new(
+    Linear::stored(
         vb.get_with_hints((d_out, d_in), "weight", Init::Const(0.))?,
         Some(vb.get_with_hints(d_out, "bias", Init::Const(0.))?),
-    ))
+    )
 }
 
 /// `nn.Linear(d_in, d_out, bias)`.
@@ -248,7 +269,7 @@ pub(crate) fn linear(d_in: usize, d_out: usize, bias: bool, vb: VarBuilder) -> R
     } else {
         None
     };
-    Ok(Linear::new(weight, bias))
+    Linear::stored(weight, bias)
 }
 
 /// `nn.GroupNorm(groups, channels, eps, affine=True)`.
