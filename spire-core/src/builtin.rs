@@ -197,7 +197,7 @@ pub fn load(bytes: &[u8], name: &str) -> Result<Restorer> {
 pub fn load_with(bytes: &[u8], name: &str, opts: &LoadOptions) -> Result<Restorer> {
     opts.check_weight_dtype()?;
     crate::model::kernels::building_with(opts.fused_kernels, || {
-        crate::model::kernels::building_weights_in(opts.weight_dtype, || load_inner(bytes, name, opts))
+        crate::model::kernels::keep_weights_in(opts.weight_dtype, || load_inner(bytes, name, opts))
     })
 }
 

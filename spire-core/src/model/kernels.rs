@@ -62,11 +62,6 @@ thread_local! {
 /// [`crate::LoadOptions::weight_dtype`] does for loaded models); `None` keeps them as built.
 /// Scopes nest.
 pub fn keep_weights_in<T>(dtype: Option<DType>, f: impl FnOnce() -> T) -> T {
-    building_weights_in(dtype, f)
-}
-
-/// See [`keep_weights_in`].
-pub(crate) fn building_weights_in<T>(dtype: Option<DType>, f: impl FnOnce() -> T) -> T {
     struct Restore(Option<DType>);
     impl Drop for Restore {
         fn drop(&mut self) {
@@ -78,7 +73,7 @@ pub(crate) fn building_weights_in<T>(dtype: Option<DType>, f: impl FnOnce() -> T
 }
 
 /// A convolution or linear weight as a layer created now stores it: converted to the storage
-/// dtype of the enclosing [`building_weights_in`] scope, if any.
+/// dtype of the enclosing [`keep_weights_in`] scope, if any.
 pub(crate) fn stored_weight(w: Tensor) -> Result<Tensor> {
     match WEIGHT_DTYPE.with(|b| b.get()) {
         Some(dt) if dt != w.dtype() => w.to_dtype(dt),
@@ -447,94 +442,58 @@ unsafe fn gemm_capped(
     } else {
         (m, n, 1, dst_rs, lhs, lhs_cs, lhs_rs, rhs, rhs_cs, rhs_rs)
     };
-    let mul_add = |a: f32, b: f32, c: f32| a * b + c;
+    // The driver `gemm` instantiates for each level, with that level's micro-kernels.
+    macro_rules! run {
+        ($simd:expr, $uk:path, $n:expr) => {{
+            use $uk as uk;
+            const N: usize = $n;
+            gemm_basic_generic::<
+                _,
+                f32,
+                N,
+                { uk::MR_DIV_N * N },
+                { uk::NR },
+                { uk::MR_DIV_N },
+                { uk::H_M },
+                { uk::H_N },
+            >(
+                $simd,
+                mm,
+                nn,
+                k,
+                dst,
+                d_cs,
+                d_rs,
+                read_dst,
+                a,
+                a_cs,
+                a_rs,
+                b,
+                b_cs,
+                b_rs,
+                1.0,
+                scale,
+                false,
+                false,
+                false,
+                |a: f32, b: f32, c: f32| a * b + c,
+                &uk::UKR,
+                &uk::H_UKR,
+                false,
+                par,
+            )
+        }};
+    }
     let v3 = if level >= crate::simd::Level::Avx2 {
         gemm_common::simd::V3::try_new()
     } else {
         None
     };
-    if let Some(v3) = v3 {
-        use gemm_f32::microkernel::fma::f32 as uk;
-        const N: usize = 8;
-        // SAFETY: `try_new` checked that the CPU has AVX2 + FMA.
-        unsafe {
-            gemm_basic_generic::<
-                _,
-                f32,
-                N,
-                { uk::MR_DIV_N * N },
-                { uk::NR },
-                { uk::MR_DIV_N },
-                { uk::H_M },
-                { uk::H_N },
-            >(
-                v3,
-                mm,
-                nn,
-                k,
-                dst,
-                d_cs,
-                d_rs,
-                read_dst,
-                a,
-                a_cs,
-                a_rs,
-                b,
-                b_cs,
-                b_rs,
-                1.0,
-                scale,
-                false,
-                false,
-                false,
-                mul_add,
-                &uk::UKR,
-                &uk::H_UKR,
-                false,
-                par,
-            )
-        }
-    } else {
-        use gemm_f32::microkernel::scalar::f32 as uk;
-        const N: usize = 1;
-        // SAFETY: the scalar kernels need no CPU feature.
-        unsafe {
-            gemm_basic_generic::<
-                _,
-                f32,
-                N,
-                { uk::MR_DIV_N * N },
-                { uk::NR },
-                { uk::MR_DIV_N },
-                { uk::H_M },
-                { uk::H_N },
-            >(
-                gemm_common::simd::Scalar,
-                mm,
-                nn,
-                k,
-                dst,
-                d_cs,
-                d_rs,
-                read_dst,
-                a,
-                a_cs,
-                a_rs,
-                b,
-                b_cs,
-                b_rs,
-                1.0,
-                scale,
-                false,
-                false,
-                false,
-                mul_add,
-                &uk::UKR,
-                &uk::H_UKR,
-                false,
-                par,
-            )
-        }
+    match v3 {
+        // SAFETY: `try_new` checked that the CPU has AVX2 + FMA; the pointers are the caller's.
+        Some(v3) => unsafe { run!(v3, gemm_f32::microkernel::fma::f32, 8) },
+        // SAFETY: the scalar kernels need no CPU feature; the pointers are the caller's.
+        None => unsafe { run!(gemm_common::simd::Scalar, gemm_f32::microkernel::scalar::f32, 1) },
     }
 }
 
@@ -635,9 +594,7 @@ impl CustomOp3 for Conv2dOp {
         );
         let mut out = vec![0f32; b * co * n];
         if winograd {
-            for (xb, ob) in x.chunks(ci * h * wd).zip(out.chunks_mut(co * n)) {
-                conv_winograd(xb, &w, bias, ci, co, h, wd, ob);
-            }
+            conv_winograd(x, &w, bias, b, ci, co, h, wd, &mut out);
             return Ok((CpuStorage::F32(out), Shape::from((b, co, oh, ow))));
         }
         let direct = kh == 1 && kw == 1 && s == 1 && p == 0;
@@ -851,38 +808,40 @@ fn wino_output(m: &[f32], bias: f32, h: usize, w: usize, tw: usize, ty0: usize, 
 }
 }
 
-/// One image's 3×3 stride-1 padding-1 convolution by Winograd F(2×2, 3×3): `xb` is `ci × h × w`,
-/// `wt` the kernels (`co × ci × 9`), `ob` the `co × h × w` output (overwritten).
+/// A batch's 3×3 stride-1 padding-1 convolution by Winograd F(2×2, 3×3): `x` is `b × ci × h × w`,
+/// `wt` the kernels (`co × ci × 9`), `out` the `b × co × h × w` output (overwritten).
 ///
 /// Work buffers are bounded whatever the layer: the transformed kernels are made for blocks of
-/// output channels of at most 32 MiB (once per call when one block holds them all), and the
-/// image is done in passes of tile rows whose transformed input and output fit another 32 MiB.
+/// output channels of at most 32 MiB (once per call, for every image of the batch, when one block
+/// holds them all), and each image is done in passes of tile rows whose transformed input and output fit another 32 MiB.
 #[allow(clippy::too_many_arguments)]
 fn conv_winograd(
-    xb: &[f32],
+    x: &[f32],
     wt: &[f32],
     bias: &[f32],
+    b: usize,
     ci: usize,
     co: usize,
     h: usize,
     w: usize,
-    ob: &mut [f32],
+    out: &mut [f32],
 ) {
-    conv_winograd_within(8 << 20, xb, wt, bias, ci, co, h, w, ob)
+    conv_winograd_within(8 << 20, x, wt, bias, b, ci, co, h, w, out)
 }
 
 /// [`conv_winograd`] with each work buffer bounded by `budget` floats.
 #[allow(clippy::too_many_arguments)]
 fn conv_winograd_within(
     budget: usize,
-    xb: &[f32],
+    x: &[f32],
     wt: &[f32],
     bias: &[f32],
+    b: usize,
     ci: usize,
     co: usize,
     h: usize,
     w: usize,
-    ob: &mut [f32],
+    out: &mut [f32],
 ) {
     let (th, tw) = (h.div_ceil(2), w.div_ceil(2));
     let cob = (budget / (16 * ci).max(1)).clamp(1, co);
@@ -900,65 +859,67 @@ fn conv_winograd_within(
         transform(&mut u, 0, co);
     }
     let pw = 2 * tw + 2;
-    let mut ty0 = 0;
-    while ty0 < th {
-        let r = rows.min(th - ty0);
-        let tc = r * tw;
-        v[..16 * ci * tc]
-            .par_chunks_mut(16 * tc)
-            .enumerate()
-            .for_each_init(
-                || vec![0f32; 8 * pw],
-                |pad, (c, vc)| wino_input(&xb[c * h * w..(c + 1) * h * w], h, w, tw, ty0, r, vc, pad),
-            );
-        for o0 in (0..co).step_by(cob) {
-            let n = cob.min(co - o0);
-            if cob < co {
-                transform(&mut u, o0, n);
-            }
-            let (mp, vp) = (SendPtr(m.as_mut_ptr()), SendPtr(v.as_ptr() as *mut f32));
-            let up = SendPtr(u.as_ptr() as *mut f32);
-            crate::profile::gemm_timed(|| {
-                (0..16).into_par_iter().for_each(|xi| {
-                    let (mp, vp, up) = (mp, vp, up);
-                    // SAFETY: position ξ's matrices: U rows n (stride 16·ci) × ci; V rows ci
-                    // (stride 16·tc) × tc; M rows n (stride 16·tc) × tc, disjoint across ξ.
-                    unsafe {
-                        gemm_at_level(
-                            n,
-                            tc,
-                            ci,
-                            mp.0.add(xi * tc),
-                            (16 * tc) as isize,
-                            false,
-                            up.0.add(xi * ci),
-                            ((16 * ci) as isize, 1),
-                            vp.0.add(xi * tc),
-                            ((16 * tc) as isize, 1),
-                            1.0,
-                            gemm::Parallelism::None,
-                        )
-                    }
-                })
-            });
-            let m = &m[..16 * n * tc];
-            ob[o0 * h * w..(o0 + n) * h * w]
-                .par_chunks_mut(h * w)
+    for (xb, ob) in x.chunks(ci * h * w).zip(out.chunks_mut(co * h * w)).take(b) {
+        let mut ty0 = 0;
+        while ty0 < th {
+            let r = rows.min(th - ty0);
+            let tc = r * tw;
+            v[..16 * ci * tc]
+                .par_chunks_mut(16 * tc)
                 .enumerate()
-                .for_each(|(o, oc)| {
-                    wino_output(
-                        &m[o * 16 * tc..(o + 1) * 16 * tc],
-                        bias[o0 + o],
-                        h,
-                        w,
-                        tw,
-                        ty0,
-                        r,
-                        oc,
-                    )
+                .for_each_init(
+                    || vec![0f32; 8 * pw],
+                    |pad, (c, vc)| wino_input(&xb[c * h * w..(c + 1) * h * w], h, w, tw, ty0, r, vc, pad),
+                );
+            for o0 in (0..co).step_by(cob) {
+                let n = cob.min(co - o0);
+                if cob < co {
+                    transform(&mut u, o0, n);
+                }
+                let (mp, vp) = (SendPtr(m.as_mut_ptr()), SendPtr(v.as_ptr() as *mut f32));
+                let up = SendPtr(u.as_ptr() as *mut f32);
+                crate::profile::gemm_timed(|| {
+                    (0..16).into_par_iter().for_each(|xi| {
+                        let (mp, vp, up) = (mp, vp, up);
+                        // SAFETY: position ξ's matrices: U rows n (stride 16·ci) × ci; V rows ci
+                        // (stride 16·tc) × tc; M rows n (stride 16·tc) × tc, disjoint across ξ.
+                        unsafe {
+                            gemm_at_level(
+                                n,
+                                tc,
+                                ci,
+                                mp.0.add(xi * tc),
+                                (16 * tc) as isize,
+                                false,
+                                up.0.add(xi * ci),
+                                ((16 * ci) as isize, 1),
+                                vp.0.add(xi * tc),
+                                ((16 * tc) as isize, 1),
+                                1.0,
+                                gemm::Parallelism::None,
+                            )
+                        }
+                    })
                 });
+                let m = &m[..16 * n * tc];
+                ob[o0 * h * w..(o0 + n) * h * w]
+                    .par_chunks_mut(h * w)
+                    .enumerate()
+                    .for_each(|(o, oc)| {
+                        wino_output(
+                            &m[o * 16 * tc..(o + 1) * 16 * tc],
+                            bias[o0 + o],
+                            h,
+                            w,
+                            tw,
+                            ty0,
+                            r,
+                            oc,
+                        )
+                    });
+            }
+            ty0 += r;
         }
-        ty0 += r;
     }
 }
 
@@ -1608,24 +1569,28 @@ mod tests {
                 "case {i}: vs im2col {d_im2col}, vs candle {d_candle} (tol {tol})"
             );
         }
-        // Small work-buffer budgets: blocks of output channels (the last one partial) and
-        // single-tile-row passes give the same result as one block and one pass.
+        // A batch of two with small work-buffer budgets: blocks of output channels (the last one
+        // partial) and single-tile-row passes give the same result as one block and one pass.
         let (ci, co, h, w) = (6, 11, 13, 18);
-        let x: Vec<f32> = randn(20, &[ci, h, w]).flatten_all().unwrap().to_vec1().unwrap();
+        let x: Vec<f32> = randn(20, &[2, ci, h, w])
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         let wt: Vec<f32> = randn(21, &[co, ci, 3, 3])
             .flatten_all()
             .unwrap()
             .to_vec1()
             .unwrap();
         let bias: Vec<f32> = randn(22, &[co]).to_vec1().unwrap();
-        let mut whole = vec![0f32; co * h * w];
-        conv_winograd_within(1 << 20, &x, &wt, &bias, ci, co, h, w, &mut whole);
+        let mut whole = vec![0f32; 2 * co * h * w];
+        conv_winograd_within(1 << 20, &x, &wt, &bias, 2, ci, co, h, w, &mut whole);
         for budget in [16 * ci * 4, 16 * ci * 3 + 5, 1] {
-            let mut parts = vec![0f32; co * h * w];
-            conv_winograd_within(budget, &x, &wt, &bias, ci, co, h, w, &mut parts);
+            let mut parts = vec![0f32; 2 * co * h * w];
+            conv_winograd_within(budget, &x, &wt, &bias, 2, ci, co, h, w, &mut parts);
             assert_eq!(parts, whole, "budget {budget}");
         }
-        let want: Vec<f32> = Tensor::from_vec(x, (1, ci, h, w), &Device::Cpu)
+        let want: Vec<f32> = Tensor::from_vec(x, (2, ci, h, w), &Device::Cpu)
             .unwrap()
             .conv2d(
                 &Tensor::from_vec(wt, (co, ci, 3, 3), &Device::Cpu).unwrap(),

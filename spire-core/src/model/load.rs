@@ -135,7 +135,7 @@ pub(crate) fn build<T>(
     opts.check_weight_dtype()?;
     let vb = var_builder(store, opts.dtype, &opts.device);
     super::kernels::building_with(opts.fused_kernels, || {
-        super::kernels::building_weights_in(opts.weight_dtype, || f(vb))
+        super::kernels::keep_weights_in(opts.weight_dtype, || f(vb))
     })
     .map_err(|e| Error::model_load(dir, e.to_string()))
 }
