@@ -2,7 +2,7 @@
 """The model benchmark: spire (candle) against diffusers/PyTorch on the same shapes.
 
     venv/bin/python scripts/bench_models.py [--runs 3] [--threads 2] [--models unet,vae]
-        [--simd avx512,avx2] [--variants default,im2col,f16]
+        [--simd avx512,avx2] [--variants default,im2col,f16]   # PyTorch capped alike
         [--sdcpp BUILD/bin/sd-cli --sdcpp-model f32.safetensors,f16.safetensors --sdcpp-args ';--diffusion-fa']
 
 Each measurement runs in its own process (so peak RSS is per implementation and model):
@@ -68,7 +68,18 @@ def torch_bench(model: str, runs: int, threads: int):
     print(json.dumps({"impl": "pytorch", "model": name, "runs": runs, "min_s": round(secs[0], 3),
                       "median_s": round(secs[len(secs) // 2], 3), "init_s": round(init, 2),
                       "peak_rss_mib": round(rss), "threads": threads,
-                      "torch": torch.__version__}))
+                      "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                      "isa_caps": {k: v for k, v in os.environ.items() if k in TORCH_CAPS["avx2"]}}))
+
+
+# How PyTorch is capped to what it runs on a CPU without AVX-512, so an `--simd avx2` row compares
+# like with like on one machine: ATen's vectorised kernels (ATEN_CPU_CAPABILITY), oneDNN's
+# convolutions (ONEDNN_MAX_CPU_ISA) and MKL's GEMMs under the linear layers
+# (MKL_ENABLE_INSTRUCTIONS). The JSON row reports torch's own reading of its capability.
+TORCH_CAPS = {
+    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+    "baseline": {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"},
+}
 
 
 def run_json(cmd, env=None) -> dict:
@@ -83,8 +94,8 @@ def profile_tables(rows) -> str:
     """Per model: seconds per forward pass by kernel kind (share of the pass) for every spire
     configuration, then the ten costliest shapes of the first configuration."""
     out = []
-    for model in dict.fromkeys(s["model"] for s, _ in rows):
-        runs = [s for s, _ in rows if s["model"] == model and s["profile_rows"]]
+    for model in dict.fromkeys(s["model"] for s, *_ in rows):
+        runs = [s for s, *_ in rows if s["model"] == model and s["profile_rows"]]
         if not runs:
             continue
         cols = [f"{s.get('simd')} {s['variant']}" for s in runs]
@@ -116,7 +127,8 @@ def profile_tables(rows) -> str:
 
 # spire configurations: environment and arguments of `bench_models`.
 VARIANTS = {
-    "default": ({}, []),                          # Winograd 3×3 convolutions, f32 weights
+    "default": ({}, []),                          # Winograd 3×3 convolutions (F(4×4) on large maps), f32 weights
+    "wino2": ({"SPIRE_WINOGRAD": "2"}, []),       # Winograd F(2×2, 3×3) only
     "im2col": ({"SPIRE_WINOGRAD": "0"}, []),      # every convolution as im2col + GEMM (before Winograd)
     "f16": ({}, ["--weights", "f16"]),            # convolution/linear weights kept in f16
     "bf16": ({}, ["--weights", "bf16"]),
@@ -158,7 +170,7 @@ def main():
     ap.add_argument("--models", default="unet,vae")
     ap.add_argument("--simd", default="",
                     help="SPIRE_SIMD levels to run spire at, e.g. avx512,avx2 (default: the CPU's best); "
-                         "they cap the fused kernels and their GEMMs")
+                         "they cap the fused kernels and their GEMMs, and PyTorch is run capped alike (TORCH_CAPS)")
     ap.add_argument("--variants", default="default",
                     help="spire configurations, comma-separated: " + ", ".join(VARIANTS))
     ap.add_argument("--sdcpp", help="stable-diffusion.cpp's sd-cli: adds its rows (shared/tools/sdcpp-anchor builds it)")
@@ -185,10 +197,13 @@ def main():
             raise SystemExit(f"unknown variant {v!r} ({', '.join(VARIANTS)})")
     torch_rows = {}
     for model in a.models.split(","):
-        p = run_json([sys.executable, __file__, "--torch", model, "--runs", str(a.runs), "--threads", str(a.threads)])
-        torch_rows[model] = p
-        print(json.dumps(p), flush=True)
         for level in levels:
+            # PyTorch at the same instruction-set cap as spire (its best code when uncapped).
+            tenv = dict(os.environ, **TORCH_CAPS.get(level, {}))
+            p = run_json([sys.executable, __file__, "--torch", model, "--runs", str(a.runs), "--threads", str(a.threads)], tenv)
+            if level not in TORCH_CAPS:
+                torch_rows.setdefault(model, p)
+            print(json.dumps({k: x for k, x in p.items() if k != "profile_rows"}), flush=True)
             for v in variants:
                 venv, vargs = VARIANTS[v]
                 e = dict(env, **venv)
@@ -196,7 +211,7 @@ def main():
                     e["SPIRE_SIMD"] = level
                 s = run_json([str(ROOT / "target/release/examples/bench_models"), model, "--runs", str(a.runs), *vargs], e)
                 s["variant"] = v
-                rows.append((s, p))
+                rows.append((s, p, model))
                 print(json.dumps({k: x for k, x in s.items() if k != "profile_rows"}), flush=True)
     sd_rows = []
     if a.sdcpp:
@@ -206,11 +221,13 @@ def main():
                 sd_rows.append(r)
                 print(json.dumps(r), flush=True)
     print()
-    print("| model | spire SIMD | spire variant | spire s | PyTorch s | time ratio | spire peak RSS MiB | PyTorch peak RSS MiB | RSS ratio |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for s, p in rows:
-        print(f"| {s['model']} | {s.get('simd', '?')} | {s['variant']} | {s['median_s']:.2f} | {p['median_s']:.2f} "
-              f"| {s['median_s'] / p['median_s']:.2f}× | {s['peak_rss_mib']:.0f} | {p['peak_rss_mib']:.0f} "
+    print("| model | SIMD (spire / PyTorch) | spire variant | spire s | PyTorch s | time ratio | vs PyTorch uncapped | spire peak RSS MiB | PyTorch peak RSS MiB | RSS ratio |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for s, p, model in rows:
+        best = torch_rows.get(model)
+        vs_best = f"{s['median_s'] / best['median_s']:.2f}×" if best else "—"
+        print(f"| {s['model']} | {s.get('simd', '?')} / {p.get('cpu_capability', '?')} | {s['variant']} | {s['median_s']:.2f} | {p['median_s']:.2f} "
+              f"| {s['median_s'] / p['median_s']:.2f}× | {vs_best} | {s['peak_rss_mib']:.0f} | {p['peak_rss_mib']:.0f} "
               f"| {s['peak_rss_mib'] / p['peak_rss_mib']:.2f}× |")
     if sd_rows:
         print()
@@ -221,7 +238,7 @@ def main():
             ru = f"{r['unet_eval_s'] / pu['median_s']:.2f}×" if pu else "—"
             rv = f"{r['vae_decode_s'] / pv['median_s']:.2f}×" if pv else "—"
             print(f"| {r['model_file']} {r['args']} | {r['unet_eval_s']:.2f} | {ru} | {r['vae_decode_s']:.2f} | {rv} | {r['peak_rss_mib']} |")
-    print(f"\n{a.threads} threads, median of {a.runs} runs after one warm-up; torch {next(iter(torch_rows.values())).get('torch')}")
+    print(f"\n{a.threads} threads, median of {a.runs} runs after one warm-up; torch {rows[0][1].get('torch') if rows else '?'}")
     if a.profile:
         print()
         print(profile_tables(rows))

@@ -113,7 +113,7 @@ fn report(name: &str, secs: &[f64], load_s: f64, weights: &str) {
     let mut s = secs.to_vec();
     s.sort_by(f64::total_cmp);
     println!(
-        "{{\"impl\":\"spire\",\"model\":\"{name}\",\"runs\":{},\"min_s\":{:.3},\"median_s\":{:.3},\"init_s\":{:.2},\"peak_rss_mib\":{:.0},\"threads\":{},\"simd\":\"{}\",\"winograd\":{},\"weights\":\"{}\"}}",
+        "{{\"impl\":\"spire\",\"model\":\"{name}\",\"runs\":{},\"min_s\":{:.3},\"median_s\":{:.3},\"init_s\":{:.2},\"peak_rss_mib\":{:.0},\"threads\":{},\"simd\":\"{}\",\"winograd\":{},\"winograd4\":{},\"weights\":\"{}\"}}",
         s.len(),
         s[0],
         s[s.len() / 2],
@@ -122,6 +122,7 @@ fn report(name: &str, secs: &[f64], load_s: f64, weights: &str) {
         std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all".into()),
         spire_core::simd::level().name(),
         spire_core::model::winograd_default(),
+        spire_core::model::winograd4_default(),
         weights
     );
 }

@@ -1,5 +1,5 @@
-//! Fused f32 CPU kernels for the inference hot path: 2-D convolution (im2col + one GEMM per
-//! output tile, bias fused), GroupNorm (one pass for statistics, optional fused SiLU), linear
+//! Fused f32 CPU kernels for the inference hot path: 2-D convolution (3×3 as Winograd F(4×4, 3×3)
+//! or F(2×2, 3×3), others as im2col + one GEMM per output tile, bias fused), GroupNorm (one pass for statistics, optional fused SiLU), linear
 //! layers (bias fused into the GEMM), GEGLU, and attention (query blocks: GEMM, softmax in
 //! place, GEMM, with bounded scratch memory).
 //!
@@ -277,7 +277,8 @@ fn threads() -> usize {
     candle_core::utils::get_num_threads().max(1)
 }
 
-/// `exp(x)` to about 2 ulp (Cephes polynomial), branch-free so loops vectorise.
+/// `exp(x)` to about 2 ulp (Cephes polynomial), branch-free so loops vectorise. Above 88.37 it
+/// returns +inf (f32 itself overflows at 88.72); below -87.3 the smallest normal float's order.
 #[inline(always)]
 pub(crate) fn exp(x: f32) -> f32 {
     let x = x.clamp(-87.3, 88.7);
@@ -291,7 +292,10 @@ pub(crate) fn exp(x: f32) -> f32 {
     p = p.mul_add(r, 0.166_666_65);
     p = p.mul_add(r, 0.5);
     let e = (p * r).mul_add(r, r) + 1.0;
-    e * f32::from_bits(((n as i32 + 127) << 23) as u32)
+    // 2^n from the bits of n + 127 + 2^23 (exact: n + 127 is an integer in 1..=255), not an
+    // `as i32` conversion: that saturates, and LLVM turns it into one scalar conversion per
+    // lane, which stopped every loop around `exp` from vectorising (softmax ran 3.7× slower).
+    e * f32::from_bits((n + (127.0 + 8_388_608.0)).to_bits() << 23)
 }
 
 /// `erf(x)`, Abramowitz & Stegun 7.1.26 (absolute error below 1.5e-7).
@@ -506,6 +510,8 @@ struct Conv2dOp {
     padding: usize,
     /// Whether a 3×3 stride-1 padding-1 convolution of a large enough image may use Winograd.
     winograd: bool,
+    /// Whether it may use F(4×4, 3×3) where that pays (else only F(2×2, 3×3)).
+    winograd4: bool,
 }
 
 simd! {
@@ -545,6 +551,31 @@ fn im2col_rows(
 }
 }
 
+impl Conv2dOp {
+    /// The Winograd variant for a convolution of this geometry `(kh, kw, stride, padding)`,
+    /// channels and output size, if any: F(4×4) for large outputs whose transformed kernels fit
+    /// one work buffer (so they are transformed once per call), F(2×2) for the other outputs of
+    /// 16×16 pixels or more, none for smaller ones and other geometries.
+    fn winograd_tile(
+        &self,
+        geometry: (usize, usize, usize, usize),
+        (ci, co): (usize, usize),
+        oh: usize,
+        ow: usize,
+    ) -> Option<Wino> {
+        if !self.winograd || geometry != (3, 3, 1, 1) {
+            None
+        } else if self.winograd4
+            && oh.div_ceil(4) * ow.div_ceil(4) >= WINOGRAD4_MIN_TILES
+            && Wino::F4.positions() * ci * co <= WINOGRAD_BUDGET
+        {
+            Some(Wino::F4)
+        } else {
+            (oh.div_ceil(2) * ow.div_ceil(2) >= WINOGRAD_MIN_TILES).then_some(Wino::F2)
+        }
+    }
+}
+
 impl CustomOp3 for Conv2dOp {
     fn name(&self) -> &'static str {
         "spire-conv2d"
@@ -578,11 +609,10 @@ impl CustomOp3 for Conv2dOp {
         let oh = (h + 2 * p - kh) / s + 1;
         let ow = (wd + 2 * p - kw) / s + 1;
         let (n, k) = (oh * ow, ci * kh * kw);
-        let winograd = self.winograd
-            && (kh, kw, s, p) == (3, 3, 1, 1)
-            && oh.div_ceil(2) * ow.div_ceil(2) >= WINOGRAD_MIN_TILES;
+        let winograd = self.winograd_tile((kh, kw, s, p), (ci, co), oh, ow);
         let kind = match (kh, kw, s) {
-            (3, 3, 1) if winograd => "conv3x3 winograd",
+            (3, 3, 1) if winograd == Some(Wino::F4) => "conv3x3 winograd4",
+            (3, 3, 1) if winograd.is_some() => "conv3x3 winograd",
             (3, 3, 1) => "conv3x3",
             (1, 1, 1) => "conv1x1",
             _ => "conv",
@@ -593,8 +623,8 @@ impl CustomOp3 for Conv2dOp {
             2.0 * (b * co * n * k) as f64,
         );
         let mut out = vec![0f32; b * co * n];
-        if winograd {
-            conv_winograd(x, &w, bias, b, ci, co, h, wd, &mut out);
+        if let Some(tile) = winograd {
+            conv_winograd(tile, x, &w, bias, b, ci, co, h, wd, &mut out);
             return Ok((CpuStorage::F32(out), Shape::from((b, co, oh, ow))));
         }
         let direct = kh == 1 && kw == 1 && s == 1 && p == 0;
@@ -613,9 +643,9 @@ impl CustomOp3 for Conv2dOp {
         for bi in 0..b {
             let xb = &x[bi * ci * h * wd..(bi + 1) * ci * h * wd];
             let ob = &mut out[bi * co * n..(bi + 1) * co * n];
-            for (c, row) in ob.chunks_mut(n).enumerate() {
-                row.fill(bias[c]);
-            }
+            ob.par_chunks_mut(n)
+                .enumerate()
+                .for_each(|(c, row)| row.fill(bias[c]));
             let mut oy0 = 0;
             while oy0 < oh {
                 let r = rows.min(oh - oy0);
@@ -655,7 +685,7 @@ impl CustomOp3 for Conv2dOp {
 }
 
 // ------------------------------------------------------------------------------------------
-// Winograd F(2×2, 3×3)
+// Winograd F(2×2, 3×3) and F(4×4, 3×3)
 // ------------------------------------------------------------------------------------------
 //
 // A 3×3, stride-1, padding-1 convolution computed on 2×2 output tiles (Lavin & Gray 2016):
@@ -671,20 +701,47 @@ impl CustomOp3 for Conv2dOp {
 /// im2col, 8×8 (16 tiles) 1.4× slower — the kernel transform no longer pays off.
 const WINOGRAD_MIN_TILES: usize = 64;
 
-/// Whether 3×3 stride-1 padding-1 convolutions may use Winograd F(2×2, 3×3): yes unless
-/// `SPIRE_WINOGRAD` is `0`, `off`, `false` or `no` (read once; the benchmarks time both).
-pub fn winograd_default() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| {
-        !matches!(
-            std::env::var("SPIRE_WINOGRAD")
-                .unwrap_or_default()
-                .trim()
-                .to_ascii_lowercase()
-                .as_str(),
-            "0" | "off" | "false" | "no"
-        )
+/// F(4×4, 3×3) is used when the output has at least this many 4×4 tiles (64×64 pixels) and its
+/// transformed kernels (36 per kernel, 2.25× F(2×2)'s, made on every call) fit one work buffer;
+/// other images take F(2×2, 3×3). Measured (AVX-512, 2 threads): the SD UNet's 320-channel
+/// 64×64 layers ran 25 % faster than with F(2×2) and its 640-channel 32×32 ones no faster; in
+/// the VAE decoder the 128- and 256-channel layers 20–35 % faster, the 512-channel ones (whose
+/// kernels took two blocks, transformed again for every pass of tile rows) 20–55 % slower.
+/// See docs/performance.md.
+const WINOGRAD4_MIN_TILES: usize = 256;
+
+/// Each Winograd work buffer's bound, in floats (32 MiB).
+const WINOGRAD_BUDGET: usize = 8 << 20;
+
+/// `SPIRE_WINOGRAD`, read once: `0`/`off`/`false`/`no` turns Winograd off, `2` keeps it to
+/// F(2×2, 3×3); anything else (or unset) allows both (the benchmarks and tests time all three).
+fn winograd_setting() -> &'static str {
+    static SETTING: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SETTING.get_or_init(|| {
+        match std::env::var("SPIRE_WINOGRAD")
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "0" | "off" | "false" | "no" => "off",
+            "2" => "f2",
+            _ => "on",
+        }
+        .to_string()
     })
+}
+
+/// Whether 3×3 stride-1 padding-1 convolutions may use Winograd: yes unless `SPIRE_WINOGRAD` is
+/// `0`, `off`, `false` or `no`.
+pub fn winograd_default() -> bool {
+    winograd_setting() != "off"
+}
+
+/// Whether large images may use Winograd F(4×4, 3×3) (else F(2×2, 3×3) only): yes unless
+/// `SPIRE_WINOGRAD` is `2` or turns Winograd off.
+pub fn winograd4_default() -> bool {
+    winograd_setting() == "on"
 }
 
 #[derive(Clone, Copy)]
@@ -694,23 +751,58 @@ unsafe impl Send for SendPtr {}
 // SAFETY: as above.
 unsafe impl Sync for SendPtr {}
 
-/// `U = G g Gᵀ` for every input channel of one output channel: `g` is `ci × 9`, `u` is
-/// `16 × ci` (position-major, so each position's matrix is a strided GEMM operand).
-fn wino_weights(g: &[f32], ci: usize, u: &mut [f32]) {
+/// `G·(a, b, d)` for F(2×2, 3×3).
+#[inline(always)]
+fn wino2_g(a: f32, b: f32, d: f32) -> [f32; 4] {
+    [a, 0.5 * (a + b + d), 0.5 * (a - b + d), d]
+}
+
+/// `U = G g Gᵀ` for every input channel of one output channel, `A` = 4 (F(2×2)) or 6
+/// (F(4×4)) with `gf` = G applied to one column: `g` is `ci × 9`, `u` is `A² × ci`
+/// (position-major, so each position's matrix is a strided GEMM operand). One channel at a
+/// time: the A² stores per channel go to A² streams that each advance by one float, which the
+/// write-combining buffers absorb (a 16-channel vectorised version with a transposed copy of
+/// `g` measured 2.5–5× slower).
+#[inline(always)]
+fn wino_weights_with<const A: usize>(
+    g: &[f32],
+    ci: usize,
+    u: &mut [f32],
+    gf: impl Fn(f32, f32, f32) -> [f32; A],
+) {
+    for (c, k) in g.chunks_exact(9).take(ci).enumerate() {
+        // Columns of G g (A × 3), then each row of it times Gᵀ.
+        let cols = [gf(k[0], k[3], k[6]), gf(k[1], k[4], k[7]), gf(k[2], k[5], k[8])];
+        for i in 0..A {
+            for (j, v) in gf(cols[0][i], cols[1][i], cols[2][i]).into_iter().enumerate() {
+                u[(A * i + j) * ci + c] = v;
+            }
+        }
+    }
+}
+
+/// `U = G g Gᵀ` for one output channel's kernels `g` (`ci × 9`), into `u` (`np × ci`).
+fn wino_weights(tile: Wino, g: &[f32], ci: usize, u: &mut [f32]) {
+    match tile {
+        Wino::F2 => wino2_weights(g, ci, u),
+        Wino::F4 => wino_weights_with(g, ci, u, wino4_g),
+    }
+}
+
+/// [`wino_weights`] for F(2×2, 3×3), written out (measured faster than the generic form).
+fn wino2_weights(g: &[f32], ci: usize, u: &mut [f32]) {
     for c in 0..ci {
         let k = &g[c * 9..c * 9 + 9];
         // Rows of G g (4 × 3).
         let mut gg = [[0f32; 3]; 4];
         for j in 0..3 {
-            let (a, b, d) = (k[j], k[3 + j], k[6 + j]);
-            gg[0][j] = a;
-            gg[1][j] = 0.5 * (a + b + d);
-            gg[2][j] = 0.5 * (a - b + d);
-            gg[3][j] = d;
+            gg[0][j] = k[j];
+            gg[1][j] = 0.5 * (k[j] + k[3 + j] + k[6 + j]);
+            gg[2][j] = 0.5 * (k[j] - k[3 + j] + k[6 + j]);
+            gg[3][j] = k[6 + j];
         }
         for (i, r) in gg.iter().enumerate() {
-            let row = [r[0], 0.5 * (r[0] + r[1] + r[2]), 0.5 * (r[0] - r[1] + r[2]), r[2]];
-            for (j, v) in row.into_iter().enumerate() {
+            for (j, v) in wino2_g(r[0], r[1], r[2]).into_iter().enumerate() {
                 u[(4 * i + j) * ci + c] = v;
             }
         }
@@ -808,14 +900,171 @@ fn wino_output(m: &[f32], bias: f32, h: usize, w: usize, tw: usize, ty0: usize, 
 }
 }
 
-/// A batch's 3×3 stride-1 padding-1 convolution by Winograd F(2×2, 3×3): `x` is `b × ci × h × w`,
-/// `wt` the kernels (`co × ci × 9`), `out` the `b × co × h × w` output (overwritten).
+// Winograd F(4×4, 3×3): the same scheme on 4×4 output tiles from 6×6 input patches, 36
+// positions ξ — 4× fewer multiply-adds than im2col (F(2×2, 3×3): 2.25×) and a transformed input
+// 2.25× the input's size instead of 4×. Its transforms use the points 0, ±1, ±2, ∞, so the
+// constants reach 8 (output) and 5 (input) and the rounding error grows with them; measured
+// against im2col in `winograd_equals_im2col_and_candle` and through diffusers' models in the
+// parity tests.
+//   Bᵀ = [4 0 −5 0 1 0; 0 −4 −4 1 1 0; 0 4 −4 −1 1 0; 0 −2 −1 2 1 0; 0 2 −1 −2 1 0; 0 4 0 −5 0 1]
+//   G  = [¼ 0 0; −⅙ −⅙ −⅙; −⅙ ⅙ −⅙; 1/24 1/12 ⅙; 1/24 −1/12 ⅙; 0 0 1]
+//   Aᵀ = [1 1 1 1 1 0; 0 1 −1 2 −2 0; 0 1 1 4 4 0; 0 1 −1 8 −8 1]
+
+/// `G·(a, b, d)` for F(4×4, 3×3).
+#[inline(always)]
+fn wino4_g(a: f32, b: f32, d: f32) -> [f32; 6] {
+    const S6: f32 = 1.0 / 6.0;
+    const S12: f32 = 1.0 / 12.0;
+    const S24: f32 = 1.0 / 24.0;
+    [
+        0.25 * a,
+        -S6 * (a + b + d),
+        -S6 * (a - b + d),
+        S24 * a + S12 * b + S6 * d,
+        S24 * a - S12 * b + S6 * d,
+        d,
+    ]
+}
+
+/// `Bᵀ·(d0 … d5)` for F(4×4, 3×3).
+#[inline(always)]
+fn wino4_b(d: [f32; 6]) -> [f32; 6] {
+    [
+        4.0 * d[0] - 5.0 * d[2] + d[4],
+        -4.0 * (d[1] + d[2]) + d[3] + d[4],
+        4.0 * (d[1] - d[2]) - d[3] + d[4],
+        2.0 * (d[3] - d[1]) - d[2] + d[4],
+        2.0 * (d[1] - d[3]) - d[2] + d[4],
+        4.0 * d[1] - 5.0 * d[3] + d[5],
+    ]
+}
+
+/// `Aᵀ·(m0 … m5)` for F(4×4, 3×3).
+#[inline(always)]
+fn wino4_a(m: [f32; 6]) -> [f32; 4] {
+    let (s12, d12, s34, d34) = (m[1] + m[2], m[1] - m[2], m[3] + m[4], m[3] - m[4]);
+    [
+        m[0] + s12 + s34,
+        d12 + 2.0 * d34,
+        s12 + 4.0 * s34,
+        d12 + 8.0 * d34 + m[5],
+    ]
+}
+
+// `V = Bᵀ d B` (F(4×4, 3×3)) for the tiles of tile rows `ty0..ty0 + rows` of one input channel
+// `xc` (`h × w`): `v` is `36 × tc` (tc = rows · tw), written position-major; `pad` holds
+// 12 rows of `4·tw + 2`.
+simd! {
+fn wino4_input(xc: &[f32], h: usize, w: usize, tw: usize, ty0: usize, rows: usize, v: &mut [f32], pad: &mut [f32]) {
+    let tc = rows * tw;
+    let pw = 4 * tw + 2;
+    let (d, c) = pad.split_at_mut(6 * pw);
+    for ty in ty0..ty0 + rows {
+        // The six input rows of this tile row, zero-padded: padded column j is input x = j − 1.
+        for (i, row) in d.chunks_exact_mut(pw).enumerate() {
+            let iy = (4 * ty + i) as isize - 1;
+            if iy < 0 || iy >= h as isize {
+                row.fill(0.0);
+            } else {
+                row[0] = 0.0;
+                row[1..=w].copy_from_slice(&xc[iy as usize * w..(iy as usize + 1) * w]);
+                row[w + 1..].fill(0.0);
+            }
+        }
+        // Bᵀ d along the rows.
+        {
+            let dr: [&[f32]; 6] = std::array::from_fn(|i| &d[i * pw..(i + 1) * pw]);
+            let mut it = c.chunks_exact_mut(pw);
+            let mut cr: [&mut [f32]; 6] = std::array::from_fn(|_| it.next().unwrap_or_default());
+            for x in 0..pw {
+                let t = wino4_b([dr[0][x], dr[1][x], dr[2][x], dr[3][x], dr[4][x], dr[5][x]]);
+                for (row, tv) in cr.iter_mut().zip(t) {
+                    row[x] = tv;
+                }
+            }
+        }
+        // (Bᵀ d) B along the columns, tile by tile.
+        let t0 = (ty - ty0) * tw;
+        for (i, ci) in c.chunks_exact(pw).enumerate() {
+            let mut it = v[6 * i * tc..(6 * i + 6) * tc].chunks_exact_mut(tc);
+            let mut vr: [&mut [f32]; 6] = std::array::from_fn(|_| it.next().unwrap_or_default());
+            for tx in 0..tw {
+                let e = &ci[4 * tx..4 * tx + 6];
+                let t = wino4_b([e[0], e[1], e[2], e[3], e[4], e[5]]);
+                for (row, tv) in vr.iter_mut().zip(t) {
+                    row[t0 + tx] = tv;
+                }
+            }
+        }
+    }
+}
+}
+
+// `Y = Aᵀ M A` (F(4×4, 3×3)) plus the bias for the tiles of tile rows `ty0..ty0 + rows` of one
+// output channel: `m` is `36 × tc` position-major, `out` the channel's `h × w` plane.
+simd! {
+fn wino4_output(m: &[f32], bias: f32, h: usize, w: usize, tw: usize, ty0: usize, rows: usize, out: &mut [f32]) {
+    let tc = rows * tw;
+    for ty in ty0..ty0 + rows {
+        let t0 = (ty - ty0) * tw;
+        let p: [&[f32]; 36] = std::array::from_fn(|xi| &m[xi * tc + t0..xi * tc + t0 + tw]);
+        let oy = 4 * ty;
+        let nr = (h - oy).min(4);
+        #[allow(clippy::needless_range_loop)] // `tx` indexes all 36 position slices
+        for tx in 0..tw {
+            // Aᵀ M (4 × 6), then each row times A.
+            let mut am = [[0f32; 6]; 4];
+            for j in 0..6 {
+                let col = wino4_a([p[j][tx], p[6 + j][tx], p[12 + j][tx], p[18 + j][tx], p[24 + j][tx], p[30 + j][tx]]);
+                for (r, cv) in col.into_iter().enumerate() {
+                    am[r][j] = cv;
+                }
+            }
+            let ox = 4 * tx;
+            let nc = (w - ox).min(4);
+            for (r, row) in am.iter().take(nr).enumerate() {
+                let y = wino4_a(*row).map(|y| y + bias);
+                out[(oy + r) * w + ox..(oy + r) * w + ox + nc].copy_from_slice(&y[..nc]);
+            }
+        }
+    }
+}
+}
+
+/// A Winograd variant: output tiles of 2×2 or 4×4 pixels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wino {
+    /// F(2×2, 3×3): 16 positions.
+    F2,
+    /// F(4×4, 3×3): 36 positions.
+    F4,
+}
+
+impl Wino {
+    /// Output pixels per tile side.
+    fn m(self) -> usize {
+        match self {
+            Wino::F2 => 2,
+            Wino::F4 => 4,
+        }
+    }
+
+    /// Transform positions ξ: (m + 2)².
+    fn positions(self) -> usize {
+        (self.m() + 2) * (self.m() + 2)
+    }
+}
+
+/// A batch's 3×3 stride-1 padding-1 convolution by Winograd F(2×2, 3×3) or F(4×4, 3×3): `x` is
+/// `b × ci × h × w`, `wt` the kernels (`co × ci × 9`), `out` the `b × co × h × w` output
+/// (overwritten).
 ///
 /// Work buffers are bounded whatever the layer: the transformed kernels are made for blocks of
 /// output channels of at most 32 MiB (once per call, for every image of the batch, when one block
 /// holds them all), and each image is done in passes of tile rows whose transformed input and output fit another 32 MiB.
 #[allow(clippy::too_many_arguments)]
 fn conv_winograd(
+    tile: Wino,
     x: &[f32],
     wt: &[f32],
     bias: &[f32],
@@ -826,13 +1075,14 @@ fn conv_winograd(
     w: usize,
     out: &mut [f32],
 ) {
-    conv_winograd_within(8 << 20, x, wt, bias, b, ci, co, h, w, out)
+    conv_winograd_within(WINOGRAD_BUDGET, tile, x, wt, bias, b, ci, co, h, w, out)
 }
 
 /// [`conv_winograd`] with each work buffer bounded by `budget` floats.
 #[allow(clippy::too_many_arguments)]
 fn conv_winograd_within(
     budget: usize,
+    tile: Wino,
     x: &[f32],
     wt: &[f32],
     bias: &[f32],
@@ -843,33 +1093,40 @@ fn conv_winograd_within(
     w: usize,
     out: &mut [f32],
 ) {
-    let (th, tw) = (h.div_ceil(2), w.div_ceil(2));
-    let cob = (budget / (16 * ci).max(1)).clamp(1, co);
-    let rows = (budget / (16 * (ci + cob) * tw).max(1)).clamp(1, th);
-    let mut u = Scratch::take(Slot::WinoWeights, 16 * ci * cob);
-    let mut v = Scratch::take(Slot::WinoInput, 16 * ci * rows * tw);
-    let mut m = Scratch::take(Slot::WinoOutput, 16 * cob * rows * tw);
+    let (mt, np) = (tile.m(), tile.positions());
+    let (th, tw) = (h.div_ceil(mt), w.div_ceil(mt));
+    let cob = (budget / (np * ci).max(1)).clamp(1, co);
+    let rows = (budget / (np * (ci + cob) * tw).max(1)).clamp(1, th);
+    let mut u = Scratch::take(Slot::WinoWeights, np * ci * cob);
+    let mut v = Scratch::take(Slot::WinoInput, np * ci * rows * tw);
+    let mut m = Scratch::take(Slot::WinoOutput, np * cob * rows * tw);
     let transform = |u: &mut [f32], o0: usize, n: usize| {
-        u[..16 * ci * n]
-            .par_chunks_mut(16 * ci)
+        u[..np * ci * n]
+            .par_chunks_mut(np * ci)
             .enumerate()
-            .for_each(|(o, uo)| wino_weights(&wt[(o0 + o) * ci * 9..(o0 + o + 1) * ci * 9], ci, uo));
+            .for_each(|(o, uo)| wino_weights(tile, &wt[(o0 + o) * ci * 9..(o0 + o + 1) * ci * 9], ci, uo));
     };
     if cob == co {
         transform(&mut u, 0, co);
     }
-    let pw = 2 * tw + 2;
+    let pw = mt * tw + 2;
     for (xb, ob) in x.chunks(ci * h * w).zip(out.chunks_mut(co * h * w)).take(b) {
         let mut ty0 = 0;
         while ty0 < th {
             let r = rows.min(th - ty0);
             let tc = r * tw;
-            v[..16 * ci * tc]
-                .par_chunks_mut(16 * tc)
+            v[..np * ci * tc]
+                .par_chunks_mut(np * tc)
                 .enumerate()
                 .for_each_init(
-                    || vec![0f32; 8 * pw],
-                    |pad, (c, vc)| wino_input(&xb[c * h * w..(c + 1) * h * w], h, w, tw, ty0, r, vc, pad),
+                    || vec![0f32; 2 * (mt + 2) * pw],
+                    |pad, (c, vc)| {
+                        let xc = &xb[c * h * w..(c + 1) * h * w];
+                        match tile {
+                            Wino::F2 => wino_input(xc, h, w, tw, ty0, r, vc, pad),
+                            Wino::F4 => wino4_input(xc, h, w, tw, ty0, r, vc, pad),
+                        }
+                    },
                 );
             for o0 in (0..co).step_by(cob) {
                 let n = cob.min(co - o0);
@@ -879,43 +1136,38 @@ fn conv_winograd_within(
                 let (mp, vp) = (SendPtr(m.as_mut_ptr()), SendPtr(v.as_ptr() as *mut f32));
                 let up = SendPtr(u.as_ptr() as *mut f32);
                 crate::profile::gemm_timed(|| {
-                    (0..16).into_par_iter().for_each(|xi| {
+                    (0..np).into_par_iter().for_each(|xi| {
                         let (mp, vp, up) = (mp, vp, up);
-                        // SAFETY: position ξ's matrices: U rows n (stride 16·ci) × ci; V rows ci
-                        // (stride 16·tc) × tc; M rows n (stride 16·tc) × tc, disjoint across ξ.
+                        // SAFETY: position ξ's matrices: U rows n (stride np·ci) × ci; V rows ci
+                        // (stride np·tc) × tc; M rows n (stride np·tc) × tc, disjoint across ξ.
                         unsafe {
                             gemm_at_level(
                                 n,
                                 tc,
                                 ci,
                                 mp.0.add(xi * tc),
-                                (16 * tc) as isize,
+                                (np * tc) as isize,
                                 false,
                                 up.0.add(xi * ci),
-                                ((16 * ci) as isize, 1),
+                                ((np * ci) as isize, 1),
                                 vp.0.add(xi * tc),
-                                ((16 * tc) as isize, 1),
+                                ((np * tc) as isize, 1),
                                 1.0,
                                 gemm::Parallelism::None,
                             )
                         }
                     })
                 });
-                let m = &m[..16 * n * tc];
+                let m = &m[..np * n * tc];
                 ob[o0 * h * w..(o0 + n) * h * w]
                     .par_chunks_mut(h * w)
                     .enumerate()
                     .for_each(|(o, oc)| {
-                        wino_output(
-                            &m[o * 16 * tc..(o + 1) * 16 * tc],
-                            bias[o0 + o],
-                            h,
-                            w,
-                            tw,
-                            ty0,
-                            r,
-                            oc,
-                        )
+                        let mo = &m[o * np * tc..(o + 1) * np * tc];
+                        match tile {
+                            Wino::F2 => wino_output(mo, bias[o0 + o], h, w, tw, ty0, r, oc),
+                            Wino::F4 => wino4_output(mo, bias[o0 + o], h, w, tw, ty0, r, oc),
+                        }
                     });
             }
             ty0 += r;
@@ -932,6 +1184,7 @@ pub(crate) fn conv2d(x: &Tensor, w: &Tensor, bias: &Tensor, stride: usize, paddi
             stride,
             padding,
             winograd: winograd_default(),
+            winograd4: winograd4_default(),
         },
     )
 }
@@ -972,9 +1225,13 @@ impl CustomOp3 for LinearOp {
         );
         let mut out = vec![0f32; m * nout];
         if !bias.is_empty() {
-            for row in out.chunks_mut(nout) {
-                row.copy_from_slice(bias);
-            }
+            // On all threads: this first touch of a fresh output also takes its page faults
+            // (single-threaded it was a third of the 4096×320→2560 projection's time).
+            out.par_chunks_mut(nout * 16).for_each(|rows| {
+                for row in rows.chunks_mut(nout) {
+                    row.copy_from_slice(bias);
+                }
+            });
         }
         // SAFETY: x is m×k, w is nout×k read as its transpose k×nout, out is m×nout.
         unsafe {
@@ -1370,11 +1627,15 @@ mod tests {
 
     #[test]
     fn exp_and_erf_are_accurate() {
-        for i in -2000..2000 {
-            let x = i as f32 * 0.04;
+        // The whole range where exp(x) is a normal float: every power of two 2^n, n = -126..127,
+        // that the exponent-bit construction can produce.
+        for i in -8730..=8837 {
+            let x = i as f32 * 0.01;
             let (a, b) = (exp(x), x.exp());
             assert!(((a - b) / b).abs() < 4e-7, "exp({x}) = {a} vs {b}");
         }
+        assert!(exp(f32::NAN).is_nan() && exp(88.4) == f32::INFINITY);
+        assert!(exp(-1e4) < 1.3e-38 && exp(-1e4) >= 0.0);
         for i in -300..300 {
             let x = i as f32 * 0.01;
             let want = libm_erf(x as f64);
@@ -1517,11 +1778,9 @@ mod tests {
                 .broadcast_add(&bias.reshape((1, co, 1, 1)).unwrap())
                 .unwrap();
             let got = conv2d(&x, &wt, &bias, s, p).unwrap();
-            assert!(
-                max_diff(&got, &want) < 1e-4,
-                "case {i}: {}",
-                max_diff(&got, &want)
-            );
+            // As in `winograd_equals_im2col_and_candle`: F(4×4)'s bound for large 3×3 layers.
+            let tol = (2e-6 * (9.0 * ci as f32).sqrt() * 8.0 * 4.0).max(1e-4);
+            assert!(max_diff(&got, &want) < tol, "case {i}: {}", max_diff(&got, &want));
         }
     }
 
@@ -1531,44 +1790,69 @@ mod tests {
     #[test]
     fn winograd_equals_im2col_and_candle() {
         for (i, &(b, ci, co, h, w)) in [
-            (2usize, 3usize, 5usize, 32usize, 32usize),
-            (1, 7, 4, 33, 31),
-            (2, 16, 9, 35, 64),
+            (2usize, 3usize, 5usize, 64usize, 64usize),
+            (1, 7, 4, 65, 63),
+            (2, 16, 9, 67, 64),
             (1, 32, 32, 201, 199),
         ]
         .iter()
         .enumerate()
         {
-            assert!(h.div_ceil(2) * w.div_ceil(2) >= WINOGRAD_MIN_TILES);
+            let op = |winograd, winograd4| Conv2dOp {
+                stride: 1,
+                padding: 1,
+                winograd,
+                winograd4,
+            };
+            assert_eq!(
+                op(true, false).winograd_tile((3, 3, 1, 1), (ci, co), h, w),
+                Some(Wino::F2)
+            );
+            assert_eq!(
+                op(true, true).winograd_tile((3, 3, 1, 1), (ci, co), h, w),
+                Some(Wino::F4)
+            );
             let x = randn(300 + i as u64, &[b, ci, h, w]);
             let wt = randn(400 + i as u64, &[co, ci, 3, 3]);
             let bias = randn(500 + i as u64, &[co]);
-            let run = |winograd| {
-                x.apply_op3_no_bwd(
-                    &wt,
-                    &bias,
-                    &Conv2dOp {
-                        stride: 1,
-                        padding: 1,
-                        winograd,
-                    },
-                )
-                .unwrap()
-            };
-            let (wino, im2col) = (run(true), run(false));
+            let run = |winograd, winograd4| x.apply_op3_no_bwd(&wt, &bias, &op(winograd, winograd4)).unwrap();
+            let im2col = run(false, false);
             let want = x
                 .conv2d(&wt, 1, 1, 1, 1)
                 .unwrap()
                 .broadcast_add(&bias.reshape((1, co, 1, 1)).unwrap())
                 .unwrap();
-            // Sums of 9·ci products of unit normals: rounding grows like √(9·ci).
-            let tol = 2e-6 * (9.0 * ci as f32).sqrt() * 8.0;
-            let (d_im2col, d_candle) = (max_diff(&wino, &im2col), max_diff(&wino, &want));
-            assert!(
-                d_im2col < tol && d_candle < tol,
-                "case {i}: vs im2col {d_im2col}, vs candle {d_candle} (tol {tol})"
-            );
+            // Sums of 9·ci products of unit normals: rounding grows like √(9·ci); F(4×4)'s
+            // transforms carry constants up to 8 (and ¼, ⅙, 1/24 on the kernels), so its
+            // bound is 4× F(2×2)'s.
+            for (tile, winograd4, scale) in [("F(2×2)", false, 1.0), ("F(4×4)", true, 4.0)] {
+                let wino = run(true, winograd4);
+                let tol = 2e-6 * (9.0 * ci as f32).sqrt() * 8.0 * scale;
+                let (d_im2col, d_candle) = (max_diff(&wino, &im2col), max_diff(&wino, &want));
+                eprintln!("case {i} {tile}: vs im2col {d_im2col}, vs candle {d_candle} (tol {tol})");
+                assert!(
+                    d_im2col < tol && d_candle < tol,
+                    "case {i} {tile}: vs im2col {d_im2col}, vs candle {d_candle} (tol {tol})"
+                );
+            }
         }
+        // Which variant a geometry and size takes.
+        let op = Conv2dOp {
+            stride: 1,
+            padding: 1,
+            winograd: true,
+            winograd4: true,
+        };
+        let k3 = (3, 3, 1, 1);
+        assert_eq!(op.winograd_tile(k3, (320, 320), 64, 64), Some(Wino::F4));
+        assert_eq!(op.winograd_tile(k3, (320, 320), 61, 64), Some(Wino::F4));
+        assert_eq!(op.winograd_tile(k3, (320, 320), 60, 64), Some(Wino::F2));
+        assert_eq!(op.winograd_tile(k3, (512, 512), 128, 128), Some(Wino::F2));
+        assert_eq!(op.winograd_tile(k3, (320, 320), 32, 32), Some(Wino::F2));
+        assert_eq!(op.winograd_tile(k3, (1280, 1280), 16, 16), Some(Wino::F2));
+        assert_eq!(op.winograd_tile(k3, (1280, 1280), 14, 16), None);
+        assert_eq!(op.winograd_tile((3, 3, 2, 1), (4, 4), 64, 64), None);
+        assert_eq!(op.winograd_tile((3, 3, 1, 0), (4, 4), 64, 64), None);
         // A batch of two with small work-buffer budgets: blocks of output channels (the last one
         // partial) and single-tile-row passes give the same result as one block and one pass.
         let (ci, co, h, w) = (6, 11, 13, 18);
@@ -1584,11 +1868,22 @@ mod tests {
             .unwrap();
         let bias: Vec<f32> = randn(22, &[co]).to_vec1().unwrap();
         let mut whole = vec![0f32; 2 * co * h * w];
-        conv_winograd_within(1 << 20, &x, &wt, &bias, 2, ci, co, h, w, &mut whole);
-        for budget in [16 * ci * 4, 16 * ci * 3 + 5, 1] {
-            let mut parts = vec![0f32; 2 * co * h * w];
-            conv_winograd_within(budget, &x, &wt, &bias, 2, ci, co, h, w, &mut parts);
-            assert_eq!(parts, whole, "budget {budget}");
+        conv_winograd_within(1 << 20, Wino::F2, &x, &wt, &bias, 2, ci, co, h, w, &mut whole);
+        for tile in [Wino::F2, Wino::F4] {
+            let np = tile.positions();
+            let mut one = vec![0f32; 2 * co * h * w];
+            conv_winograd_within(1 << 20, tile, &x, &wt, &bias, 2, ci, co, h, w, &mut one);
+            for budget in [np * ci * 4, np * ci * 3 + 5, 1] {
+                let mut parts = vec![0f32; 2 * co * h * w];
+                conv_winograd_within(budget, tile, &x, &wt, &bias, 2, ci, co, h, w, &mut parts);
+                assert_eq!(parts, one, "{tile:?} budget {budget}");
+            }
+            let d = one
+                .iter()
+                .zip(&whole)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(d < 1e-4, "{tile:?} vs F2: {d}");
         }
         let want: Vec<f32> = Tensor::from_vec(x, (2, ci, h, w), &Device::Cpu)
             .unwrap()
@@ -1625,6 +1920,7 @@ mod tests {
                         stride: s,
                         padding: p,
                         winograd: true,
+                        winograd4: true,
                     },
                 )
                 .unwrap();
@@ -1636,6 +1932,7 @@ mod tests {
                         stride: s,
                         padding: p,
                         winograd: false,
+                        winograd4: false,
                     },
                 )
                 .unwrap();
@@ -1652,17 +1949,22 @@ mod tests {
             let wt = randn(12, &[7, 5, 3, 3]);
             let bias = randn(13, &[7]);
             let rounded = wt.to_dtype(dt).unwrap().to_dtype(DType::F32).unwrap();
-            for winograd in [true, false] {
+            for (winograd, winograd4) in [(true, true), (true, false), (false, false)] {
                 let op = || Conv2dOp {
                     stride: 1,
                     padding: 1,
                     winograd,
+                    winograd4,
                 };
                 let half = x
                     .apply_op3_no_bwd(&wt.to_dtype(dt).unwrap(), &bias, &op())
                     .unwrap();
                 let full = x.apply_op3_no_bwd(&rounded, &bias, &op()).unwrap();
-                assert_eq!(max_diff(&half, &full), 0.0, "{dt:?} conv, winograd {winograd}");
+                assert_eq!(
+                    max_diff(&half, &full),
+                    0.0,
+                    "{dt:?} conv, winograd {winograd} {winograd4}"
+                );
             }
             let xl = randn(14, &[3, 37, 50]);
             let wl = randn(15, &[21, 50]);

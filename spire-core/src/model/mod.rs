@@ -24,7 +24,7 @@ pub use clip::{ClipTextModel, ClipTextOutput, ClipVisionModel};
 pub use config::{ClipTextConfig, ClipVisionConfig, UNetConfig, VaeConfig};
 #[doc(hidden)]
 pub use kernels::fused_dispatches_on_this_thread;
-pub use kernels::{fused_default, keep_weights_in, winograd_default};
+pub use kernels::{fused_default, keep_weights_in, winograd4_default, winograd_default};
 pub use ldm::Generation;
 pub use load::{LoadOptions, SingleFile};
 pub use tokenizer::ClipTokenizer;
