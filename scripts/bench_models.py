@@ -3,7 +3,7 @@
 
     venv/bin/python scripts/bench_models.py [--runs 3] [--threads 2] [--models unet,vae]
         [--simd avx512,avx2] [--variants default,im2col,f16]   # PyTorch capped alike
-        [--sdcpp BUILD/bin/sd-cli --sdcpp-model f32.safetensors,f16.safetensors --sdcpp-args ';--diffusion-fa']
+        [--interleave] [--sdcpp BUILD/bin/sd-cli --sdcpp-model f32.safetensors,f16.safetensors --sdcpp-args ';--diffusion-fa']
 
 Each measurement runs in its own process (so peak RSS is per implementation and model):
 `cargo run --release --example bench_models -- <model>` for spire, and this script with
@@ -37,7 +37,7 @@ SD_VAE = dict(
 )
 
 
-def torch_bench(model: str, runs: int, threads: int):
+def torch_bench(model: str, runs: int, threads: int, paced: bool = False):
     import torch
     torch.set_num_threads(threads)
     from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -57,12 +57,23 @@ def torch_bench(model: str, runs: int, threads: int):
             f = lambda: m.decode(z).sample
             name = "vae-decoder-512x512"
         init = time.perf_counter() - t0
+        # --paced: each pass waits for a line on stdin and reports its time at once (see
+        # `interleaved`).
+        if paced:
+            sys.stdin.readline()
+        t = time.perf_counter()
         f()
+        if paced:
+            print(json.dumps({"warm_s": round(time.perf_counter() - t, 4)}), flush=True)
         secs = []
         for _ in range(runs):
+            if paced:
+                sys.stdin.readline()
             t = time.perf_counter()
             f().sum().item()
             secs.append(time.perf_counter() - t)
+            if paced:
+                print(json.dumps({"run_s": round(secs[-1], 4)}), flush=True)
     secs.sort()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"impl": "pytorch", "model": name, "runs": runs, "min_s": round(secs[0], 3),
@@ -80,6 +91,45 @@ TORCH_CAPS = {
     "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
     "baseline": {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"},
 }
+
+
+def interleaved(jobs, runs: int) -> list[dict]:
+    """Runs the `--paced` commands `jobs` ([(cmd, env)]) side by side, one pass at a time in
+    turn (the warm-ups first, then `runs` rounds, each round starting one job later), so a
+    drift in the machine's speed — which on the 2-core development machines reaches 20 % within
+    minutes — hits every job alike. Each job is its own process (its own peak RSS); returns
+    each job's final JSON result, whose `median_s`/`min_s` are over its interleaved passes."""
+    procs = []
+    for cmd, env in jobs:
+        procs.append(subprocess.Popen(cmd + ["--paced"], cwd=ROOT, env=env, stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, text=True, bufsize=1))
+
+    def one_pass(p, key):
+        p.stdin.write("\n")
+        p.stdin.flush()
+        while True:
+            line = p.stdout.readline()
+            if not line:
+                raise SystemExit(f"benchmark process {p.args} ended early (status {p.wait()})")
+            if line.startswith("{") and key in line:
+                return json.loads(line)[key]
+
+    for p in procs:
+        one_pass(p, "warm_s")
+    for r in range(runs):
+        for i in range(len(procs)):
+            one_pass(procs[(r + i) % len(procs)], "run_s")
+    results = []
+    for p in procs:
+        out, _ = p.communicate()
+        if p.returncode:
+            raise SystemExit(f"benchmark process {p.args} failed (status {p.returncode})")
+        lines = [json.loads(l) for l in out.splitlines() if l.startswith("{")]
+        res = [l for l in lines if "profile" not in l and "run_s" not in l][-1]
+        res["profile_rows"] = [l for l in lines if "profile" in l]
+        res["interleaved"] = True
+        results.append(res)
+    return results
 
 
 def run_json(cmd, env=None) -> dict:
@@ -180,10 +230,14 @@ def main():
                     help="semicolon-separated extra sd-cli argument sets, one run each per file, e.g. ';--diffusion-fa'")
     ap.add_argument("--profile", action="store_true",
                     help="SPIRE_PROFILE=1 for the spire runs, and the per-layer tables (the profiled runs are a little slower)")
+    ap.add_argument("--interleave", action="store_true",
+                    help="run PyTorch and the spire variants of one model and SIMD level side by side, "
+                         "alternating single passes, so the machine's drift hits them alike")
     ap.add_argument("--torch", help=argparse.SUPPRESS)
+    ap.add_argument("--paced", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.torch:
-        torch_bench(a.torch, a.runs, a.threads)
+        torch_bench(a.torch, a.runs, a.threads, a.paced)
         return
     subprocess.run(["cargo", "build", "--release", "--example", "bench_models"], cwd=ROOT, check=True)
     env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads))
@@ -200,16 +254,23 @@ def main():
         for level in levels:
             # PyTorch at the same instruction-set cap as spire (its best code when uncapped).
             tenv = dict(os.environ, **TORCH_CAPS.get(level, {}))
-            p = run_json([sys.executable, __file__, "--torch", model, "--runs", str(a.runs), "--threads", str(a.threads)], tenv)
-            if level not in TORCH_CAPS:
-                torch_rows.setdefault(model, p)
-            print(json.dumps({k: x for k, x in p.items() if k != "profile_rows"}), flush=True)
+            tcmd = [sys.executable, __file__, "--torch", model, "--runs", str(a.runs), "--threads", str(a.threads)]
+            jobs = []
             for v in variants:
                 venv, vargs = VARIANTS[v]
                 e = dict(env, **venv)
                 if level:
                     e["SPIRE_SIMD"] = level
-                s = run_json([str(ROOT / "target/release/examples/bench_models"), model, "--runs", str(a.runs), *vargs], e)
+                jobs.append(([str(ROOT / "target/release/examples/bench_models"), model, "--runs", str(a.runs), *vargs], e))
+            if a.interleave:
+                p, *spire = interleaved([(tcmd, tenv)] + jobs, a.runs)
+            else:
+                p = run_json(tcmd, tenv)
+                spire = [run_json(cmd, e) for cmd, e in jobs]
+            if level not in TORCH_CAPS:
+                torch_rows.setdefault(model, p)
+            print(json.dumps({k: x for k, x in p.items() if k != "profile_rows"}), flush=True)
+            for v, s in zip(variants, spire):
                 s["variant"] = v
                 rows.append((s, p, model))
                 print(json.dumps({k: x for k, x in s.items() if k != "profile_rows"}), flush=True)
@@ -238,7 +299,8 @@ def main():
             ru = f"{r['unet_eval_s'] / pu['median_s']:.2f}×" if pu else "—"
             rv = f"{r['vae_decode_s'] / pv['median_s']:.2f}×" if pv else "—"
             print(f"| {r['model_file']} {r['args']} | {r['unet_eval_s']:.2f} | {ru} | {r['vae_decode_s']:.2f} | {rv} | {r['peak_rss_mib']} |")
-    print(f"\n{a.threads} threads, median of {a.runs} runs after one warm-up; torch {rows[0][1].get('torch') if rows else '?'}")
+    how = "interleaved passes (--interleave)" if a.interleave else "runs"
+    print(f"\n{a.threads} threads, median of {a.runs} {how} after one warm-up; torch {rows[0][1].get('torch') if rows else '?'}")
     if a.profile:
         print()
         print(profile_tables(rows))

@@ -3,6 +3,7 @@
 //! peak RSS as one JSON line per model.
 //!
 //!     RAYON_NUM_THREADS=2 cargo run --release --example bench_models -- [unet|vae] [--runs N]
+//!         [--weights f16|bf16] [--paced]
 //!
 //! `SPIRE_SIMD=avx2` caps the fused kernels and their GEMMs at AVX2 (candle's own matmuls keep
 //! their dispatch), so an AVX-512 machine measures the AVX2 path too; the JSON line says which
@@ -26,15 +27,41 @@ fn peak_rss_mib() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-fn time<F: FnMut() -> candle_core::Result<Tensor>>(runs: usize, mut f: F) -> candle_core::Result<Vec<f64>> {
+/// With `--paced`, each pass (the warm-up too) waits for a line on stdin and reports its time
+/// as a JSON line at once, so `scripts/bench_models.py --interleave` can alternate the passes
+/// of several processes (spire and PyTorch) and the machine's drift hits them all alike.
+fn wait_turn(paced: bool) -> candle_core::Result<()> {
+    if paced {
+        std::io::stdin().read_line(&mut String::new())?;
+    }
+    Ok(())
+}
+
+fn report_pass(paced: bool, key: &str, secs: f64) {
+    if paced {
+        println!("{{\"{key}\":{secs:.4}}}");
+    }
+}
+
+fn time<F: FnMut() -> candle_core::Result<Tensor>>(
+    runs: usize,
+    paced: bool,
+    mut f: F,
+) -> candle_core::Result<Vec<f64>> {
+    wait_turn(paced)?;
+    let t = Instant::now();
     f()?; // warm-up
+    report_pass(paced, "warm_s", t.elapsed().as_secs_f64());
     let _ = spire_core::profile::take(); // the profile covers the timed runs only
     (0..runs)
         .map(|_| {
+            wait_turn(paced)?;
             let t = Instant::now();
             let out = f()?;
             let _ = out.sum_all()?.to_scalar::<f32>()?; // force completion
-            Ok(t.elapsed().as_secs_f64())
+            let secs = t.elapsed().as_secs_f64();
+            report_pass(paced, "run_s", secs);
+            Ok(secs)
         })
         .collect()
 }
@@ -147,6 +174,7 @@ fn main() -> candle_core::Result<()> {
     };
     let weights = weights.filter(|d| *d != DType::F32);
     let wname = weights.map_or("f32", |d| d.as_str());
+    let paced = args.iter().any(|a| a == "--paced");
     let dev = Device::Cpu;
     let t0 = Instant::now();
     match which {
@@ -160,7 +188,7 @@ fn main() -> candle_core::Result<()> {
             let init = t0.elapsed().as_secs_f64();
             let x = spire_core::rng::randn(2, (1, 4, 64, 64), &dev)?;
             let ctx = spire_core::rng::randn(3, (1, 77, 1024), &dev)?;
-            let secs = time(runs, || unet.forward(&x, &[500.0], &ctx, None))?;
+            let secs = time(runs, paced, || unet.forward(&x, &[500.0], &ctx, None))?;
             report("unet-sd21-base-64x64", &secs, init, wname);
         }
         "vae" => {
@@ -169,7 +197,7 @@ fn main() -> candle_core::Result<()> {
             })?;
             let init = t0.elapsed().as_secs_f64();
             let z = spire_core::rng::randn(5, (1, 4, 64, 64), &dev)?;
-            let secs = time(runs, || vae.decode(&z))?;
+            let secs = time(runs, paced, || vae.decode(&z))?;
             report("vae-decoder-512x512", &secs, init, wname);
         }
         other => candle_core::bail!("unknown model `{other}` (unet or vae)"),

@@ -15,7 +15,9 @@
 //! `--calibrate` instead prints `estimate::BLUR_CALIBRATION` as Rust source: for each σ of
 //! [`CALIBRATION_SIGMAS`], the 60th percentile of the median edge widths that
 //! `estimate::edge_sigma` reads on the training photos (every photo but the held-out four)
-//! blurred by σ and rounded to 8 bits.
+//! blurred by σ and rounded to 8 bits. `--calibrate-jpeg-noise` prints the evidence for
+//! `estimate::MIN_NOISE_SIGMA_UNDER_JPEG` (what the training photos read under JPEG, clean and
+//! noisy).
 
 use std::path::PathBuf;
 
@@ -80,6 +82,54 @@ fn calibrate(data: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// `--calibrate-jpeg-noise`: what `estimate::noise_sigma_under_jpeg` reads on the training
+/// photos with noise of σ (0 = clean) under JPEG of quality q, as percentiles over the photos
+/// and the share at or above `estimate::MIN_NOISE_SIGMA_UNDER_JPEG` — the evidence for that
+/// threshold (clean photos must stay below it, noisy ones above).
+fn calibrate_jpeg_noise(data: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    let all = load_images(data, None, &[], 256)?;
+    let train: Vec<_> = all
+        .iter()
+        .filter(|i| !HELD_OUT.contains(&i.name.as_str()))
+        .collect();
+    let t = spire_core::estimate::MIN_NOISE_SIGMA_UNDER_JPEG;
+    println!(
+        "{} training photos, 256×256; noise σ read under JPEG (per colour channel)\n",
+        train.len()
+    );
+    println!("| JPEG quality | noise σ | median read | 90th percentile | max | share ≥ {t} |");
+    println!("|---:|---:|---:|---:|---:|---:|");
+    for q in [15u8, 30, 50, 60, 75] {
+        for (k, s) in [0.0, 0.03, 0.05, 0.10].into_iter().enumerate() {
+            let mut reads = Vec::new();
+            for (i, img) in train.iter().enumerate() {
+                let x = Rgb::from_view(&img.image.view())?;
+                let y = if s > 0.0 {
+                    ops::add_gaussian_noise(&x, s, false, 1000 + 10 * i as u64 + k as u64)
+                } else {
+                    x
+                };
+                let y = ops::jpeg(&y.clip(), q)?.clip();
+                let table = spire_core::estimate::ijg_table(false, q);
+                if let Some(e) = spire_core::estimate::noise_sigma_under_jpeg(&y, &table) {
+                    reads.push(e.value);
+                }
+            }
+            reads.sort_unstable_by(|a, b| a.total_cmp(b));
+            let pct = |p: f64| reads[((reads.len() as f64 * p) as usize).min(reads.len() - 1)];
+            let share = reads.iter().filter(|&&v| v >= t).count() as f64 / reads.len() as f64;
+            println!(
+                "| {q} | {s:.2} | {:.3} | {:.3} | {:.3} | {:.0} % |",
+                pct(0.5),
+                pct(0.9),
+                reads[reads.len() - 1],
+                100.0 * share
+            );
+        }
+    }
+    Ok(())
+}
+
 const ROWS: [&str; 20] = [
     "Remove all degradation",
     "Denoise with sigma 0.03",
@@ -139,6 +189,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         arg("--data")
             .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/photos").into()),
     );
+    if args.iter().any(|a| a == "--calibrate-jpeg-noise") {
+        return calibrate_jpeg_noise(&data);
+    }
     if args.iter().any(|a| a == "--calibrate") {
         return calibrate(&data);
     }

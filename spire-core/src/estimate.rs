@@ -444,25 +444,20 @@ pub fn edge_sigmas(img: &Rgb, noise: f64) -> Vec<f64> {
     est
 }
 
-/// The JPEG quality from decoded pixels: for the first 14 AC coefficients (zig-zag order) of
-/// the 8×8 luma blocks on the grid from the top-left corner, the largest quantisation step
-/// their values are multiples of; then the IJG quality whose luma table has those steps.
-/// `None` when no coefficient shows a step above 1 (not a JPEG, a resized or shifted one, or
-/// one of quality ≳ 95).
-pub fn jpeg_quality_from_pixels(img: &Rgb) -> Option<Estimate> {
-    let (w, h) = (img.width, img.height);
-    let (bw, bh) = (w / 8, h / 8);
-    if bw * bh < 16 {
-        return None;
-    }
-    let n = w * h;
-    // JPEG's luma on 0–255, as the encoder computed it before the DCT (level shift by 128).
-    let y: Vec<f64> = (0..n)
+/// JPEG's luma of `img` on 0–255, level-shifted by 128 as the encoder does before its DCT.
+fn jpeg_luma(img: &Rgb) -> Vec<f64> {
+    let n = img.width * img.height;
+    (0..n)
         .map(|i| {
             let px = |c: usize| (img.data[c * n + i] as f64 * 255.0).round();
             0.299 * px(0) + 0.587 * px(1) + 0.114 * px(2) - 128.0
         })
-        .collect();
+        .collect()
+}
+
+/// The orthonormal 8×8 DCT-II (JPEG's) of every whole block of the `w × h` plane `y` on the
+/// grid from the top-left corner, row by row; coefficients in natural (row-major) order.
+fn block_dcts(y: &[f64], w: usize, h: usize) -> Vec<[f64; 64]> {
     let cos: Vec<f64> = (0..64)
         .map(|k| {
             let (u, x) = (k / 8, k % 8);
@@ -470,31 +465,45 @@ pub fn jpeg_quality_from_pixels(img: &Rgb) -> Option<Estimate> {
             c * ((2 * x + 1) as f64 * u as f64 * std::f64::consts::PI / 16.0).cos()
         })
         .collect();
-    let positions: Vec<usize> = ZIGZAG[1..15].to_vec();
-    let mut coefs: Vec<Vec<f64>> = vec![Vec::with_capacity(bw * bh); positions.len()];
-    for by in 0..bh {
-        for bx in 0..bw {
-            // Separable 2-D DCT-II (orthonormal, as JPEG's).
-            let mut rows = [[0f64; 8]; 8]; // rows[v][x] = Σ_y c(v,y) Y[y][x]
-            for v in 0..8 {
-                for x in 0..8 {
-                    let mut s = 0.0;
-                    for yy in 0..8 {
-                        s += cos[v * 8 + yy] * y[(by * 8 + yy) * w + bx * 8 + x];
-                    }
-                    rows[v][x] = s;
+    let mut out = Vec::with_capacity((w / 8) * (h / 8));
+    for by in 0..h / 8 {
+        for bx in 0..w / 8 {
+            // Separable: rows[v][x] = Σ_y c(v, y) Y[y][x], then along x.
+            let mut rows = [[0f64; 8]; 8];
+            for (v, row) in rows.iter_mut().enumerate() {
+                for (x, r) in row.iter_mut().enumerate() {
+                    *r = (0..8)
+                        .map(|yy| cos[v * 8 + yy] * y[(by * 8 + yy) * w + bx * 8 + x])
+                        .sum();
                 }
             }
-            for (p, &nat) in positions.iter().enumerate() {
-                let (v, u) = (nat / 8, nat % 8);
-                let mut s = 0.0;
-                for x in 0..8 {
-                    s += cos[u * 8 + x] * rows[v][x];
-                }
-                coefs[p].push(s);
+            let mut c = [0f64; 64];
+            for (k, ck) in c.iter_mut().enumerate() {
+                let (v, u) = (k / 8, k % 8);
+                *ck = (0..8).map(|x| cos[u * 8 + x] * rows[v][x]).sum();
             }
+            out.push(c);
         }
     }
+    out
+}
+
+/// The JPEG quality from decoded pixels: for the first 14 AC coefficients (zig-zag order) of
+/// the 8×8 luma blocks on the grid from the top-left corner, the largest quantisation step
+/// their values are multiples of; then the IJG quality whose luma table has those steps.
+/// `None` when no coefficient shows a step above 1 (not a JPEG, a resized or shifted one, or
+/// one of quality ≳ 95).
+pub fn jpeg_quality_from_pixels(img: &Rgb) -> Option<Estimate> {
+    let (w, h) = (img.width, img.height);
+    if (w / 8) * (h / 8) < 16 {
+        return None;
+    }
+    let blocks = block_dcts(&jpeg_luma(img), w, h);
+    let positions: Vec<usize> = ZIGZAG[1..15].to_vec();
+    let coefs: Vec<Vec<f64>> = positions
+        .iter()
+        .map(|&nat| blocks.iter().map(|b| b[nat]).collect())
+        .collect();
     // For each IJG quality, how much more often than by chance the coefficients that its
     // table quantises to nonzero values lie within rounding of a multiple of its step: for
     // the true table most of them do; a table of divisors of the true steps matches as often
@@ -535,6 +544,91 @@ pub fn jpeg_quality_from_pixels(img: &Rgb) -> Option<Estimate> {
     Some(Estimate {
         value: tied[tied.len() / 2] as f64,
         confidence: ((best - 0.15) / 0.3).clamp(0.0, 1.0),
+    })
+}
+
+/// The standard deviation in JPEG's luma of white noise of σ 1 drawn independently per colour
+/// channel: ‖(0.299, 0.587, 0.114)‖.
+const LUMA_NOISE_GAIN: f64 = 0.668_555;
+
+/// Under JPEG compression a noise estimate of at least this (σ on [0, 1], per colour channel) is
+/// needed for the clause: at qualities 30–75, 4–7 % of the clean training photos read this much
+/// or more, and 82–86 % of those with noise σ 0.05 (`estimate_report --calibrate-jpeg-noise`,
+/// docs/estimate.md).
+pub const MIN_NOISE_SIGMA_UNDER_JPEG: f64 = 0.045;
+
+/// Below this JPEG quality the noise under it is not read: the steps are so coarse that clean
+/// photos read as much as noisy ones (at quality 15: σ 0.039 clean vs 0.053 with σ 0.05, medians
+/// of the training photos).
+pub const MIN_QUALITY_FOR_NOISE_UNDER_JPEG: u8 = 25;
+
+/// `erfc(x)` for x ≥ 0 (Abramowitz & Stegun 7.1.26, absolute error below 1.5e-7).
+fn erfc(x: f64) -> f64 {
+    let t = 1.0 / (1.0 + 0.327_591_1 * x);
+    let p = t
+        * (0.254_829_592
+            + t * (-0.284_496_736 + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+    p * (-x * x).exp()
+}
+
+/// Noise σ (on [0, 1], per colour channel) of an image that went through JPEG compression with
+/// the luma quantisation table `table` (natural order), where the finest wavelet band that
+/// [`noise_sigma`] reads has been quantised away.
+///
+/// In the 5 % of the 8×8 luma blocks with the least low-frequency energy (the first two AC
+/// coefficients), the picture contributes little to the coefficients of zig-zag positions
+/// 3–27 and the noise most of what survives: white noise of σ_Y in luma leaves a coefficient
+/// of step Q nonzero with probability erfc(Q / (2√2 σ_Y)). σ_Y is fitted to the observed
+/// nonzero rates by maximum likelihood, and divided by [`LUMA_NOISE_GAIN`]. On a clean photo
+/// with fine texture everywhere the flattest blocks are not flat, so this reads up to about
+/// [`MIN_NOISE_SIGMA_UNDER_JPEG`]. `None` below 320 blocks (a 143×143 image).
+pub fn noise_sigma_under_jpeg(img: &Rgb, table: &[u16; 64]) -> Option<Estimate> {
+    let (w, h) = (img.width, img.height);
+    let blocks = block_dcts(&jpeg_luma(img), w, h);
+    if blocks.len() < 320 {
+        return None;
+    }
+    let mut order: Vec<(f64, usize)> = blocks
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (b[ZIGZAG[1]].abs() + b[ZIGZAG[2]].abs(), i))
+        .collect();
+    order.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+    let flat = &order[..blocks.len() / 20];
+    let n = flat.len() as f64;
+    // (step, count of nonzero quantised values) per position.
+    let rates: Vec<(f64, f64)> = ZIGZAG[3..28]
+        .iter()
+        .map(|&nat| {
+            let q = table[nat].max(1) as f64;
+            let nz = flat
+                .iter()
+                .filter(|&&(_, i)| blocks[i][nat].abs() >= q / 2.0)
+                .count();
+            (q, nz as f64)
+        })
+        .collect();
+    let loglik = |sy: f64| -> f64 {
+        rates
+            .iter()
+            .map(|&(q, k)| {
+                let p = erfc(q / (2.0 * std::f64::consts::SQRT_2 * sy)).clamp(1e-9, 1.0 - 1e-9);
+                k * p.ln() + (n - k) * (1.0 - p).ln()
+            })
+            .sum()
+    };
+    // σ_Y on 0–255 over a geometric grid from 0.1 to 80.
+    let (mut best, mut best_ll) = (0.1, f64::NEG_INFINITY);
+    for i in 0..=600 {
+        let sy = 0.1 * 800f64.powf(i as f64 / 600.0);
+        let ll = loglik(sy);
+        if ll > best_ll {
+            (best, best_ll) = (sy, ll);
+        }
+    }
+    Some(Estimate {
+        value: best / 255.0 / LUMA_NOISE_GAIN,
+        confidence: (n / 64.0).min(1.0),
     })
 }
 
@@ -609,6 +703,23 @@ impl RestorationPrompt {
             Some(t) => Some(jpeg_quality_from_tables(t)),
             None => jpeg_quality_from_pixels(&rgb).map(|e| (e, JpegSource::Pixels)),
         };
+        // Under JPEG the finest band the MAD reads is quantised away: read the noise from the
+        // flattest blocks' DCT instead (the file's own luma table when there is one), and keep
+        // it when it exceeds what clean photos read there.
+        let mut noise = noise;
+        if let Some((q, _)) = jpeg.filter(|(e, _)| {
+            e.confidence >= MIN_CONFIDENCE && e.value >= MIN_QUALITY_FOR_NOISE_UNDER_JPEG as f64
+        }) {
+            let table = match source.and_then(|s| s.jpeg_tables.as_ref()) {
+                Some(t) => t.luma,
+                None => ijg_table(false, q.value.round().clamp(1.0, 100.0) as u8),
+            };
+            if let Some(e) = noise_sigma_under_jpeg(&rgb, &table) {
+                if e.value >= MIN_NOISE_SIGMA_UNDER_JPEG && e.value > noise.value {
+                    noise = e;
+                }
+            }
+        }
         let scale = match target {
             None => None,
             Some((tw, th)) => {

@@ -82,6 +82,73 @@ fn noise_sigma_is_within_a_hundredth_on_synthetic_noise() {
     }
 }
 
+/// A 256×256 picture of smooth shading and a few edges (flat regions like a sky or a wall).
+fn smooth_picture() -> Rgb {
+    let (w, h) = (256usize, 256usize);
+    let mut d = vec![0f32; 3 * w * h];
+    for c in 0..3 {
+        for y in 0..h {
+            for x in 0..w {
+                let (fx, fy) = (x as f32 / w as f32, y as f32 / h as f32);
+                let mut v = 0.3 + 0.25 * fx + 0.15 * (3.0 * fy + c as f32).sin();
+                if x > 150 && y > 60 && y < 200 {
+                    v += 0.2;
+                }
+                d[c * w * h + y * w + x] = v;
+            }
+        }
+    }
+    Rgb::new(w, h, d).unwrap()
+}
+
+#[test]
+fn noise_under_jpeg_is_read_from_the_flattest_blocks() {
+    let x = smooth_picture();
+    for q in [30u8, 50, 75] {
+        let table = estimate::ijg_table(false, q);
+        let clean = ops::jpeg(&x, q).unwrap().clip();
+        let e = estimate::noise_sigma_under_jpeg(&clean, &table).unwrap();
+        assert!(
+            e.value < estimate::MIN_NOISE_SIGMA_UNDER_JPEG,
+            "q{q} clean: {e:?}"
+        );
+        for (s, seed) in [(0.05, 11u64), (0.10, 12)] {
+            let y = ops::jpeg(&ops::add_gaussian_noise(&x, s, false, seed).clip(), q)
+                .unwrap()
+                .clip();
+            // The finest band is quantised away: the MAD reads too little (measured 0.003–0.07) …
+            let mad = estimate::noise_sigma(&y).value;
+            // … and the flattest blocks' DCT reads σ within a hundredth (measured: 0.0005–0.008;
+            // the clean picture 0.0006).
+            let e = estimate::noise_sigma_under_jpeg(&y, &table).unwrap();
+            assert!((e.value - s).abs() <= 0.01, "q{q} σ {s}: {e:?} (MAD {mad})");
+            assert!(e.confidence >= estimate::MIN_CONFIDENCE);
+            // The prompt takes it, with the quality read from the pixels.
+            let p = RestorationPrompt::estimate(&y.to_rgb8().view(), None)
+                .unwrap()
+                .prompt;
+            assert!(
+                (p.denoise_sigma_f64().unwrap() - s).abs() <= 0.015,
+                "q{q} σ {s}: {p}"
+            );
+            assert_eq!(p.dejpeg_quality(), Some(q), "{p}");
+        }
+    }
+    // Too small to read (fewer than 320 blocks), and not read below quality 25.
+    let small = ops::resize_bicubic(&x, 128, 128);
+    assert!(estimate::noise_sigma_under_jpeg(&small, &estimate::ijg_table(false, 50)).is_none());
+    let y = ops::jpeg(&ops::add_gaussian_noise(&x, 0.1, false, 13).clip(), 15)
+        .unwrap()
+        .clip();
+    let p = RestorationPrompt::estimate(&y.to_rgb8().view(), None)
+        .unwrap()
+        .prompt;
+    assert!(
+        p.denoise_sigma().is_none() || estimate::noise_sigma(&y).value >= estimate::MIN_NOISE_SIGMA,
+        "{p}"
+    );
+}
+
 #[test]
 fn blur_sigma_is_within_a_third_of_a_pixel_on_synthetic_blur() {
     let x = photo();

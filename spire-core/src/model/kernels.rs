@@ -762,7 +762,7 @@ fn wino2_g(a: f32, b: f32, d: f32) -> [f32; 4] {
 /// (position-major, so each position's matrix is a strided GEMM operand). One channel at a
 /// time: the A² stores per channel go to A² streams that each advance by one float, which the
 /// write-combining buffers absorb (a 16-channel vectorised version with a transposed copy of
-/// `g` measured 2.5–5× slower).
+/// `g` took about twice as long in a timing).
 #[inline(always)]
 fn wino_weights_with<const A: usize>(
     g: &[f32],
@@ -789,7 +789,8 @@ fn wino_weights(tile: Wino, g: &[f32], ci: usize, u: &mut [f32]) {
     }
 }
 
-/// [`wino_weights`] for F(2×2, 3×3), written out (measured faster than the generic form).
+/// [`wino_weights`] for F(2×2, 3×3), written out as before F(4×4) came (in one timing the generic
+/// form was no faster: 7.9 / 2.6 / 0.5 ms vs 6.6 / 1.2 / 0.3 ms on 1280/640/320 channels).
 fn wino2_weights(g: &[f32], ci: usize, u: &mut [f32]) {
     for c in 0..ci {
         let k = &g[c * 9..c * 9 + 9];
