@@ -121,7 +121,10 @@ def interleaved(jobs, runs: int) -> list[dict]:
             one_pass(procs[(r + i) % len(procs)], "run_s")
     results = []
     for p in procs:
-        out, _ = p.communicate()
+        # Not communicate(): it reads the pipe itself and would miss what readline() buffered.
+        p.stdin.close()
+        out = p.stdout.read()
+        p.wait()
         if p.returncode:
             raise SystemExit(f"benchmark process {p.args} failed (status {p.returncode})")
         lines = [json.loads(l) for l in out.splitlines() if l.startswith("{")]
