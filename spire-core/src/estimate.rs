@@ -549,7 +549,7 @@ pub fn jpeg_quality_from_pixels(img: &Rgb) -> Option<Estimate> {
 
 /// The standard deviation in JPEG's luma of white noise of σ 1 drawn independently per colour
 /// channel: ‖(0.299, 0.587, 0.114)‖.
-const LUMA_NOISE_GAIN: f64 = 0.668_555;
+pub const LUMA_NOISE_GAIN: f64 = 0.668_555;
 
 /// Under JPEG compression a noise estimate of at least this (σ on [0, 1], per colour channel) is
 /// needed for the clause: at qualities 30–75, 4–7 % of the clean training photos read this much
@@ -580,8 +580,9 @@ fn erfc(x: f64) -> f64 {
 /// 3–27 and the noise most of what survives: white noise of σ_Y in luma leaves a coefficient
 /// of step Q nonzero with probability erfc(Q / (2√2 σ_Y)). σ_Y is fitted to the observed
 /// nonzero rates by maximum likelihood, and divided by [`LUMA_NOISE_GAIN`]. On a clean photo
-/// with fine texture everywhere the flattest blocks are not flat, so this reads up to about
-/// [`MIN_NOISE_SIGMA_UNDER_JPEG`]. `None` below 320 blocks (a 143×143 image).
+/// with fine texture everywhere the flattest blocks are not flat, so a few clean photos read
+/// above [`MIN_NOISE_SIGMA_UNDER_JPEG`] (up to 0.1 among the training photos). `None` below
+/// 320 blocks (smaller than about 144×144).
 pub fn noise_sigma_under_jpeg(img: &Rgb, table: &[u16; 64]) -> Option<Estimate> {
     let (w, h) = (img.width, img.height);
     let blocks = block_dcts(&jpeg_luma(img), w, h);
