@@ -810,6 +810,22 @@ fn wino2_weights(g: &[f32], ci: usize, u: &mut [f32]) {
     }
 }
 
+/// Rows `y0 − 1, y0, …` of the `h × w` plane `xc`, zero-padded by one pixel, into the rows of
+/// `d` (each `pw ≥ w + 2` wide; padded column j is input x = j − 1): a Winograd tile row's input.
+#[inline(always)]
+fn padded_rows(xc: &[f32], h: usize, w: usize, y0: usize, d: &mut [f32], pw: usize) {
+    for (i, row) in d.chunks_exact_mut(pw).enumerate() {
+        let iy = (y0 + i) as isize - 1;
+        if iy < 0 || iy >= h as isize {
+            row.fill(0.0);
+        } else {
+            row[0] = 0.0;
+            row[1..=w].copy_from_slice(&xc[iy as usize * w..(iy as usize + 1) * w]);
+            row[w + 1..].fill(0.0);
+        }
+    }
+}
+
 // `V = Bᵀ d B` for the tiles of tile rows `ty0..ty0 + rows` of one input channel `xc`
 // (`h × w`): `v` is `16 × tc` (tc = rows · tw), written position-major.
 simd! {
@@ -818,18 +834,8 @@ fn wino_input(xc: &[f32], h: usize, w: usize, tw: usize, ty0: usize, rows: usize
     let pw = 2 * tw + 2;
     let (d, c) = pad.split_at_mut(4 * pw);
     for ty in ty0..ty0 + rows {
-        // The four input rows of this tile row, zero-padded: padded column j is input x = j − 1.
-        for i in 0..4 {
-            let row = &mut d[i * pw..(i + 1) * pw];
-            let iy = (2 * ty + i) as isize - 1;
-            if iy < 0 || iy >= h as isize {
-                row.fill(0.0);
-            } else {
-                row[0] = 0.0;
-                row[1..=w].copy_from_slice(&xc[iy as usize * w..(iy as usize + 1) * w]);
-                row[w + 1..].fill(0.0);
-            }
-        }
+        // The four input rows of this tile row, zero-padded.
+        padded_rows(xc, h, w, 2 * ty, &mut d[..4 * pw], pw);
         // Bᵀ d along the rows.
         {
             let (d0, rest) = d.split_at(pw);
@@ -961,17 +967,8 @@ fn wino4_input(xc: &[f32], h: usize, w: usize, tw: usize, ty0: usize, rows: usiz
     let pw = 4 * tw + 2;
     let (d, c) = pad.split_at_mut(6 * pw);
     for ty in ty0..ty0 + rows {
-        // The six input rows of this tile row, zero-padded: padded column j is input x = j − 1.
-        for (i, row) in d.chunks_exact_mut(pw).enumerate() {
-            let iy = (4 * ty + i) as isize - 1;
-            if iy < 0 || iy >= h as isize {
-                row.fill(0.0);
-            } else {
-                row[0] = 0.0;
-                row[1..=w].copy_from_slice(&xc[iy as usize * w..(iy as usize + 1) * w]);
-                row[w + 1..].fill(0.0);
-            }
-        }
+        // The six input rows of this tile row, zero-padded.
+        padded_rows(xc, h, w, 4 * ty, d, pw);
         // Bᵀ d along the rows.
         {
             let dr: [&[f32]; 6] = std::array::from_fn(|i| &d[i * pw..(i + 1) * pw]);
