@@ -43,14 +43,17 @@ const CALIBRATION_SIGMAS: [f64; 14] = [
 /// prompt's gain with the 50th / 60th / 70th, tied at σ 1.5 and 2.0).
 const CALIBRATION_PERCENTILE: f64 = 0.6;
 
+/// The training photos: every photo in `data` but the held-out ones, 256×256 crops.
+fn training_photos(data: &std::path::Path) -> spire_core::Result<Vec<spire_core::eval::EvalImage>> {
+    let mut all = load_images(data, None, &[], 256)?;
+    all.retain(|i| !HELD_OUT.contains(&i.name.as_str()));
+    Ok(all)
+}
+
 /// Prints the calibration table from the training photos (all photos in `data` but the
 /// held-out ones).
 fn calibrate(data: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
-    let all = load_images(data, None, &[], 256)?;
-    let train: Vec<_> = all
-        .iter()
-        .filter(|i| !HELD_OUT.contains(&i.name.as_str()))
-        .collect();
+    let train = training_photos(data)?;
     println!(
         "// {} training photos; the 60th percentile of their median edge widths",
         train.len()
@@ -87,11 +90,7 @@ fn calibrate(data: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
 /// and the share at or above `estimate::MIN_NOISE_SIGMA_UNDER_JPEG` — the evidence for that
 /// threshold (clean photos must stay below it, noisy ones above).
 fn calibrate_jpeg_noise(data: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
-    let all = load_images(data, None, &[], 256)?;
-    let train: Vec<_> = all
-        .iter()
-        .filter(|i| !HELD_OUT.contains(&i.name.as_str()))
-        .collect();
+    let train = training_photos(data)?;
     let t = spire_core::estimate::MIN_NOISE_SIGMA_UNDER_JPEG;
     println!(
         "{} training photos, 256×256; noise σ read under JPEG (per colour channel)\n",
